@@ -1,0 +1,6 @@
+"""``python -m dfx``."""
+
+from dfx.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""The Python API: load a detector file and classify images.
+
+>>> import dfx
+>>> detector = dfx.load_detector("model.pt")
+>>> [p.label for p in detector.predict(["photo.jpg"])]
+['real']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, load_model_file
+from dfx.classes import CLASSES
+from dfx.data.dataset import Failure, ImageDataset, make_loader
+from dfx.data.transforms import JpegCompression
+from dfx.engine.device import Runtime, resolve_runtime
+from dfx.engine.inference import Outputs, run_network
+from dfx.errors import DfxError
+from dfx.metrics import p_fake_of
+from dfx.models.detector import DeepFeatureX
+from dfx.progress import ProgressReporter
+
+ImageInput = str | Path | Image.Image
+
+
+@dataclass
+class Prediction:
+    """The verdict on one input (the fields of ``dfx predict --json``)."""
+
+    path: str
+    """The input's path (or ``<image #i>`` for an in-memory image)."""
+    label: str | None
+    """Most probable class: dm, gan or real (None if the input failed)."""
+    probs: dict[str, float] | None
+    """Probability of each class."""
+    p_fake: float | None
+    """P(fake) = p_dm + p_gan."""
+    error: str | None = None
+    """Why the input could not be classified (None on success)."""
+
+    def to_dict(self) -> dict:
+        """The JSON record; a failed input keeps only its path and error."""
+        if self.error is not None:
+            return {"path": self.path, "error": self.error}
+        return {
+            "path": self.path,
+            "label": self.label,
+            "probs": self.probs,
+            "p_fake": self.p_fake,
+            "error": None,
+        }
+
+
+class Detector:
+    """A trained DeepFeatureX detector, ready to run on a device."""
+
+    def __init__(self, model_file: ModelFile, runtime: Runtime) -> None:
+        if list(model_file.classes) != list(CLASSES):
+            raise DfxError(f"model classes {model_file.classes} differ from {list(CLASSES)}.")
+        self.model_file = model_file
+        self.runtime = runtime
+        self.preprocessing = model_file.preprocessing
+        self.network = DeepFeatureX(model_file.backbone, model_file.preprocessing.input_size)
+        try:
+            self.network.load_state_dict(model_file.state_dict)
+        except RuntimeError as error:
+            raise DfxError(
+                f"the detector's weights do not fit its {model_file.backbone} "
+                f"architecture: {str(error).splitlines()[0]}"
+            ) from error
+        self.network.to(runtime.device).eval()
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> Detector:
+        """Load a detector file written by ``dfx train-fusion``."""
+        return cls(load_model_file(path, DETECTOR_FORMAT), resolve_runtime(device, precision))
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names in output order."""
+        return CLASSES
+
+    def run(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        targets: Sequence[int] | None = None,
+        qf: int | None = None,
+        batch_size: int = 32,
+        workers: int = 0,
+        progress: ProgressReporter | None = None,
+        description: str = "classify",
+    ) -> Outputs:
+        """Class probabilities (N, 3) of the readable images, optionally JPEG-compressed first."""
+        perturbation = JpegCompression(qf) if qf is not None else None
+        dataset = ImageDataset(images, targets, self.preprocessing, perturbation)
+        loader = make_loader(dataset, batch_size, workers=workers, pin_memory=self.runtime.is_cuda)
+        outputs = run_network(
+            self.network, loader, self.runtime, progress=progress, description=description
+        )
+        if len(outputs.values):
+            outputs.values = torch.softmax(outputs.values, dim=1)
+        return outputs
+
+    def predict(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        batch_size: int = 32,
+        workers: int = 0,
+        progress: ProgressReporter | None = None,
+    ) -> list[Prediction]:
+        """One :class:`Prediction` per input, in input order; unreadable inputs carry an error."""
+        outputs = self.run(images, batch_size=batch_size, workers=workers, progress=progress)
+        return predictions_from(images, outputs)
+
+
+def predictions_from(images: Sequence[ImageInput], outputs: Outputs) -> list[Prediction]:
+    """Turn network outputs into per-input predictions, failures in their place."""
+    names = [_name(image, i) for i, image in enumerate(images)]
+    failed = {f.index: f for f in outputs.failures}
+    probs = outputs.values.numpy() if len(outputs.values) else np.empty((0, len(CLASSES)))
+    p_fake = p_fake_of(probs) if len(probs) else np.empty(0)
+    row_of = {int(index): row for row, index in enumerate(outputs.indices.tolist())}
+    predictions = []
+    for i, name in enumerate(names):
+        if i in row_of:
+            row = row_of[i]
+            predictions.append(
+                Prediction(
+                    name,
+                    CLASSES[int(probs[row].argmax())],
+                    {c: float(p) for c, p in zip(CLASSES, probs[row])},
+                    float(p_fake[row]),
+                )
+            )
+        else:
+            failure = failed.get(i, Failure(i, "not processed", name))
+            predictions.append(Prediction(name, None, None, None, failure.reason))
+    return predictions
+
+
+def _name(image: ImageInput, index: int) -> str:
+    return str(image) if not isinstance(image, Image.Image) else f"<image #{index}>"
+
+
+def load_detector(path: str | Path, device: str = "auto", precision: str = "auto") -> Detector:
+    """Load a detector file; ``device`` is auto, cpu, cuda or cuda:N."""
+    return Detector.load(path, device, precision)

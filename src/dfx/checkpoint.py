@@ -1,0 +1,116 @@
+"""One self-describing model-file format, loaded only with ``weights_only=True``.
+
+A file is a dict of plain data (str, int, float, bool, None, lists, dicts) and tensors:
+``format`` (``dfx-base`` or ``dfx-detector``), ``format_version``, ``dfx_version``,
+``classes``, ``backbone``, ``preprocessing``, ``config``, ``metrics`` and ``state_dict``.
+No class is pickled, so loading a file can never run code from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dfx._version import __version__
+from dfx.atomic import atomic_write
+from dfx.data.transforms import Preprocessing
+from dfx.errors import DfxError
+
+FORMAT_VERSION = 1
+"""Version of the file layout this dfx writes and reads."""
+
+BASE_FORMAT = "dfx-base"
+DETECTOR_FORMAT = "dfx-detector"
+_DESCRIPTIONS = {BASE_FORMAT: "a base-model file", DETECTOR_FORMAT: "a detector file"}
+
+
+@dataclass
+class ModelFile:
+    """The contents of a dfx model file."""
+
+    format: str
+    """``dfx-base`` (one trained base model) or ``dfx-detector`` (the fused detector)."""
+    backbone: str
+    """Backbone registry name."""
+    classes: list[str]
+    """Output class names in index order."""
+    preprocessing: Preprocessing
+    """How images are turned into input tensors for this model."""
+    state_dict: dict
+    """The network's weights."""
+    config: dict
+    """The training configuration(s) that produced it."""
+    metrics: dict
+    """Metrics measured at training time."""
+    dfx_version: str = __version__
+    """dfx version that wrote the file."""
+    target: str | None = None
+    """For a base model, the class it specialises in."""
+
+    def to_payload(self) -> dict:
+        """Plain-data form written to disk."""
+        return {
+            "format": self.format,
+            "format_version": FORMAT_VERSION,
+            "dfx_version": self.dfx_version,
+            "backbone": self.backbone,
+            "classes": list(self.classes),
+            "target": self.target,
+            "preprocessing": self.preprocessing.to_dict(),
+            "config": self.config,
+            "metrics": self.metrics,
+            "state_dict": self.state_dict,
+        }
+
+
+def save_model_file(model_file: ModelFile, path: str | Path) -> Path:
+    """Write a model file atomically."""
+    path = Path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in model_file.state_dict.items()}
+    payload = model_file.to_payload() | {"state_dict": state}
+    with atomic_write(path, "wb") as handle:
+        torch.save(payload, handle)
+    return path
+
+
+def load_model_file(path: str | Path, expected: str) -> ModelFile:
+    """Read a model file of the ``expected`` format, failing with one sentence otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise DfxError(f"model file {path} does not exist.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise DfxError(
+            f"{path} is not a dfx model file that loads safely (weights only): "
+            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}."
+        ) from error
+    if not isinstance(payload, dict) or payload.get("format") not in _DESCRIPTIONS:
+        raise DfxError(f"{path} is not a dfx model file (no dfx format marker).")
+    if payload["format"] != expected:
+        raise DfxError(
+            f"{path} is {_DESCRIPTIONS[payload['format']]}, but {_DESCRIPTIONS[expected]} "
+            "is needed here."
+        )
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise DfxError(
+            f"{path} has format version {payload.get('format_version')} (written by dfx "
+            f"{payload.get('dfx_version')}); this dfx {__version__} reads version "
+            f"{FORMAT_VERSION}."
+        )
+    try:
+        return ModelFile(
+            format=payload["format"],
+            backbone=payload["backbone"],
+            classes=list(payload["classes"]),
+            preprocessing=Preprocessing.from_dict(payload["preprocessing"]),
+            state_dict=payload["state_dict"],
+            config=payload.get("config") or {},
+            metrics=payload.get("metrics") or {},
+            dfx_version=payload.get("dfx_version", "unknown"),
+            target=payload.get("target"),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise DfxError(f"{path} is a damaged dfx model file (bad field {error}).") from error

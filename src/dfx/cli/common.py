@@ -1,0 +1,176 @@
+"""What every command shares: error handling, consoles, progress rendering, common options.
+
+Nothing here imports torch, so ``dfx --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+EXIT_INPUT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+
+class Settings:
+    """Global flags set by the root callback."""
+
+    debug: bool = bool(os.environ.get("DFX_DEBUG"))
+    quiet: bool = False
+
+
+def stdout() -> Console:
+    """Console for results (tables) on standard output."""
+    return Console(highlight=False)
+
+
+def stderr() -> Console:
+    """Console for progress, notices and errors on standard error."""
+    return Console(stderr=True, highlight=False)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    """Print one sentence to stderr and return the Exit to raise."""
+    stderr().print(f"[bold red]error:[/bold red] {message}", markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handle_errors(command):
+    """Turn user errors into one sentence and exit 2; tracebacks only with --debug."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from dfx.errors import DfxError
+
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except DfxError as error:
+            if Settings.debug:
+                traceback.print_exc()
+            raise fail(str(error)) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted.", EXIT_INTERRUPTED) from None
+        except Exception as error:  # a bug: say so in one line, traceback with --debug
+            if Settings.debug:
+                traceback.print_exc()
+            raise fail(
+                f"internal error {type(error).__name__}: {error} (run with --debug for details).",
+                EXIT_INTERNAL,
+            ) from None
+
+    return wrapper
+
+
+class RichProgress:
+    """A :class:`dfx.progress.ProgressReporter` that draws rich progress bars on stderr."""
+
+    _kept = ("epochs",)
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.console = stderr()
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=24),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=self.console,
+            disable=not enabled or Settings.quiet,
+        )
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self) -> RichProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def start(self, task: str, total: int | None, description: str) -> None:
+        self.finish(task)
+        self.tasks[task] = self.progress.add_task(description, total=total, info="")
+
+    def advance(self, task: str, steps: int = 1, **fields: object) -> None:
+        if task in self.tasks:
+            info = "  ".join(f"{k} {_fmt(v)}" for k, v in fields.items())
+            self.progress.update(self.tasks[task], advance=steps, info=info)
+
+    def finish(self, task: str) -> None:
+        task_id = self.tasks.pop(task, None)
+        if task_id is not None and task not in self._kept:
+            self.progress.remove_task(task_id)
+
+    def notice(self, message: str) -> None:
+        if not Settings.quiet:
+            self.progress.console.print(message, markup=False, highlight=False)
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def report_failures(failures, what: str = "image") -> None:
+    """Name the first few unreadable inputs on stderr, with their count."""
+    if not failures:
+        return
+    console = stderr()
+    console.print(f"[yellow]skipped {len(failures)} unreadable {what}(s):[/yellow]")
+    for failure in failures[:5]:
+        console.print(f"  {failure.source}: {failure.reason}", markup=False)
+    if len(failures) > 5:
+        console.print(f"  ... and {len(failures) - 5} more", markup=False)
+
+
+def print_json(text: str) -> None:
+    """Write JSON to stdout exactly, with no rich formatting."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+Device = Annotated[str, typer.Option("--device", help="Where to run: auto, cpu, cuda or cuda:N.")]
+Precision = Annotated[
+    str,
+    typer.Option(
+        "--precision", help="Autocast: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16."
+    ),
+]
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers", min=0, help="DataLoader worker processes [default: CPUs - 1, max 8]."
+    ),
+]
+Seed = Annotated[int, typer.Option("--seed", help="Seed for sampling, initialisation, shuffling.")]
+ManifestOption = Annotated[
+    Path,
+    typer.Option("--manifest", "-m", help="Manifest CSV written by 'dfx split'."),
+]
+Epochs = Annotated[int, typer.Option("--epochs", min=1, help="Training epochs.")]
+LearningRate = Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate.")]
+WeightDecay = Annotated[float, typer.Option("--weight-decay", min=0.0, help="Adam weight decay.")]
+LrStep = Annotated[
+    int, typer.Option("--lr-step", min=0, help="StepLR period in epochs (0: constant rate).")
+]
+ValFraction = Annotated[
+    float, typer.Option("--val-fraction", min=0.0, max=0.9, help="Share held out for validation.")
+]

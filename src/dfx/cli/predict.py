@@ -1,0 +1,80 @@
+"""dfx predict: classify image files, folders, or paths read from stdin."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from dfx.cli.common import (
+    EXIT_INPUT_FAILED,
+    Device,
+    Precision,
+    RichProgress,
+    Workers,
+    handle_errors,
+    print_json,
+    stdout,
+)
+from dfx.cli.evaluate import ModelOption
+
+EPILOG = """\
+[bold]Examples[/bold]
+
+  dfx predict --model model.pt photo.jpg
+  export DFX_MODEL=model.pt; dfx predict downloads/          # folders are searched
+  find . -name '*.png' | dfx predict - --json > verdicts.jsonl
+  dfx predict suspicious.webp --json | jq -r 'select(.p_fake > 0.5) | .path'
+
+With --json, one object per input line: path, label, probs {dm, gan, real}, p_fake
+(= p_dm + p_gan) and error (null). An unreadable input gives {path, error} and the
+others still run; the exit code is then 1.
+"""
+
+
+@handle_errors
+def predict_command(
+    paths: Annotated[
+        list[str], typer.Argument(help="Image files, folders (recursive), or - for stdin paths.")
+    ],
+    model: ModelOption,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="One JSON object per input line on stdout.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per step.")] = 32,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    workers: Workers = 0,
+) -> None:
+    """Say whether images are real, GAN-generated or diffusion-generated."""
+    from dfx.api import Prediction, load_detector
+    from dfx.data.images import expand_inputs
+    from dfx.report import predictions_table, to_json
+
+    detector = load_detector(model, device, precision)
+    arguments = _read_stdin_paths(paths)
+    inputs, problems = expand_inputs(arguments)
+    with RichProgress(enabled=len(inputs) > batch_size) as progress:
+        predictions = detector.predict(
+            inputs, batch_size=batch_size, workers=workers or 0, progress=progress
+        )
+    predictions += [Prediction(str(path), None, None, None, reason) for path, reason in problems]
+    records = [p.to_dict() for p in predictions]
+    if json_output:
+        for record in records:
+            print_json(to_json(record, indent=None))
+    else:
+        stdout().print(predictions_table(records))
+    if any(p.error for p in predictions):
+        raise typer.Exit(EXIT_INPUT_FAILED)
+
+
+def _read_stdin_paths(paths: list[str]) -> list[str]:
+    expanded = []
+    for argument in paths:
+        if argument == "-":
+            expanded.extend(line.strip() for line in sys.stdin if line.strip())
+        else:
+            expanded.append(argument)
+    return expanded

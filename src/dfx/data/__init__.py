@@ -1,0 +1,1 @@
+"""Data sets on disk: layouts, manifests, image decoding, perturbations and loaders."""

@@ -1,0 +1,114 @@
+"""A Dataset over image files that never fails on one bad file, and its collate function."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from dfx.data.images import load_rgb
+from dfx.errors import ImageReadError
+
+
+@dataclass
+class Failure:
+    """An input that could not be used, and why."""
+
+    index: int
+    """Position of the input in the data set."""
+    reason: str
+    """Why it failed, in a few words."""
+    source: str = ""
+    """The file path (or a description of an in-memory image)."""
+
+
+class ImageDataset(Dataset):
+    """Images (paths or in-memory Pillow images) with integer targets.
+
+    An item is ``(tensor, target, index)``; an unreadable image gives ``(None, Failure, index)``
+    so that the collate function can drop it and the run can report it.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[str | Path | Image.Image],
+        targets: Sequence[int] | None,
+        transform: Callable[[Image.Image], torch.Tensor],
+        perturbation: Callable[[Image.Image], Image.Image] | None = None,
+    ) -> None:
+        self.images = list(images)
+        self.targets = list(targets) if targets is not None else [-1] * len(self.images)
+        self.transform = transform
+        self.perturbation = perturbation
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        source = self.images[index]
+        try:
+            image = source.convert("RGB") if isinstance(source, Image.Image) else load_rgb(source)
+            if self.perturbation is not None:
+                image = self.perturbation(image)
+            return self.transform(image), self.targets[index], index
+        except (ImageReadError, OSError, ValueError) as error:
+            name = str(source) if not isinstance(source, Image.Image) else f"image #{index}"
+            return None, Failure(index, str(error), name), index
+
+
+@dataclass
+class Batch:
+    """A collated batch: the readable images, their targets and positions, and the failures."""
+
+    inputs: torch.Tensor
+    """Stacked input tensors (possibly with zero rows)."""
+    targets: torch.Tensor
+    """Integer targets (-1 where unknown)."""
+    indices: torch.Tensor
+    """Positions of the rows in the data set."""
+    failures: list[Failure]
+    """Items of this batch that could not be read."""
+
+    def pin_memory(self) -> Batch:
+        self.inputs = self.inputs.pin_memory()
+        return self
+
+
+def collate_images(items: list) -> Batch:
+    """Stack the readable items; keep the unreadable ones as failures."""
+    good = [item for item in items if item[0] is not None]
+    failures = [item[1] for item in items if item[0] is None]
+    if good:
+        inputs = torch.stack([item[0] for item in good])
+    else:
+        inputs = torch.empty(0)
+    targets = torch.tensor([item[1] for item in good], dtype=torch.long)
+    indices = torch.tensor([item[2] for item in good], dtype=torch.long)
+    return Batch(inputs, targets, indices, failures)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    workers: int = 0,
+    pin_memory: bool = False,
+    seed: int = 0,
+) -> DataLoader:
+    """A DataLoader with dfx's collate function and a seeded shuffle."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        collate_fn=collate_images,
+        pin_memory=pin_memory,
+        generator=generator,
+        persistent_workers=workers > 0,
+    )

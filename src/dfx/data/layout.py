@@ -1,0 +1,92 @@
+"""Find the labelled images of a data folder in either supported layout.
+
+Class layout: ``DATA/<class>/<generator>/.../<image>`` with class ``dm``, ``gan`` or ``real``
+(or the official ``dm_generated`` / ``gan_generated``). Binary layout: any folders named
+``0_real`` and ``1_fake`` below DATA, as CNNDetection and its successors lay them out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dfx.classes import BINARY_FOLDERS, CLASS_FOLDER_ALIASES
+from dfx.data.images import iter_files, looks_like_image
+from dfx.errors import DfxError
+
+NO_GENERATOR = "-"
+"""Generator name for images that sit directly in a class (or binary) folder."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One labelled image of a data folder."""
+
+    path: str
+    """Path relative to the data folder, with forward slashes."""
+    label: str
+    """``dm``, ``gan`` or ``real`` in the class layout; ``fake`` or ``real`` in the binary one."""
+    generator: str
+    """The generator (or source) folder the image belongs to."""
+
+
+@dataclass
+class ScanResult:
+    """The images found below a data folder, and what was passed over."""
+
+    root: Path
+    """The data folder that was scanned."""
+    layout: str
+    """``classes`` or ``binary``."""
+    records: list[ImageRecord]
+    """Every image file found, sorted by path."""
+    skipped: list[str] = field(default_factory=list)
+    """Relative paths of files that are not images by content."""
+
+
+def scan_dataset(root: str | Path) -> ScanResult:
+    """Scan ``root`` in whichever layout it uses; fail with one sentence when it has neither."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DfxError(f"data folder {root} does not exist or is not a folder.")
+    class_dirs = {
+        child: CLASS_FOLDER_ALIASES[child.name.lower()]
+        for child in sorted(root.iterdir())
+        if child.is_dir() and child.name.lower() in CLASS_FOLDER_ALIASES
+    }
+    if class_dirs:
+        result = ScanResult(root, "classes", [])
+        for class_dir, label in class_dirs.items():
+            _scan_into(result, class_dir, label)
+    else:
+        result = ScanResult(root, "binary", [])
+        for folder in sorted(p for p in root.rglob("*") if p.is_dir()):
+            if folder.name in BINARY_FOLDERS:
+                _scan_into(result, folder, BINARY_FOLDERS[folder.name])
+        if not result.records and not result.skipped:
+            raise DfxError(
+                f"data folder {root} has neither class folders (dm, gan, real) "
+                "nor 0_real/1_fake folders; see 'dfx split --help' for the layout."
+            )
+    if not result.records:
+        raise DfxError(f"data folder {root} holds no image files.")
+    result.records.sort(key=lambda record: record.path)
+    return result
+
+
+def _scan_into(result: ScanResult, label_dir: Path, label: str) -> None:
+    for file in iter_files(label_dir):
+        relative = file.relative_to(result.root).as_posix()
+        if not looks_like_image(file):
+            result.skipped.append(relative)
+            continue
+        result.records.append(ImageRecord(relative, label, _generator_of(result, label_dir, file)))
+
+
+def _generator_of(result: ScanResult, label_dir: Path, file: Path) -> str:
+    if result.layout == "classes":
+        inside = file.relative_to(label_dir).parts
+        return inside[0] if len(inside) > 1 else NO_GENERATOR
+    # Binary layout: the generator is the first folder between DATA and 0_real/1_fake.
+    above = label_dir.relative_to(result.root).parts[:-1]
+    return above[0] if above else NO_GENERATOR

@@ -1,0 +1,190 @@
+"""The manifest: which image plays which role (base, fusion, test), stable across re-runs.
+
+An image's role depends only on its path relative to the data folder and the seed, so
+re-running ``dfx split`` writes the same file and adding images never moves old ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dfx.atomic import atomic_write
+from dfx.classes import CLASS_FOLDER_ALIASES, CLASSES
+from dfx.data.layout import ImageRecord, scan_dataset
+from dfx.errors import DfxError
+
+ROLES: tuple[str, ...] = ("base", "fusion", "test")
+"""The three roles, in the order of the split ratios."""
+
+DEFAULT_RATIOS: tuple[float, float, float] = (0.4, 0.4, 0.2)
+"""The paper's split: 40% base models, 40% fusion model, 20% test."""
+
+COLUMNS: tuple[str, ...] = ("path", "label", "generator", "split")
+"""Required CSV columns, in the order dfx writes them."""
+
+_HEADER_PREFIX = "# dfx-manifest"
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One image and its role."""
+
+    path: str
+    """Path relative to the manifest's data folder, with forward slashes."""
+    label: str
+    """``dm``, ``gan`` or ``real``."""
+    generator: str
+    """Generator (or source) folder name."""
+    split: str
+    """``base``, ``fusion`` or ``test``."""
+
+
+@dataclass
+class Manifest:
+    """A data folder and the role of each of its images."""
+
+    root: Path
+    """The data folder that the rows' paths are relative to."""
+    rows: list[ManifestRow]
+    """All images, sorted by path."""
+    seed: int | None = None
+    """Seed the split was drawn with (None for a hand-written manifest)."""
+    ratios: tuple[float, float, float] | None = None
+    """Split ratios (base, fusion, test) it was drawn with."""
+    skipped: list[str] = field(default_factory=list)
+    """Files under the data folder that were not images (only when just made)."""
+
+    def select(self, split: str | None = None) -> list[ManifestRow]:
+        """Rows of one role (all rows when ``split`` is None)."""
+        return [row for row in self.rows if split is None or row.split == split]
+
+    def absolute(self, row: ManifestRow) -> Path:
+        """Absolute location of a row's image."""
+        return self.root / row.path
+
+    def counts(self) -> Counter:
+        """Number of images per (label, generator, split)."""
+        return Counter((row.label, row.generator, row.split) for row in self.rows)
+
+
+def role_of(relative_path: str, seed: int, ratios: tuple[float, float, float]) -> str:
+    """The role of one image: a uniform draw from a hash of (seed, path) against the ratios."""
+    digest = hashlib.sha256(f"{seed}\0{relative_path}".encode()).digest()
+    draw = int.from_bytes(digest[:8], "big") / 2**64
+    cumulative = 0.0
+    for role, ratio in zip(ROLES, ratios):
+        cumulative += ratio
+        if draw < cumulative:
+            return role
+    return ROLES[-1]
+
+
+def check_ratios(ratios: tuple[float, ...]) -> tuple[float, float, float]:
+    """Validate three non-negative ratios that sum to 1."""
+    if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
+        raise DfxError(
+            f"--ratios must be three non-negative numbers (base fusion test) that sum to 1, "
+            f"got {' '.join(str(r) for r in ratios)}."
+        )
+    return (float(ratios[0]), float(ratios[1]), float(ratios[2]))
+
+
+def make_manifest(
+    data: str | Path, ratios: tuple[float, ...] = DEFAULT_RATIOS, seed: int = 0
+) -> Manifest:
+    """Scan a class-layout data folder and give every image a role."""
+    ratios = check_ratios(ratios)
+    scan = scan_dataset(data)
+    if scan.layout != "classes":
+        raise DfxError(
+            f"{data} uses the binary 0_real/1_fake layout, which has no dm/gan labels to train "
+            "on; split needs class folders dm, gan and real (use it with 'dfx evaluate --data')."
+        )
+    rows = [_row(record, role_of(record.path, seed, ratios)) for record in scan.records]
+    return Manifest(scan.root.resolve(), rows, seed, ratios, scan.skipped)
+
+
+def _row(record: ImageRecord, split: str) -> ManifestRow:
+    return ManifestRow(record.path, record.label, record.generator, split)
+
+
+def write_manifest(manifest: Manifest, out: str | Path) -> Path:
+    """Write the manifest CSV (data folder recorded relative to the CSV) atomically."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        root = Path(os.path.relpath(manifest.root, out.parent.resolve())).as_posix()
+    except ValueError:  # another drive on Windows
+        root = manifest.root.as_posix()
+    header = f"{_HEADER_PREFIX} root={root}"
+    if manifest.seed is not None and manifest.ratios is not None:
+        header += f" seed={manifest.seed} ratios={','.join(f'{r:g}' for r in manifest.ratios)}"
+    with atomic_write(out) as handle:
+        handle.write(header + "\n")
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for row in manifest.rows:
+            writer.writerow((row.path, row.label, row.generator, row.split))
+    return out
+
+
+def read_manifest(path: str | Path, check_files: bool = True) -> Manifest:
+    """Read a manifest CSV; fail with one sentence if it is malformed or its files are missing.
+
+    The data folder is the ``root=`` of its ``# dfx-manifest`` first line, relative to the
+    CSV; a manifest without that line has its paths relative to its own folder.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DfxError(f"manifest {path} does not exist; create one with 'dfx split DATA'.")
+    with open(path, encoding="utf-8", newline="") as handle:
+        lines = handle.read().splitlines()
+    settings = _parse_header(lines[0]) if lines and lines[0].startswith(_HEADER_PREFIX) else {}
+    body = [line for line in lines if line and not line.startswith("#")]
+    reader = csv.DictReader(body)
+    missing_columns = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    if missing_columns:
+        raise DfxError(
+            f"manifest {path} lacks the column(s) {', '.join(missing_columns)}; "
+            f"expected at least {','.join(COLUMNS)}."
+        )
+    rows = []
+    for number, entry in enumerate(reader, start=2):
+        label = CLASS_FOLDER_ALIASES.get(entry["label"].strip().lower())
+        if label is None or entry["split"] not in ROLES:
+            raise DfxError(
+                f"manifest {path} line {number} has label {entry['label']!r} and split "
+                f"{entry['split']!r}; labels are {', '.join(CLASSES)} and splits "
+                f"{', '.join(ROLES)}."
+            )
+        rows.append(ManifestRow(entry["path"], label, entry["generator"], entry["split"]))
+    if not rows:
+        raise DfxError(f"manifest {path} lists no images.")
+    root = (path.parent / settings.get("root", ".")).resolve()
+    manifest = Manifest(root, rows, _int_or_none(settings.get("seed")), None)
+    if check_files:
+        _check_files(manifest, path)
+    return manifest
+
+
+def _parse_header(line: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in line.split()[2:] if "=" in part)
+
+
+def _int_or_none(text: str | None) -> int | None:
+    return int(text) if text is not None and text.lstrip("-").isdigit() else None
+
+
+def _check_files(manifest: Manifest, path: Path) -> None:
+    missing = [row.path for row in manifest.rows if not manifest.absolute(row).is_file()]
+    if missing:
+        shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
+        raise DfxError(
+            f"manifest {path} names {len(missing)} file(s) missing under {manifest.root} "
+            f"({shown}); re-run 'dfx split' or fix the data folder."
+        )

@@ -1,0 +1,1 @@
+"""Loops: training, feature extraction and inference, with device and precision decided once."""

@@ -1,0 +1,232 @@
+"""Train one base model: a backbone specialised in "one class vs the others"."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from dfx.checkpoint import BASE_FORMAT, ModelFile, save_model_file
+from dfx.classes import CLASSES, class_index
+from dfx.data.dataset import Failure, ImageDataset, make_loader
+from dfx.data.manifest import Manifest, ManifestRow
+from dfx.engine.device import default_workers, resolve_runtime, seed_everything
+from dfx.engine.inference import run_network
+from dfx.engine.loop import fit
+from dfx.engine.sampling import holdout_split, sample_per_group
+from dfx.errors import DfxError
+from dfx.metrics import target_metrics
+from dfx.models.backbones import build_network, get_spec
+from dfx.progress import ProgressReporter, or_null
+
+
+@dataclass
+class BaseTrainConfig:
+    """Settings of base-model training (defaults: the official release's)."""
+
+    backbone: str = "densenet121"
+    """Backbone registry name."""
+    weights: str = "imagenet"
+    """Initial weights: imagenet, none, or a state-dict file."""
+    image_size: int | None = None
+    """Input side override (None: the backbone's default, 256)."""
+    epochs: int = 50
+    """Training epochs."""
+    batch_size: int = 32
+    """Images per training step."""
+    lr: float = 1e-4
+    """Adam learning rate."""
+    weight_decay: float = 1e-3
+    """Adam weight decay."""
+    lr_step: int = 0
+    """StepLR period in epochs (0: constant learning rate)."""
+    lr_gamma: float = 0.1
+    """StepLR decay factor."""
+    negative_fraction: float = 0.1
+    """Share of the training set drawn from the other two classes (paper: 90:10)."""
+    val_fraction: float = 0.2
+    """Share held out for validation (kept weights: lowest validation loss)."""
+    seed: int = 0
+    """Seed for sampling, initialisation and shuffling."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    precision: str = "auto"
+    """Autocast precision: auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16."""
+    workers: int | None = None
+    """DataLoader worker processes (None: one less than the CPU count, at most 8)."""
+    eval_batch_size: int = 64
+    """Images per step when measuring test metrics."""
+
+
+@dataclass
+class BaseTrainResult:
+    """What training one base model produced."""
+
+    target: str
+    """The class the model specialises in."""
+    path: Path
+    """The base-model file written."""
+    history_path: Path
+    """The per-epoch history (JSON lines)."""
+    counts: dict[str, int]
+    """Numbers of images: positives, negatives, train, val, test."""
+    best_epoch: int
+    """Epoch whose weights were kept."""
+    best_val_loss: float
+    """Their validation loss."""
+    test_metrics: dict | None
+    """Table 1 metrics (target vs others) on the test images, or None without test rows."""
+    seconds: float
+    """Wall time."""
+    failures: list[Failure] = field(default_factory=list)
+    """Images that could not be read and were skipped."""
+
+
+def check_target(target: str) -> str:
+    """Validate a class name for ``--target``."""
+    if target not in CLASSES:
+        raise DfxError(f"--target {target!r} is not one of {', '.join(CLASSES)} or all.")
+    return target
+
+
+def select_base_rows(
+    manifest: Manifest, target: str, negative_fraction: float, rng: np.random.Generator
+) -> tuple[list[ManifestRow], list[ManifestRow]]:
+    """All ``base`` images of the target class, and a small stratified share of the others."""
+    if not 0 < negative_fraction < 1:
+        raise DfxError("--negative-fraction must lie strictly between 0 and 1.")
+    rows = manifest.select("base")
+    positives = [row for row in rows if row.label == target]
+    others = [row for row in rows if row.label != target]
+    if not positives or not others:
+        raise DfxError(
+            f"the manifest's base split has {len(positives)} {target} image(s) and "
+            f"{len(others)} other image(s); training a {target} model needs both."
+        )
+    wanted = round(len(positives) * negative_fraction / (1 - negative_fraction))
+    negatives = sample_per_group(others, lambda r: (r.label, r.generator), wanted, rng)
+    return positives, negatives
+
+
+def train_base(
+    manifest: Manifest,
+    target: str,
+    config: BaseTrainConfig,
+    out_dir: str | Path,
+    progress: ProgressReporter | None = None,
+) -> BaseTrainResult:
+    """Train, keep the lowest-validation-loss weights, write ``out_dir/<target>.pt``."""
+    started = time.perf_counter()
+    progress = or_null(progress)
+    check_target(target)
+    spec = get_spec(config.backbone)
+    preprocessing = spec.preprocessing(config.image_size)
+    runtime = resolve_runtime(config.device, config.precision)
+    workers = default_workers() if config.workers is None else config.workers
+    seed_everything(config.seed)
+    rng = np.random.default_rng([config.seed, class_index(target)])
+
+    positives, negatives = select_base_rows(manifest, target, config.negative_fraction, rng)
+    train_rows, val_rows = holdout_split(
+        positives + negatives, lambda r: r.label == target, config.val_fraction, rng
+    )
+
+    def loader(rows: list[ManifestRow], shuffle: bool, batch_size: int):
+        dataset = ImageDataset(
+            [manifest.absolute(r) for r in rows],
+            [int(r.label == target) for r in rows],
+            preprocessing,
+        )
+        return make_loader(
+            dataset,
+            batch_size,
+            shuffle=shuffle,
+            workers=workers,
+            pin_memory=runtime.is_cuda,
+            seed=config.seed,
+        )
+
+    network = build_network(spec.name, config.weights, config.image_size).to(runtime.device)
+    optimizer = torch.optim.Adam(
+        network.parameters(), lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay
+    )
+    scheduler = (
+        torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step, config.lr_gamma)
+        if config.lr_step > 0
+        else None
+    )
+    out_dir = Path(out_dir)
+    history_path = out_dir / f"{target}.history.jsonl"
+    progress.notice(
+        f"{target} base model: {len(positives)} positives, {len(negatives)} negatives; "
+        f"{len(train_rows)} train / {len(val_rows)} val; {spec.name} on {runtime.device}"
+    )
+    result = fit(
+        network,
+        loader(train_rows, True, config.batch_size),
+        loader(val_rows, False, config.eval_batch_size) if val_rows else None,
+        epochs=config.epochs,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loss_fn=nn.CrossEntropyLoss(),
+        runtime=runtime,
+        progress=progress,
+        history_path=history_path,
+        label=f"train {target} base model",
+    )
+    network.load_state_dict(result.best_state)
+
+    test_rows = manifest.select("test")
+    test_metrics = None
+    failures = list(result.failures)
+    if test_rows:
+        outputs = run_network(
+            network,
+            loader(test_rows, False, config.eval_batch_size),
+            runtime,
+            progress=progress,
+            description=f"test {target} base model",
+        )
+        failures += outputs.failures
+        if len(outputs.targets):
+            test_metrics = target_metrics(outputs.targets.numpy(), outputs.values.argmax(1).numpy())
+
+    counts = {
+        "positives": len(positives),
+        "negatives": len(negatives),
+        "train": len(train_rows),
+        "val": len(val_rows),
+        "test": len(test_rows),
+    }
+    best = result.history[result.best_epoch - 1] if result.best_epoch else None
+    model_file = ModelFile(
+        format=BASE_FORMAT,
+        backbone=spec.name,
+        classes=["others", target],
+        preprocessing=preprocessing,
+        state_dict=result.best_state,
+        config=asdict(config),
+        metrics={
+            "best_epoch": result.best_epoch,
+            "validation": {"loss": best.val_loss, "accuracy": best.val_accuracy} if best else None,
+            "test": test_metrics,
+            "counts": counts,
+        },
+        target=target,
+    )
+    path = save_model_file(model_file, out_dir / f"{target}.pt")
+    return BaseTrainResult(
+        target,
+        path,
+        history_path,
+        counts,
+        result.best_epoch,
+        result.best_val_loss,
+        test_metrics,
+        time.perf_counter() - started,
+        failures,
+    )

@@ -1,0 +1,265 @@
+"""Train the fusion head on cached features of the three frozen base models."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from dfx.checkpoint import BASE_FORMAT, DETECTOR_FORMAT, ModelFile, load_model_file, save_model_file
+from dfx.classes import CLASSES, class_index
+from dfx.data.dataset import Failure, ImageDataset, make_loader
+from dfx.data.manifest import Manifest
+from dfx.engine.batches import TensorBatches
+from dfx.engine.device import Runtime, default_workers, resolve_runtime, seed_everything
+from dfx.engine.inference import run_network
+from dfx.engine.loop import fit
+from dfx.engine.sampling import holdout_split
+from dfx.errors import DfxError
+from dfx.metrics import binary_metrics, multiclass_metrics, p_fake_of
+from dfx.models.backbones import build_network, get_spec, to_feature_extractor
+from dfx.models.detector import DeepFeatureX, StackedExtractors
+from dfx.models.fusion import FusionHead, min_feature_dim
+from dfx.progress import ProgressReporter, or_null
+
+
+@dataclass
+class FusionTrainConfig:
+    """Settings of fusion-head training (defaults: the official release's)."""
+
+    epochs: int = 50
+    """Training epochs over the cached features."""
+    batch_size: int = 32
+    """Feature vectors per training step."""
+    lr: float = 1e-4
+    """Adam learning rate."""
+    weight_decay: float = 1e-3
+    """Adam weight decay."""
+    lr_step: int = 0
+    """StepLR period in epochs (0: constant learning rate)."""
+    lr_gamma: float = 0.1
+    """StepLR decay factor."""
+    val_fraction: float = 0.2
+    """Share of the fusion images held out for validation."""
+    seed: int = 0
+    """Seed for the hold-out, initialisation and shuffling."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    precision: str = "auto"
+    """Autocast precision: auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16."""
+    workers: int | None = None
+    """DataLoader worker processes for feature extraction (None: automatic)."""
+    extract_batch_size: int = 64
+    """Images per step during feature extraction."""
+
+
+@dataclass
+class FusionTrainResult:
+    """What training the fusion head produced."""
+
+    path: Path
+    """The detector file written."""
+    history_path: Path
+    """The per-epoch history (JSON lines)."""
+    counts: dict[str, int]
+    """Numbers of feature vectors: train, val, and per class of train."""
+    best_epoch: int
+    """Epoch whose weights were kept."""
+    validation: dict
+    """3-class and binary metrics of the kept weights on the validation features."""
+    extraction_seconds: float
+    """Wall time of the one feature-extraction pass."""
+    training_seconds: float
+    """Wall time of head training over the cached features."""
+    failures: list[Failure] = field(default_factory=list)
+    """Images that could not be read and were skipped."""
+
+
+def load_base_models(paths: dict[str, Path]) -> dict[str, ModelFile]:
+    """Read the three base-model files and check that they belong together."""
+    files = {name: load_model_file(paths[name], BASE_FORMAT) for name in CLASSES}
+    for name, model_file in files.items():
+        if model_file.target != name:
+            raise DfxError(
+                f"{paths[name]} is the base model for {model_file.target!r}, not {name!r}."
+            )
+    backbones = {m.backbone for m in files.values()}
+    preprocessings = {m.preprocessing for m in files.values()}
+    if len(backbones) > 1 or len(preprocessings) > 1:
+        raise DfxError(
+            "the three base models must share one backbone and input size; got "
+            + ", ".join(
+                f"{n}: {m.backbone} {m.preprocessing.input_size}px" for n, m in files.items()
+            )
+            + "."
+        )
+    return files
+
+
+def assemble_extractors(files: dict[str, ModelFile]) -> dict[str, nn.Module]:
+    """Feature extractors (final linear layer removed) with the base models' weights."""
+    extractors = {}
+    for name, model_file in files.items():
+        network = build_network(model_file.backbone, "none", model_file.preprocessing.input_size)
+        network.load_state_dict(model_file.state_dict)
+        extractors[name] = to_feature_extractor(network, model_file.backbone)
+    return extractors
+
+
+def extract_features(
+    extractors: nn.Module,
+    dataset: ImageDataset,
+    runtime: Runtime,
+    *,
+    batch_size: int,
+    workers: int,
+    progress: ProgressReporter | None = None,
+):
+    """The (N, 3, D) stacked features of every readable image, computed once in eval mode."""
+    loader = make_loader(dataset, batch_size, workers=workers, pin_memory=runtime.is_cuda)
+    return run_network(
+        extractors, loader, runtime, progress=progress, description="extract features"
+    )
+
+
+def train_fusion(
+    manifest: Manifest,
+    base_paths: dict[str, Path],
+    config: FusionTrainConfig,
+    out: str | Path,
+    progress: ProgressReporter | None = None,
+) -> FusionTrainResult:
+    """Freeze the base models, cache their features, train the head, write the detector."""
+    progress = or_null(progress)
+    files = load_base_models(base_paths)
+    reference = files[CLASSES[0]]
+    spec = get_spec(reference.backbone)
+    if spec.feature_dim < min_feature_dim():
+        raise DfxError(f"backbone {spec.name} has too few features for the fusion head.")
+    runtime = resolve_runtime(config.device, config.precision)
+    workers = default_workers() if config.workers is None else config.workers
+    seed_everything(config.seed)
+
+    rows = manifest.select("fusion")
+    missing = [name for name in CLASSES if not any(r.label == name for r in rows)]
+    if missing:
+        raise DfxError(f"the manifest's fusion split has no {', '.join(missing)} images.")
+    extractors = StackedExtractors(assemble_extractors(files)).to(runtime.device)
+    extractors.requires_grad_(False)
+    dataset = ImageDataset(
+        [manifest.absolute(r) for r in rows],
+        [class_index(r.label) for r in rows],
+        reference.preprocessing,
+    )
+    started = time.perf_counter()
+    outputs = extract_features(
+        extractors,
+        dataset,
+        runtime,
+        batch_size=config.extract_batch_size,
+        workers=workers,
+        progress=progress,
+    )
+    extraction_seconds = time.perf_counter() - started
+
+    rng = np.random.default_rng([config.seed, 3])
+    positions = list(range(len(outputs.targets)))
+    labels = outputs.targets.tolist()
+    train_pos, val_pos = holdout_split(positions, lambda i: labels[i], config.val_fraction, rng)
+    features = outputs.values.to(runtime.device)
+    targets = outputs.targets.to(runtime.device)
+    train_counts = np.bincount(np.asarray(labels)[train_pos], minlength=len(CLASSES))
+    if (train_counts == 0).any():
+        raise DfxError(
+            "the fusion training set lacks a class after unreadable images were skipped."
+        )
+    class_weights = torch.tensor(1.0 / train_counts, dtype=torch.float32, device=runtime.device)
+
+    def batches(chosen: list[int], shuffle: bool) -> TensorBatches:
+        index = torch.tensor(chosen, dtype=torch.long, device=runtime.device)
+        return TensorBatches(
+            features[index], targets[index], config.batch_size, shuffle=shuffle, seed=config.seed
+        )
+
+    head = FusionHead(len(CLASSES)).to(runtime.device)
+    optimizer = torch.optim.Adam(
+        head.parameters(), lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay
+    )
+    scheduler = (
+        torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step, config.lr_gamma)
+        if config.lr_step > 0
+        else None
+    )
+    out = Path(out)
+    history_path = out.with_suffix(".history.jsonl")
+    started = time.perf_counter()
+    result = fit(
+        head,
+        batches(train_pos, True),
+        batches(val_pos, False) if val_pos else None,
+        epochs=config.epochs,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loss_fn=nn.CrossEntropyLoss(weight=class_weights),
+        runtime=runtime,
+        progress=progress,
+        history_path=history_path,
+        label="train fusion head",
+    )
+    training_seconds = time.perf_counter() - started
+    head.load_state_dict(result.best_state)
+    validation = _validation_metrics(head, features, targets, val_pos or train_pos, runtime)
+
+    detector = DeepFeatureX(spec.name, reference.preprocessing.input_size)
+    for name, extractor in extractors.extractors.items():
+        detector.extractors[name].load_state_dict(extractor.state_dict())
+    detector.head.load_state_dict(result.best_state)
+    counts = {
+        "train": len(train_pos),
+        "val": len(val_pos),
+        **{f"train_{n}": int(c) for n, c in zip(CLASSES, train_counts)},
+    }
+    model_file = ModelFile(
+        format=DETECTOR_FORMAT,
+        backbone=spec.name,
+        classes=list(CLASSES),
+        preprocessing=reference.preprocessing,
+        state_dict=detector.state_dict(),
+        config={"fusion": asdict(config), "base": {name: files[name].config for name in CLASSES}},
+        metrics={
+            "fusion_validation": validation,
+            "best_epoch": result.best_epoch,
+            "counts": counts,
+            "base": {name: files[name].metrics for name in CLASSES},
+        },
+    )
+    save_model_file(model_file, out)
+    return FusionTrainResult(
+        out,
+        history_path,
+        counts,
+        result.best_epoch,
+        validation,
+        extraction_seconds,
+        training_seconds,
+        outputs.failures + result.failures,
+    )
+
+
+def _validation_metrics(head, features, targets, chosen, runtime) -> dict:
+    head.eval()
+    index = torch.tensor(chosen, dtype=torch.long, device=features.device)
+    with torch.inference_mode(), runtime.autocast():
+        probs = torch.softmax(head(features[index]).float(), dim=1).cpu().numpy()
+    y_true = targets[index].cpu().numpy()
+    y_pred = probs.argmax(1)
+    real = class_index("real")
+    return {
+        "n": len(chosen),
+        "multiclass": multiclass_metrics(y_true, y_pred),
+        "binary": binary_metrics(y_true != real, p_fake_of(probs), y_pred != real),
+    }

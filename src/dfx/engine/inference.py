@@ -1,0 +1,63 @@
+"""Run a network over a data set in eval mode and gather its outputs in data-set order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dfx.data.dataset import Failure
+from dfx.engine.device import Runtime
+from dfx.engine.loop import unpack
+from dfx.progress import ProgressReporter, or_null
+
+
+@dataclass
+class Outputs:
+    """A network's outputs for every readable input of a data set."""
+
+    values: torch.Tensor
+    """Outputs of the readable inputs, float32 on CPU, in data-set order."""
+    indices: torch.Tensor
+    """Data-set positions of the rows of ``values`` (ascending)."""
+    targets: torch.Tensor
+    """The data set's targets for those rows."""
+    failures: list[Failure]
+    """Inputs that could not be read."""
+
+
+def run_network(
+    network: nn.Module,
+    loader: Iterable,
+    runtime: Runtime,
+    *,
+    progress: ProgressReporter | None = None,
+    description: str = "inference",
+) -> Outputs:
+    """Forward every batch under ``torch.inference_mode()``; unreadable inputs are skipped."""
+    progress = or_null(progress)
+    network.eval()
+    values, indices, targets, failures = [], [], [], []
+    progress.start("inference", len(loader.dataset), description)
+    with torch.inference_mode():
+        for batch in loader:
+            inputs, batch_targets, batch_failures = unpack(batch)
+            failures.extend(batch_failures)
+            if len(batch_targets):
+                with runtime.autocast():
+                    output = network(inputs.to(runtime.device, non_blocking=True))
+                values.append(output.float().cpu())
+                indices.append(batch.indices)
+                targets.append(batch_targets)
+            progress.advance("inference", len(batch_targets) + len(batch_failures))
+    progress.finish("inference")
+    if not values:
+        empty = torch.empty(0, dtype=torch.long)
+        return Outputs(torch.empty(0), empty, empty, failures)
+    order_indices = torch.cat(indices)
+    order = torch.argsort(order_indices)
+    return Outputs(
+        torch.cat(values)[order], order_indices[order], torch.cat(targets)[order], failures
+    )

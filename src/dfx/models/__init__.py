@@ -1,0 +1,1 @@
+"""Networks: the backbone registry, the fusion head and the assembled detector."""

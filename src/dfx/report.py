@@ -1,0 +1,147 @@
+"""Rich tables and JSON for people and programs; builds renderables, never prints."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
+
+from dfx.atomic import atomic_write
+from dfx.classes import CLASSES
+
+
+def pct(value: float | None) -> str:
+    """A fraction as a percentage with two decimals ("—" when undefined)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{100 * value:.2f}"
+
+
+def split_table(counts: Counter, roles: tuple[str, ...]) -> Table:
+    """Images per class × generator × role, with totals."""
+    table = Table(title="Images per role", title_justify="left")
+    table.add_column("class")
+    table.add_column("generator")
+    for role in roles:
+        table.add_column(role, justify="right")
+    table.add_column("total", justify="right")
+    groups = sorted({(label, generator) for label, generator, _ in counts})
+    for label, generator in groups:
+        cells = [counts.get((label, generator, role), 0) for role in roles]
+        table.add_row(label, generator, *map(str, cells), str(sum(cells)))
+    totals = [sum(n for (_, _, r), n in counts.items() if r == role) for role in roles]
+    table.add_section()
+    table.add_row("all", "", *map(str, totals), str(sum(totals)))
+    return table
+
+
+def base_metrics_table(rows: list[tuple[str, dict | None]]) -> Table:
+    """The paper's Table 1: each base model's "target vs others" metrics on the test images."""
+    table = Table(title="Base models on the test split (target vs others, %)", title_justify="left")
+    table.add_column("base model")
+    for name in ("accuracy", "recall", "precision", "F1"):
+        table.add_column(name, justify="right")
+    for target, metrics in rows:
+        metrics = metrics or {}
+        table.add_row(
+            target, *(pct(metrics.get(k)) for k in ("accuracy", "recall", "precision", "f1"))
+        )
+    return table
+
+
+def summary_table(rows: list[tuple[str, dict | None, dict]], title: str) -> Table:
+    """One row per setting: 3-class accuracy/F1 and binary accuracy/F1/AP/AUC (paper Tables 2–3)."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("")
+    for name in ("3-class acc", "3-class F1", "binary acc", "binary F1", "AP", "AUC"):
+        table.add_column(name, justify="right")
+    for name, multiclass, binary in rows:
+        multiclass = multiclass or {}
+        table.add_row(
+            name,
+            pct(multiclass.get("accuracy")),
+            pct(multiclass.get("f1_macro")),
+            pct(binary.get("accuracy")),
+            pct(binary.get("f1")),
+            pct(binary.get("ap")),
+            pct(binary.get("auc")),
+        )
+    return table
+
+
+def confusion_table(confusion: list[list[int]]) -> Table:
+    """The 3-class confusion matrix, rows true, columns predicted."""
+    table = Table(title="Confusion (rows: true, columns: predicted)", title_justify="left")
+    table.add_column("true \\ predicted")
+    for name in CLASSES:
+        table.add_column(name, justify="right")
+    for name, row in zip(CLASSES, confusion):
+        table.add_row(name, *map(str, row))
+    return table
+
+
+def per_generator_table(accuracy: dict[str, float]) -> Table:
+    """Accuracy per class/generator."""
+    table = Table(title="Accuracy per generator (%)", title_justify="left")
+    table.add_column("class/generator")
+    table.add_column("accuracy", justify="right")
+    for name, value in accuracy.items():
+        table.add_row(name, pct(value))
+    return table
+
+
+def predictions_table(records: list[dict]) -> Table:
+    """One row per input of ``dfx predict``."""
+    table = Table(title=None)
+    table.add_column("path", overflow="fold")
+    table.add_column("label")
+    for name in CLASSES:
+        table.add_column(f"p_{name}", justify="right")
+    table.add_column("p_fake", justify="right")
+    for record in records:
+        if record.get("error"):
+            table.add_row(
+                f"{escape(record['path'])}\n  [red]{escape(record['error'])}[/red]",
+                "error",
+                "",
+                "",
+                "",
+                "",
+            )
+            continue
+        probs = record["probs"]
+        table.add_row(
+            escape(record["path"]),
+            record["label"],
+            *(f"{probs[name]:.3f}" for name in CLASSES),
+            f"{record['p_fake']:.3f}",
+        )
+    return table
+
+
+def to_json(data, indent: int | None = 2) -> str:
+    """JSON text with NaN and infinities written as null (strict JSON)."""
+    return json.dumps(_clean(data), indent=indent)
+
+
+def write_json(data, path: str | Path) -> Path:
+    """Write JSON to a file atomically."""
+    with atomic_write(path) as handle:
+        handle.write(to_json(data) + "\n")
+    return Path(path)
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
