@@ -67,9 +67,11 @@ class Detector:
         self.model_file = model_file
         self.runtime = runtime
         self.preprocessing = model_file.preprocessing
-        self.network = DeepFeatureX(model_file.backbone, model_file.preprocessing.input_size)
+        # Built on the meta device and then given the file's tensors: no wasted random init.
+        with torch.device("meta"):
+            self.network = DeepFeatureX(model_file.backbone, model_file.preprocessing.input_size)
         try:
-            self.network.load_state_dict(model_file.state_dict)
+            self.network.load_state_dict(model_file.state_dict, assign=True)
         except RuntimeError as error:
             raise DfxError(
                 f"the detector's weights do not fit its {model_file.backbone} "

@@ -51,7 +51,7 @@ _LATENT_STRIDE = 8
 # Trace strengths, in units of the [0, 1] intensity range. They are tuned so that a tiny CNN
 # learns the classes at 32-64 px while JPEG at quality 50 clearly erodes the traces.
 _GAN_TAP_JITTER = 0.012  # per-tap deviation of the transposed-convolution kernels
-_DM_KERNEL_JITTER = 0.01  # per-tap deviation of the latent decoder's upsampling kernels
+_DM_KERNEL_JITTER = 0.004  # per-tap deviation of the latent decoder's upsampling kernels
 _DM_NOISE_STD = 0.012  # standard deviation of the fixed-spectrum noise residue
 _DM_NOISE_PEAK_WIDTH = 0.025  # width of the residue's spectral peaks, in cycles per pixel
 

@@ -35,7 +35,7 @@ def demo_command(
     ] = Path("dfx-demo"),
     per_generator: Annotated[
         int, typer.Option("--per-generator", min=10, help="Synthetic images per generator.")
-    ] = 200,
+    ] = 300,
     image_size: Annotated[
         int, typer.Option("--image-size", min=32, max=256, help="Image side.")
     ] = 64,

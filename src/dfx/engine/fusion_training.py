@@ -22,7 +22,7 @@ from dfx.engine.sampling import holdout_split
 from dfx.errors import DfxError
 from dfx.metrics import binary_metrics, multiclass_metrics, p_fake_of
 from dfx.models.backbones import build_network, get_spec, to_feature_extractor
-from dfx.models.detector import DeepFeatureX, StackedExtractors
+from dfx.models.detector import StackedExtractors
 from dfx.models.fusion import FusionHead, min_feature_dim
 from dfx.progress import ProgressReporter, or_null
 
@@ -104,8 +104,17 @@ def assemble_extractors(files: dict[str, ModelFile]) -> dict[str, nn.Module]:
     """Feature extractors (final linear layer removed) with the base models' weights."""
     extractors = {}
     for name, model_file in files.items():
-        network = build_network(model_file.backbone, "none", model_file.preprocessing.input_size)
-        network.load_state_dict(model_file.state_dict)
+        with torch.device("meta"):
+            network = build_network(
+                model_file.backbone, "none", model_file.preprocessing.input_size
+            )
+        try:
+            network.load_state_dict(model_file.state_dict, assign=True)
+        except RuntimeError as error:
+            raise DfxError(
+                f"the {name} base model's weights do not fit its {model_file.backbone} "
+                f"architecture: {str(error).splitlines()[0]}"
+            ) from error
         extractors[name] = to_feature_extractor(network, model_file.backbone)
     return extractors
 
@@ -124,6 +133,14 @@ def extract_features(
     return run_network(
         extractors, loader, runtime, progress=progress, description="extract features"
     )
+
+
+def class_weights(counts: np.ndarray) -> torch.Tensor:
+    """The paper's loss weights w_c = 1 / (training images of class c)."""
+    if (counts == 0).any():
+        missing = [name for name, n in zip(CLASSES, counts) if n == 0]
+        raise DfxError(f"the fusion training set has no {', '.join(missing)} images.")
+    return torch.tensor(1.0 / counts, dtype=torch.float32)
 
 
 def train_fusion(
@@ -173,11 +190,7 @@ def train_fusion(
     features = outputs.values.to(runtime.device)
     targets = outputs.targets.to(runtime.device)
     train_counts = np.bincount(np.asarray(labels)[train_pos], minlength=len(CLASSES))
-    if (train_counts == 0).any():
-        raise DfxError(
-            "the fusion training set lacks a class after unreadable images were skipped."
-        )
-    class_weights = torch.tensor(1.0 / train_counts, dtype=torch.float32, device=runtime.device)
+    weights = class_weights(train_counts).to(runtime.device)
 
     def batches(chosen: list[int], shuffle: bool) -> TensorBatches:
         index = torch.tensor(chosen, dtype=torch.long, device=runtime.device)
@@ -204,7 +217,7 @@ def train_fusion(
         epochs=config.epochs,
         optimizer=optimizer,
         scheduler=scheduler,
-        loss_fn=nn.CrossEntropyLoss(weight=class_weights),
+        loss_fn=nn.CrossEntropyLoss(weight=weights),
         runtime=runtime,
         progress=progress,
         history_path=history_path,
@@ -214,10 +227,11 @@ def train_fusion(
     head.load_state_dict(result.best_state)
     validation = _validation_metrics(head, features, targets, val_pos or train_pos, runtime)
 
-    detector = DeepFeatureX(spec.name, reference.preprocessing.input_size)
-    for name, extractor in extractors.extractors.items():
-        detector.extractors[name].load_state_dict(extractor.state_dict())
-    detector.head.load_state_dict(result.best_state)
+    # The detector's state dict is the extractors' and the head's, under DeepFeatureX's names.
+    detector_state = {f"head.{k}": v for k, v in result.best_state.items()}
+    detector_state.update(
+        {f"extractors.{k.split('.', 1)[1]}": v for k, v in extractors.state_dict().items()}
+    )
     counts = {
         "train": len(train_pos),
         "val": len(val_pos),
@@ -228,7 +242,7 @@ def train_fusion(
         backbone=spec.name,
         classes=list(CLASSES),
         preprocessing=reference.preprocessing,
-        state_dict=detector.state_dict(),
+        state_dict=detector_state,
         config={"fusion": asdict(config), "base": {name: files[name].config for name in CLASSES}},
         metrics={
             "fusion_validation": validation,

@@ -1,0 +1,49 @@
+"""Shared fixtures: a small synthetic data set and a tiny detector trained on it once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dfx import synthetic
+from dfx.classes import CLASSES
+from dfx.data.manifest import make_manifest, write_manifest
+from dfx.engine.base_training import BaseTrainConfig, train_base
+from dfx.engine.fusion_training import FusionTrainConfig, train_fusion
+
+IMAGE_SIZE = 32
+BASE_EPOCHS = 30
+FUSION_EPOCHS = 30
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """A synthetic class-layout data set: 3 classes × 2 generators × 100 images, 32×32."""
+    root = tmp_path_factory.mktemp("synthetic") / "data"
+    synthetic.write_dataset(root, per_generator=100, image_size=IMAGE_SIZE, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def manifest_path(data_dir: Path) -> Path:
+    """The default 40/40/20 manifest of :func:`data_dir`."""
+    return write_manifest(make_manifest(data_dir), data_dir.parent / "manifest.csv")
+
+
+@pytest.fixture(scope="session")
+def trained(manifest_path: Path) -> dict:
+    """Base models and a detector trained with the library on the synthetic set."""
+    from dfx.data.manifest import read_manifest
+
+    manifest = read_manifest(manifest_path)
+    out = manifest_path.parent
+    base_config = BaseTrainConfig(
+        backbone="tiny", weights="none", image_size=IMAGE_SIZE, epochs=BASE_EPOCHS, lr=1e-3,
+        batch_size=16, device="cpu", workers=0,
+    )
+    base = {name: train_base(manifest, name, base_config, out / "base") for name in CLASSES}
+    fusion_config = FusionTrainConfig(epochs=FUSION_EPOCHS, lr=1e-3, device="cpu", workers=0)
+    fusion = train_fusion(manifest, {n: r.path for n, r in base.items()}, fusion_config,
+                          out / "model.pt")
+    return {"base": base, "fusion": fusion, "model": fusion.path, "manifest": manifest_path}

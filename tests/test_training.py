@@ -1,0 +1,110 @@
+"""Training on the synthetic set: real outcomes, self-describing files, the weighted loss."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dfx.checkpoint import DETECTOR_FORMAT, load_model_file
+from dfx.classes import CLASSES
+from dfx.data.manifest import read_manifest
+from dfx.engine.base_training import select_base_rows
+from dfx.engine.evaluation import evaluate, images_from_manifest
+from dfx.engine.fusion_training import class_weights
+from dfx.errors import DfxError
+
+from .conftest import BASE_EPOCHS, FUSION_EPOCHS
+
+
+def test_base_models_specialise_and_write_their_files(trained):
+    for name, result in trained["base"].items():
+        assert result.path.name == f"{name}.pt"
+        payload = torch.load(result.path, weights_only=True)
+        assert payload["format"] == "dfx-base" and payload["target"] == name
+        assert payload["classes"] == ["others", name]
+        assert payload["backbone"] == "tiny"
+        assert payload["preprocessing"]["resize"] == 32
+        assert payload["config"]["epochs"] == BASE_EPOCHS
+        history = [json.loads(line) for line in result.history_path.read_text().splitlines()]
+        assert [h["epoch"] for h in history] == list(range(1, BASE_EPOCHS + 1))
+        assert result.best_epoch == 1 + int(np.argmin([h["val_loss"] for h in history]))
+        assert set(result.test_metrics) == {"accuracy", "recall", "precision", "f1"}
+
+
+def test_negatives_are_a_small_stratified_share(manifest_path):
+    manifest = read_manifest(manifest_path)
+    positives, negatives = select_base_rows(manifest, "gan", 0.1, np.random.default_rng(0))
+    assert all(row.label == "gan" and row.split == "base" for row in positives)
+    assert {row.label for row in negatives} == {"dm", "real"}
+    assert {(row.label, row.generator) for row in negatives} == {
+        ("dm", "toydm-a"), ("dm", "toydm-b"), ("real", "photo"), ("real", "texture")
+    }
+    share = len(negatives) / (len(positives) + len(negatives))
+    assert 0.05 < share < 0.2
+
+
+def test_fusion_detector_is_far_above_chance(trained):
+    import dfx
+
+    detector = dfx.load_detector(trained["model"], device="cpu")
+    images = images_from_manifest(read_manifest(trained["manifest"]), "test")
+    result = evaluate(detector, images, seed=0)
+    assert result.balanced and len(set(result.counts.values())) == 1
+    assert result.n == 3 * min(result.counts.values())
+    assert result.multiclass["accuracy"] > 0.5  # chance is 1/3
+    assert result.binary["auc"] > 0.75
+    confusion = np.array(result.multiclass["confusion"])
+    assert confusion.sum() == result.n
+
+
+def test_detector_file_describes_itself(trained):
+    payload = torch.load(trained["model"], weights_only=True)
+    assert payload["format"] == DETECTOR_FORMAT and payload["format_version"] == 1
+    assert payload["classes"] == list(CLASSES)
+    assert payload["backbone"] == "tiny"
+    assert payload["preprocessing"] == {
+        "resize": 32, "crop": None, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]
+    }
+    assert payload["config"]["fusion"]["epochs"] == FUSION_EPOCHS
+    assert set(payload["config"]["base"]) == set(CLASSES)
+    validation = payload["metrics"]["fusion_validation"]
+    assert 0 <= validation["multiclass"]["accuracy"] <= 1
+    head_params = sum(v.numel() for k, v in payload["state_dict"].items()
+                      if k.startswith("head.") and "running" not in k and "num_batches" not in k)
+    assert head_params == 2_027_331
+    assert {k.split(".")[1] for k in payload["state_dict"] if k.startswith("extractors.")} == set(
+        CLASSES
+    )
+
+
+def test_base_extractors_in_detector_equal_the_trained_base_models(trained):
+    detector = torch.load(trained["model"], weights_only=True)["state_dict"]
+    for name, result in trained["base"].items():
+        base = torch.load(result.path, weights_only=True)["state_dict"]
+        for key, value in base.items():
+            if not key.startswith("fc."):
+                assert torch.equal(detector[f"extractors.{name}.{key}"], value)
+
+
+def test_class_weights_are_inverse_counts_and_balance_the_loss():
+    counts = np.array([10, 30, 60])
+    weights = class_weights(counts)
+    assert torch.allclose(weights, torch.tensor([0.1, 1 / 30, 1 / 60]))
+    torch.manual_seed(0)
+    targets = torch.tensor([0] * 10 + [1] * 30 + [2] * 60)
+    logits = torch.randn(100, 3)
+    weighted = torch.nn.CrossEntropyLoss(weight=weights)(logits, targets)
+    per_sample = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    per_class_mean = torch.stack([per_sample[targets == c].mean() for c in range(3)])
+    # w_c = 1/n_c makes every class weigh the same, whatever its size.
+    assert torch.allclose(weighted, per_class_mean.mean())
+    with pytest.raises(DfxError):
+        class_weights(np.array([5, 0, 3]))
+
+
+def test_loading_a_base_model_where_a_detector_is_needed_fails(trained):
+    with pytest.raises(DfxError, match="base-model file, but a detector file"):
+        load_model_file(trained["base"]["dm"].path, DETECTOR_FORMAT)
