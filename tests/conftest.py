@@ -39,11 +39,18 @@ def trained(manifest_path: Path) -> dict:
     manifest = read_manifest(manifest_path)
     out = manifest_path.parent
     base_config = BaseTrainConfig(
-        backbone="tiny", weights="none", image_size=IMAGE_SIZE, epochs=BASE_EPOCHS, lr=1e-3,
-        batch_size=16, device="cpu", workers=0,
+        backbone="tiny",
+        weights="none",
+        image_size=IMAGE_SIZE,
+        epochs=BASE_EPOCHS,
+        lr=1e-3,
+        batch_size=16,
+        device="cpu",
+        workers=0,
     )
     base = {name: train_base(manifest, name, base_config, out / "base") for name in CLASSES}
     fusion_config = FusionTrainConfig(epochs=FUSION_EPOCHS, lr=1e-3, device="cpu", workers=0)
-    fusion = train_fusion(manifest, {n: r.path for n, r in base.items()}, fusion_config,
-                          out / "model.pt")
+    fusion = train_fusion(
+        manifest, {n: r.path for n, r in base.items()}, fusion_config, out / "model.pt"
+    )
     return {"base": base, "fusion": fusion, "model": fusion.path, "manifest": manifest_path}

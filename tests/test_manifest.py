@@ -75,7 +75,9 @@ def test_official_folder_names_and_non_images(tmp_path):
     (data / "real" / "coco" / "photo.dat").write_bytes((data / "real/coco/c.png").read_bytes())
     scan = scan_dataset(data)
     assert {(r.label, r.generator) for r in scan.records} == {
-        ("dm", "SD14"), ("gan", "StyleGAN2"), ("real", "coco")
+        ("dm", "SD14"),
+        ("gan", "StyleGAN2"),
+        ("real", "coco"),
     }
     assert "real/coco/photo.dat" in [r.path for r in scan.records]
     assert scan.skipped == ["real/coco/notes.txt"]
@@ -88,7 +90,8 @@ def test_binary_layout_is_scanned_but_not_split(tmp_path):
     scan = scan_dataset(data)
     assert scan.layout == "binary"
     assert {(r.label, r.generator) for r in scan.records} == {
-        ("real", "progan"), ("fake", "progan")
+        ("real", "progan"),
+        ("fake", "progan"),
     }
     with pytest.raises(DfxError, match="binary"):
         make_manifest(data)

@@ -14,10 +14,20 @@ from dfx.models.detector import DeepFeatureX
 from dfx.models.fusion import FusionHead
 
 PAPER_BACKBONES = {
-    "densenet121": 1024, "densenet161": 2208, "densenet169": 1664, "densenet201": 1920,
-    "efficientnet_b0": 1280, "efficientnet_b4": 1792, "resnet18": 512, "resnet34": 512,
-    "resnet50": 2048, "resnet101": 2048, "resnet152": 2048, "resnext101": 2048,
-    "vit_b_16": 768, "vit_b_32": 768,
+    "densenet121": 1024,
+    "densenet161": 2208,
+    "densenet169": 1664,
+    "densenet201": 1920,
+    "efficientnet_b0": 1280,
+    "efficientnet_b4": 1792,
+    "resnet18": 512,
+    "resnet34": 512,
+    "resnet50": 2048,
+    "resnet101": 2048,
+    "resnet152": 2048,
+    "resnext101": 2048,
+    "vit_b_16": 768,
+    "vit_b_32": 768,
 }
 
 
@@ -103,10 +113,14 @@ def test_fusion_head_layers_match_the_official_release():
     head = FusionHead()
     assert sum(p.numel() for p in head.parameters()) == 2_027_331
     convs = [m for m in head.convs if isinstance(m, torch.nn.Conv1d)]
-    assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.stride[0], c.padding[0])
-            for c in convs] == [
-        (3, 16, 7, 2, 1), (16, 64, 5, 2, 1), (64, 256, 3, 1, 1),
-        (256, 512, 3, 1, 1), (512, 1024, 3, 1, 1),
+    assert [
+        (c.in_channels, c.out_channels, c.kernel_size[0], c.stride[0], c.padding[0]) for c in convs
+    ] == [
+        (3, 16, 7, 2, 1),
+        (16, 64, 5, 2, 1),
+        (64, 256, 3, 1, 1),
+        (256, 512, 3, 1, 1),
+        (512, 1024, 3, 1, 1),
     ]
     kinds = [type(m).__name__ for m in head.convs]
     assert kinds == ["Conv1d", "ReLU", "BatchNorm1d"] * 4 + ["Conv1d", "ReLU"]

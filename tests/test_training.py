@@ -40,7 +40,10 @@ def test_negatives_are_a_small_stratified_share(manifest_path):
     assert all(row.label == "gan" and row.split == "base" for row in positives)
     assert {row.label for row in negatives} == {"dm", "real"}
     assert {(row.label, row.generator) for row in negatives} == {
-        ("dm", "toydm-a"), ("dm", "toydm-b"), ("real", "photo"), ("real", "texture")
+        ("dm", "toydm-a"),
+        ("dm", "toydm-b"),
+        ("real", "photo"),
+        ("real", "texture"),
     }
     share = len(negatives) / (len(positives) + len(negatives))
     assert 0.05 < share < 0.2
@@ -66,14 +69,20 @@ def test_detector_file_describes_itself(trained):
     assert payload["classes"] == list(CLASSES)
     assert payload["backbone"] == "tiny"
     assert payload["preprocessing"] == {
-        "resize": 32, "crop": None, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]
+        "resize": 32,
+        "crop": None,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
     }
     assert payload["config"]["fusion"]["epochs"] == FUSION_EPOCHS
     assert set(payload["config"]["base"]) == set(CLASSES)
     validation = payload["metrics"]["fusion_validation"]
     assert 0 <= validation["multiclass"]["accuracy"] <= 1
-    head_params = sum(v.numel() for k, v in payload["state_dict"].items()
-                      if k.startswith("head.") and "running" not in k and "num_batches" not in k)
+    head_params = sum(
+        v.numel()
+        for k, v in payload["state_dict"].items()
+        if k.startswith("head.") and "running" not in k and "num_batches" not in k
+    )
     assert head_params == 2_027_331
     assert {k.split(".")[1] for k in payload["state_dict"] if k.startswith("extractors.")} == set(
         CLASSES

@@ -41,7 +41,7 @@ def demo_command(
     ] = 64,
     base_epochs: Annotated[
         int, typer.Option("--base-epochs", min=1, help="Base-model epochs.")
-    ] = 8,
+    ] = 30,
     fusion_epochs: Annotated[
         int, typer.Option("--fusion-epochs", min=1, help="Fusion-head epochs.")
     ] = 30,

@@ -104,8 +104,9 @@ def train_base_command(
     with RichProgress() as progress:
         for name in targets:
             results.append(train_base(loaded, name, config, out, progress))
-    for result in results:
-        report_failures(result.failures)
+    # Each model reads the same test images: name every unreadable file once.
+    unique = {f.source: f for result in results for f in result.failures}
+    report_failures(list(unique.values()))
     render_base_results(results, json_output)
 
 

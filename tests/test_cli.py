@@ -1,0 +1,446 @@
+"""Every command through Typer's CliRunner: outputs, files, exit codes and error sentences."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dfx.cli import app
+
+runner = CliRunner()
+
+COMMANDS = ["demo", "split", "train-base", "train-fusion", "evaluate", "predict", "backbones"]
+
+
+def invoke(*args: str, input: str | None = None, env: dict | None = None):
+    return runner.invoke(app, [str(a) for a in args], input=input, env=env)
+
+
+def assert_user_error(result, *fragments: str) -> None:
+    """Exit code 2, one sentence on stderr, no traceback."""
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert message.startswith("error:")
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in " ".join(message.split())
+
+
+def test_help_lists_every_command_with_examples():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in COMMANDS:
+        assert command in result.stdout
+    for command in COMMANDS[:-1]:
+        page = invoke(command, "--help")
+        assert page.exit_code == 0
+        assert "Examples" in page.stdout, command
+
+
+def test_version():
+    from dfx import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"dfx {__version__}"
+
+
+def test_backbones_lists_the_registry_as_json():
+    result = invoke("backbones", "--json")
+    rows = json.loads(result.stdout)
+    assert {row["name"] for row in rows} >= {"densenet121", "vit_b_16", "tiny"}
+    assert next(r for r in rows if r["name"] == "vit_b_16")["crop"] == 224
+
+
+def test_split_writes_a_manifest_and_prints_counts(data_dir, tmp_path):
+    out = tmp_path / "m.csv"
+    result = invoke("split", data_dir, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "Images per role" in result.stdout and "600" in result.stdout
+    assert out.read_text().splitlines()[1] == "path,label,generator,split"
+    as_json = invoke("split", data_dir, "--out", tmp_path / "n.csv", "--json")
+    counts = json.loads(as_json.stdout)["counts"]
+    assert sum(c["n"] for c in counts) == 600
+    assert out.read_text().splitlines()[2:] == (tmp_path / "n.csv").read_text().splitlines()[2:]
+
+
+def test_split_errors(tmp_path):
+    assert_user_error(invoke("split", tmp_path / "absent"), "does not exist")
+    (tmp_path / "empty").mkdir()
+    assert_user_error(invoke("split", tmp_path / "empty"), "neither class folders")
+    assert invoke("split", tmp_path, "--ratios", "0.5", "0.5").exit_code == 2
+
+
+def test_train_base_writes_a_model_and_table_1(manifest_path, tmp_path):
+    result = invoke(
+        "train-base",
+        "-m",
+        manifest_path,
+        "--target",
+        "gan",
+        "--backbone",
+        "tiny",
+        "--weights",
+        "none",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--out",
+        tmp_path,
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    (model,) = json.loads(result.stdout)["models"]
+    assert model["target"] == "gan" and Path(model["path"]).is_file()
+    assert set(model["test"]) == {"accuracy", "recall", "precision", "f1"}
+    assert (tmp_path / "gan.history.jsonl").read_text().count("\n") == 1
+
+
+def test_train_base_errors(manifest_path, tmp_path):
+    assert_user_error(
+        invoke("train-base", "-m", manifest_path, "--backbone", "resnet9000"),
+        "unknown backbone 'resnet9000'",
+        "densenet121",
+        "vit_b_32",
+    )
+    assert_user_error(invoke("train-base", "-m", manifest_path, "--target", "cat"), "--target")
+    assert_user_error(invoke("train-base", "-m", tmp_path / "none.csv"), "does not exist")
+    assert_user_error(
+        invoke(
+            "train-base",
+            "-m",
+            manifest_path,
+            "--backbone",
+            "tiny",
+            "--weights",
+            tmp_path / "nothing.pth",
+        ),
+        "no such file",
+    )
+
+
+def test_train_fusion_writes_a_detector(trained, tmp_path):
+    base_dir = trained["base"]["dm"].path.parent
+    out = tmp_path / "det.pt"
+    result = invoke(
+        "train-fusion",
+        "-m",
+        trained["manifest"],
+        "--base-dir",
+        base_dir,
+        "--epochs",
+        "2",
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+    )
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and "Fusion model on its validation features" in result.stdout
+    assert out.with_suffix(".history.jsonl").read_text().count("\n") == 2
+
+
+def test_train_fusion_errors(trained, tmp_path):
+    assert_user_error(invoke("train-fusion", "-m", trained["manifest"]), "--base-dir")
+    assert_user_error(
+        invoke("train-fusion", "-m", trained["manifest"], "--base-dir", tmp_path),
+        "does not exist",
+    )
+    base = trained["base"]
+    assert_user_error(
+        invoke(
+            "train-fusion",
+            "-m",
+            trained["manifest"],
+            "--dm",
+            base["gan"].path,
+            "--gan",
+            base["gan"].path,
+            "--real",
+            base["real"].path,
+        ),
+        "base model for 'gan', not 'dm'",
+    )
+
+
+def test_evaluate_json_contract_and_thresholds(trained, tmp_path):
+    report = tmp_path / "report.json"
+    result = invoke(
+        "evaluate",
+        "--model",
+        trained["model"],
+        "-m",
+        trained["manifest"],
+        "--json",
+        report,
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert {"n", "qf", "multiclass", "binary", "per_generator"} <= set(data)
+    assert set(data["multiclass"]) == {"accuracy", "f1_macro", "confusion"}
+    assert set(data["binary"]) == {"accuracy", "f1", "ap", "auc"}
+    assert data["qf"] is None and data["n"] == sum(map(sum, data["multiclass"]["confusion"]))
+    assert all(0 <= v <= 1 for v in data["per_generator"].values())
+    assert "Accuracy per generator" in result.stdout
+
+    failing = invoke(
+        "evaluate",
+        "--model",
+        trained["model"],
+        "-m",
+        trained["manifest"],
+        "--min-accuracy",
+        "0.999",
+        "--workers",
+        "0",
+    )
+    assert failing.exit_code == 1 and "below --min-accuracy" in failing.stderr
+    passing = invoke(
+        "evaluate",
+        "--model",
+        trained["model"],
+        "-m",
+        trained["manifest"],
+        "--min-accuracy",
+        "0.4",
+        "--workers",
+        "0",
+    )
+    assert passing.exit_code == 0
+
+
+def test_evaluate_applies_jpeg_in_memory(trained):
+    data = trained["manifest"].parent / "data"
+    before = {p: p.stat().st_mtime_ns for p in data.rglob("*")}
+    result = invoke(
+        "evaluate",
+        "--model",
+        trained["model"],
+        "-m",
+        trained["manifest"],
+        "--qf",
+        "50",
+        "--json",
+        "-",
+        "--workers",
+        "0",
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["qf"] == 50
+    assert {p: p.stat().st_mtime_ns for p in data.rglob("*")} == before
+
+
+def test_evaluate_binary_layout(trained, tmp_path):
+    data = trained["manifest"].parent / "data"
+    binary = tmp_path / "wang" / "toyset"
+    for source, target in (
+        ("real/photo", "0_real"),
+        ("gan/toygan-a", "1_fake"),
+        ("dm/toydm-a", "1_fake"),
+    ):
+        (binary / target).mkdir(parents=True, exist_ok=True)
+        for path in sorted((data / source).iterdir())[:10]:
+            (binary / target / path.name).write_bytes(path.read_bytes())
+    result = invoke(
+        "evaluate",
+        "--model",
+        trained["model"],
+        "--data",
+        tmp_path / "wang",
+        "--json",
+        "-",
+        "--workers",
+        "0",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["multiclass"] is None and report["counts"] == {"fake": 10, "real": 10}
+    assert set(report["per_generator"]) == {"fake/toyset", "real/toyset"}
+
+
+def test_evaluate_errors(trained):
+    base_model = trained["base"]["dm"].path
+    assert_user_error(
+        invoke("evaluate", "--model", base_model, "-m", trained["manifest"]),
+        "base-model file, but a detector file",
+    )
+    assert_user_error(invoke("evaluate", "--model", trained["model"]), "exactly one of")
+    assert_user_error(
+        invoke("evaluate", "--model", trained["manifest"], "-m", trained["manifest"]),
+        "loads safely",
+    )
+
+
+@pytest.fixture()
+def images(trained, tmp_path) -> dict[str, Path]:
+    data = trained["manifest"].parent / "data"
+    good = sorted((data / "gan" / "toygan-a").iterdir())[:3]
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for path in sorted((data / "real" / "photo").iterdir())[:2]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "readme.txt").write_text("skipped: not an image")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(good[0].read_bytes()[:100])
+    return {"good": good, "folder": folder, "broken": broken}
+
+
+def test_predict_json_lines_contract(trained, images):
+    result = invoke(
+        "predict", "--model", trained["model"], *images["good"], images["folder"], "--json"
+    )
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 5
+    for record in records:
+        assert set(record) == {"path", "label", "probs", "p_fake", "error"}
+        assert record["label"] in ("dm", "gan", "real") and record["error"] is None
+        assert set(record["probs"]) == {"dm", "gan", "real"}
+        assert abs(sum(record["probs"].values()) - 1) < 1e-5
+        assert abs(record["p_fake"] - record["probs"]["dm"] - record["probs"]["gan"]) < 1e-6
+
+
+def test_predict_bad_file_is_reported_and_skipped(trained, images):
+    paths = [images["good"][0], images["broken"], "missing.png", images["good"][1]]
+    result = invoke("predict", "--model", trained["model"], *paths, "--json")
+    assert result.exit_code == 1
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    by_path = {r["path"]: r for r in records}
+    assert by_path[str(images["broken"])].keys() == {"path", "error"}
+    assert by_path["missing.png"]["error"] == "no such file or folder"
+    assert by_path[str(images["good"][1])]["label"] in ("dm", "gan", "real")
+
+
+def test_predict_reads_paths_from_stdin_and_model_from_env(trained, images):
+    lines = "\n".join(str(p) for p in images["good"]) + "\n"
+    result = invoke("predict", "-", "--json", input=lines, env={"DFX_MODEL": str(trained["model"])})
+    assert result.exit_code == 0, result.output
+    assert [json.loads(x)["path"] for x in result.stdout.splitlines()] == [
+        str(p) for p in images["good"]
+    ]
+    table = invoke("predict", images["good"][0], env={"DFX_MODEL": str(trained["model"])})
+    assert table.exit_code == 0 and "p_fake" in table.stdout
+
+
+def test_predict_errors(tmp_path, images):
+    assert_user_error(
+        invoke("predict", "--model", tmp_path / "nope.pt", images["good"][0]), "does not exist"
+    )
+    not_a_model = tmp_path / "model.pt"
+    not_a_model.write_bytes(b"garbage")
+    assert_user_error(invoke("predict", "--model", not_a_model, images["good"][0]), "loads safely")
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    result = invoke(
+        "demo",
+        "--out",
+        out,
+        "--per-generator",
+        "12",
+        "--image-size",
+        "32",
+        "--base-epochs",
+        "1",
+        "--fusion-epochs",
+        "1",
+        "--device",
+        "cpu",
+    )
+    assert result.exit_code == 0, result.output
+    assert "SIMULATED" in result.stdout
+    for name in (
+        "manifest.csv",
+        "base/dm.pt",
+        "base/gan.pt",
+        "base/real.pt",
+        "model.pt",
+        "evaluation.json",
+    ):
+        assert (out / name).is_file(), name
+    assert len(list((out / "data").rglob("*.png"))) == 72
+
+
+def test_unreadable_training_images_are_skipped(trained, tmp_path):
+    manifest = trained["manifest"]
+    rows = manifest.read_text().splitlines()
+    data = manifest.parent / "data"
+    bad = data / "real" / "photo" / "zz-corrupt.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    try:
+        copy = tmp_path / "m.csv"
+        root = Path(rows[0].split("root=")[1].split()[0])
+        header = f"# dfx-manifest root={(manifest.parent / root).resolve()}"
+        copy.write_text("\n".join([header, *rows[1:], "real/photo/zz-corrupt.png,real,photo,base"]))
+        result = invoke(
+            "train-base",
+            "-m",
+            copy,
+            "--target",
+            "real",
+            "--backbone",
+            "tiny",
+            "--weights",
+            "none",
+            "--image-size",
+            "32",
+            "--epochs",
+            "1",
+            "--out",
+            tmp_path / "b",
+            "--workers",
+            "0",
+            "--negative-fraction",
+            "0.1",
+        )
+        assert result.exit_code == 0, result.output
+        assert "zz-corrupt.png" in result.stderr
+    finally:
+        bad.unlink()
+
+
+def test_rendered_prediction_table():
+    from rich.console import Console
+
+    from dfx.report import predictions_table
+
+    console = Console(width=70, record=True, color_system=None, force_terminal=False)
+    console.print(
+        predictions_table(
+            [
+                {
+                    "path": "a.png",
+                    "label": "gan",
+                    "probs": {"dm": 0.1, "gan": 0.85, "real": 0.05},
+                    "p_fake": 0.95,
+                    "error": None,
+                },
+                {"path": "b.png", "error": "not an image Pillow can decode"},
+            ]
+        )
+    )
+    expected = """\
+┏━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━┳━━━━━━━┳━━━━━━━┳━━━━━━━━┳━━━━━━━━┓
+┃ path                     ┃ label ┃  p_dm ┃ p_gan ┃ p_real ┃ p_fake ┃
+┡━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━╇━━━━━━━╇━━━━━━━╇━━━━━━━━╇━━━━━━━━┩
+│ a.png                    │ gan   │ 0.100 │ 0.850 │  0.050 │  0.950 │
+│ b.png                    │ error │       │       │        │        │
+│   not an image Pillow    │       │       │       │        │        │
+│ can decode               │       │       │       │        │        │
+└──────────────────────────┴───────┴───────┴───────┴────────┴────────┘
+"""
+    assert console.export_text() == expected
