@@ -1,0 +1,70 @@
+"""The Python API: load a detector and classify paths and in-memory images."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import dfx
+from dfx.errors import DfxError
+from dfx.metrics import binary_metrics, multiclass_metrics, target_metrics
+
+
+def test_predict_paths_and_pil_images(trained):
+    detector = dfx.load_detector(trained["model"], device="cpu")
+    data = trained["manifest"].parent / "data"
+    path = sorted((data / "gan" / "toygan-b").iterdir())[0]
+    with Image.open(path) as opened:
+        image = opened.convert("L")  # any mode is accepted and converted to RGB
+    predictions = detector.predict([path, image, path.parent / "absent.png"])
+    assert [p.path for p in predictions] == [
+        str(path),
+        "<image #1>",
+        str(path.parent / "absent.png"),
+    ]
+    first, second, missing = predictions
+    assert first.error is None and first.label in dfx.CLASSES
+    assert set(first.to_dict()) == {"path", "label", "probs", "p_fake", "error"}
+    assert json.loads(json.dumps(first.to_dict())) == first.to_dict()
+    assert second.error is None
+    assert missing.label is None and missing.error == "file not found"
+    assert missing.to_dict() == {"path": missing.path, "error": "file not found"}
+
+
+def test_batching_does_not_change_results(trained):
+    detector = dfx.load_detector(trained["model"], device="cpu")
+    data = trained["manifest"].parent / "data"
+    paths = sorted((data / "dm" / "toydm-a").iterdir())[:7]
+    one = [p.probs for p in detector.predict(paths, batch_size=1)]
+    many = [p.probs for p in detector.predict(paths, batch_size=4)]
+    for a, b in zip(one, many):
+        assert all(abs(a[k] - b[k]) < 1e-5 for k in a)
+
+
+def test_load_detector_errors(trained, tmp_path):
+    with pytest.raises(DfxError, match="does not exist"):
+        dfx.load_detector(tmp_path / "nothing.pt")
+    with pytest.raises(DfxError, match="base-model file"):
+        dfx.load_detector(trained["base"]["real"].path)
+
+
+def test_metrics_match_hand_computed_values():
+    y_true = np.array([0, 0, 1, 1, 2, 2])
+    y_pred = np.array([0, 1, 1, 1, 2, 0])
+    multiclass = multiclass_metrics(y_true, y_pred)
+    assert multiclass["accuracy"] == pytest.approx(4 / 6)
+    assert multiclass["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    # per-class F1: dm 1/2, gan 4/5, real 2/3
+    assert multiclass["f1_macro"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+    is_fake = np.array([1, 1, 1, 0])
+    p_fake = np.array([0.9, 0.4, 0.8, 0.3])
+    binary = binary_metrics(is_fake, p_fake, p_fake > 0.5)
+    assert binary["accuracy"] == pytest.approx(0.75)
+    assert binary["f1"] == pytest.approx(0.8)
+    assert binary["auc"] == pytest.approx(1.0) and binary["ap"] == pytest.approx(1.0)
+    assert binary_metrics(np.array([1, 1]), np.array([0.2, 0.9]), np.array([0, 1]))["auc"] is None
+    table1 = target_metrics(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 1]))
+    assert table1 == {"accuracy": 0.5, "recall": 0.5, "precision": 0.5, "f1": 0.5}
