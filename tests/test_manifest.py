@@ -136,3 +136,15 @@ def test_malformed_manifests_are_refused(tmp_path):
         read_manifest(bad_label, check_files=False)
     with pytest.raises(DfxError, match="does not exist"):
         read_manifest(tmp_path / "absent.csv")
+
+
+def test_written_files_get_ordinary_permissions(data_dir, tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        path = write_manifest(make_manifest(data_dir), tmp_path / "shared.csv")
+        assert path.stat().st_mode & 0o777 == 0o644
+        assert not list(tmp_path.glob(".shared.csv.*"))  # no temporary file left behind
+    finally:
+        os.umask(umask)

@@ -131,14 +131,38 @@ def _fmt(value: object) -> str:
 
 def report_failures(failures, what: str = "image") -> None:
     """Name the first few unreadable inputs on stderr, with their count."""
-    if not failures:
+    _report(
+        f"skipped {len(failures)} unreadable {what}(s):",
+        [f"{f.source}: {f.reason}" for f in failures],
+    )
+
+
+def report_skipped(names: list[str]) -> None:
+    """Name the first few files that were passed over because they are not images."""
+    _report(f"skipped {len(names)} non-image file(s):", names)
+
+
+def _report(title: str, lines: list[str], shown: int = 5) -> None:
+    if not lines:
         return
     console = stderr()
-    console.print(f"[yellow]skipped {len(failures)} unreadable {what}(s):[/yellow]")
-    for failure in failures[:5]:
-        console.print(f"  {failure.source}: {failure.reason}", markup=False)
-    if len(failures) > 5:
-        console.print(f"  ... and {len(failures) - 5} more", markup=False)
+    console.print(f"[yellow]{title}[/yellow]")
+    for line in lines[:shown]:
+        console.print(f"  {line}", markup=False)
+    if len(lines) > shown:
+        console.print(f"  ... and {len(lines) - shown} more", markup=False)
+
+
+def failure_records(failures) -> list[dict]:
+    """Unreadable inputs as JSON records, each file once."""
+    unique = {f.source: f for f in failures}
+    return [{"path": f.source, "error": f.reason} for f in unique.values()]
+
+
+def exit_if_failures(failures) -> None:
+    """Exit 1 when the run finished but some inputs could not be read."""
+    if failures:
+        raise typer.Exit(EXIT_INPUT_FAILED)
 
 
 def print_json(text: str) -> None:
@@ -151,13 +175,13 @@ Device = Annotated[str, typer.Option("--device", help="Where to run: auto, cpu, 
 Precision = Annotated[
     str,
     typer.Option(
-        "--precision", help="Autocast: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16."
+        "--precision", help="Autocast: auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16."
     ),
 ]
 Workers = Annotated[
     int | None,
     typer.Option(
-        "--workers", min=0, help="DataLoader worker processes [default: CPUs - 1, max 8]."
+        "--workers", min=0, help="DataLoader worker processes (default: CPUs - 1, at most 8)."
     ),
 ]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for sampling, initialisation, shuffling.")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -116,6 +117,8 @@ def demo_command(
     from dfx.report import predictions_table
 
     records = [p.to_dict() for p in detector.predict(samples[:PREDICT_SAMPLES])]
+    for record in records:
+        record["path"] = os.path.relpath(record["path"])
     console.print(predictions_table(records))
     console.print(
         f"\nNext: [bold]dfx predict --model {fusion.path} IMAGE...[/bold]  "

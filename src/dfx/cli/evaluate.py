@@ -14,10 +14,12 @@ from dfx.cli.common import (
     RichProgress,
     Seed,
     Workers,
+    exit_if_failures,
     fail,
     handle_errors,
     print_json,
     report_failures,
+    report_skipped,
     stdout,
 )
 
@@ -32,12 +34,12 @@ EPILOG = """\
 Test sets are balanced to the smallest class by seeded sampling (--no-balanced to
 keep all). JPEG compression happens in memory (Pillow, 4:4:4 chroma): nothing is
 written. Exit codes: 0 ok, 1 some images unreadable or --min-accuracy not met, 2 bad
-input.
+input, 3 internal error, 130 interrupted.
 """
 
 ModelOption = Annotated[
     Path,
-    typer.Option("--model", envvar="DFX_MODEL", help="Detector file [env: DFX_MODEL]."),
+    typer.Option("--model", envvar="DFX_MODEL", help="Detector file written by train-fusion."),
 ]
 
 
@@ -89,7 +91,8 @@ def evaluate_command(
     if manifest is not None:
         images = images_from_manifest(read_manifest(manifest), split)
     else:
-        images, _ = images_from_folder(data)
+        images, skipped = images_from_folder(data)
+        report_skipped(skipped)
     with RichProgress() as progress:
         result = evaluate(
             detector,
@@ -108,8 +111,7 @@ def evaluate_command(
         raise fail(
             f"accuracy {headline:.4f} is below --min-accuracy {min_accuracy}.", EXIT_INPUT_FAILED
         )
-    if result.failures:
-        raise typer.Exit(EXIT_INPUT_FAILED)
+    exit_if_failures(result.failures)
 
 
 def render_evaluation(result, json_path: str | None) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.common import Seed, handle_errors, print_json, stderr, stdout
+from dfx.cli.common import Seed, handle_errors, print_json, report_skipped, stdout
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -28,7 +28,7 @@ def split_command(
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", "-o", help="Manifest CSV to write [default: manifest.csv beside DATA]."
+            "--out", "-o", help="Manifest CSV to write (default: manifest.csv beside DATA)."
         ),
     ] = None,
     ratios: Annotated[
@@ -47,11 +47,7 @@ def split_command(
     manifest = make_manifest(data, ratios, seed)
     target = out if out is not None else data.resolve().parent / "manifest.csv"
     write_manifest(manifest, target)
-    if manifest.skipped:
-        console = stderr()
-        console.print(f"[yellow]skipped {len(manifest.skipped)} non-image file(s):[/yellow]")
-        for name in manifest.skipped[:5]:
-            console.print(f"  {name}", markup=False)
+    report_skipped(manifest.skipped)
     counts = manifest.counts()
     if json_output:
         print_json(

@@ -19,6 +19,8 @@ from dfx.cli.common import (
     ValFraction,
     WeightDecay,
     Workers,
+    exit_if_failures,
+    failure_records,
     handle_errors,
     print_json,
     report_failures,
@@ -52,7 +54,8 @@ def train_base_command(
         str, typer.Option("--weights", help="Initial weights: imagenet, none or a state-dict file.")
     ] = "imagenet",
     image_size: Annotated[
-        int | None, typer.Option("--image-size", min=16, help="Input side [default: backbone's].")
+        int | None,
+        typer.Option("--image-size", min=16, help="Input side (default: backbone's)."),
     ] = None,
     epochs: Epochs = 50,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per step.")] = 32,
@@ -105,9 +108,10 @@ def train_base_command(
         for name in targets:
             results.append(train_base(loaded, name, config, out, progress))
     # Each model reads the same test images: name every unreadable file once.
-    unique = {f.source: f for result in results for f in result.failures}
-    report_failures(list(unique.values()))
+    failures = list({f.source: f for r in results for f in r.failures}.values())
+    report_failures(failures)
     render_base_results(results, json_output)
+    exit_if_failures(failures)
 
 
 def render_base_results(results, json_output: bool) -> None:
@@ -128,6 +132,7 @@ def render_base_results(results, json_output: bool) -> None:
                             "counts": r.counts,
                             "test": r.test_metrics,
                             "seconds": r.seconds,
+                            "failures": failure_records(r.failures),
                         }
                         for r in results
                     ]

@@ -19,6 +19,8 @@ from dfx.cli.common import (
     ValFraction,
     WeightDecay,
     Workers,
+    exit_if_failures,
+    failure_records,
     handle_errors,
     print_json,
     report_failures,
@@ -97,6 +99,7 @@ def train_fusion_command(
         result = train_fusion(loaded, paths, config, out, progress)
     report_failures(result.failures)
     render_fusion_result(result, json_output)
+    exit_if_failures(result.failures)
 
 
 def render_fusion_result(result, json_output: bool) -> None:
@@ -114,6 +117,7 @@ def render_fusion_result(result, json_output: bool) -> None:
                     "validation": result.validation,
                     "extraction_seconds": result.extraction_seconds,
                     "training_seconds": result.training_seconds,
+                    "failures": failure_records(result.failures),
                 }
             )
         )

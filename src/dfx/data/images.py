@@ -58,6 +58,8 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise ImageReadError("file not found") from error
     except PermissionError as error:
         raise ImageReadError("permission denied") from error
+    except IsADirectoryError as error:
+        raise ImageReadError("is a folder, not an image file") from error
     except UnidentifiedImageError as error:
         raise ImageReadError("not an image Pillow can decode") from error
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:

@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
 from dfx.checkpoint import BASE_FORMAT, ModelFile, save_model_file
@@ -16,7 +15,7 @@ from dfx.data.dataset import Failure, ImageDataset, make_loader
 from dfx.data.manifest import Manifest, ManifestRow
 from dfx.engine.device import default_workers, resolve_runtime, seed_everything
 from dfx.engine.inference import run_network
-from dfx.engine.loop import fit
+from dfx.engine.loop import TrainSettings, fit, make_optimizer
 from dfx.engine.sampling import holdout_split, sample_per_group
 from dfx.errors import DfxError
 from dfx.metrics import target_metrics
@@ -25,7 +24,7 @@ from dfx.progress import ProgressReporter, or_null
 
 
 @dataclass
-class BaseTrainConfig:
+class BaseTrainConfig(TrainSettings):
     """Settings of base-model training (defaults: the official release's)."""
 
     backbone: str = "densenet121"
@@ -34,30 +33,8 @@ class BaseTrainConfig:
     """Initial weights: imagenet, none, or a state-dict file."""
     image_size: int | None = None
     """Input side override (None: the backbone's default, 256)."""
-    epochs: int = 50
-    """Training epochs."""
-    batch_size: int = 32
-    """Images per training step."""
-    lr: float = 1e-4
-    """Adam learning rate."""
-    weight_decay: float = 1e-3
-    """Adam weight decay."""
-    lr_step: int = 0
-    """StepLR period in epochs (0: constant learning rate)."""
-    lr_gamma: float = 0.1
-    """StepLR decay factor."""
     negative_fraction: float = 0.1
     """Share of the training set drawn from the other two classes (paper: 90:10)."""
-    val_fraction: float = 0.2
-    """Share held out for validation (kept weights: lowest validation loss)."""
-    seed: int = 0
-    """Seed for sampling, initialisation and shuffling."""
-    device: str = "auto"
-    """auto, cpu, cuda or cuda:N."""
-    precision: str = "auto"
-    """Autocast precision: auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16."""
-    workers: int | None = None
-    """DataLoader worker processes (None: one less than the CPU count, at most 8)."""
     eval_batch_size: int = 64
     """Images per step when measuring test metrics."""
 
@@ -151,14 +128,7 @@ def train_base(
         )
 
     network = build_network(spec.name, config.weights, config.image_size).to(runtime.device)
-    optimizer = torch.optim.Adam(
-        network.parameters(), lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay
-    )
-    scheduler = (
-        torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step, config.lr_gamma)
-        if config.lr_step > 0
-        else None
-    )
+    optimizer, scheduler = make_optimizer(network.parameters(), config)
     out_dir = Path(out_dir)
     history_path = out_dir / f"{target}.history.jsonl"
     progress.notice(

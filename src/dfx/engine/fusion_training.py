@@ -17,7 +17,7 @@ from dfx.data.manifest import Manifest
 from dfx.engine.batches import TensorBatches
 from dfx.engine.device import Runtime, default_workers, resolve_runtime, seed_everything
 from dfx.engine.inference import run_network
-from dfx.engine.loop import fit
+from dfx.engine.loop import TrainSettings, fit, make_optimizer
 from dfx.engine.sampling import holdout_split
 from dfx.errors import DfxError
 from dfx.metrics import binary_metrics, multiclass_metrics, p_fake_of
@@ -28,31 +28,9 @@ from dfx.progress import ProgressReporter, or_null
 
 
 @dataclass
-class FusionTrainConfig:
+class FusionTrainConfig(TrainSettings):
     """Settings of fusion-head training (defaults: the official release's)."""
 
-    epochs: int = 50
-    """Training epochs over the cached features."""
-    batch_size: int = 32
-    """Feature vectors per training step."""
-    lr: float = 1e-4
-    """Adam learning rate."""
-    weight_decay: float = 1e-3
-    """Adam weight decay."""
-    lr_step: int = 0
-    """StepLR period in epochs (0: constant learning rate)."""
-    lr_gamma: float = 0.1
-    """StepLR decay factor."""
-    val_fraction: float = 0.2
-    """Share of the fusion images held out for validation."""
-    seed: int = 0
-    """Seed for the hold-out, initialisation and shuffling."""
-    device: str = "auto"
-    """auto, cpu, cuda or cuda:N."""
-    precision: str = "auto"
-    """Autocast precision: auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16."""
-    workers: int | None = None
-    """DataLoader worker processes for feature extraction (None: automatic)."""
     extract_batch_size: int = 64
     """Images per step during feature extraction."""
 
@@ -199,14 +177,7 @@ def train_fusion(
         )
 
     head = FusionHead(len(CLASSES)).to(runtime.device)
-    optimizer = torch.optim.Adam(
-        head.parameters(), lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay
-    )
-    scheduler = (
-        torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step, config.lr_gamma)
-        if config.lr_step > 0
-        else None
-    )
+    optimizer, scheduler = make_optimizer(head.parameters(), config)
     out = Path(out)
     history_path = out.with_suffix(".history.jsonl")
     started = time.perf_counter()

@@ -19,6 +19,47 @@ from dfx.progress import ProgressReporter, or_null
 
 
 @dataclass
+class TrainSettings:
+    """Optimisation settings shared by base-model and fusion training (official defaults)."""
+
+    epochs: int = 50
+    """Training epochs."""
+    batch_size: int = 32
+    """Samples per training step."""
+    lr: float = 1e-4
+    """Adam learning rate."""
+    weight_decay: float = 1e-3
+    """Adam weight decay."""
+    lr_step: int = 0
+    """StepLR period in epochs (0: constant learning rate)."""
+    lr_gamma: float = 0.1
+    """StepLR decay factor."""
+    val_fraction: float = 0.2
+    """Share held out for validation (kept weights: lowest validation loss)."""
+    seed: int = 0
+    """Seed for sampling, initialisation and shuffling."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    precision: str = "auto"
+    """Autocast precision: auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16."""
+    workers: int | None = None
+    """DataLoader worker processes (None: one less than the CPU count, at most 8)."""
+
+
+def make_optimizer(parameters, settings: TrainSettings):
+    """Adam with betas (0.9, 0.999) and, when ``lr_step`` > 0, a StepLR schedule."""
+    optimizer = torch.optim.Adam(
+        parameters, lr=settings.lr, betas=(0.9, 0.999), weight_decay=settings.weight_decay
+    )
+    scheduler = (
+        torch.optim.lr_scheduler.StepLR(optimizer, settings.lr_step, settings.lr_gamma)
+        if settings.lr_step > 0
+        else None
+    )
+    return optimizer, scheduler
+
+
+@dataclass
 class EpochRecord:
     """Figures of one training epoch."""
 
