@@ -68,3 +68,21 @@ def test_metrics_match_hand_computed_values():
     assert binary_metrics(np.array([1, 1]), np.array([0.2, 0.9]), np.array([0, 1]))["auc"] is None
     table1 = target_metrics(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 1]))
     assert table1 == {"accuracy": 0.5, "recall": 0.5, "precision": 0.5, "f1": 0.5}
+
+
+def test_worker_processes_give_the_same_results(trained):
+    """Transforms are picklable, so DataLoader workers (fork or spawn) can run them."""
+    import pickle
+
+    from dfx.data.dataset import ImageDataset
+    from dfx.data.transforms import JpegCompression, Preprocessing
+
+    dataset = ImageDataset(["a.png"], [0], Preprocessing(32), JpegCompression(50))
+    assert pickle.loads(pickle.dumps(dataset)).perturbation == JpegCompression(50)
+
+    detector = dfx.load_detector(trained["model"], device="cpu")
+    data = trained["manifest"].parent / "data"
+    paths = sorted((data / "real" / "texture").iterdir())[:6]
+    inline = detector.predict(paths, batch_size=4, workers=0)
+    workers = detector.predict(paths, batch_size=4, workers=2)
+    assert [p.to_dict() for p in inline] == [p.to_dict() for p in workers]

@@ -58,7 +58,7 @@ def test_fusion_detector_is_far_above_chance(trained):
     assert result.balanced and len(set(result.counts.values())) == 1
     assert result.n == 3 * min(result.counts.values())
     assert result.multiclass["accuracy"] > 0.5  # chance is 1/3
-    assert result.binary["auc"] > 0.75
+    assert result.binary["auc"] > 0.7
     confusion = np.array(result.multiclass["confusion"])
     assert confusion.sum() == result.n
 

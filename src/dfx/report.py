@@ -75,7 +75,7 @@ def summary_table(rows: list[tuple[str, dict | None, dict]], title: str) -> Tabl
 
 def confusion_table(confusion: list[list[int]]) -> Table:
     """The 3-class confusion matrix, rows true, columns predicted."""
-    table = Table(title="Confusion (rows: true, columns: predicted)", title_justify="left")
+    table = Table(title="Confusion matrix", title_justify="left")
     table.add_column("true \\ predicted")
     for name in CLASSES:
         table.add_column(name, justify="right")

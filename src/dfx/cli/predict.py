@@ -36,7 +36,10 @@ others still run; the exit code is then 1.
 @handle_errors
 def predict_command(
     paths: Annotated[
-        list[str], typer.Argument(help="Image files, folders (recursive), or - for stdin paths.")
+        list[str],
+        typer.Argument(
+            metavar="PATH", help="Image files, folders (recursive), or - for stdin paths."
+        ),
     ],
     model: ModelOption,
     json_output: Annotated[

@@ -24,7 +24,9 @@ the seed: re-running gives the same manifest, and adding images never moves old 
 
 @handle_errors
 def split_command(
-    data: Annotated[Path, typer.Argument(help="Data folder with dm/, gan/ and real/ inside.")],
+    data: Annotated[
+        Path, typer.Argument(metavar="DATA", help="Data folder with dm/, gan/ and real/ inside.")
+    ],
     out: Annotated[
         Path | None,
         typer.Option(
