@@ -443,3 +443,10 @@ def test_rendered_prediction_table():
 └──────────────────────────┴───────┴───────┴───────┴────────┴────────┘
 """
     assert console.export_text() == expected
+
+
+def test_unwritable_output_is_one_sentence(data_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    result = invoke("split", data_dir, "--out", blocker / "m.csv")
+    assert_user_error(result, str(blocker))

@@ -117,3 +117,28 @@ def test_class_weights_are_inverse_counts_and_balance_the_loss():
 def test_loading_a_base_model_where_a_detector_is_needed_fails(trained):
     with pytest.raises(DfxError, match="base-model file, but a detector file"):
         load_model_file(trained["base"]["dm"].path, DETECTOR_FORMAT)
+
+
+def test_seed_makes_training_repeatable(manifest_path, tmp_path):
+    from dfx.engine.base_training import BaseTrainConfig, train_base
+
+    manifest = read_manifest(manifest_path)
+    config = BaseTrainConfig(
+        backbone="tiny",
+        weights="none",
+        image_size=32,
+        epochs=2,
+        batch_size=16,
+        lr=1e-3,
+        device="cpu",
+        workers=0,
+        seed=7,
+    )
+    first = train_base(manifest, "dm", config, tmp_path / "a")
+    second = train_base(manifest, "dm", config, tmp_path / "b")
+    other = train_base(
+        manifest, "dm", BaseTrainConfig(**{**config.__dict__, "seed": 8}), tmp_path / "c"
+    )
+    weights = [torch.load(r.path, weights_only=True)["state_dict"] for r in (first, second, other)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])

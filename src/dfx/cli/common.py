@@ -69,6 +69,13 @@ def handle_errors(command):
             raise fail(str(error)) from None
         except KeyboardInterrupt:
             raise fail("interrupted.", EXIT_INTERRUPTED) from None
+        except OSError as error:  # the file system said no: a full disk, a read-only folder
+            if Settings.debug:
+                traceback.print_exc()
+            reason = error.strerror or str(error)
+            if error.filename:
+                raise fail(f"cannot use {error.filename}: {reason}.") from None
+            raise fail(f"{reason}.") from None
         except Exception as error:  # a bug: say so in one line, traceback with --debug
             if Settings.debug:
                 traceback.print_exc()
