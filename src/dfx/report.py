@@ -32,7 +32,7 @@ def split_table(counts: Counter, roles: tuple[str, ...]) -> Table:
     groups = sorted({(label, generator) for label, generator, _ in counts})
     for label, generator in groups:
         cells = [counts.get((label, generator, role), 0) for role in roles]
-        table.add_row(label, generator, *map(str, cells), str(sum(cells)))
+        table.add_row(escape(label), escape(generator), *map(str, cells), str(sum(cells)))
     totals = [sum(n for (_, _, r), n in counts.items() if r == role) for role in roles]
     table.add_section()
     table.add_row("all", "", *map(str, totals), str(sum(totals)))
@@ -90,7 +90,7 @@ def per_generator_table(accuracy: dict[str, float]) -> Table:
     table.add_column("class/generator")
     table.add_column("accuracy", justify="right")
     for name, value in accuracy.items():
-        table.add_row(name, pct(value))
+        table.add_row(escape(name), pct(value))
     return table
 
 

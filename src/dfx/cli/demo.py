@@ -50,6 +50,8 @@ def demo_command(
     seed: Seed = 0,
 ) -> None:
     """Run the whole pipeline on a small simulated data set (tiny backbone, small images)."""
+    from rich.markup import escape
+
     from dfx import synthetic
     from dfx.api import load_detector
     from dfx.classes import CLASSES
@@ -121,6 +123,7 @@ def demo_command(
         record["path"] = os.path.relpath(record["path"])
     console.print(predictions_table(records))
     console.print(
-        f"\nNext: [bold]dfx predict --model {fusion.path} IMAGE...[/bold]  "
-        f"(or [bold]dfx evaluate --model {fusion.path} -m {out / 'manifest.csv'} --qf 50[/bold])"
+        f"\nNext: [bold]dfx predict --model {escape(str(fusion.path))} IMAGE...[/bold]  (or "
+        f"[bold]dfx evaluate --model {escape(str(fusion.path))} "
+        f"-m {escape(str(out / 'manifest.csv'))} --qf 50[/bold])"
     )

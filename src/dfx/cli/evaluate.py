@@ -142,4 +142,4 @@ def render_evaluation(result, json_path: str | None) -> None:
         console.print(confusion_table(result.multiclass["confusion"]))
     console.print(per_generator_table(result.per_generator))
     if json_path is not None:
-        console.print(f"wrote {json_path}")
+        console.print(f"wrote {json_path}", markup=False)

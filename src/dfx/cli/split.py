@@ -68,4 +68,4 @@ def split_command(
         return
     console = stdout()
     console.print(split_table(counts, ROLES))
-    console.print(f"wrote {target} ({len(manifest.rows)} images)")
+    console.print(f"wrote {target} ({len(manifest.rows)} images)", markup=False)

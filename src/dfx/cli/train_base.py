@@ -143,4 +143,6 @@ def render_base_results(results, json_output: bool) -> None:
     console = stdout()
     console.print(base_metrics_table([(r.target, r.test_metrics) for r in results]))
     for r in results:
-        console.print(f"wrote {r.path} (best epoch {r.best_epoch}, {r.seconds:.1f} s)")
+        console.print(
+            f"wrote {r.path} (best epoch {r.best_epoch}, {r.seconds:.1f} s)", markup=False
+        )

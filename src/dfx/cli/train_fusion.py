@@ -132,5 +132,6 @@ def render_fusion_result(result, json_output: bool) -> None:
     )
     console.print(
         f"wrote {result.path} (best epoch {result.best_epoch}; features extracted once in "
-        f"{result.extraction_seconds:.1f} s, head trained in {result.training_seconds:.1f} s)"
+        f"{result.extraction_seconds:.1f} s, head trained in {result.training_seconds:.1f} s)",
+        markup=False,
     )
