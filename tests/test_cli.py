@@ -35,6 +35,11 @@ def invoke(*args: str, input: str | None = None, env: dict | None = None):
     return runner.invoke(app, [str(a) for a in args], input=input, env=env)
 
 
+def evaluate_test_split(trained: dict, *options):
+    """``dfx evaluate`` of the trained detector on its manifest's test split."""
+    return invoke("evaluate", "--model", trained["model"], "-m", trained["manifest"], *options)
+
+
 def assert_user_error(result, *fragments: str) -> None:
     """Exit code 2, one sentence on stderr, no traceback."""
     assert result.exit_code == 2, result.output
@@ -179,12 +184,8 @@ def test_train_fusion_errors(trained, tmp_path):
 
 def test_evaluate_json_contract_and_thresholds(trained, tmp_path):
     report = tmp_path / "report.json"
-    result = invoke(
-        "evaluate",
-        "--model",
-        trained["model"],
-        "-m",
-        trained["manifest"],
+    result = evaluate_test_split(
+        trained,
         "--json",
         report,
         "--device",
@@ -201,24 +202,16 @@ def test_evaluate_json_contract_and_thresholds(trained, tmp_path):
     assert all(0 <= v <= 1 for v in data["per_generator"].values())
     assert "Accuracy per generator" in result.stdout
 
-    failing = invoke(
-        "evaluate",
-        "--model",
-        trained["model"],
-        "-m",
-        trained["manifest"],
+    failing = evaluate_test_split(
+        trained,
         "--min-accuracy",
         "0.999",
         "--workers",
         "0",
     )
     assert failing.exit_code == 1 and "below --min-accuracy" in failing.stderr
-    passing = invoke(
-        "evaluate",
-        "--model",
-        trained["model"],
-        "-m",
-        trained["manifest"],
+    passing = evaluate_test_split(
+        trained,
         "--min-accuracy",
         "0.4",
         "--workers",
@@ -230,12 +223,8 @@ def test_evaluate_json_contract_and_thresholds(trained, tmp_path):
 def test_evaluate_applies_jpeg_in_memory(trained):
     data = trained["manifest"].parent / "data"
     before = {p: p.stat().st_mtime_ns for p in data.rglob("*")}
-    result = invoke(
-        "evaluate",
-        "--model",
-        trained["model"],
-        "-m",
-        trained["manifest"],
+    result = evaluate_test_split(
+        trained,
         "--qf",
         "50",
         "--json",

@@ -5,9 +5,6 @@ from __future__ import annotations
 CLASSES: tuple[str, ...] = ("dm", "gan", "real")
 """Class names in index order: diffusion-generated, GAN-generated, real."""
 
-FAKE_CLASSES: tuple[str, ...] = ("dm", "gan")
-"""Classes that count as fake in the binary (fake vs real) view."""
-
 CLASS_FOLDER_ALIASES: dict[str, str] = {
     "dm": "dm",
     "dm_generated": "dm",
