@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import dfx
@@ -86,3 +87,15 @@ def test_worker_processes_give_the_same_results(trained):
     inline = detector.predict(paths, batch_size=4, workers=0)
     workers = detector.predict(paths, batch_size=4, workers=2)
     assert [p.to_dict() for p in inline] == [p.to_dict() for p in workers]
+
+
+def test_in_memory_and_file_images_are_converted_alike(tmp_path):
+    from dfx.data.dataset import ImageDataset
+    from dfx.data.transforms import Preprocessing
+
+    rgba = Image.new("RGBA", (8, 8), (200, 100, 50, 0))
+    rgba.putpixel((0, 0), (10, 20, 30, 255))
+    rgba.save(tmp_path / "alpha.png")
+    dataset = ImageDataset([rgba, tmp_path / "alpha.png"], None, Preprocessing(8))
+    from_memory, from_file = dataset[0][0], dataset[1][0]
+    assert torch.equal(from_memory, from_file)

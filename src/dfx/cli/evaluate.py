@@ -87,12 +87,13 @@ def evaluate_command(
 
     if (manifest is None) == (data is None):
         raise DfxError("give exactly one of --manifest FILE or --data DIR.")
-    detector = load_detector(model, device, precision)
+    # The cheap checks of the data come first, so a typo fails before a model loads.
     if manifest is not None:
         images = images_from_manifest(read_manifest(manifest), split)
     else:
         images, skipped = images_from_folder(data)
         report_skipped(skipped)
+    detector = load_detector(model, device, precision)
     with RichProgress() as progress:
         result = evaluate(
             detector,

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from dfx.data.images import load_rgb
+from dfx.data.images import load_rgb, to_rgb
 from dfx.errors import ImageReadError
 
 
@@ -51,7 +51,8 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int):
         source = self.images[index]
         try:
-            image = source.convert("RGB") if isinstance(source, Image.Image) else load_rgb(source)
+            # In-memory images go through the same mode conversion as decoded files.
+            image = to_rgb(source) if isinstance(source, Image.Image) else load_rgb(source)
             if self.perturbation is not None:
                 image = self.perturbation(image)
             return self.transform(image), self.targets[index], index
