@@ -7,7 +7,16 @@ from typing import Annotated
 import typer
 
 from dfx import __version__
-from dfx.cli import backbones, demo, evaluate, predict, split, train_base, train_fusion
+from dfx.cli import (
+    backbones,
+    demo,
+    evaluate,
+    import_official,
+    predict,
+    split,
+    train_base,
+    train_fusion,
+)
 from dfx.cli.common import Settings
 
 app = typer.Typer(
@@ -57,6 +66,7 @@ _register(train_fusion, "train-fusion", train_fusion.train_fusion_command)
 _register(evaluate, "evaluate", evaluate.evaluate_command)
 _register(predict, "predict", predict.predict_command)
 _register(backbones, "backbones", backbones.backbones_command)
+_register(import_official, "import-official", import_official.import_official_command)
 
 
 def main() -> None:
