@@ -28,7 +28,16 @@ TINY_RUN = [
 ]
 """Options of a one-epoch tiny training run on the 32-pixel synthetic set."""
 
-COMMANDS = ["demo", "split", "train-base", "train-fusion", "evaluate", "predict", "backbones"]
+COMMANDS = [
+    "demo",
+    "split",
+    "train-base",
+    "train-fusion",
+    "evaluate",
+    "predict",
+    "import-official",
+    "backbones",
+]
 
 
 def invoke(*args: str, input: str | None = None, env: dict | None = None):

@@ -149,6 +149,11 @@ def report_skipped(names: list[str]) -> None:
     _report(f"skipped {len(names)} non-image file(s):", names)
 
 
+def report_list(title: str, lines: list[str]) -> None:
+    """Name the first few items of a list of problems on stderr, under a title with the count."""
+    _report(title, lines)
+
+
 def _report(title: str, lines: list[str], shown: int = 5) -> None:
     if not lines:
         return

@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.common import Seed, handle_errors, print_json, report_skipped, stdout
+from dfx.cli.common import (
+    EXIT_INPUT_FAILED,
+    Seed,
+    fail,
+    handle_errors,
+    print_json,
+    report_list,
+    report_skipped,
+    stderr,
+    stdout,
+)
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -15,10 +25,15 @@ EPILOG = """\
   dfx split data/                              # writes data/../manifest.csv
   dfx split data/ --out runs/manifest.csv --seed 1
   dfx split data/ --ratios 0.5 0.3 0.2 --json
+  dfx split --from-guidance guidance.csv datasets/   # the official release's partition
 
 Layout: DATA/<class>/<generator>/.../<image>, class = dm | gan | real (or the official
 dm_generated / gan_generated). An image's role depends only on its relative path and
 the seed: re-running gives the same manifest, and adding images never moves old ones.
+With --from-guidance the roles come from the official guidance.csv (label 0 base,
+1 fusion, 2 test; image_path relative to DATA with a leading '/', or absolute under it);
+rows naming no usable image are reported and left out (exit 1); images the file does
+not name are left out with a notice.
 """
 
 
@@ -38,18 +53,36 @@ def split_command(
         typer.Option("--ratios", help="Shares of the base, fusion and test roles."),
     ] = (0.4, 0.4, 0.2),
     seed: Seed = 0,
+    from_guidance: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-guidance",
+            help="Take the roles from the official release's guidance.csv instead of drawing them.",
+        ),
+    ] = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the counts as JSON instead of a table.")
     ] = False,
 ) -> None:
     """Split a labelled data folder into base / fusion / test roles and write a manifest CSV."""
-    from dfx.data.manifest import ROLES, make_manifest, write_manifest
+    from dfx.data.manifest import DEFAULT_RATIOS, ROLES, make_manifest, write_manifest
     from dfx.report import split_table, to_json
 
-    manifest = make_manifest(data, ratios, seed)
+    guidance = None
+    if from_guidance is not None:
+        if tuple(ratios) != DEFAULT_RATIOS or seed != 0:
+            raise fail("--ratios and --seed do not apply with --from-guidance, which fixes roles.")
+        from dfx.interop.guidance import manifest_from_guidance
+
+        guidance = manifest_from_guidance(from_guidance, data)
+        manifest = guidance.manifest
+    else:
+        manifest = make_manifest(data, ratios, seed)
     target = out if out is not None else data.resolve().parent / "manifest.csv"
     write_manifest(manifest, target)
     report_skipped(manifest.skipped)
+    if guidance is not None:
+        _report_guidance(guidance)
     counts = manifest.counts()
     if json_output:
         print_json(
@@ -63,9 +96,43 @@ def split_command(
                         for (label, generator, split), n in sorted(counts.items())
                     ],
                 }
+                | ({"guidance": _guidance_json(from_guidance, guidance)} if guidance else {})
             )
         )
-        return
-    console = stdout()
-    console.print(split_table(counts, ROLES))
-    console.print(f"wrote {target} ({len(manifest.rows)} images)", markup=False)
+    else:
+        console = stdout()
+        console.print(split_table(counts, ROLES))
+        console.print(f"wrote {target} ({len(manifest.rows)} images)", markup=False)
+    if guidance is not None and guidance.left_out:
+        raise typer.Exit(EXIT_INPUT_FAILED)
+
+
+def _report_guidance(guidance) -> None:
+    """Say on stderr which guidance rows and images did not carry over."""
+    report_list(
+        f"left out {len(guidance.left_out)} of {guidance.rows} guidance row(s):",
+        [f"line {i.line}: {i.image_path}: {i.reason}" for i in guidance.left_out],
+    )
+    report_list(
+        f"{len(guidance.model_mismatches)} row(s) whose model column differs from the "
+        "generator folder (the folder is used):",
+        [f"line {i.line}: {i.image_path}: {i.reason}" for i in guidance.model_mismatches],
+    )
+    if guidance.unlisted:
+        stderr().print(
+            f"[yellow]{len(guidance.unlisted)} image(s) under DATA are not in the guidance "
+            "file and are not in the manifest.[/yellow]"
+        )
+
+
+def _guidance_json(path: Path, guidance) -> dict:
+    def issues(items) -> list[dict]:
+        return [{"line": i.line, "image_path": i.image_path, "reason": i.reason} for i in items]
+
+    return {
+        "file": str(path),
+        "rows": guidance.rows,
+        "left_out": issues(guidance.left_out),
+        "model_mismatches": issues(guidance.model_mismatches),
+        "unlisted": len(guidance.unlisted),
+    }

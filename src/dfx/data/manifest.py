@@ -10,6 +10,7 @@ import csv
 import hashlib
 import os
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,9 +96,16 @@ def check_ratios(ratios: tuple[float, ...]) -> tuple[float, float, float]:
 
 
 def make_manifest(
-    data: str | Path, ratios: tuple[float, ...] = DEFAULT_RATIOS, seed: int = 0
+    data: str | Path,
+    ratios: tuple[float, ...] = DEFAULT_RATIOS,
+    seed: int = 0,
+    roles: Mapping[str, str] | None = None,
 ) -> Manifest:
-    """Scan a class-layout data folder and give every image a role."""
+    """Scan a class-layout data folder and give every image a role.
+
+    ``roles`` (relative path → role), when given, fixes the roles instead of drawing them,
+    as the official release's guidance.csv does, and keeps only the images it names.
+    """
     ratios = check_ratios(ratios)
     scan = scan_dataset(data)
     if scan.layout != "classes":
@@ -105,6 +113,9 @@ def make_manifest(
             f"{data} uses the binary 0_real/1_fake layout, which has no dm/gan labels to train "
             "on; split needs class folders dm, gan and real (use it with 'dfx evaluate --data')."
         )
+    if roles is not None:
+        rows = [_row(r, roles[r.path]) for r in scan.records if r.path in roles]
+        return Manifest(scan.root.resolve(), rows, None, None, scan.skipped)
     rows = [_row(record, role_of(record.path, seed, ratios)) for record in scan.records]
     return Manifest(scan.root.resolve(), rows, seed, ratios, scan.skipped)
 
