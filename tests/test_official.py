@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 import torchvision
+from PIL import Image
 from torch import nn
 
 from dfx.checkpoint import BASE_FORMAT, DETECTOR_FORMAT, load_model_file
@@ -235,3 +236,21 @@ def test_layouts_of_other_torchvision_families_fit(backbone):
     detector_state = complete_to_detector_state(complete, backbone)
     assert len(detector_state) == len(complete)
     assert sum(k.startswith("extractors.real.") for k in detector_state) == len(base_state) - 2
+
+
+def test_imported_detector_runs_in_predict_and_tolerates_old_checkpoints(official, tmp_path):
+    state = torch.load(official["paths"]["complete"], weights_only=True)
+    # An fp16 save from a PyTorch without BatchNorm step counters.
+    old = {k: v.half() for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    torch.save(old, tmp_path / "old.pt")
+    out = tmp_path / "old-model.pt"
+    import_official(BACKBONE, out, complete=tmp_path / "old.pt", image_size=32)
+    model_file = load_model_file(out, DETECTOR_FORMAT)
+    assert model_file.state_dict["head.convs.0.weight"].dtype == torch.float32
+    assert "extractors.dm.bn1.num_batches_tracked" in model_file.state_dict
+    image = tmp_path / "a.png"
+    Image.new("RGB", (40, 30), (120, 30, 200)).save(image)
+    result = invoke("predict", "--model", out, "--device", "cpu", "--json", image)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["label"] in CLASSES and abs(sum(record["probs"].values()) - 1) < 1e-5

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from dfx.classes import CLASS_FOLDER_ALIASES
-from dfx.data.manifest import ROLES, Manifest, make_manifest
+from dfx.data.manifest import Manifest, make_manifest
 from dfx.errors import DfxError
 
 GUIDANCE_ROLES: dict[int, str] = {0: "base", 1: "fusion", 2: "test"}
@@ -199,6 +199,3 @@ def _nothing_usable(guidance: Path, data: Path, rows: int, left_out: list[Guidan
         f"none of the {rows} rows of {guidance} names a usable image under {data}"
         f"{example if left_out else ''}; DATA must be the folder that image_path is relative to."
     )
-
-
-__all__ = ["GUIDANCE_ROLES", "ROLES", "GuidanceIssue", "GuidanceResult", "manifest_from_guidance"]
