@@ -11,6 +11,7 @@ from PIL import Image
 
 from dfx.data.dataset import ImageDataset, VariantDataset
 from dfx.data.perturbations import (
+    OFFICIAL_BLUR_SIGMA,
     GaussianBlur,
     JpegCompression,
     Mirror,
@@ -18,7 +19,6 @@ from dfx.data.perturbations import (
     Rescale,
     Rotate,
     jpeg_grid,
-    opencv_sigma,
     parse_spec,
 )
 from dfx.data.transforms import Preprocessing
@@ -36,12 +36,17 @@ def test_spec_expands_kinds_values_and_presets():
         Mirror(),
     ]
     assert [p.name for p in parse_spec("official")] == [
+        "jpeg:90",
+        "jpeg:80",
+        "jpeg:70",
+        "jpeg:60",
+        "jpeg:50",
         "blurk:3",
         "blurk:7",
         "blurk:15",
         "resize:0.5",
         "resize:2",
-        "mirror",
+        "mirror:b",
         "rotate:45",
         "rotate:135",
     ]
@@ -52,11 +57,10 @@ def test_spec_expands_kinds_values_and_presets():
     assert parse_spec("jpeg:50 jpeg:50,40") == [JpegCompression(50), JpegCompression(40)]
 
 
-def test_official_blur_kernels_use_opencv_sigmas():
-    assert opencv_sigma(3) == pytest.approx(0.8)
-    assert opencv_sigma(7) == pytest.approx(1.4)
-    assert opencv_sigma(15) == pytest.approx(2.6)
-    assert parse_spec("blurk:7") == [GaussianBlur(opencv_sigma(7), 7)]
+def test_official_blur_kernels_have_sigma_4_and_mirror_modes():
+    assert parse_spec("blurk:7") == [GaussianBlur(OFFICIAL_BLUR_SIGMA, 7)]
+    assert OFFICIAL_BLUR_SIGMA == 4.0
+    assert parse_spec("mirror mirror:v,b") == [Mirror("h"), Mirror("v"), Mirror("b")]
 
 
 @pytest.mark.parametrize(
@@ -69,7 +73,7 @@ def test_official_blur_kernels_use_opencv_sigmas():
         ("jpeg:9x", "not a number"),
         ("blurk:4", "odd"),
         ("resize:0", "0.05 to 8"),
-        ("mirror:1", "takes no values"),
+        ("mirror:x", "mirror takes h"),
     ],
 )
 def test_bad_specs_fail_with_one_sentence(spec, fragment):
@@ -84,6 +88,11 @@ def test_each_perturbation_changes_the_image_as_named():
     pixels = np.asarray(image, dtype=float)
     assert Raw()(image) is image
     assert np.array_equal(np.asarray(Mirror()(image)), pixels[:, ::-1].astype(np.uint8))
+    assert np.array_equal(np.asarray(Mirror("b")(image)), pixels[::-1, ::-1].astype(np.uint8))
+    halved = np.asarray(Rescale(0.5)(image), dtype=float)  # area averaging of 2×2 blocks
+    assert halved[0, 0] == pytest.approx(pixels[:2, :2].mean(axis=(0, 1)), abs=1)
+    tiny = Image.new("RGB", (4, 4), (9, 9, 9))
+    assert GaussianBlur(OFFICIAL_BLUR_SIGMA, 15)(tiny).size == (4, 4)  # kernel clipped
     assert Rescale(0.5)(image).size == (30, 20) and Rescale(2)(image).size == (120, 80)
     assert Rotate(135)(image).size == image.size
     blurred = np.asarray(GaussianBlur(2.0)(image), dtype=float)

@@ -371,3 +371,30 @@ def test_detector_files_without_new_fields_still_load(trained, tmp_path):
     assert detector.model_file.architecture == "deepfeaturex" and detector.threshold is None
     result = invoke("evaluate", "--model", old, "-m", trained["manifest"], "--json", "-", *FAST)
     assert json.loads(result.stdout)["threshold"] == {"value": 0.5, "source": "default"}
+
+
+def test_unreadable_image_is_left_out_of_every_row(trained, tmp_path):
+    data = trained["manifest"].parent / "data"
+    folder = binary_set(
+        data, tmp_path / "set", {"real/photo": "0_real", "gan/toygan-a": "1_fake"}, 5
+    )
+    (folder / "1_fake" / "broken.png").write_bytes(PNG_SIGNATURE + b"\0" * 30)
+    result = invoke(
+        "jpeg-robustness",
+        "--model",
+        trained["model"],
+        "--data",
+        folder,
+        "--no-balanced",
+        "--qf",
+        "50",
+        "--json",
+        "-",
+        *FAST,
+    )
+    assert result.exit_code == 1, result.output
+    document = json.loads(result.stdout)
+    assert [row["n"] for row in document["rows"]] == [10, 10]
+    assert all(row["multiclass"] is None for row in document["rows"])
+    assert [f["path"] for f in document["failures"]] == [str(folder / "1_fake" / "broken.png")]
+    assert "unreadable image" in result.stderr

@@ -42,11 +42,11 @@ EPILOG = """\
   dfx robustness --model model.pt -m manifest.csv -p field --csv field.csv --plot field.png
 
 Spec: space-separated kind[:values] tokens. jpeg:QF,... (1-100); blur:SIGMA,...
-(pixels); blurk:KERNEL,... (odd kernel side, sigma as OpenCV derives it: 3, 7, 15 as
-in the official release); resize:FACTOR,...; rotate:DEGREES,...; mirror. A kind
-without values takes its default grid (jpeg 90..50, blur 0..4, blurk 3,7,15, resize
-0.5, rotate 45,135). Presets: paper (jpeg 90..50), official (blurk:3,7,15
-resize:0.5,2 mirror rotate:45,135; the default), field (jpeg 100..30, blur 0..4,
+(pixels); blurk:KERNEL,... (odd kernel side with sigma 4, as the official release
+blurs); resize:FACTOR,...; rotate:DEGREES,...; mirror[:h|v|b]. A kind without values
+takes its default grid (jpeg 90..50, blur 0..4, blurk 3,7,15, resize 0.5, rotate
+45,135). Presets: paper (jpeg 90..50); official (the default: jpeg 90..50,
+blurk:3,7,15, resize:0.5,2, mirror:b, rotate:45,135); field (jpeg 100..30, blur 0..4,
 resize 0.5). See docs/robustness.md.
 """
 

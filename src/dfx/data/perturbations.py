@@ -67,17 +67,27 @@ class GaussianBlur:
         if self.sigma <= 0:
             return image
         kernel = self.kernel or 2 * math.ceil(3 * self.sigma) + 1
+        # Reflection padding needs the half-kernel to be smaller than the image.
+        kernel = min(kernel, 2 * (min(image.size) - 1) + 1)
+        if kernel < 3:
+            return image
         return TF.gaussian_blur(image, [kernel, kernel], [self.sigma, self.sigma])
 
 
-def opencv_sigma(kernel: int) -> float:
-    """The sigma OpenCV's ``GaussianBlur(ksize=(k, k), sigmaX=0)`` uses for kernel side k."""
-    return 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
+OFFICIAL_BLUR_SIGMA = 4.0
+"""The sigma of the official release's blur test for every kernel size.
+
+It calls ``cv2.GaussianBlur(img, (k, k), cv2.BORDER_DEFAULT)``: the third argument is
+sigmaX, and ``cv2.BORDER_DEFAULT`` is 4, so each k×k kernel has sigma 4.
+"""
 
 
 @dataclass(frozen=True)
 class Rescale:
-    """Resize by a factor (bicubic; antialiased when shrinking), aspect ratio kept."""
+    """Resize by a factor, aspect ratio kept: area averaging when shrinking, bilinear when not.
+
+    Area averaging is what the official release's ``cv2.INTER_AREA`` does when shrinking.
+    """
 
     factor: float
     """New side / old side, e.g. 0.5 or 2."""
@@ -89,7 +99,8 @@ class Rescale:
     def __call__(self, image: Image.Image) -> Image.Image:
         width, height = image.size
         size = (max(1, round(width * self.factor)), max(1, round(height * self.factor)))
-        return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=None)
+        shrinking = self.factor < 1
+        return image.resize(size, Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR)
 
 
 @dataclass(frozen=True)
@@ -107,16 +118,27 @@ class Rotate:
         return image.rotate(self.degrees, resample=Image.Resampling.BILINEAR)
 
 
+MIRROR_AXES = ("h", "v", "b")
+"""Mirror modes: left-right, top-bottom, both (the official release's ``cv2.flip(img, -1)``)."""
+
+
 @dataclass(frozen=True)
 class Mirror:
-    """Flip left to right."""
+    """Flip left to right (``h``), top to bottom (``v``) or both (``b``)."""
+
+    axes: str = "h"
+    """``h``, ``v`` or ``b``."""
 
     @property
     def name(self) -> str:
-        return "mirror"
+        return "mirror" if self.axes == "h" else f"mirror:{self.axes}"
 
     def __call__(self, image: Image.Image) -> Image.Image:
-        return ImageOps.mirror(image)
+        if self.axes in ("h", "b"):
+            image = ImageOps.mirror(image)
+        if self.axes in ("v", "b"):
+            image = ImageOps.flip(image)
+        return image
 
 
 Perturbation = Raw | JpegCompression | GaussianBlur | Rescale | Rotate | Mirror
@@ -126,10 +148,10 @@ DEFAULT_QFS: tuple[int, ...] = (90, 80, 70, 60, 50)
 
 PRESETS: dict[str, str] = {
     "paper": "jpeg:90,80,70,60,50",
-    "official": "blurk:3,7,15 resize:0.5,2 mirror rotate:45,135",
+    "official": "jpeg:90,80,70,60,50 blurk:3,7,15 resize:0.5,2 mirror:b rotate:45,135",
     "field": "jpeg:100,90,80,70,60,50,40,30 blur:0,1,2,3,4 resize:0.5",
 }
-"""Named specs: the paper's JPEG grid, the official release's other tests, the field's grids."""
+"""Named specs: the paper's JPEG grid, the official release's tests, the field's grids."""
 
 KIND_DEFAULTS: dict[str, str] = {
     "jpeg": "90,80,70,60,50",
@@ -142,7 +164,7 @@ KIND_DEFAULTS: dict[str, str] = {
 
 SPEC_HELP = (
     "kinds: jpeg:QF,... (1-100), blur:SIGMA,... (0-20), blurk:KERNEL,... (odd, 1-99), "
-    "resize:FACTOR,... (0.05-8), rotate:DEGREES,..., mirror; presets: " + ", ".join(PRESETS)
+    "resize:FACTOR,... (0.05-8), rotate:DEGREES,..., mirror[:h|v|b]; presets: " + ", ".join(PRESETS)
 )
 
 
@@ -173,9 +195,13 @@ def _parse_token(token: str) -> list[Perturbation]:
     kind, _, values = token.partition(":")
     kind = kind.lower()
     if kind == "mirror":
-        if values:
-            raise DfxError(f"perturbation {token!r}: mirror takes no values.")
-        return [Mirror()]
+        axes = [text.strip().lower() for text in (values or "h").split(",")]
+        unknown = [mode for mode in axes if mode not in MIRROR_AXES]
+        if unknown:
+            raise DfxError(
+                f"perturbation {token!r}: mirror takes h (left-right), v (top-bottom) or b (both)."
+            )
+        return [Mirror(mode) for mode in axes]
     if kind not in KIND_DEFAULTS:
         raise DfxError(f"unknown perturbation {token!r}; {SPEC_HELP}.")
     texts = (values or KIND_DEFAULTS[kind]).split(",")
@@ -195,7 +221,7 @@ def _make(kind: str, text: str, token: str) -> Perturbation:
         return GaussianBlur(value)
     if kind == "blurk":
         _check(value == int(value) and 1 <= value <= 99 and int(value) % 2, token, "odd 1 to 99")
-        return GaussianBlur(opencv_sigma(int(value)), int(value))
+        return GaussianBlur(OFFICIAL_BLUR_SIGMA, int(value))
     if kind == "resize":
         _check(0.05 <= value <= 8, token, "a resize factor is 0.05 to 8")
         return Rescale(value)
