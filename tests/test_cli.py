@@ -33,7 +33,10 @@ COMMANDS = [
     "split",
     "train-base",
     "train-fusion",
+    "train-baseline",
     "evaluate",
+    "jpeg-robustness",
+    "robustness",
     "predict",
     "import-official",
     "backbones",
@@ -206,7 +209,20 @@ def test_evaluate_json_contract_and_thresholds(trained, tmp_path):
     data = json.loads(report.read_text())
     assert {"n", "qf", "multiclass", "binary", "per_generator"} <= set(data)
     assert set(data["multiclass"]) == {"accuracy", "f1_macro", "confusion"}
-    assert set(data["binary"]) == {"accuracy", "f1", "ap", "auc"}
+    assert set(data["binary"]) == {
+        "accuracy",
+        "f1",
+        "ap",
+        "auc",
+        "eer",
+        "balanced_accuracy",
+        "real_accuracy",
+        "fake_accuracy",
+        "at_threshold",
+    }
+    assert data["threshold"]["source"] == "model"
+    assert data["binary"]["at_threshold"]["threshold"] == data["threshold"]["value"]
+    assert set(data["generators"]) == set(data["per_generator"])
     assert data["qf"] is None and data["n"] == sum(map(sum, data["multiclass"]["confusion"]))
     assert all(0 <= v <= 1 for v in data["per_generator"].values())
     assert "Accuracy per generator" in result.stdout
@@ -309,7 +325,7 @@ def test_predict_json_lines_contract(trained, images):
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(records) == 5
     for record in records:
-        assert set(record) == {"path", "label", "probs", "p_fake", "error"}
+        assert set(record) == {"path", "label", "probs", "p_fake", "fake", "error"}
         assert record["label"] in ("dm", "gan", "real") and record["error"] is None
         assert set(record["probs"]) == {"dm", "gan", "real"}
         assert abs(sum(record["probs"].values()) - 1) < 1e-5

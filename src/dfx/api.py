@@ -19,12 +19,12 @@ from PIL import Image
 from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, load_model_file
 from dfx.classes import CLASSES
 from dfx.data.dataset import Failure, ImageDataset, make_loader
-from dfx.data.transforms import JpegCompression
+from dfx.data.perturbations import JpegCompression
 from dfx.engine.device import Runtime, resolve_runtime
 from dfx.engine.inference import Outputs, run_network
 from dfx.errors import DfxError
 from dfx.metrics import p_fake_of
-from dfx.models.detector import DeepFeatureX
+from dfx.models.detector import build_detector_network
 from dfx.progress import ProgressReporter
 
 ImageInput = str | Path | Image.Image
@@ -44,6 +44,8 @@ class Prediction:
     """P(fake) = p_dm + p_gan."""
     error: str | None = None
     """Why the input could not be classified (None on success)."""
+    fake: bool | None = None
+    """Whether P(fake) reaches the detector's threshold (calibrated, or given)."""
 
     def to_dict(self) -> dict:
         """The JSON record; a failed input keeps only its path and error."""
@@ -54,12 +56,13 @@ class Prediction:
             "label": self.label,
             "probs": self.probs,
             "p_fake": self.p_fake,
+            "fake": self.fake,
             "error": None,
         }
 
 
 class Detector:
-    """A trained DeepFeatureX detector, ready to run on a device."""
+    """A trained detector (DeepFeatureX fusion or a baseline backbone), ready to run on a device."""
 
     def __init__(self, model_file: ModelFile, runtime: Runtime) -> None:
         if list(model_file.classes) != list(CLASSES):
@@ -69,7 +72,9 @@ class Detector:
         self.preprocessing = model_file.preprocessing
         # Built on the meta device and then given the file's tensors: no wasted random init.
         with torch.device("meta"):
-            self.network = DeepFeatureX(model_file.backbone, model_file.preprocessing.input_size)
+            self.network = build_detector_network(
+                model_file.architecture, model_file.backbone, model_file.preprocessing.input_size
+            )
         try:
             self.network.load_state_dict(model_file.state_dict, assign=True)
         except RuntimeError as error:
@@ -83,6 +88,11 @@ class Detector:
     def load(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> Detector:
         """Load a detector file written by ``dfx train-fusion``."""
         return cls(load_model_file(path, DETECTOR_FORMAT), resolve_runtime(device, precision))
+
+    @property
+    def threshold(self) -> float | None:
+        """The threshold on P(fake) calibrated on validation data at training time, if stored."""
+        return self.model_file.threshold
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -118,13 +128,22 @@ class Detector:
         batch_size: int = 32,
         workers: int = 0,
         progress: ProgressReporter | None = None,
+        threshold: float | None = None,
     ) -> list[Prediction]:
-        """One :class:`Prediction` per input, in input order; unreadable inputs carry an error."""
+        """One :class:`Prediction` per input, in input order; unreadable inputs carry an error.
+
+        ``fake`` is ``p_fake >= threshold``; the threshold defaults to the calibrated one
+        stored in the model file, or 0.5 for files without one.
+        """
         outputs = self.run(images, batch_size=batch_size, workers=workers, progress=progress)
-        return predictions_from(images, outputs)
+        if threshold is None:
+            threshold = self.threshold if self.threshold is not None else 0.5
+        return predictions_from(images, outputs, threshold)
 
 
-def predictions_from(images: Sequence[ImageInput], outputs: Outputs) -> list[Prediction]:
+def predictions_from(
+    images: Sequence[ImageInput], outputs: Outputs, threshold: float = 0.5
+) -> list[Prediction]:
     """Turn network outputs into per-input predictions, failures in their place."""
     names = [_name(image, i) for i, image in enumerate(images)]
     failed = {f.index: f for f in outputs.failures}
@@ -141,6 +160,7 @@ def predictions_from(images: Sequence[ImageInput], outputs: Outputs) -> list[Pre
                     CLASSES[int(probs[row].argmax())],
                     {c: float(p) for c, p in zip(CLASSES, probs[row])},
                     float(p_fake[row]),
+                    fake=bool(p_fake[row] >= threshold),
                 )
             )
         else:

@@ -2,7 +2,8 @@
 
 A file is a dict of plain data (str, int, float, bool, None, lists, dicts) and tensors:
 ``format`` (``dfx-base`` or ``dfx-detector``), ``format_version``, ``dfx_version``,
-``classes``, ``backbone``, ``preprocessing``, ``config``, ``metrics`` and ``state_dict``.
+``classes``, ``backbone``, ``architecture`` (detectors; absent in older files),
+``preprocessing``, ``config``, ``metrics`` and ``state_dict``.
 No class is pickled, so loading a file can never run code from it.
 """
 
@@ -48,6 +49,16 @@ class ModelFile:
     """dfx version that wrote the file."""
     target: str | None = None
     """For a base model, the class it specialises in."""
+    architecture: str = "deepfeaturex"
+    """For a detector: ``deepfeaturex`` (fused base models) or ``baseline`` (one backbone)."""
+
+    @property
+    def threshold(self) -> float | None:
+        """The threshold on P(fake) calibrated at training time (None in older files)."""
+        calibrated = self.metrics.get("threshold")
+        if isinstance(calibrated, dict) and isinstance(calibrated.get("value"), (int, float)):
+            return float(calibrated["value"])
+        return None
 
     def to_payload(self) -> dict:
         """Plain-data form written to disk."""
@@ -58,6 +69,7 @@ class ModelFile:
             "backbone": self.backbone,
             "classes": list(self.classes),
             "target": self.target,
+            "architecture": self.architecture,
             "preprocessing": self.preprocessing.to_dict(),
             "config": self.config,
             "metrics": self.metrics,
@@ -111,6 +123,7 @@ def load_model_file(path: str | Path, expected: str) -> ModelFile:
             metrics=payload.get("metrics") or {},
             dfx_version=payload.get("dfx_version", "unknown"),
             target=payload.get("target"),
+            architecture=payload.get("architecture") or "deepfeaturex",
         )
     except (KeyError, TypeError, ValueError) as error:
         raise DfxError(f"{path} is a damaged dfx model file (bad field {error}).") from error

@@ -26,14 +26,115 @@ def multiclass_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     }
 
 
-def binary_metrics(is_fake: np.ndarray, p_fake: np.ndarray, predicted_fake: np.ndarray) -> dict:
-    """Fake-vs-real accuracy and F1 (fake is the positive class), AP and ROC-AUC of P(fake)."""
+def binary_metrics(
+    is_fake: np.ndarray,
+    p_fake: np.ndarray,
+    predicted_fake: np.ndarray,
+    threshold: float | None = None,
+) -> dict:
+    """Fake-vs-real metrics (fake is the positive class) of a decision and of the P(fake) scores.
+
+    ``accuracy``, ``f1``, ``balanced_accuracy``, ``real_accuracy`` and ``fake_accuracy`` judge
+    ``predicted_fake`` (the argmax decision); ``ap``, ``auc`` and ``eer`` judge the ranking by
+    ``p_fake``; with a ``threshold``, ``at_threshold`` judges the decision ``p_fake >= threshold``.
+    """
+    is_fake = np.asarray(is_fake, dtype=bool)
+    p_fake = np.asarray(p_fake, dtype=float)
     both = len(np.unique(is_fake)) == 2
+    result = decision_metrics(is_fake, np.asarray(predicted_fake, dtype=bool))
+    result |= {
+        "ap": float(skm.average_precision_score(is_fake, p_fake)) if both else None,
+        "auc": float(skm.roc_auc_score(is_fake, p_fake)) if both else None,
+        "eer": equal_error_rate(is_fake, p_fake) if both else None,
+    }
+    if threshold is not None:
+        result["at_threshold"] = {"threshold": float(threshold)} | decision_metrics(
+            is_fake, p_fake >= threshold
+        )
+    return result
+
+
+def decision_metrics(is_fake: np.ndarray, predicted_fake: np.ndarray) -> dict:
+    """Accuracy, F1, balanced accuracy, and accuracy on real and on fake images separately."""
+    real_accuracy = _recall(~is_fake, ~predicted_fake)
+    fake_accuracy = _recall(is_fake, predicted_fake)
+    present = [v for v in (real_accuracy, fake_accuracy) if v is not None]
     return {
         "accuracy": float(skm.accuracy_score(is_fake, predicted_fake)),
         "f1": float(skm.f1_score(is_fake, predicted_fake, zero_division=0)),
-        "ap": float(skm.average_precision_score(is_fake, p_fake)) if both else None,
-        "auc": float(skm.roc_auc_score(is_fake, p_fake)) if both else None,
+        # With one class present, balanced accuracy is that class's accuracy (as sklearn's).
+        "balanced_accuracy": float(np.mean(present)),
+        "real_accuracy": real_accuracy,
+        "fake_accuracy": fake_accuracy,
+    }
+
+
+def _recall(members: np.ndarray, hits: np.ndarray) -> float | None:
+    """Share of ``members`` that are ``hits`` (None when there are no members)."""
+    return float(hits[members].mean()) if members.any() else None
+
+
+def equal_error_rate(is_fake: np.ndarray, p_fake: np.ndarray) -> float:
+    """The error rate where false-positive and false-negative rates are equal.
+
+    Read off the ROC curve, interpolating linearly between the two points where
+    FPR − FNR changes sign.
+    """
+    fpr, tpr, _ = skm.roc_curve(is_fake, p_fake)
+    fnr = 1.0 - tpr
+    gap = fpr - fnr  # rises from -1 (threshold above every score) to +1
+    after = int(np.argmax(gap >= 0))
+    if after == 0 or gap[after] == 0:
+        return float((fpr[after] + fnr[after]) / 2)
+    before = after - 1
+    weight = -gap[before] / (gap[after] - gap[before])
+    return float(fpr[before] + weight * (fpr[after] - fpr[before]))
+
+
+def calibrate_threshold(is_fake: np.ndarray, p_fake: np.ndarray) -> dict:
+    """The threshold on P(fake) that maximises balanced accuracy on held-out data.
+
+    Candidates are 0, 1 and the midpoints between consecutive distinct scores (a decision
+    is ``p_fake >= t``); among equally good ones, the one nearest 0.5 wins. Returns
+    ``{"value", "rule", "n", "balanced_accuracy"}``.
+    """
+    is_fake = np.asarray(is_fake, dtype=bool)
+    p_fake = np.asarray(p_fake, dtype=float)
+    scores = np.unique(p_fake)
+    candidates = np.concatenate([[0.0], (scores[1:] + scores[:-1]) / 2, [1.0]])
+    fakes, reals = max(int(is_fake.sum()), 1), max(int((~is_fake).sum()), 1)
+    decided = p_fake[None, :] >= candidates[:, None]
+    fake_rate = (decided & is_fake).sum(1) / fakes
+    real_rate = (~decided & ~is_fake).sum(1) / reals
+    score = (fake_rate + real_rate) / 2
+    best = np.flatnonzero(np.isclose(score, score.max()))
+    chosen = best[np.argmin(np.abs(candidates[best] - 0.5))]
+    return {
+        "value": float(candidates[chosen]),
+        "rule": "max balanced accuracy on validation",
+        "n": int(len(p_fake)),
+        "balanced_accuracy": float(score[chosen]),
+    }
+
+
+def curve_points(is_fake: np.ndarray, p_fake: np.ndarray) -> dict | None:
+    """ROC and precision-recall curve points of P(fake) (None unless both classes occur)."""
+    is_fake = np.asarray(is_fake, dtype=bool)
+    if len(np.unique(is_fake)) < 2:
+        return None
+    fpr, tpr, roc_thresholds = skm.roc_curve(is_fake, p_fake)
+    precision, recall, pr_thresholds = skm.precision_recall_curve(is_fake, p_fake)
+    return {
+        "roc": {
+            "fpr": fpr.tolist(),
+            "tpr": tpr.tolist(),
+            "thresholds": roc_thresholds.tolist(),
+        },
+        "pr": {
+            "precision": precision.tolist(),
+            "recall": recall.tolist(),
+            "thresholds": pr_thresholds.tolist(),
+        },
     }
 
 
@@ -56,6 +157,12 @@ def grouped_accuracy(groups: list[str], correct: np.ndarray) -> dict[str, float]
     """Accuracy per group name, groups sorted by name."""
     result: dict[str, float] = {}
     groups_array = np.asarray(groups)
+    correct = np.asarray(correct)
     for name in sorted(set(groups)):
         result[name] = float(correct[groups_array == name].mean())
     return result
+
+
+def binary_confusion(is_fake: np.ndarray, predicted_fake: np.ndarray) -> list[list[int]]:
+    """The 2×2 confusion matrix, rows true, columns predicted, order (real, fake)."""
+    return skm.confusion_matrix(is_fake, predicted_fake, labels=[False, True]).tolist()

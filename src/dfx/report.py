@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from collections import Counter
@@ -57,12 +59,12 @@ def summary_table(rows: list[tuple[str, dict | None, dict]], title: str) -> Tabl
     """One row per setting: 3-class accuracy/F1 and binary accuracy/F1/AP/AUC (paper Tables 2–3)."""
     table = Table(title=title, title_justify="left")
     table.add_column("")
-    for name in ("3-class acc", "3-class F1", "binary acc", "binary F1", "AP", "AUC"):
+    for name in ("3-class\nacc", "3-class\nF1", "binary\nacc", "binary\nF1", "AP", "AUC"):
         table.add_column(name, justify="right")
     for name, multiclass, binary in rows:
         multiclass = multiclass or {}
         table.add_row(
-            name,
+            escape(name),
             pct(multiclass.get("accuracy")),
             pct(multiclass.get("f1_macro")),
             pct(binary.get("accuracy")),
@@ -70,6 +72,68 @@ def summary_table(rows: list[tuple[str, dict | None, dict]], title: str) -> Tabl
             pct(binary.get("ap")),
             pct(binary.get("auc")),
         )
+    return table
+
+
+def forensic_table(rows: list[tuple[str, dict]], threshold: dict, title: str) -> Table:
+    """One row per setting: real/fake/balanced accuracy and EER; the decision at the threshold."""
+    source = {"option": "--threshold", "model": "calibrated", "default": "default"}
+    t = threshold["value"]
+    table = Table(
+        title=f"{title} (threshold t = {t:.4g}, {source.get(threshold['source'], '')}), %",
+        title_justify="left",
+    )
+    table.add_column("")
+    for name in ("real\nacc", "fake\nacc", "bal.\nacc", "EER", "acc\n@ t", "real\n@ t"):
+        table.add_column(name, justify="right")
+    table.add_column("fake\n@ t", justify="right")
+    for name, binary in rows:
+        at = binary.get("at_threshold") or {}
+        table.add_row(
+            escape(name),
+            pct(binary.get("real_accuracy")),
+            pct(binary.get("fake_accuracy")),
+            pct(binary.get("balanced_accuracy")),
+            pct(binary.get("eer")),
+            pct(at.get("accuracy")),
+            pct(at.get("real_accuracy")),
+            pct(at.get("fake_accuracy")),
+        )
+    return table
+
+
+def generalization_table(sets: list[dict], mean: dict) -> Table:
+    """Paper Table 4: one row per data set with its binary metrics, and their mean."""
+    table = Table(title="Binary metrics per data set (%)", title_justify="left")
+    table.add_column("data set", overflow="fold")
+    table.add_column("n", justify="right")
+    for name in ("acc", "bal.\nacc", "real\nacc", "fake\nacc", "AP", "AUC", "acc\n@ t"):
+        table.add_column(name, justify="right")
+    for entry in sets:
+        binary = entry["binary"]
+        table.add_row(
+            escape(entry["name"]),
+            str(entry["n"]),
+            pct(binary.get("accuracy")),
+            pct(binary.get("balanced_accuracy")),
+            pct(binary.get("real_accuracy")),
+            pct(binary.get("fake_accuracy")),
+            pct(binary.get("ap")),
+            pct(binary.get("auc")),
+            pct((binary.get("at_threshold") or {}).get("accuracy")),
+        )
+    table.add_section()
+    table.add_row(
+        "mean",
+        "",
+        pct(mean.get("accuracy")),
+        pct(mean.get("balanced_accuracy")),
+        "",
+        "",
+        pct(mean.get("ap")),
+        pct(mean.get("auc")),
+        "",
+    )
     return table
 
 
@@ -84,13 +148,28 @@ def confusion_table(confusion: list[list[int]]) -> Table:
     return table
 
 
-def per_generator_table(accuracy: dict[str, float]) -> Table:
-    """Accuracy per class/generator."""
+def per_generator_table(accuracy: dict[str, float], detail: dict[str, dict] | None = None) -> Table:
+    """Accuracy per class/generator; with ``detail``, also n and binary accuracy (argmax, @ t)."""
     table = Table(title="Accuracy per generator (%)", title_justify="left")
-    table.add_column("class/generator")
+    table.add_column("class/generator", overflow="fold")
+    if detail:
+        table.add_column("n", justify="right")
     table.add_column("accuracy", justify="right")
+    if detail:
+        table.add_column("binary\nacc", justify="right")
+        table.add_column("binary\nacc @ t", justify="right")
     for name, value in accuracy.items():
-        table.add_row(escape(name), pct(value))
+        if detail:
+            entry = detail.get(name, {})
+            table.add_row(
+                escape(name),
+                str(entry.get("n", "")),
+                pct(value),
+                pct(entry.get("binary_accuracy")),
+                pct(entry.get("binary_accuracy_at_threshold")),
+            )
+        else:
+            table.add_row(escape(name), pct(value))
     return table
 
 
@@ -126,6 +205,38 @@ def predictions_table(records: list[dict]) -> Table:
 def to_json(data, indent: int | None = 2) -> str:
     """JSON text with NaN and infinities written as null (strict JSON)."""
     return json.dumps(_clean(data), indent=indent)
+
+
+def flatten(record: dict, prefix: str = "") -> dict:
+    """Scalar fields of a nested dict under dotted names; lists and empty values are left out."""
+    flat: dict = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat |= flatten(value, f"{name}.")
+        elif not isinstance(value, (list, tuple)):
+            flat[name] = value
+    return flat
+
+
+def to_csv(records: list[dict]) -> str:
+    """CSV text, one line per record, columns the union of the records' keys (first-seen order)."""
+    columns: list[str] = []
+    for record in records:
+        columns.extend(key for key in record if key not in columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({k: "" if v is None else v for k, v in _clean(record).items()})
+    return buffer.getvalue()
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    """Write text to a file atomically."""
+    with atomic_write(path) as handle:
+        handle.write(text)
+    return Path(path)
 
 
 def write_json(data, path: str | Path) -> Path:

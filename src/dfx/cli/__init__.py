@@ -13,8 +13,10 @@ from dfx.cli import (
     evaluate,
     import_official,
     predict,
+    robustness,
     split,
     train_base,
+    train_baseline,
     train_fusion,
 )
 from dfx.cli.common import Settings
@@ -63,7 +65,10 @@ _register(demo, "demo", demo.demo_command)
 _register(split, "split", split.split_command)
 _register(train_base, "train-base", train_base.train_base_command)
 _register(train_fusion, "train-fusion", train_fusion.train_fusion_command)
+_register(train_baseline, "train-baseline", train_baseline.train_baseline_command)
 _register(evaluate, "evaluate", evaluate.evaluate_command)
+app.command("jpeg-robustness", epilog=robustness.JPEG_EPILOG)(robustness.jpeg_robustness_command)
+_register(robustness, "robustness", robustness.robustness_command)
 _register(predict, "predict", predict.predict_command)
 _register(backbones, "backbones", backbones.backbones_command)
 _register(import_official, "import-official", import_official.import_official_command)

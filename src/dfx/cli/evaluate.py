@@ -29,17 +29,33 @@ EPILOG = """\
   dfx evaluate --model model.pt -m manifest.csv                 # the test split
   dfx evaluate --model model.pt -m manifest.csv --qf 50         # after JPEG at quality 50
   dfx evaluate --model model.pt --data ~/sets/wang2020/progan   # 0_real/1_fake layout
+  dfx evaluate --model model.pt --data sets/a --data sets/b --csv table4.csv
+  dfx evaluate --model model.pt -m manifest.csv --plots plots/ --threshold 0.3
   dfx evaluate --model model.pt -m manifest.csv --json report.json --min-accuracy 0.9
 
 Test sets are balanced to the smallest class by seeded sampling (--no-balanced to
-keep all). JPEG compression happens in memory (Pillow, 4:4:4 chroma): nothing is
-written. Exit codes: 0 ok, 1 some images unreadable or --min-accuracy not met, 2 bad
-input, 3 internal error, 130 interrupted.
+keep all). Besides the argmax decision, images are called fake when P(fake) >= t,
+t calibrated on validation data at training time (--threshold overrides). Several
+--data sets give one row per set (generalization, paper Table 4). JPEG compression
+happens in memory (Pillow, 4:4:4 chroma): nothing is written. Exit codes: 0 ok,
+1 some images unreadable or --min-accuracy not met, 2 bad input, 3 internal error,
+130 interrupted.
 """
 
 ModelOption = Annotated[
     Path,
-    typer.Option("--model", envvar="DFX_MODEL", help="Detector file written by train-fusion."),
+    typer.Option(
+        "--model", envvar="DFX_MODEL", help="Detector file (train-fusion or train-baseline)."
+    ),
+]
+ThresholdOption = Annotated[
+    float | None,
+    typer.Option(
+        "--threshold",
+        min=0.0,
+        max=1.0,
+        help="Call an image fake when P(fake) >= this (default: the model's calibrated one).",
+    ),
 ]
 
 
@@ -51,8 +67,10 @@ def evaluate_command(
     ] = None,
     split: Annotated[str, typer.Option("--split", help="Manifest role to evaluate.")] = "test",
     data: Annotated[
-        Path | None,
-        typer.Option("--data", help="Labelled folder instead of a manifest (either layout)."),
+        list[Path] | None,
+        typer.Option(
+            "--data", help="Labelled folder instead of a manifest (either layout; repeatable)."
+        ),
     ] = None,
     qf: Annotated[
         int | None, typer.Option("--qf", min=1, max=100, help="JPEG quality applied first.")
@@ -60,8 +78,17 @@ def evaluate_command(
     balanced: Annotated[
         bool, typer.Option("--balanced/--no-balanced", help="Balance classes by sampling.")
     ] = True,
+    threshold: ThresholdOption = None,
     json_path: Annotated[
         str | None, typer.Option("--json", help="Write the metrics as JSON to FILE ('-': stdout).")
+    ] = None,
+    csv_path: Annotated[
+        str | None,
+        typer.Option("--csv", help="Write the headline metrics as CSV to FILE ('-': stdout)."),
+    ] = None,
+    plots: Annotated[
+        Path | None,
+        typer.Option("--plots", help="Write confusion, ROC and PR plots (PNG) and points to DIR."),
     ] = None,
     min_accuracy: Annotated[
         float | None,
@@ -69,7 +96,8 @@ def evaluate_command(
             "--min-accuracy",
             min=0.0,
             max=1.0,
-            help="Exit 1 if 3-class accuracy (binary for 0_real/1_fake data) is lower.",
+            help="Exit 1 if 3-class accuracy (binary for 0_real/1_fake data; mean binary "
+            "accuracy for several sets) is lower.",
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per step.")] = 32,
@@ -78,36 +106,39 @@ def evaluate_command(
     workers: Workers = None,
     seed: Seed = 0,
 ) -> None:
-    """Evaluate a detector: 3-class and binary accuracy/F1, AP, AUC, per-generator accuracy."""
+    """Evaluate a detector: 3-class and binary metrics, AP, AUC, EER, per-generator accuracy."""
     from dfx.api import load_detector
-    from dfx.data.manifest import read_manifest
     from dfx.engine.device import default_workers
-    from dfx.engine.evaluation import evaluate, images_from_folder, images_from_manifest
+    from dfx.engine.evaluation import evaluate, evaluate_sets
     from dfx.errors import DfxError
 
-    if (manifest is None) == (data is None):
-        raise DfxError("give exactly one of --manifest FILE or --data DIR.")
+    if json_path == "-" and csv_path == "-":
+        raise DfxError("--json - and --csv - cannot both write to stdout.")
+    data = list(data or [])
     # The cheap checks of the data come first, so a typo fails before a model loads.
-    if manifest is not None:
-        images = images_from_manifest(read_manifest(manifest), split)
-    else:
-        images, skipped = images_from_folder(data)
-        report_skipped(skipped)
+    sets, skipped = load_images(manifest, split, data)
+    report_skipped(skipped)
     detector = load_detector(model, device, precision)
+    options = {
+        "qf": qf,
+        "balanced": balanced,
+        "seed": seed,
+        "threshold": threshold,
+        "batch_size": batch_size,
+        "workers": default_workers() if workers is None else workers,
+    }
     with RichProgress() as progress:
-        result = evaluate(
-            detector,
-            images,
-            qf=qf,
-            balanced=balanced,
-            seed=seed,
-            batch_size=batch_size,
-            workers=default_workers() if workers is None else workers,
-            progress=progress,
-        )
+        if len(sets) == 1:
+            result = evaluate(detector, sets[0][2], progress=progress, **options)
+        else:
+            result = evaluate_sets(detector, sets, progress=progress, **options)
     report_failures(result.failures)
-    render_evaluation(result, json_path)
-    headline = (result.multiclass or result.binary)["accuracy"]
+    if len(sets) == 1:
+        render_evaluation(result, json_path, csv_path, plots)
+        headline = (result.multiclass or result.binary)["accuracy"]
+    else:
+        render_generalization(result, json_path, csv_path, plots)
+        headline = result.mean()["accuracy"]
     if min_accuracy is not None and headline < min_accuracy:
         raise fail(
             f"accuracy {headline:.4f} is below --min-accuracy {min_accuracy}.", EXIT_INPUT_FAILED
@@ -115,21 +146,66 @@ def evaluate_command(
     exit_if_failures(result.failures)
 
 
-def render_evaluation(result, json_path: str | None) -> None:
-    """Tables on stdout, unless JSON goes to stdout; JSON to a file if asked."""
-    from dfx.report import (
-        confusion_table,
-        per_generator_table,
-        summary_table,
-        to_json,
-        write_json,
-    )
+def load_images(manifest: Path | None, split: str, data: list[Path]):
+    """(name, source, labelled images) per data set, and the non-image files passed over."""
+    from dfx.data.manifest import read_manifest
+    from dfx.engine.evaluation import images_from_folder, images_from_manifest, set_names
+    from dfx.errors import DfxError
 
+    if (manifest is None) == (not data):
+        raise DfxError("give exactly one of --manifest FILE or --data DIR.")
+    if manifest is not None:
+        return [
+            (manifest.name, str(manifest), images_from_manifest(read_manifest(manifest), split))
+        ], []
+    sets, skipped = [], []
+    for name, folder in zip(set_names(data), data):
+        images, passed_over = images_from_folder(folder)
+        sets.append((name, str(folder), images))
+        skipped.extend(passed_over)
+    return sets, skipped
+
+
+def _headline_row(document: dict) -> dict:
+    """The scalar metrics of one evaluation document, for CSV."""
+    from dfx.report import flatten
+
+    kept = {k: v for k, v in document.items() if k not in ("per_generator", "generators", "counts")}
+    return flatten(kept)
+
+
+def _write_outputs(document: dict, rows: list[dict], json_path, csv_path) -> tuple[list, bool]:
+    """Write JSON/CSV files or stdout; returns (files written, whether stdout was used)."""
+    from dfx.report import to_csv, to_json, write_json, write_text
+
+    written = []
+    if json_path not in (None, "-"):
+        written.append(write_json(document, json_path))
+    if csv_path not in (None, "-"):
+        written.append(write_text(to_csv(rows), csv_path))
     if json_path == "-":
-        print_json(to_json(result.to_dict()))
+        print_json(to_json(document))
+        return written, True
+    if csv_path == "-":
+        print_json(to_csv(rows).rstrip("\n"))
+        return written, True
+    return written, False
+
+
+def render_evaluation(result, json_path: str | None, csv_path=None, plots=None) -> None:
+    """Tables on stdout, unless JSON or CSV goes to stdout; JSON, CSV and plots if asked."""
+    from dfx.report import confusion_table, forensic_table, per_generator_table, summary_table
+
+    document = result.to_dict()
+    written = []
+    if plots is not None:
+        from dfx.plots import evaluation_plots
+
+        written += evaluation_plots(result, plots)
+    files, used_stdout = _write_outputs(document, [_headline_row(document)], json_path, csv_path)
+    written += files
+    if used_stdout:
         return
-    if json_path is not None:
-        write_json(result.to_dict(), json_path)
     console = stdout()
     setting = "raw" if result.qf is None else f"JPEG QF {result.qf}"
     counts = ", ".join(f"{n} {label}" for label, n in result.counts.items())
@@ -139,8 +215,43 @@ def render_evaluation(result, json_path: str | None) -> None:
             f"Evaluation on {result.n} images ({counts}), %",
         )
     )
+    console.print(forensic_table([(setting, result.binary)], document["threshold"], "Real/fake"))
     if result.multiclass is not None:
         console.print(confusion_table(result.multiclass["confusion"]))
-    console.print(per_generator_table(result.per_generator))
-    if json_path is not None:
-        console.print(f"wrote {json_path}", markup=False)
+    console.print(per_generator_table(result.per_generator, result.generators))
+    for path in written:
+        console.print(f"wrote {path}", markup=False)
+
+
+def render_generalization(result, json_path, csv_path, plots) -> None:
+    """One row per data set (paper Table 4); JSON, CSV and per-set plots if asked."""
+    from dfx.report import generalization_table
+
+    document = result.to_dict()
+    written = []
+    if plots is not None:
+        from dfx.plots import evaluation_plots
+
+        for name, _, evaluation in result.sets:
+            written += evaluation_plots(evaluation, Path(plots) / _folder_name(name))
+    rows = [
+        {"name": entry["name"], "data": entry["data"]} | _headline_row(entry)
+        for entry in document["sets"]
+    ]
+    files, used_stdout = _write_outputs(document, rows, json_path, csv_path)
+    written += files
+    if used_stdout:
+        return
+    console = stdout()
+    console.print(generalization_table(document["sets"], document["mean"]))
+    threshold = document["sets"][0]["threshold"]
+    console.print(
+        f"acc @ t: decision P(fake) >= {threshold['value']:.4g} ({threshold['source']})",
+        markup=False,
+    )
+    for path in written:
+        console.print(f"wrote {path}", markup=False)
+
+
+def _folder_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".") or "set"

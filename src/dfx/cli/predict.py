@@ -17,7 +17,7 @@ from dfx.cli.common import (
     print_json,
     stdout,
 )
-from dfx.cli.evaluate import ModelOption
+from dfx.cli.evaluate import ModelOption, ThresholdOption
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -28,7 +28,8 @@ EPILOG = """\
   dfx predict suspicious.webp --json | jq -r 'select(.p_fake > 0.5) | .path'
 
 With --json, one object per input line: path, label, probs {dm, gan, real}, p_fake
-(= p_dm + p_gan) and error (null). An unreadable input gives {path, error} and the
+(= p_dm + p_gan), fake (p_fake >= the model's calibrated threshold, or --threshold)
+and error (null). An unreadable input gives {path, error} and the
 others still run; the exit code is then 1.
 """
 
@@ -46,6 +47,7 @@ def predict_command(
         bool, typer.Option("--json", help="One JSON object per input line on stdout.")
     ] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per step.")] = 32,
+    threshold: ThresholdOption = None,
     device: Device = "auto",
     precision: Precision = "auto",
     workers: Workers = 0,
@@ -60,7 +62,11 @@ def predict_command(
     inputs, problems = expand_inputs(arguments)
     with RichProgress(enabled=len(inputs) > batch_size) as progress:
         predictions = detector.predict(
-            inputs, batch_size=batch_size, workers=workers or 0, progress=progress
+            inputs,
+            batch_size=batch_size,
+            workers=workers or 0,
+            progress=progress,
+            threshold=threshold,
         )
     predictions += [Prediction(str(path), None, None, None, reason) for path, reason in problems]
     records = [p.to_dict() for p in predictions]

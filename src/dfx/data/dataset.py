@@ -61,6 +61,35 @@ class ImageDataset(Dataset):
             return None, Failure(index, str(error), name), index
 
 
+class VariantDataset(ImageDataset):
+    """Each image decoded once and returned as a stack of perturbed variants.
+
+    An item is ``(tensor (V, C, H, W), target, index)``, variant ``v`` being
+    ``transform(perturbations[v](image))``; if any variant fails, the image fails as a whole
+    so that every variant is measured on the same images.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[str | Path | Image.Image],
+        targets: Sequence[int] | None,
+        transform: Callable[[Image.Image], torch.Tensor],
+        perturbations: Sequence[Callable[[Image.Image], Image.Image]],
+    ) -> None:
+        super().__init__(images, targets, transform)
+        self.perturbations = list(perturbations)
+
+    def __getitem__(self, index: int):
+        source = self.images[index]
+        try:
+            image = to_rgb(source) if isinstance(source, Image.Image) else load_rgb(source)
+            variants = [self.transform(perturb(image)) for perturb in self.perturbations]
+            return torch.stack(variants), self.targets[index], index
+        except (ImageReadError, OSError, ValueError) as error:
+            name = str(source) if not isinstance(source, Image.Image) else f"image #{index}"
+            return None, Failure(index, str(error), name), index
+
+
 @dataclass
 class Batch:
     """A collated batch: the readable images, their targets and positions, and the failures."""

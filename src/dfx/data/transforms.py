@@ -1,4 +1,4 @@
-"""Preprocessing that travels with a model, and the perturbations applied before it.
+"""Preprocessing that travels with a model (perturbations: :mod:`dfx.data.perturbations`).
 
 Everything here is a plain picklable class (no lambdas), so DataLoader workers can use it
 under the spawn start method (macOS, Windows).
@@ -6,12 +6,13 @@ under the spawn start method (macOS, Windows).
 
 from __future__ import annotations
 
-import io
 from dataclasses import asdict, dataclass
 
 import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
+
+from dfx.data.perturbations import JpegCompression  # noqa: F401  (its former home)
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -55,18 +56,3 @@ class Preprocessing:
             image = TF.center_crop(image, [self.crop, self.crop])
         tensor = TF.pil_to_tensor(image).float().div_(255.0)
         return TF.normalize(tensor, list(self.mean), list(self.std))
-
-
-@dataclass(frozen=True)
-class JpegCompression:
-    """Re-encode in memory as JPEG at one quality factor with 4:4:4 chroma, then decode."""
-
-    quality: int
-    """JPEG quality factor, 1 to 100."""
-
-    def __call__(self, image: Image.Image) -> Image.Image:
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=self.quality, subsampling=0)
-        buffer.seek(0)
-        with Image.open(buffer) as decoded:
-            return decoded.convert("RGB")

@@ -38,6 +38,89 @@ class LabelledImage:
 
 
 @dataclass
+class Threshold:
+    """The threshold on P(fake) of the second binary decision, and where it came from."""
+
+    value: float
+    """Images with P(fake) >= value are called fake."""
+    source: str
+    """``option`` (--threshold), ``model`` (calibrated at training time) or ``default`` (0.5)."""
+
+    def to_dict(self) -> dict:
+        """Plain-data form for JSON."""
+        return {"value": self.value, "source": self.source}
+
+
+def resolve_threshold(detector: Detector, override: float | None = None) -> Threshold:
+    """``override`` if given, else the model file's calibrated threshold, else 0.5."""
+    if override is not None:
+        if not 0.0 <= override <= 1.0:
+            raise DfxError(f"--threshold must be between 0 and 1, got {override}.")
+        return Threshold(float(override), "option")
+    if detector.threshold is not None:
+        return Threshold(detector.threshold, "model")
+    return Threshold(0.5, "default")
+
+
+@dataclass
+class Measurement:
+    """Metrics of one set of predictions (all fractions in [0, 1])."""
+
+    n: int
+    """Images that were classified."""
+    multiclass: dict | None
+    """3-class accuracy, macro F1, confusion (None for binary-layout data)."""
+    binary: dict
+    """Fake-vs-real metrics of the argmax decision and of P(fake), and ``at_threshold``."""
+    per_generator: dict[str, float]
+    """Accuracy per ``label/generator`` (3-class where labels allow, else binary)."""
+    generators: dict[str, dict]
+    """Per ``label/generator``: n, accuracy, binary accuracy (argmax and at the threshold)."""
+    is_fake: np.ndarray = field(repr=False)
+    """Ground truth fake (True) / real per image (not in JSON)."""
+    p_fake: np.ndarray = field(repr=False)
+    """P(fake) per image (not in JSON)."""
+
+
+def measure(
+    kept: list[LabelledImage], probs: np.ndarray, threshold: float, three_class: bool
+) -> Measurement:
+    """All metrics of class probabilities (N, 3) for the images ``kept`` (same order)."""
+    predicted = probs.argmax(1)
+    is_fake = np.array([image.is_fake for image in kept])
+    p_fake = p_fake_of(probs)
+    predicted_fake = predicted != REAL
+    multiclass = None
+    binary_correct = predicted_fake == is_fake
+    if three_class:
+        y_true = np.array([class_index(image.label) for image in kept])
+        multiclass = multiclass_metrics(y_true, predicted)
+        correct = predicted == y_true
+    else:
+        correct = binary_correct
+    groups = [f"{image.label}/{image.generator}" for image in kept]
+    at_threshold = (p_fake >= threshold) == is_fake
+    per_group = {
+        "accuracy": grouped_accuracy(groups, correct),
+        "binary_accuracy": grouped_accuracy(groups, binary_correct),
+        "binary_accuracy_at_threshold": grouped_accuracy(groups, at_threshold),
+    }
+    sizes = {name: groups.count(name) for name in per_group["accuracy"]}
+    return Measurement(
+        n=len(kept),
+        multiclass=multiclass,
+        binary=binary_metrics(is_fake, p_fake, predicted_fake, threshold),
+        per_generator=per_group["accuracy"],
+        generators={
+            name: {"n": sizes[name]} | {key: values[name] for key, values in per_group.items()}
+            for name in sizes
+        },
+        is_fake=is_fake,
+        p_fake=p_fake,
+    )
+
+
+@dataclass
 class EvaluationResult:
     """Metrics of one evaluation run (all fractions in [0, 1])."""
 
@@ -48,7 +131,7 @@ class EvaluationResult:
     multiclass: dict | None
     """3-class accuracy, macro F1, confusion (None for binary-layout data)."""
     binary: dict
-    """Fake-vs-real accuracy, F1, AP and ROC-AUC."""
+    """Fake-vs-real metrics: argmax decision, AP/AUC/EER, and the decision at the threshold."""
     per_generator: dict[str, float]
     """Accuracy per ``label/generator`` (3-class where labels allow, else binary)."""
     counts: dict[str, int]
@@ -57,6 +140,14 @@ class EvaluationResult:
     """Whether labels were sampled down to the smallest one."""
     failures: list[Failure] = field(default_factory=list)
     """Images that could not be read and were left out."""
+    threshold: Threshold = field(default_factory=lambda: Threshold(0.5, "default"))
+    """The threshold of the second binary decision."""
+    generators: dict[str, dict] = field(default_factory=dict)
+    """Per ``label/generator``: n, accuracy, binary accuracy (argmax and at the threshold)."""
+    is_fake: np.ndarray | None = field(default=None, repr=False)
+    """Ground truth per image, for curves and plots (not in JSON)."""
+    p_fake: np.ndarray | None = field(default=None, repr=False)
+    """P(fake) per image, for curves and plots (not in JSON)."""
 
     def to_dict(self) -> dict:
         """The ``evaluate --json`` document."""
@@ -65,9 +156,11 @@ class EvaluationResult:
             "qf": self.qf,
             "balanced": self.balanced,
             "counts": self.counts,
+            "threshold": self.threshold.to_dict(),
             "multiclass": self.multiclass,
             "binary": self.binary,
             "per_generator": self.per_generator,
+            "generators": self.generators,
             "failures": [{"path": f.source, "error": f.reason} for f in self.failures],
         }
 
@@ -89,6 +182,23 @@ def images_from_folder(data: str | Path) -> tuple[list[LabelledImage], list[str]
     return images, scan.skipped
 
 
+def select_images(
+    images: list[LabelledImage], balanced: bool, seed: int
+) -> tuple[list[LabelledImage], bool]:
+    """The images to evaluate (balanced if asked) and whether all carry a 3-class label."""
+    if balanced:
+        images = balance(images, lambda image: image.label, np.random.default_rng(seed))
+    return images, all(image.label in CLASSES for image in images)
+
+
+def label_counts(images: list[LabelledImage]) -> dict[str, int]:
+    """Images per label, labels sorted."""
+    return {
+        label: sum(image.label == label for image in images)
+        for label in sorted({image.label for image in images})
+    }
+
+
 def evaluate(
     detector: Detector,
     images: list[LabelledImage],
@@ -96,16 +206,20 @@ def evaluate(
     qf: int | None = None,
     balanced: bool = True,
     seed: int = 0,
+    threshold: float | None = None,
     batch_size: int = 32,
     workers: int = 0,
     progress: ProgressReporter | None = None,
+    description: str | None = None,
 ) -> EvaluationResult:
-    """Classify ``images`` (optionally JPEG-compressed in memory) and measure the results."""
+    """Classify ``images`` (optionally JPEG-compressed in memory) and measure the results.
+
+    ``threshold`` overrides the detector's calibrated threshold on P(fake).
+    """
     if qf is not None and not 1 <= qf <= 100:
         raise DfxError(f"--qf must be between 1 and 100, got {qf}.")
-    if balanced:
-        images = balance(images, lambda image: image.label, np.random.default_rng(seed))
-    three_class = all(image.label in CLASSES for image in images)
+    chosen_threshold = resolve_threshold(detector, threshold)
+    images, three_class = select_images(images, balanced, seed)
     targets = [class_index(image.label) if three_class else -1 for image in images]
     outputs = detector.run(
         [image.path for image in images],
@@ -114,34 +228,72 @@ def evaluate(
         batch_size=batch_size,
         workers=workers,
         progress=progress,
-        description="evaluate" if qf is None else f"evaluate at QF {qf}",
+        description=description or ("evaluate" if qf is None else f"evaluate at QF {qf}"),
     )
     if not len(outputs.indices):
         raise DfxError("no image could be read, so there is nothing to evaluate.")
     kept = [images[i] for i in outputs.indices.tolist()]
-    probs = outputs.values.numpy()
-    predicted = probs.argmax(1)
-    is_fake = np.array([image.is_fake for image in kept])
-    predicted_fake = predicted != REAL
-    multiclass = None
-    if three_class:
-        y_true = outputs.targets.numpy()
-        multiclass = multiclass_metrics(y_true, predicted)
-        correct = predicted == y_true
-    else:
-        correct = predicted_fake == is_fake
-    groups = [f"{image.label}/{image.generator}" for image in kept]
-    counts = {
-        label: sum(image.label == label for image in kept)
-        for label in sorted({image.label for image in kept})
-    }
+    measured = measure(kept, outputs.values.numpy(), chosen_threshold.value, three_class)
     return EvaluationResult(
-        n=len(kept),
+        n=measured.n,
         qf=qf,
-        multiclass=multiclass,
-        binary=binary_metrics(is_fake, p_fake_of(probs), predicted_fake),
-        per_generator=grouped_accuracy(groups, correct),
-        counts=counts,
+        multiclass=measured.multiclass,
+        binary=measured.binary,
+        per_generator=measured.per_generator,
+        counts=label_counts(kept),
         balanced=balanced,
         failures=outputs.failures,
+        threshold=chosen_threshold,
+        generators=measured.generators,
+        is_fake=measured.is_fake,
+        p_fake=measured.p_fake,
     )
+
+
+@dataclass
+class GeneralizationResult:
+    """One evaluation per data set (paper Table 4): binary metrics side by side."""
+
+    sets: list[tuple[str, str, EvaluationResult]]
+    """(name, data folder, result) per data set, in the order given."""
+
+    @property
+    def failures(self) -> list[Failure]:
+        """Unreadable images of every set."""
+        return [f for _, _, result in self.sets for f in result.failures]
+
+    def mean(self) -> dict:
+        """Unweighted mean over the sets of binary accuracy, balanced accuracy, AP and AUC."""
+        means = {}
+        for key in ("accuracy", "balanced_accuracy", "ap", "auc"):
+            values = [r.binary[key] for _, _, r in self.sets if r.binary.get(key) is not None]
+            means[key] = float(np.mean(values)) if values else None
+        return means
+
+    def to_dict(self) -> dict:
+        """The ``evaluate --data A --data B --json`` document."""
+        return {
+            "sets": [
+                {"name": name, "data": data} | result.to_dict() for name, data, result in self.sets
+            ],
+            "mean": self.mean(),
+        }
+
+
+def set_names(folders: list[Path]) -> list[str]:
+    """Short, distinct names for data folders: the folder name, or the path when names clash."""
+    names = [Path(folder).name or str(folder) for folder in folders]
+    return [name if names.count(name) == 1 else str(folder) for name, folder in zip(names, folders)]
+
+
+def evaluate_sets(
+    detector: Detector,
+    sets: list[tuple[str, str, list[LabelledImage]]],
+    **options,
+) -> GeneralizationResult:
+    """:func:`evaluate` on each (name, folder, images) set with the same ``options``."""
+    results = []
+    for name, data, images in sets:
+        result = evaluate(detector, images, description=f"evaluate {name}", **options)
+        results.append((name, data, result))
+    return GeneralizationResult(results)

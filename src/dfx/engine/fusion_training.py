@@ -20,7 +20,7 @@ from dfx.engine.inference import run_network
 from dfx.engine.loop import TrainSettings, fit, make_optimizer
 from dfx.engine.sampling import holdout_split
 from dfx.errors import DfxError
-from dfx.metrics import binary_metrics, multiclass_metrics, p_fake_of
+from dfx.metrics import binary_metrics, calibrate_threshold, multiclass_metrics, p_fake_of
 from dfx.models.backbones import build_network, get_spec, to_feature_extractor
 from dfx.models.detector import StackedExtractors
 from dfx.models.fusion import FusionHead, min_feature_dim
@@ -196,7 +196,9 @@ def train_fusion(
     )
     training_seconds = time.perf_counter() - started
     head.load_state_dict(result.best_state)
-    validation = _validation_metrics(head, features, targets, val_pos or train_pos, runtime)
+    validation, threshold = _validation_metrics(
+        head, features, targets, val_pos or train_pos, runtime
+    )
 
     # The detector's state dict is the extractors' and the head's, under DeepFeatureX's names.
     detector_state = {f"head.{k}": v for k, v in result.best_state.items()}
@@ -217,6 +219,7 @@ def train_fusion(
         config={"fusion": asdict(config), "base": {name: files[name].config for name in CLASSES}},
         metrics={
             "fusion_validation": validation,
+            "threshold": threshold,
             "best_epoch": result.best_epoch,
             "counts": counts,
             "base": {name: files[name].metrics for name in CLASSES},
@@ -235,16 +238,29 @@ def train_fusion(
     )
 
 
-def _validation_metrics(head, features, targets, chosen, runtime) -> dict:
+def _validation_metrics(head, features, targets, chosen, runtime) -> tuple[dict, dict]:
+    """Metrics of the kept head on the validation features, and the threshold calibrated there."""
     head.eval()
     index = torch.tensor(chosen, dtype=torch.long, device=features.device)
     with torch.inference_mode(), runtime.autocast():
         probs = torch.softmax(head(features[index]).float(), dim=1).cpu().numpy()
     y_true = targets[index].cpu().numpy()
-    y_pred = probs.argmax(1)
+    return validation_report(y_true, probs)
+
+
+def validation_report(y_true: np.ndarray, probs: np.ndarray) -> tuple[dict, dict]:
+    """3-class and binary metrics of validation predictions, and the threshold calibrated on them.
+
+    The threshold on P(fake) maximises balanced accuracy on these validation images
+    (:func:`dfx.metrics.calibrate_threshold`); the binary metrics include the decision there.
+    """
     real = class_index("real")
-    return {
-        "n": len(chosen),
+    is_fake, p_fake = y_true != real, p_fake_of(probs)
+    threshold = calibrate_threshold(is_fake, p_fake)
+    y_pred = probs.argmax(1)
+    report = {
+        "n": len(y_true),
         "multiclass": multiclass_metrics(y_true, y_pred),
-        "binary": binary_metrics(y_true != real, p_fake_of(probs), y_pred != real),
+        "binary": binary_metrics(is_fake, p_fake, y_pred != real, threshold["value"]),
     }
+    return report, threshold

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from dfx.classes import CLASSES
+from dfx.errors import DfxError
 from dfx.models.backbones import build_network, to_feature_extractor
 from dfx.models.fusion import FusionHead
 
@@ -45,3 +46,21 @@ class StackedExtractors(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return torch.stack([self.extractors[name](images) for name in CLASSES], dim=1)
+
+
+ARCHITECTURES: tuple[str, ...] = ("deepfeaturex", "baseline")
+"""Detector networks a ``dfx-detector`` file can hold: the fusion model, or one plain backbone."""
+
+
+def build_detector_network(
+    architecture: str, backbone: str, image_size: int | None = None
+) -> nn.Module:
+    """The untrained network of a detector file: images (B, 3, H, W) → class logits (B, 3)."""
+    if architecture == "deepfeaturex":
+        return DeepFeatureX(backbone, image_size)
+    if architecture == "baseline":
+        return build_network(backbone, "none", image_size, num_outputs=len(CLASSES))
+    raise DfxError(
+        f"unknown detector architecture {architecture!r}; this dfx knows "
+        f"{', '.join(ARCHITECTURES)}."
+    )

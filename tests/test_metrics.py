@@ -1,0 +1,88 @@
+"""Forensic metrics against scikit-learn, the EER, and the calibrated threshold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from dfx.metrics import (
+    binary_confusion,
+    binary_metrics,
+    calibrate_threshold,
+    curve_points,
+    equal_error_rate,
+)
+
+IS_FAKE = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 0, 1], dtype=bool)
+P_FAKE = np.array([0.9, 0.8, 0.35, 0.7, 0.55, 0.2, 0.1, 0.4, 0.6, 0.05, 0.3, 0.95, 0.45, 0.5])
+PREDICTED = P_FAKE > 0.5
+
+
+def test_binary_metrics_equal_scikit_learn():
+    result = binary_metrics(IS_FAKE, P_FAKE, PREDICTED, threshold=0.42)
+    assert result["accuracy"] == pytest.approx(skm.accuracy_score(IS_FAKE, PREDICTED))
+    assert result["f1"] == pytest.approx(skm.f1_score(IS_FAKE, PREDICTED))
+    assert result["balanced_accuracy"] == pytest.approx(
+        skm.balanced_accuracy_score(IS_FAKE, PREDICTED)
+    )
+    assert result["real_accuracy"] == pytest.approx(
+        skm.recall_score(IS_FAKE, PREDICTED, pos_label=False)
+    )
+    assert result["fake_accuracy"] == pytest.approx(skm.recall_score(IS_FAKE, PREDICTED))
+    assert result["ap"] == pytest.approx(skm.average_precision_score(IS_FAKE, P_FAKE))
+    assert result["auc"] == pytest.approx(skm.roc_auc_score(IS_FAKE, P_FAKE))
+    at = result["at_threshold"]
+    decided = P_FAKE >= 0.42
+    assert at["threshold"] == 0.42
+    assert at["accuracy"] == pytest.approx(skm.accuracy_score(IS_FAKE, decided))
+    assert at["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(IS_FAKE, decided))
+    assert binary_metrics(IS_FAKE, P_FAKE, PREDICTED).get("at_threshold") is None
+
+
+def test_one_class_leaves_ranking_metrics_undefined():
+    result = binary_metrics(np.ones(3, bool), np.array([0.2, 0.7, 0.9]), np.array([0, 1, 1]))
+    assert result["auc"] is None and result["ap"] is None and result["eer"] is None
+    assert result["real_accuracy"] is None
+    assert result["fake_accuracy"] == pytest.approx(2 / 3)
+    assert result["balanced_accuracy"] == pytest.approx(2 / 3)
+
+
+def test_equal_error_rate():
+    # Perfect separation: no errors at the crossing.
+    assert equal_error_rate(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == 0.0
+    # Fully reversed scores: every threshold errs on one side.
+    assert equal_error_rate(np.array([1, 1, 0, 0]), np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    # One real scores above one of two fakes: FPR = FNR = 0.5 at the crossing.
+    assert equal_error_rate(np.array([0, 0, 1, 1]), np.array([0.1, 0.7, 0.6, 0.9])) == 0.5
+    # In general the EER lies between FPR and FNR at the ROC points around the crossing.
+    eer = equal_error_rate(IS_FAKE, P_FAKE)
+    fpr, tpr, _ = skm.roc_curve(IS_FAKE, P_FAKE)
+    fnr = 1 - tpr
+    after = int(np.argmax(fpr >= fnr))
+    around = [fpr[after - 1], fnr[after - 1], fpr[after], fnr[after]]
+    assert min(around) <= eer <= max(around)
+    assert eer == pytest.approx(0.25)  # FPR rises 1/6 → 1/2 while FNR stays 1/4: equal at 1/4
+
+
+def test_calibrated_threshold_maximises_balanced_accuracy():
+    calibrated = calibrate_threshold(IS_FAKE, P_FAKE)
+    best = max(skm.balanced_accuracy_score(IS_FAKE, P_FAKE >= t) for t in np.linspace(0, 1, 1001))
+    assert calibrated["balanced_accuracy"] == pytest.approx(best)
+    assert skm.balanced_accuracy_score(IS_FAKE, P_FAKE >= calibrated["value"]) == pytest.approx(
+        best
+    )
+    # Separable scores: the threshold falls between the classes, nearest 0.5 among ties.
+    separable = calibrate_threshold(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9]))
+    assert separable["value"] == pytest.approx(0.5)
+    assert separable["balanced_accuracy"] == 1.0 and separable["n"] == 4
+
+
+def test_curve_points_and_binary_confusion():
+    curves = curve_points(IS_FAKE, P_FAKE)
+    fpr, tpr, _ = skm.roc_curve(IS_FAKE, P_FAKE)
+    assert curves["roc"]["fpr"] == fpr.tolist() and curves["roc"]["tpr"] == tpr.tolist()
+    precision, recall, _ = skm.precision_recall_curve(IS_FAKE, P_FAKE)
+    assert curves["pr"]["precision"] == precision.tolist()
+    assert curve_points(np.ones(2, bool), np.array([0.1, 0.2])) is None
+    assert binary_confusion(IS_FAKE, PREDICTED) == skm.confusion_matrix(IS_FAKE, PREDICTED).tolist()
