@@ -23,6 +23,7 @@ from dfx.data.transforms import JpegCompression
 from dfx.engine.device import Runtime, resolve_runtime
 from dfx.engine.inference import Outputs, run_network
 from dfx.errors import DfxError
+from dfx.limits import DEFAULT_MAX_PIXELS
 from dfx.metrics import p_fake_of
 from dfx.models.detector import DeepFeatureX
 from dfx.progress import ProgressReporter
@@ -99,10 +100,14 @@ class Detector:
         workers: int = 0,
         progress: ProgressReporter | None = None,
         description: str = "classify",
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> Outputs:
-        """Class probabilities (N, 3) of the readable images, optionally JPEG-compressed first."""
+        """Class probabilities (N, 3) of the readable images, optionally JPEG-compressed first.
+
+        Files of more than ``max_pixels`` pixels are skipped as failures (None: no limit).
+        """
         perturbation = JpegCompression(qf) if qf is not None else None
-        dataset = ImageDataset(images, targets, self.preprocessing, perturbation)
+        dataset = ImageDataset(images, targets, self.preprocessing, perturbation, max_pixels)
         loader = make_loader(dataset, batch_size, workers=workers, pin_memory=self.runtime.is_cuda)
         outputs = run_network(
             self.network, loader, self.runtime, progress=progress, description=description
@@ -118,9 +123,16 @@ class Detector:
         batch_size: int = 32,
         workers: int = 0,
         progress: ProgressReporter | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> list[Prediction]:
         """One :class:`Prediction` per input, in input order; unreadable inputs carry an error."""
-        outputs = self.run(images, batch_size=batch_size, workers=workers, progress=progress)
+        outputs = self.run(
+            images,
+            batch_size=batch_size,
+            workers=workers,
+            progress=progress,
+            max_pixels=max_pixels,
+        )
         return predictions_from(images, outputs)
 
 

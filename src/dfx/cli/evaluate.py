@@ -9,7 +9,9 @@ import typer
 
 from dfx.cli.common import (
     EXIT_INPUT_FAILED,
+    AllowChanged,
     Device,
+    MaxPixels,
     Precision,
     RichProgress,
     Seed,
@@ -19,9 +21,11 @@ from dfx.cli.common import (
     handle_errors,
     print_json,
     report_failures,
+    report_manifest_checks,
     report_skipped,
     stdout,
 )
+from dfx.limits import DEFAULT_MAX_PIXELS
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -77,10 +81,12 @@ def evaluate_command(
     precision: Precision = "auto",
     workers: Workers = None,
     seed: Seed = 0,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    allow_changed: AllowChanged = False,
 ) -> None:
     """Evaluate a detector: 3-class and binary accuracy/F1, AP, AUC, per-generator accuracy."""
     from dfx.api import load_detector
-    from dfx.data.manifest import read_manifest
+    from dfx.data.manifest import ROLES, read_manifest
     from dfx.engine.device import default_workers
     from dfx.engine.evaluation import evaluate, images_from_folder, images_from_manifest
     from dfx.errors import DfxError
@@ -89,7 +95,11 @@ def evaluate_command(
         raise DfxError("give exactly one of --manifest FILE or --data DIR.")
     # The cheap checks of the data come first, so a typo fails before a model loads.
     if manifest is not None:
-        images = images_from_manifest(read_manifest(manifest), split)
+        if split not in ROLES:
+            raise DfxError(f"--split {split!r} is not one of {', '.join(ROLES)}.")
+        loaded = read_manifest(manifest, splits=(split,), allow_changed=allow_changed)
+        report_manifest_checks(loaded)
+        images = images_from_manifest(loaded, split)
     else:
         images, skipped = images_from_folder(data)
         report_skipped(skipped)
@@ -104,6 +114,7 @@ def evaluate_command(
             batch_size=batch_size,
             workers=default_workers() if workers is None else workers,
             progress=progress,
+            max_pixels=max_pixels,
         )
     report_failures(result.failures)
     render_evaluation(result, json_path)

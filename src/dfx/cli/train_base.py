@@ -8,12 +8,15 @@ from typing import Annotated
 import typer
 
 from dfx.cli.common import (
+    AllowChanged,
     Device,
     Epochs,
     LearningRate,
     LrStep,
     ManifestOption,
+    MaxPixels,
     Precision,
+    Resume,
     RichProgress,
     Seed,
     ValFraction,
@@ -24,8 +27,10 @@ from dfx.cli.common import (
     handle_errors,
     print_json,
     report_failures,
+    report_manifest_checks,
     stdout,
 )
+from dfx.limits import DEFAULT_MAX_PIXELS
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -38,6 +43,10 @@ Each model sees all 'base' images of its class as positives and a small stratifi
 share of the two other classes as negatives (90:10), holds out 20% for validation and
 keeps the weights with the lowest validation loss. Writes OUT/<target>.pt and
 OUT/<target>.history.jsonl, then prints the paper's Table 1 on the test images.
+
+After every epoch the full training state goes to OUT/<target>.state.pt: after a crash,
+a kill or Ctrl-C, the same command with --resume continues from the last completed
+epoch and ends with the same weights as an uninterrupted run.
 """
 
 
@@ -74,6 +83,9 @@ def train_base_command(
     precision: Precision = "auto",
     workers: Workers = None,
     seed: Seed = 0,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    resume: Resume = False,
+    allow_changed: AllowChanged = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the results as JSON instead of tables.")
     ] = False,
@@ -101,12 +113,14 @@ def train_base_command(
         device=device,
         precision=precision,
         workers=workers,
+        max_pixels=max_pixels,
     )
-    loaded = read_manifest(manifest)
+    loaded = read_manifest(manifest, splits=("base", "test"), allow_changed=allow_changed)
+    report_manifest_checks(loaded)
     results = []
     with RichProgress() as progress:
         for name in targets:
-            results.append(train_base(loaded, name, config, out, progress))
+            results.append(train_base(loaded, name, config, out, progress, resume=resume))
     # Each model reads the same test images: name every unreadable file once.
     failures = list({f.source: f for r in results for f in r.failures}.values())
     report_failures(failures)
