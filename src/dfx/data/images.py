@@ -25,6 +25,14 @@ _SIGNATURES: tuple[bytes, ...] = (
 )
 
 
+NOT_AN_IMAGE = "not an image by its content"
+
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".jfif", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".apng"}
+)
+"""Extensions that promise an image: such a file that is not one is reported, not ignored."""
+
+
 def looks_like_image(path: str | Path) -> bool:
     """True when the file's first bytes are those of an image format (the extension is ignored)."""
     return not_an_image(path) is None
@@ -41,7 +49,7 @@ def not_an_image(path: str | Path) -> str | None:
         return "empty file (0 bytes)"
     if head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
         return None
-    return "not an image by its content"
+    return NOT_AN_IMAGE
 
 
 def _open_failure(path: Path, error: OSError) -> str:
@@ -133,14 +141,22 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def expand_inputs(arguments: list[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Files as given, and the image files found in folders (recursively, by content).
 
-    Returns the inputs to classify and (argument, reason) for arguments that name nothing.
+    Returns the inputs to classify and (path, reason) for arguments that name nothing and
+    for files in folders that cannot be images although they should be (an image extension,
+    an empty or unreadable file, a dangling link). Other non-image files are passed over.
     """
     files: list[Path] = []
     problems: list[tuple[str, str]] = []
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
-            files.extend(f for f in iter_files(path) if looks_like_image(f))
+            for file in iter_files(path):
+                reason = not_an_image(file)
+                if reason is None:
+                    files.append(file)
+                elif reason != NOT_AN_IMAGE or file.suffix.lower() in IMAGE_SUFFIXES:
+                    # README.txt is passed over quietly; a broken photo.jpg is reported.
+                    problems.append((str(file), reason))
         elif path.exists() or path.is_symlink():
             files.append(path)
         else:
