@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, load_model_file
+from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, load_model_file, load_weights
 from dfx.classes import CLASSES
 from dfx.data.dataset import Failure, ImageDataset, make_loader
 from dfx.data.transforms import JpegCompression
@@ -71,13 +71,11 @@ class Detector:
         # Built on the meta device and then given the file's tensors: no wasted random init.
         with torch.device("meta"):
             self.network = DeepFeatureX(model_file.backbone, model_file.preprocessing.input_size)
-        try:
-            self.network.load_state_dict(model_file.state_dict, assign=True)
-        except RuntimeError as error:
-            raise DfxError(
-                f"the detector's weights do not fit its {model_file.backbone} "
-                f"architecture: {str(error).splitlines()[0]}"
-            ) from error
+        load_weights(
+            self.network,
+            model_file.state_dict,
+            f"the detector's {model_file.backbone} weights",
+        )
         self.network.to(runtime.device).eval()
 
     @classmethod

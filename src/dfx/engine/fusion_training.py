@@ -10,7 +10,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from dfx.checkpoint import BASE_FORMAT, DETECTOR_FORMAT, ModelFile, load_model_file, save_model_file
+from dfx.checkpoint import (
+    BASE_FORMAT,
+    DETECTOR_FORMAT,
+    ModelFile,
+    load_model_file,
+    load_weights,
+    save_model_file,
+)
 from dfx.classes import CLASSES, class_index
 from dfx.data.dataset import Failure, ImageDataset, make_loader
 from dfx.data.manifest import Manifest
@@ -87,13 +94,9 @@ def assemble_extractors(files: dict[str, ModelFile]) -> dict[str, nn.Module]:
             network = build_network(
                 model_file.backbone, "none", model_file.preprocessing.input_size
             )
-        try:
-            network.load_state_dict(model_file.state_dict, assign=True)
-        except RuntimeError as error:
-            raise DfxError(
-                f"the {name} base model's weights do not fit its {model_file.backbone} "
-                f"architecture: {str(error).splitlines()[0]}"
-            ) from error
+        load_weights(
+            network, model_file.state_dict, f"the {name} base model's {model_file.backbone} weights"
+        )
         extractors[name] = to_feature_extractor(network, model_file.backbone)
     return extractors
 
