@@ -13,7 +13,6 @@ import traceback
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -66,7 +65,8 @@ def handle_errors(command):
         except (typer.Exit, typer.Abort):
             raise
         except TrainingInterrupted as interrupt:
-            raise fail(interrupted_message(interrupt), EXIT_INTERRUPTED) from None
+            message = interrupted_message(interrupt, kwargs.get("ctx"))
+            raise fail(message, EXIT_INTERRUPTED) from None
         except DfxError as error:
             if Settings.debug:
                 traceback.print_exc()
@@ -91,7 +91,7 @@ def handle_errors(command):
     return wrapper
 
 
-def interrupted_message(interrupt) -> str:
+def interrupted_message(interrupt, context: typer.Context | None = None) -> str:
     """What Ctrl-C during training saved, and the exact command that resumes."""
     if interrupt.state_path is None:
         return (
@@ -100,24 +100,30 @@ def interrupted_message(interrupt) -> str:
         )
     return (
         f"interrupted; {interrupt.label}: the state after epoch {interrupt.epoch} is saved in "
-        f"{interrupt.state_path}; resume with: {current_command('--resume')}"
+        f"{interrupt.state_path}; resume with: {current_command(context, '--resume')}"
     )
 
 
-def current_command(*extra: str) -> str:
-    """The running command line as the user could type it again, plus ``extra`` options."""
-    context = click.get_current_context()
+def current_command(context: typer.Context | None, *extra: str) -> str:
+    """The running command line as the user could type it again, plus ``extra`` options.
+
+    Rebuilt from the parsed parameters (what differs from the defaults) when the command
+    receives its context, else taken from ``sys.argv``.
+    """
+    if context is None:
+        words = [w for w in sys.argv[1:] if w not in extra]
+        return shlex.join(["dfx", *words, *extra])
     parts = ["dfx", context.info_name or ""]
     for parameter in context.command.params:
         value = context.params.get(parameter.name)
-        if isinstance(parameter, click.Argument):
+        if parameter.param_type_name == "argument":
             parts += [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
         elif value is not None and value != parameter.default and parameter.opts[0] not in extra:
             parts += _option_words(parameter, value)
     return shlex.join([*parts, *extra])
 
 
-def _option_words(option: click.Option, value) -> list[str]:
+def _option_words(option, value) -> list[str]:
     if option.is_flag:
         if value:
             return [option.opts[0]]

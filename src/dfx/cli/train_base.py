@@ -52,6 +52,7 @@ epoch and ends with the same weights as an uninterrupted run.
 
 @handle_errors
 def train_base_command(
+    ctx: typer.Context,
     manifest: ManifestOption,
     target: Annotated[
         str, typer.Option("--target", "-t", help="Class to specialise in: dm, gan, real or all.")

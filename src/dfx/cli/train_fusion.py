@@ -51,6 +51,7 @@ are extracted again: they are the same in eval mode).
 
 @handle_errors
 def train_fusion_command(
+    ctx: typer.Context,
     manifest: ManifestOption,
     base_dir: Annotated[
         Path | None,
