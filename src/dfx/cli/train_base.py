@@ -38,6 +38,7 @@ EPILOG = """\
   dfx train-base -m manifest.csv --target all --backbone densenet121 --out base/
   dfx train-base -m manifest.csv --target gan --backbone resnet50 --epochs 20 --device cuda
   dfx train-base -m manifest.csv --target all --backbone tiny --weights none --epochs 3
+  dfx train-base -m manifest.csv --target all --out base/ --resume     # after a crash or Ctrl-C
 
 Each model sees all 'base' images of its class as positives and a small stratified
 share of the two other classes as negatives (90:10), holds out 20% for validation and

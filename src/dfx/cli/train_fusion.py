@@ -38,6 +38,7 @@ EPILOG = """\
   dfx train-fusion -m manifest.csv --base-dir base/ --out model.pt
   dfx train-fusion -m manifest.csv --base-dir base/ --epochs 50 --device cuda --out model.pt
   dfx train-fusion -m manifest.csv --dm a/dm.pt --gan b/gan.pt --real c/real.pt --out model.pt
+  dfx train-fusion -m manifest.csv --base-dir base/ --out model.pt --resume
 
 The base models are frozen; their pooled features of the 'fusion' images are computed
 once, in eval mode, and cached, so each epoch trains only the head. Writes one
