@@ -190,3 +190,36 @@ def test_library_raises_training_interrupted(trained, tmp_path, monkeypatch):
         train_fusion(read_manifest(trained["manifest"]), paths, config, tmp_path / "m.pt")
     assert caught.value.epoch == 1
     assert caught.value.state_path == tmp_path / "m.state.pt"
+
+
+def test_target_all_resumes_each_model_where_it_stopped(small_manifest, tmp_path, monkeypatch):
+    from dfx.data.shuffle import EpochShuffleSampler
+
+    def train(out: Path, *extra):
+        return invoke(
+            "train-base", "-m", small_manifest, "--target", "all", "--backbone", "tiny",
+            "--weights", "none", "--image-size", "32", "--epochs", "2", "--batch-size", "8",
+            "--device", "cpu", "--workers", "0", "--out", out, *extra,
+        )  # fmt: skip
+
+    assert train(tmp_path / "straight").exit_code == 0
+    original_iter = EpochShuffleSampler.__iter__
+    passes = []
+
+    def interrupted_iter(self):
+        passes.append(self.epoch)
+        if len(passes) == 4:  # dm: epochs 1 and 2; gan: epoch 1, then Ctrl-C in epoch 2
+            raise KeyboardInterrupt
+        return original_iter(self)
+
+    monkeypatch.setattr(EpochShuffleSampler, "__iter__", interrupted_iter)
+    cut = train(tmp_path / "cut")
+    assert cut.exit_code == 130, cut.output
+    assert "train gan base model: the state after epoch 1" in " ".join(cut.stderr.split())
+    assert not (tmp_path / "cut" / "real.state.pt").exists()
+    monkeypatch.setattr(EpochShuffleSampler, "__iter__", original_iter)
+    resumed = train(tmp_path / "cut", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "real base model: no saved state, so it starts from epoch 1" in resumed.stderr
+    for name in CLASSES:
+        assert_same_weights(tmp_path / "straight" / f"{name}.pt", tmp_path / "cut" / f"{name}.pt")

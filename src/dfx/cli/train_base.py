@@ -95,7 +95,12 @@ def train_base_command(
     """Train base models: one backbone per class, each specialised in "its class vs the others"."""
     from dfx.classes import CLASSES
     from dfx.data.manifest import read_manifest
-    from dfx.engine.base_training import BaseTrainConfig, check_target, train_base
+    from dfx.engine.base_training import (
+        BaseTrainConfig,
+        check_target,
+        state_path_of,
+        train_base,
+    )
     from dfx.models.backbones import get_spec
 
     targets = list(CLASSES) if target == "all" else [check_target(target)]
@@ -119,10 +124,16 @@ def train_base_command(
     )
     loaded = read_manifest(manifest, splits=("base", "test"), allow_changed=allow_changed)
     report_manifest_checks(loaded)
+    # With --target all, the models after the interrupted one have no state yet: they
+    # start from scratch, as long as some model of the run has a state to resume from.
+    saved = {name: state_path_of(out, name).is_file() for name in targets}
     results = []
     with RichProgress() as progress:
         for name in targets:
-            results.append(train_base(loaded, name, config, out, progress, resume=resume))
+            resume_this = resume and (saved[name] or not any(saved.values()))
+            if resume and not resume_this:
+                progress.notice(f"{name} base model: no saved state, so it starts from epoch 1")
+            results.append(train_base(loaded, name, config, out, progress, resume=resume_this))
     # Each model reads the same test images: name every unreadable file once.
     failures = list({f.source: f for r in results for f in r.failures}.values())
     report_failures(failures)

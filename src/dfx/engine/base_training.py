@@ -70,6 +70,11 @@ def check_target(target: str) -> str:
     return target
 
 
+def state_path_of(out_dir: str | Path, target: str) -> Path:
+    """Where training the ``target`` base model keeps its resume state."""
+    return Path(out_dir) / f"{target}.state.pt"
+
+
 def select_base_rows(
     manifest: Manifest, target: str, negative_fraction: float, rng: np.random.Generator
 ) -> tuple[list[ManifestRow], list[ManifestRow]]:
@@ -153,7 +158,7 @@ def train_base(
         progress=progress,
         history_path=history_path,
         label=f"train {target} base model",
-        state_path=out_dir / f"{target}.state.pt",
+        state_path=state_path_of(out_dir, target),
         resume=resume,
         config=asdict(config)
         | {"target": target, "rows": rows_digest(r.path for r in train_rows + val_rows)},
