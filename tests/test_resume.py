@@ -23,7 +23,8 @@ from tests.test_cli import assert_user_error, invoke
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Run in a child process: calls the CLI; if KILL_IN_EPOCH is set, the shuffle sampler of
-# that epoch sends SIGKILL to its own process after KILL_AFTER indices (mid-epoch).
+# that epoch sends KILL_SIGNAL (SIGKILL by default) to its own process after KILL_AFTER
+# indices (mid-epoch).
 CHILD = textwrap.dedent(
     """
     import os, signal, sys
@@ -36,7 +37,7 @@ CHILD = textwrap.dedent(
         epoch = self.epoch
         for count, index in enumerate(original_iter(self), start=1):
             if epoch == epoch_to_kill and count > int(os.environ["KILL_AFTER"]):
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), getattr(signal, os.environ.get("KILL_SIGNAL", "SIGKILL")))
             yield index
 
     shuffle.EpochShuffleSampler.__iter__ = dying_iter
@@ -46,12 +47,14 @@ CHILD = textwrap.dedent(
 )
 
 
-def run_child(args, kill_in_epoch: int = 0) -> subprocess.CompletedProcess:
+def run_child(args, kill_in_epoch: int = 0, signal: str = "SIGKILL"):
     env = os.environ | {
         "PYTHONPATH": str(SRC),
         "OMP_NUM_THREADS": "1",
         "KILL_IN_EPOCH": str(kill_in_epoch),
         "KILL_AFTER": "20",
+        "KILL_SIGNAL": signal,
+        "COLUMNS": "2000",
     }
     return subprocess.run(
         [sys.executable, "-c", CHILD, *map(str, args)],
@@ -82,33 +85,54 @@ def small_manifest(tmp_path_factory) -> Path:
     return write_manifest(make_manifest(root), root.parent / "manifest.csv")
 
 
-def test_sigkill_mid_epoch_then_resume_gives_identical_weights(small_manifest, tmp_path):
-    def train(out: Path, *extra):
-        return [
-            "train-base", "-m", small_manifest, "--target", "real", "--backbone", "tiny",
-            "--weights", "none", "--image-size", "32", "--epochs", "3", "--batch-size", "8",
-            "--lr", "0.003", "--lr-step", "2", "--device", "cpu", "--workers", "0",
-            "--out", out, *extra,
-        ]  # fmt: skip
+def base_args(manifest: Path, out: Path, *extra) -> list:
+    return [
+        "train-base", "-m", manifest, "--target", "real", "--backbone", "tiny",
+        "--weights", "none", "--image-size", "32", "--epochs", "3", "--batch-size", "8",
+        "--lr", "0.003", "--lr-step", "2", "--device", "cpu", "--workers", "0",
+        "--out", out, *extra,
+    ]  # fmt: skip
 
-    straight = run_child(train(tmp_path / "straight"))
-    assert straight.returncode == 0, straight.stderr
 
-    killed = run_child(train(tmp_path / "killed"), kill_in_epoch=2)
+@pytest.fixture(scope="module")
+def straight_run(small_manifest, tmp_path_factory) -> Path:
+    """The uninterrupted run, in a child process like the interrupted ones."""
+    out = tmp_path_factory.mktemp("straight")
+    done = run_child(base_args(small_manifest, out))
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_sigkill_mid_epoch_then_resume_gives_identical_weights(
+    small_manifest, straight_run, tmp_path
+):
+    killed = run_child(base_args(small_manifest, tmp_path), kill_in_epoch=2)
     assert killed.returncode == -9, killed.stderr  # SIGKILL, in the middle of epoch 2
-    state = torch.load(tmp_path / "killed" / "real.state.pt", weights_only=True)
+    state = torch.load(tmp_path / "real.state.pt", weights_only=True)
     assert state["epoch"] == 1
-    assert not (tmp_path / "killed" / "real.pt").exists()
+    assert not (tmp_path / "real.pt").exists()
 
-    resumed = run_child(train(tmp_path / "killed", "--resume"))
+    resumed = run_child(base_args(small_manifest, tmp_path, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after epoch 1 of 3" in resumed.stderr
-    assert_same_weights(tmp_path / "straight" / "real.pt", tmp_path / "killed" / "real.pt")
-    assert history_without_times(
-        tmp_path / "straight" / "real.history.jsonl"
-    ) == history_without_times(tmp_path / "killed" / "real.history.jsonl")
+    assert_same_weights(straight_run / "real.pt", tmp_path / "real.pt")
+    assert history_without_times(straight_run / "real.history.jsonl") == history_without_times(
+        tmp_path / "real.history.jsonl"
+    )
     # Nothing half-written is left behind by the kill.
-    assert not [p.name for p in (tmp_path / "killed").iterdir() if p.name.startswith(".")]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_real_sigint_prints_a_command_that_resumes_exactly(small_manifest, straight_run, tmp_path):
+    stopped = run_child(base_args(small_manifest, tmp_path), kill_in_epoch=3, signal="SIGINT")
+    assert stopped.returncode == 130, stopped.stderr
+    message = " ".join(stopped.stderr.split())
+    assert "the state after epoch 2 is saved in" in message
+    words = shlex.split(message.split("resume with: ", 1)[1])
+    assert words[:2] == ["dfx", "train-base"] and words[-1] == "--resume"
+    resumed = run_child(words[1:])
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_weights(straight_run / "real.pt", tmp_path / "real.pt")
 
 
 def fusion_args(trained, out: Path, *extra, epochs: int = 4) -> list:
