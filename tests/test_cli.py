@@ -92,7 +92,7 @@ def test_split_writes_a_manifest_and_prints_counts(data_dir, tmp_path):
     result = invoke("split", data_dir, "--out", out)
     assert result.exit_code == 0, result.output
     assert "Images per role" in result.stdout and "600" in result.stdout
-    assert out.read_text().splitlines()[1] == "path,label,generator,split"
+    assert out.read_text().splitlines()[1] == "path,label,generator,split,size,hash"
     as_json = invoke("split", data_dir, "--out", tmp_path / "n.csv", "--json")
     counts = json.loads(as_json.stdout)["counts"]
     assert sum(c["n"] for c in counts) == 600

@@ -57,7 +57,7 @@ def test_manifest_records_its_data_folder(data_dir, tmp_path):
     path = write_manifest(make_manifest(data_dir, seed=3), tmp_path / "sub" / "m.csv")
     lines = path.read_text().splitlines()
     assert lines[0].startswith("# dfx-manifest root=")
-    assert lines[1] == "path,label,generator,split"
+    assert lines[1] == "path,label,generator,split,size,hash"
     manifest = read_manifest(path)
     assert manifest.root == data_dir.resolve()
     assert manifest.seed == 3

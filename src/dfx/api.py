@@ -16,13 +16,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, load_model_file
+from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, load_model_file, load_weights
 from dfx.classes import CLASSES
 from dfx.data.dataset import Failure, ImageDataset, make_loader
 from dfx.data.perturbations import JpegCompression
 from dfx.engine.device import Runtime, resolve_runtime
 from dfx.engine.inference import Outputs, run_network
 from dfx.errors import DfxError
+from dfx.limits import DEFAULT_MAX_PIXELS
 from dfx.metrics import p_fake_of
 from dfx.models.detector import build_detector_network
 from dfx.progress import ProgressReporter
@@ -75,13 +76,11 @@ class Detector:
             self.network = build_detector_network(
                 model_file.architecture, model_file.backbone, model_file.preprocessing.input_size
             )
-        try:
-            self.network.load_state_dict(model_file.state_dict, assign=True)
-        except RuntimeError as error:
-            raise DfxError(
-                f"the detector's weights do not fit its {model_file.backbone} "
-                f"architecture: {str(error).splitlines()[0]}"
-            ) from error
+        load_weights(
+            self.network,
+            model_file.state_dict,
+            f"the detector's {model_file.backbone} weights",
+        )
         self.network.to(runtime.device).eval()
 
     @classmethod
@@ -109,10 +108,14 @@ class Detector:
         workers: int = 0,
         progress: ProgressReporter | None = None,
         description: str = "classify",
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> Outputs:
-        """Class probabilities (N, 3) of the readable images, optionally JPEG-compressed first."""
+        """Class probabilities (N, 3) of the readable images, optionally JPEG-compressed first.
+
+        Files of more than ``max_pixels`` pixels are skipped as failures (None: no limit).
+        """
         perturbation = JpegCompression(qf) if qf is not None else None
-        dataset = ImageDataset(images, targets, self.preprocessing, perturbation)
+        dataset = ImageDataset(images, targets, self.preprocessing, perturbation, max_pixels)
         loader = make_loader(dataset, batch_size, workers=workers, pin_memory=self.runtime.is_cuda)
         outputs = run_network(
             self.network, loader, self.runtime, progress=progress, description=description
@@ -129,13 +132,20 @@ class Detector:
         workers: int = 0,
         progress: ProgressReporter | None = None,
         threshold: float | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> list[Prediction]:
         """One :class:`Prediction` per input, in input order; unreadable inputs carry an error.
 
         ``fake`` is ``p_fake >= threshold``; the threshold defaults to the calibrated one
         stored in the model file, or 0.5 for files without one.
         """
-        outputs = self.run(images, batch_size=batch_size, workers=workers, progress=progress)
+        outputs = self.run(
+            images,
+            batch_size=batch_size,
+            workers=workers,
+            progress=progress,
+            max_pixels=max_pixels,
+        )
         if threshold is None:
             threshold = self.threshold if self.threshold is not None else 0.5
         return predictions_from(images, outputs, threshold)

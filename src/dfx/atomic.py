@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
@@ -15,10 +16,14 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file next to ``path``; on success it replaces ``path`` in one step.
 
     A crash at any moment leaves the previous complete file or none, never a truncated one.
+    The temporary file is named ``.<name>.<pid>.<random>``; one left behind by a killed
+    process is removed by the next successful write of the same file.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=f".{target.name}.{os.getpid()}.", dir=target.parent
+    )
     try:
         encoding = None if "b" in mode else "utf-8"
         newline = None if "b" in mode else ""
@@ -33,6 +38,29 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+    _remove_leftovers(target)
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Delete temporary files of ``target`` whose writing process no longer exists."""
+    prefix = f".{target.name}."
+    for candidate in target.parent.glob(f"{glob.escape(prefix)}*"):
+        pid = candidate.name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and not _process_exists(int(pid)):
+            with contextlib.suppress(OSError):
+                candidate.unlink()
+
+
+def _process_exists(pid: int) -> bool:
+    if pid == os.getpid() or os.name == "nt":  # Windows' os.kill would end the process
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists under another user, or we cannot tell: leave it alone
+    return True
 
 
 def _permissions(target: Path) -> int:

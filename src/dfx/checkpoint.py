@@ -127,3 +127,37 @@ def load_model_file(path: str | Path, expected: str) -> ModelFile:
         )
     except (KeyError, TypeError, ValueError) as error:
         raise DfxError(f"{path} is a damaged dfx model file (bad field {error}).") from error
+
+
+def load_weights(network: torch.nn.Module, state_dict: dict, what: str) -> None:
+    """Give ``network`` the file's weights (``assign``), or fail with one sentence that says
+    which keys are missing, unexpected or of the wrong shape; ``what`` names the file."""
+    expected = network.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    misshapen = [
+        f"{k} is {_shape(state_dict[k])} in the file but {list(expected[k].shape)} here"
+        for k in expected
+        if k in state_dict and _shape(state_dict[k]) != list(expected[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s) ({_first(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s) ({_first(unexpected)})")
+    if misshapen:
+        problems.append(f"{len(misshapen)} tensor(s) of the wrong shape ({_first(misshapen)})")
+    if problems:
+        raise DfxError(f"{what} does not fit its architecture: {'; '.join(problems)}.")
+    try:
+        network.load_state_dict(state_dict, assign=True)
+    except RuntimeError as error:  # e.g. a dtype that cannot be assigned
+        raise DfxError(f"{what} does not fit its architecture: {error}".splitlines()[0]) from error
+
+
+def _shape(value) -> list[int] | str:
+    return list(value.shape) if isinstance(value, torch.Tensor) else "not a tensor"
+
+
+def _first(names: list[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (" ..." if len(names) > shown else "")

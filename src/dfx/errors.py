@@ -9,3 +9,16 @@ class DfxError(Exception):
 
 class ImageReadError(Exception):
     """One image could not be read; the run reports it and goes on without it."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a training run; the state of its last completed epoch is on disk."""
+
+    def __init__(self, label: str, epoch: int, state_path=None) -> None:
+        super().__init__(label)
+        self.label = label
+        """What was being trained."""
+        self.epoch = epoch
+        """Last completed epoch (0: none)."""
+        self.state_path = state_path
+        """The resume-state file holding that epoch (None: nothing to resume from)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import sys
 import traceback
 from pathlib import Path
@@ -57,12 +58,15 @@ def handle_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from dfx.errors import DfxError
+        from dfx.errors import DfxError, TrainingInterrupted
 
         try:
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
+        except TrainingInterrupted as interrupt:
+            message = interrupted_message(interrupt, kwargs.get("ctx"))
+            raise fail(message, EXIT_INTERRUPTED) from None
         except DfxError as error:
             if Settings.debug:
                 traceback.print_exc()
@@ -85,6 +89,47 @@ def handle_errors(command):
             ) from None
 
     return wrapper
+
+
+def interrupted_message(interrupt, context: typer.Context | None = None) -> str:
+    """What Ctrl-C during training saved, and the exact command that resumes."""
+    if interrupt.state_path is None:
+        return (
+            f"interrupted during the first epoch of {interrupt.label}; "
+            "no epoch was completed, so there is nothing to resume."
+        )
+    return (
+        f"interrupted; {interrupt.label}: the state after epoch {interrupt.epoch} is saved in "
+        f"{interrupt.state_path}; resume with: {current_command(context, '--resume')}"
+    )
+
+
+def current_command(context: typer.Context | None, *extra: str) -> str:
+    """The running command line as the user could type it again, plus ``extra`` options.
+
+    Rebuilt from the parsed parameters (what differs from the defaults) when the command
+    receives its context, else taken from ``sys.argv``.
+    """
+    if context is None:
+        words = [w for w in sys.argv[1:] if w not in extra]
+        return shlex.join(["dfx", *words, *extra])
+    parts = ["dfx", context.info_name or ""]
+    for parameter in context.command.params:
+        value = context.params.get(parameter.name)
+        if parameter.param_type_name == "argument":
+            parts += [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+        elif value is not None and value != parameter.default and parameter.opts[0] not in extra:
+            parts += _option_words(parameter, value)
+    return shlex.join([*parts, *extra])
+
+
+def _option_words(option, value) -> list[str]:
+    if option.is_flag:
+        if value:
+            return [option.opts[0]]
+        return [option.secondary_opts[0]] if option.secondary_opts else []
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [option.opts[0], *(str(v) for v in values)]
 
 
 class RichProgress:
@@ -144,9 +189,24 @@ def report_failures(failures, what: str = "image") -> None:
     )
 
 
-def report_skipped(names: list[str]) -> None:
+def report_skipped(names: list[str], reasons: dict[str, str] | None = None) -> None:
     """Name the first few files that were passed over because they are not images."""
-    _report(f"skipped {len(names)} non-image file(s):", names)
+    reasons = reasons or {}
+    lines = [f"{name}: {reasons[name]}" if name in reasons else name for name in names]
+    _report(f"skipped {len(names)} non-image file(s):", lines)
+
+
+def report_manifest_checks(manifest) -> None:
+    """Say which rows --allow-changed left out, and when a manifest cannot be checked."""
+    _report(
+        f"left out {len(manifest.dropped)} manifest file(s) that changed or vanished:",
+        [f"{name}: {reason}" for name, reason in manifest.dropped],
+    )
+    if not manifest.fingerprinted and not Settings.quiet:
+        stderr().print(
+            "[yellow]notice:[/yellow] this manifest has no size/hash columns (an older dfx "
+            "wrote it), so changed files go unnoticed; re-run 'dfx split' to add them."
+        )
 
 
 def report_list(title: str, lines: list[str]) -> None:
@@ -209,4 +269,23 @@ LrStep = Annotated[
 ]
 ValFraction = Annotated[
     float, typer.Option("--val-fraction", min=0.0, max=0.9, help="Share held out for validation.")
+]
+MaxPixels = Annotated[
+    int,
+    typer.Option(
+        "--max-pixels",
+        min=1,
+        help="Skip images with more pixels (width × height) as possible decompression bombs.",
+    ),
+]
+Resume = Annotated[
+    bool,
+    typer.Option("--resume", help="Continue from the state saved after the last completed epoch."),
+]
+AllowChanged = Annotated[
+    bool,
+    typer.Option(
+        "--allow-changed",
+        help="Skip manifest files that changed or vanished since 'dfx split' instead of stopping.",
+    ),
 ]

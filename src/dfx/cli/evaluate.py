@@ -9,7 +9,9 @@ import typer
 
 from dfx.cli.common import (
     EXIT_INPUT_FAILED,
+    AllowChanged,
     Device,
+    MaxPixels,
     Precision,
     RichProgress,
     Seed,
@@ -19,9 +21,11 @@ from dfx.cli.common import (
     handle_errors,
     print_json,
     report_failures,
+    report_manifest_checks,
     report_skipped,
     stdout,
 )
+from dfx.limits import DEFAULT_MAX_PIXELS
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -105,6 +109,8 @@ def evaluate_command(
     precision: Precision = "auto",
     workers: Workers = None,
     seed: Seed = 0,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    allow_changed: AllowChanged = False,
 ) -> None:
     """Evaluate a detector: 3-class and binary metrics, AP, AUC, EER, per-generator accuracy."""
     from dfx.api import load_detector
@@ -116,7 +122,7 @@ def evaluate_command(
         raise DfxError("--json - and --csv - cannot both write to stdout.")
     data = list(data or [])
     # The cheap checks of the data come first, so a typo fails before a model loads.
-    sets, skipped = load_images(manifest, split, data)
+    sets, skipped = load_images(manifest, split, data, allow_changed)
     report_skipped(skipped)
     detector = load_detector(model, device, precision)
     options = {
@@ -126,6 +132,7 @@ def evaluate_command(
         "threshold": threshold,
         "batch_size": batch_size,
         "workers": default_workers() if workers is None else workers,
+        "max_pixels": max_pixels,
     }
     with RichProgress() as progress:
         if len(sets) == 1:
@@ -146,18 +153,24 @@ def evaluate_command(
     exit_if_failures(result.failures)
 
 
-def load_images(manifest: Path | None, split: str, data: list[Path]):
-    """(name, source, labelled images) per data set, and the non-image files passed over."""
-    from dfx.data.manifest import read_manifest
+def load_images(manifest: Path | None, split: str, data: list[Path], allow_changed: bool = False):
+    """(name, source, labelled images) per data set, and the non-image files passed over.
+
+    A manifest's files are checked against their recorded size and hash first; with
+    ``allow_changed`` the changed ones are left out (and reported) instead of refused.
+    """
+    from dfx.data.manifest import ROLES, read_manifest
     from dfx.engine.evaluation import images_from_folder, images_from_manifest, set_names
     from dfx.errors import DfxError
 
     if (manifest is None) == (not data):
         raise DfxError("give exactly one of --manifest FILE or --data DIR.")
     if manifest is not None:
-        return [
-            (manifest.name, str(manifest), images_from_manifest(read_manifest(manifest), split))
-        ], []
+        if split not in ROLES:
+            raise DfxError(f"--split {split!r} is not one of {', '.join(ROLES)}.")
+        loaded = read_manifest(manifest, splits=(split,), allow_changed=allow_changed)
+        report_manifest_checks(loaded)
+        return [(manifest.name, str(manifest), images_from_manifest(loaded, split))], []
     sets, skipped = [], []
     for name, folder in zip(set_names(data), data):
         images, passed_over = images_from_folder(folder)

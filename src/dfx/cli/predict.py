@@ -10,6 +10,7 @@ import typer
 from dfx.cli.common import (
     EXIT_INPUT_FAILED,
     Device,
+    MaxPixels,
     Precision,
     RichProgress,
     Workers,
@@ -18,6 +19,7 @@ from dfx.cli.common import (
     stdout,
 )
 from dfx.cli.evaluate import ModelOption, ThresholdOption
+from dfx.limits import DEFAULT_MAX_PIXELS
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -51,6 +53,7 @@ def predict_command(
     device: Device = "auto",
     precision: Precision = "auto",
     workers: Workers = 0,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Say whether images are real, GAN-generated or diffusion-generated."""
     from dfx.api import Prediction, load_detector
@@ -67,6 +70,7 @@ def predict_command(
             workers=workers or 0,
             progress=progress,
             threshold=threshold,
+            max_pixels=max_pixels,
         )
     predictions += [Prediction(str(path), None, None, None, reason) for path, reason in problems]
     records = [p.to_dict() for p in predictions]

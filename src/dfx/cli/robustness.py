@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 
 from dfx.cli.common import (
+    AllowChanged,
     Device,
+    MaxPixels,
     Precision,
     RichProgress,
     Seed,
@@ -21,6 +23,7 @@ from dfx.cli.common import (
     stdout,
 )
 from dfx.cli.evaluate import ModelOption, ThresholdOption
+from dfx.limits import DEFAULT_MAX_PIXELS
 
 JPEG_EPILOG = """\
 [bold]Examples[/bold]
@@ -95,6 +98,8 @@ def jpeg_robustness_command(
     precision: Precision = "auto",
     workers: Workers = None,
     seed: Seed = 0,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    allow_changed: AllowChanged = False,
 ) -> None:
     """Accuracy raw and after JPEG compression at each quality factor (paper Tables 2–3)."""
     from dfx.data.perturbations import DEFAULT_QFS, jpeg_grid
@@ -117,6 +122,8 @@ def jpeg_robustness_command(
         precision=precision,
         workers=workers,
         seed=seed,
+        max_pixels=max_pixels,
+        allow_changed=allow_changed,
     )
 
 
@@ -145,6 +152,8 @@ def robustness_command(
     precision: Precision = "auto",
     workers: Workers = None,
     seed: Seed = 0,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    allow_changed: AllowChanged = False,
 ) -> None:
     """Accuracy raw and under each perturbation of a spec: JPEG, blur, resize, rotation, mirror."""
     from dfx.data.perturbations import parse_spec
@@ -167,6 +176,8 @@ def robustness_command(
         precision=precision,
         workers=workers,
         seed=seed,
+        max_pixels=max_pixels,
+        allow_changed=allow_changed,
     )
 
 
@@ -188,6 +199,8 @@ def _run(
     precision: str,
     workers: int | None,
     seed: int,
+    max_pixels: int | None,
+    allow_changed: bool,
 ) -> None:
     """Both commands: check the data, load the model, run, render."""
     from dfx.api import load_detector
@@ -200,7 +213,9 @@ def _run(
         raise DfxError("--json - and --csv - cannot both write to stdout.")
     if manifest is not None and data is not None:
         raise DfxError("give exactly one of --manifest FILE or --data DIR.")
-    images, skipped = load_images(manifest, split, [data] if data is not None else [])
+    images, skipped = load_images(
+        manifest, split, [data] if data is not None else [], allow_changed
+    )
     report_skipped(skipped)
     detector = load_detector(model, device, precision)
     with RichProgress() as progress:
@@ -214,6 +229,7 @@ def _run(
             batch_size=batch_size,
             workers=default_workers() if workers is None else workers,
             progress=progress,
+            max_pixels=max_pixels,
         )
     report_failures(result.failures)
     render_robustness(result, title, json_path, csv_path, plot)

@@ -80,7 +80,7 @@ def split_command(
         manifest = make_manifest(data, ratios, seed)
     target = out if out is not None else data.resolve().parent / "manifest.csv"
     write_manifest(manifest, target)
-    report_skipped(manifest.skipped)
+    report_skipped(manifest.skipped, manifest.skip_reasons)
     if guidance is not None:
         _report_guidance(guidance)
     counts = manifest.counts()
@@ -91,6 +91,7 @@ def split_command(
                     "manifest": str(target),
                     "n": len(manifest.rows),
                     "skipped": manifest.skipped,
+                    "skip_reasons": manifest.skip_reasons,
                     "counts": [
                         {"label": label, "generator": generator, "split": split, "n": n}
                         for (label, generator, split), n in sorted(counts.items())

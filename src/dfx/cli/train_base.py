@@ -8,12 +8,15 @@ from typing import Annotated
 import typer
 
 from dfx.cli.common import (
+    AllowChanged,
     Device,
     Epochs,
     LearningRate,
     LrStep,
     ManifestOption,
+    MaxPixels,
     Precision,
+    Resume,
     RichProgress,
     Seed,
     ValFraction,
@@ -24,8 +27,10 @@ from dfx.cli.common import (
     handle_errors,
     print_json,
     report_failures,
+    report_manifest_checks,
     stdout,
 )
+from dfx.limits import DEFAULT_MAX_PIXELS
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -33,16 +38,22 @@ EPILOG = """\
   dfx train-base -m manifest.csv --target all --backbone densenet121 --out base/
   dfx train-base -m manifest.csv --target gan --backbone resnet50 --epochs 20 --device cuda
   dfx train-base -m manifest.csv --target all --backbone tiny --weights none --epochs 3
+  dfx train-base -m manifest.csv --target all --out base/ --resume     # after a crash or Ctrl-C
 
 Each model sees all 'base' images of its class as positives and a small stratified
 share of the two other classes as negatives (90:10), holds out 20% for validation and
 keeps the weights with the lowest validation loss. Writes OUT/<target>.pt and
 OUT/<target>.history.jsonl, then prints the paper's Table 1 on the test images.
+
+After every epoch the full training state goes to OUT/<target>.state.pt: after a crash,
+a kill or Ctrl-C, the same command with --resume continues from the last completed
+epoch and ends with the same weights as an uninterrupted run.
 """
 
 
 @handle_errors
 def train_base_command(
+    ctx: typer.Context,
     manifest: ManifestOption,
     target: Annotated[
         str, typer.Option("--target", "-t", help="Class to specialise in: dm, gan, real or all.")
@@ -74,6 +85,9 @@ def train_base_command(
     precision: Precision = "auto",
     workers: Workers = None,
     seed: Seed = 0,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    resume: Resume = False,
+    allow_changed: AllowChanged = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the results as JSON instead of tables.")
     ] = False,
@@ -81,7 +95,12 @@ def train_base_command(
     """Train base models: one backbone per class, each specialised in "its class vs the others"."""
     from dfx.classes import CLASSES
     from dfx.data.manifest import read_manifest
-    from dfx.engine.base_training import BaseTrainConfig, check_target, train_base
+    from dfx.engine.base_training import (
+        BaseTrainConfig,
+        check_target,
+        state_path_of,
+        train_base,
+    )
     from dfx.models.backbones import get_spec
 
     targets = list(CLASSES) if target == "all" else [check_target(target)]
@@ -101,12 +120,20 @@ def train_base_command(
         device=device,
         precision=precision,
         workers=workers,
+        max_pixels=max_pixels,
     )
-    loaded = read_manifest(manifest)
+    loaded = read_manifest(manifest, splits=("base", "test"), allow_changed=allow_changed)
+    report_manifest_checks(loaded)
+    # With --target all, the models after the interrupted one have no state yet: they
+    # start from scratch, as long as some model of the run has a state to resume from.
+    saved = {name: state_path_of(out, name).is_file() for name in targets}
     results = []
     with RichProgress() as progress:
         for name in targets:
-            results.append(train_base(loaded, name, config, out, progress))
+            resume_this = resume and (saved[name] or not any(saved.values()))
+            if resume and not resume_this:
+                progress.notice(f"{name} base model: no saved state, so it starts from epoch 1")
+            results.append(train_base(loaded, name, config, out, progress, resume=resume_this))
     # Each model reads the same test images: name every unreadable file once.
     failures = list({f.source: f for r in results for f in r.failures}.values())
     report_failures(failures)

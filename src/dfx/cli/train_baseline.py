@@ -8,12 +8,15 @@ from typing import Annotated
 import typer
 
 from dfx.cli.common import (
+    AllowChanged,
     Device,
     Epochs,
     LearningRate,
     LrStep,
     ManifestOption,
+    MaxPixels,
     Precision,
+    Resume,
     RichProgress,
     Seed,
     ValFraction,
@@ -24,8 +27,10 @@ from dfx.cli.common import (
     handle_errors,
     print_json,
     report_failures,
+    report_manifest_checks,
     stdout,
 )
+from dfx.limits import DEFAULT_MAX_PIXELS
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -33,17 +38,21 @@ EPILOG = """\
   dfx train-baseline -m manifest.csv --backbone densenet121 --out baseline.pt
   dfx train-baseline -m manifest.csv --backbone resnet50 --epochs 20 --device cuda -o r50.pt
   dfx evaluate --model baseline.pt --data sets/a --data sets/b   # compare with the fusion
+  dfx train-baseline -m manifest.csv --backbone densenet121 --out baseline.pt --resume
 
 Trains on the manifest's base and fusion images (everything the fusion detector saw),
 80/20 hold-out per class, class-weighted cross entropy, Adam (official defaults), and
 keeps the lowest-validation-loss weights. The threshold on P(fake) is calibrated on the
 hold-out. The file works wherever a detector does: evaluate, predict, jpeg-robustness,
-robustness, dfx.load_detector.
+robustness, dfx.load_detector. After every epoch the training state goes to OUT with
+the suffix .state.pt; the same command with --resume continues from the last completed
+epoch, and Ctrl-C prints that command.
 """
 
 
 @handle_errors
 def train_baseline_command(
+    ctx: typer.Context,
     manifest: ManifestOption,
     backbone: Annotated[
         str, typer.Option("--backbone", "-b", help="Backbone name ('dfx backbones' lists them).")
@@ -68,13 +77,16 @@ def train_baseline_command(
     precision: Precision = "auto",
     workers: Workers = None,
     seed: Seed = 0,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    resume: Resume = False,
+    allow_changed: AllowChanged = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the results as JSON instead of tables.")
     ] = False,
 ) -> None:
     """Train a baseline detector: one backbone on the three classes, no fusion."""
     from dfx.data.manifest import read_manifest
-    from dfx.engine.baseline_training import BaselineTrainConfig, train_baseline
+    from dfx.engine.baseline_training import TRAIN_ROLES, BaselineTrainConfig, train_baseline
     from dfx.models.backbones import get_spec
     from dfx.report import summary_table, to_json
 
@@ -93,10 +105,12 @@ def train_baseline_command(
         device=device,
         precision=precision,
         workers=workers,
+        max_pixels=max_pixels,
     )
-    loaded = read_manifest(manifest)
+    loaded = read_manifest(manifest, splits=TRAIN_ROLES, allow_changed=allow_changed)
+    report_manifest_checks(loaded)
     with RichProgress() as progress:
-        result = train_baseline(loaded, config, out, progress)
+        result = train_baseline(loaded, config, out, progress, resume=resume)
     report_failures(result.failures)
     if json_output:
         print_json(

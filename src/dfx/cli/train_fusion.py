@@ -8,12 +8,15 @@ from typing import Annotated
 import typer
 
 from dfx.cli.common import (
+    AllowChanged,
     Device,
     Epochs,
     LearningRate,
     LrStep,
     ManifestOption,
+    MaxPixels,
     Precision,
+    Resume,
     RichProgress,
     Seed,
     ValFraction,
@@ -24,8 +27,10 @@ from dfx.cli.common import (
     handle_errors,
     print_json,
     report_failures,
+    report_manifest_checks,
     stdout,
 )
+from dfx.limits import DEFAULT_MAX_PIXELS
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -33,15 +38,21 @@ EPILOG = """\
   dfx train-fusion -m manifest.csv --base-dir base/ --out model.pt
   dfx train-fusion -m manifest.csv --base-dir base/ --epochs 50 --device cuda --out model.pt
   dfx train-fusion -m manifest.csv --dm a/dm.pt --gan b/gan.pt --real c/real.pt --out model.pt
+  dfx train-fusion -m manifest.csv --base-dir base/ --out model.pt --resume
 
 The base models are frozen; their pooled features of the 'fusion' images are computed
 once, in eval mode, and cached, so each epoch trains only the head. Writes one
 self-describing detector file for 'dfx evaluate' and 'dfx predict'.
+
+After every epoch the head's training state goes to OUT with the suffix .state.pt;
+the same command with --resume continues from the last completed epoch (the features
+are extracted again: they are the same in eval mode).
 """
 
 
 @handle_errors
 def train_fusion_command(
+    ctx: typer.Context,
     manifest: ManifestOption,
     base_dir: Annotated[
         Path | None,
@@ -67,6 +78,9 @@ def train_fusion_command(
     precision: Precision = "auto",
     workers: Workers = None,
     seed: Seed = 0,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    resume: Resume = False,
+    allow_changed: AllowChanged = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the results as JSON instead of tables.")
     ] = False,
@@ -93,10 +107,12 @@ def train_fusion_command(
         device=device,
         precision=precision,
         workers=workers,
+        max_pixels=max_pixels,
     )
-    loaded = read_manifest(manifest)
+    loaded = read_manifest(manifest, splits=("fusion",), allow_changed=allow_changed)
+    report_manifest_checks(loaded)
     with RichProgress() as progress:
-        result = train_fusion(loaded, paths, config, out, progress)
+        result = train_fusion(loaded, paths, config, out, progress, resume=resume)
     report_failures(result.failures)
     render_fusion_result(result, json_output)
     exit_if_failures(result.failures)

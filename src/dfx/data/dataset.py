@@ -11,7 +11,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from dfx.data.images import load_rgb, to_rgb
+from dfx.data.shuffle import EpochShuffleSampler
 from dfx.errors import ImageReadError
+from dfx.limits import DEFAULT_MAX_PIXELS
 
 
 @dataclass
@@ -39,8 +41,10 @@ class ImageDataset(Dataset):
         targets: Sequence[int] | None,
         transform: Callable[[Image.Image], torch.Tensor],
         perturbation: Callable[[Image.Image], Image.Image] | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.images = list(images)
+        self.max_pixels = max_pixels
         self.targets = list(targets) if targets is not None else [-1] * len(self.images)
         self.transform = transform
         self.perturbation = perturbation
@@ -52,13 +56,20 @@ class ImageDataset(Dataset):
         source = self.images[index]
         try:
             # In-memory images go through the same mode conversion as decoded files.
-            image = to_rgb(source) if isinstance(source, Image.Image) else load_rgb(source)
-            if self.perturbation is not None:
-                image = self.perturbation(image)
-            return self.transform(image), self.targets[index], index
+            if isinstance(source, Image.Image):
+                image = to_rgb(source)
+            else:
+                image = load_rgb(source, self.max_pixels)
+            return self.make_input(image), self.targets[index], index
         except (ImageReadError, OSError, ValueError) as error:
             name = str(source) if not isinstance(source, Image.Image) else f"image #{index}"
             return None, Failure(index, str(error), name), index
+
+    def make_input(self, image: Image.Image) -> torch.Tensor:
+        """The network input of one decoded RGB image."""
+        if self.perturbation is not None:
+            image = self.perturbation(image)
+        return self.transform(image)
 
 
 class VariantDataset(ImageDataset):
@@ -75,19 +86,14 @@ class VariantDataset(ImageDataset):
         targets: Sequence[int] | None,
         transform: Callable[[Image.Image], torch.Tensor],
         perturbations: Sequence[Callable[[Image.Image], Image.Image]],
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
-        super().__init__(images, targets, transform)
+        super().__init__(images, targets, transform, max_pixels=max_pixels)
         self.perturbations = list(perturbations)
 
-    def __getitem__(self, index: int):
-        source = self.images[index]
-        try:
-            image = to_rgb(source) if isinstance(source, Image.Image) else load_rgb(source)
-            variants = [self.transform(perturb(image)) for perturb in self.perturbations]
-            return torch.stack(variants), self.targets[index], index
-        except (ImageReadError, OSError, ValueError) as error:
-            name = str(source) if not isinstance(source, Image.Image) else f"image #{index}"
-            return None, Failure(index, str(error), name), index
+    def make_input(self, image: Image.Image) -> torch.Tensor:
+        """The (V, C, H, W) stack of the image's perturbed variants."""
+        return torch.stack([self.transform(perturb(image)) for perturb in self.perturbations])
 
 
 @dataclass
@@ -130,12 +136,12 @@ def make_loader(
     pin_memory: bool = False,
     seed: int = 0,
 ) -> DataLoader:
-    """A DataLoader with dfx's collate function and a seeded shuffle."""
+    """A DataLoader with dfx's collate function and a shuffle fixed by (seed, epoch)."""
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=EpochShuffleSampler(len(dataset), seed) if shuffle else None,
         num_workers=workers,
         collate_fn=collate_images,
         pin_memory=pin_memory,

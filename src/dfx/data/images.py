@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dfx.errors import ImageReadError
+from dfx.limits import DEFAULT_MAX_PIXELS
 
 # Leading bytes of the formats Pillow decodes that image data sets use in practice.
 _SIGNATURES: tuple[bytes, ...] = (
@@ -24,20 +25,49 @@ _SIGNATURES: tuple[bytes, ...] = (
 )
 
 
+NOT_AN_IMAGE = "not an image by its content"
+
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".jfif", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".apng"}
+)
+"""Extensions that promise an image: such a file that is not one is reported, not ignored."""
+
+
 def looks_like_image(path: str | Path) -> bool:
     """True when the file's first bytes are those of an image format (the extension is ignored)."""
+    return not_an_image(path) is None
+
+
+def not_an_image(path: str | Path) -> str | None:
+    """Why ``path`` is not an image file by its first bytes, or None when it looks like one."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(16)
-    except OSError:
-        return False
-    if head.startswith(_SIGNATURES):
-        return True
-    return head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+    except OSError as error:
+        return _open_failure(Path(path), error)
+    if not head:
+        return "empty file (0 bytes)"
+    if head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return None
+    return NOT_AN_IMAGE
+
+
+def _open_failure(path: Path, error: OSError) -> str:
+    if isinstance(error, FileNotFoundError):
+        return "dangling symbolic link" if path.is_symlink() else "file not found"
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    if isinstance(error, IsADirectoryError):
+        return "is a folder, not an image file"
+    return f"cannot open ({error.strerror or error})"
 
 
 def iter_files(root: Path) -> Iterator[Path]:
-    """Every regular file below ``root``, in sorted order, without following symlinked folders."""
+    """Every file below ``root``, in sorted order, without following symlinked folders.
+
+    Symbolic links to folders are not entered, so a link cycle cannot make a scan loop;
+    links to files (dangling ones included) are listed like files.
+    """
     for folder, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(filenames):
@@ -45,27 +75,49 @@ def iter_files(root: Path) -> Iterator[Path]:
                 yield Path(folder) / name
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Decode an image file to an RGB Pillow image, raising ImageReadError with the reason."""
+def load_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode an image file to an RGB Pillow image, raising ImageReadError with the reason.
+
+    The content decides the format (not the extension), the EXIF orientation is applied,
+    an animated image gives its first frame, and an image of more than ``max_pixels``
+    pixels (None: no dfx limit) is refused before its pixels are decoded.
+    """
+    path = Path(path)
     try:
+        if path.stat().st_size == 0:
+            raise ImageReadError("empty file (0 bytes)")
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # dfx applies its own per-file limit below; Pillow's hard limit (twice its
+            # warning limit) still raises DecompressionBombError.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as opened:
-                opened.load()
+                _check_pixels(opened.size, max_pixels)
+                opened.load()  # the first frame of an animated image
                 image = ImageOps.exif_transpose(opened)
                 return to_rgb(image)
-    except FileNotFoundError as error:
-        raise ImageReadError("file not found") from error
-    except PermissionError as error:
-        raise ImageReadError("permission denied") from error
-    except IsADirectoryError as error:
-        raise ImageReadError("is a folder, not an image file") from error
+    except ImageReadError:
+        raise
     except UnidentifiedImageError as error:
         raise ImageReadError("not an image Pillow can decode") from error
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageReadError(f"too many pixels ({error})") from error
-    except (OSError, ValueError, SyntaxError, EOFError) as error:
+    except OSError as error:
+        if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            raise ImageReadError(_open_failure(path, error)) from error
         raise ImageReadError(f"corrupt or truncated image ({error})") from error
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(f"too many pixels ({error})") from error
+    except MemoryError as error:
+        raise ImageReadError("not enough memory to decode it") from error
+    except Exception as error:  # a hostile file may trip any decoder path: skip, never crash
+        reason = f"corrupt or truncated image ({type(error).__name__}: {error})"
+        raise ImageReadError(reason) from error
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int | None) -> None:
+    pixels = size[0] * size[1]
+    if max_pixels is not None and pixels > max_pixels:
+        raise ImageReadError(
+            f"too many pixels ({size[0]}×{size[1]} = {pixels:,} > --max-pixels {max_pixels:,})"
+        )
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -89,14 +141,22 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def expand_inputs(arguments: list[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Files as given, and the image files found in folders (recursively, by content).
 
-    Returns the inputs to classify and (argument, reason) for arguments that name nothing.
+    Returns the inputs to classify and (path, reason) for arguments that name nothing and
+    for files in folders that cannot be images although they should be (an image extension,
+    an empty or unreadable file, a dangling link). Other non-image files are passed over.
     """
     files: list[Path] = []
     problems: list[tuple[str, str]] = []
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
-            files.extend(f for f in iter_files(path) if looks_like_image(f))
+            for file in iter_files(path):
+                reason = not_an_image(file)
+                if reason is None:
+                    files.append(file)
+                elif reason != NOT_AN_IMAGE or file.suffix.lower() in IMAGE_SUFFIXES:
+                    # README.txt is passed over quietly; a broken photo.jpg is reported.
+                    problems.append((str(file), reason))
         elif path.exists() or path.is_symlink():
             files.append(path)
         else:

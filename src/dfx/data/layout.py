@@ -7,11 +7,12 @@ Class layout: ``DATA/<class>/<generator>/.../<image>`` with class ``dm``, ``gan`
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dfx.classes import BINARY_FOLDERS, CLASS_FOLDER_ALIASES
-from dfx.data.images import iter_files, looks_like_image
+from dfx.data.images import iter_files, not_an_image
 from dfx.errors import DfxError
 
 NO_GENERATOR = "-"
@@ -41,7 +42,9 @@ class ScanResult:
     records: list[ImageRecord]
     """Every image file found, sorted by path."""
     skipped: list[str] = field(default_factory=list)
-    """Relative paths of files that are not images by content."""
+    """Relative paths of files that are not images by content (or cannot be opened)."""
+    reasons: dict[str, str] = field(default_factory=dict)
+    """Why each skipped file was passed over."""
 
 
 def scan_dataset(root: str | Path) -> ScanResult:
@@ -60,7 +63,7 @@ def scan_dataset(root: str | Path) -> ScanResult:
             _scan_into(result, class_dir, label)
     else:
         result = ScanResult(root, "binary", [])
-        for folder in sorted(p for p in root.rglob("*") if p.is_dir()):
+        for folder in _folders(root):
             if folder.name in BINARY_FOLDERS:
                 _scan_into(result, folder, BINARY_FOLDERS[folder.name])
         if not result.records and not result.skipped:
@@ -77,10 +80,20 @@ def scan_dataset(root: str | Path) -> ScanResult:
 def _scan_into(result: ScanResult, label_dir: Path, label: str) -> None:
     for file in iter_files(label_dir):
         relative = file.relative_to(result.root).as_posix()
-        if not looks_like_image(file):
+        reason = not_an_image(file)
+        if reason is not None:
             result.skipped.append(relative)
+            result.reasons[relative] = reason
             continue
         result.records.append(ImageRecord(relative, label, _generator_of(result, label_dir, file)))
+
+
+def _folders(root: Path) -> list[Path]:
+    """Every folder below ``root``, sorted; symlinked folders are not entered (no cycles)."""
+    found = []
+    for folder, dirnames, _ in os.walk(root):
+        found.extend(Path(folder) / name for name in dirnames)
+    return sorted(found)
 
 
 def _generator_of(result: ScanResult, label_dir: Path, file: Path) -> str:

@@ -11,13 +11,15 @@ import hashlib
 import os
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dfx.atomic import atomic_write
 from dfx.classes import CLASS_FOLDER_ALIASES, CLASSES
 from dfx.data.layout import ImageRecord, scan_dataset
 from dfx.errors import DfxError
+from dfx.fingerprint import file_digest
 
 ROLES: tuple[str, ...] = ("base", "fusion", "test")
 """The three roles, in the order of the split ratios."""
@@ -27,6 +29,9 @@ DEFAULT_RATIOS: tuple[float, float, float] = (0.4, 0.4, 0.2)
 
 COLUMNS: tuple[str, ...] = ("path", "label", "generator", "split")
 """Required CSV columns, in the order dfx writes them."""
+
+INTEGRITY_COLUMNS: tuple[str, ...] = ("size", "hash")
+"""Optional columns dfx writes after the required ones: bytes and content fingerprint."""
 
 _HEADER_PREFIX = "# dfx-manifest"
 
@@ -43,6 +48,10 @@ class ManifestRow:
     """Generator (or source) folder name."""
     split: str
     """``base``, ``fusion`` or ``test``."""
+    size: int | None = None
+    """File size in bytes when the manifest was written (None: not recorded)."""
+    hash: str | None = None
+    """:func:`dfx.fingerprint.file_digest` of the file then (None: not recorded)."""
 
 
 @dataclass
@@ -59,6 +68,12 @@ class Manifest:
     """Split ratios (base, fusion, test) it was drawn with."""
     skipped: list[str] = field(default_factory=list)
     """Files under the data folder that were not images (only when just made)."""
+    skip_reasons: dict[str, str] = field(default_factory=dict)
+    """Why each skipped file was passed over (only when just made)."""
+    fingerprinted: bool = True
+    """False for a manifest read without size and hash columns (changes go unnoticed)."""
+    dropped: list[tuple[str, str]] = field(default_factory=list)
+    """(path, reason) of rows left out on reading because their file changed or vanished."""
 
     def select(self, split: str | None = None) -> list[ManifestRow]:
         """Rows of one role (all rows when ``split`` is None)."""
@@ -117,7 +132,7 @@ def make_manifest(
         rows = [_row(r, roles[r.path]) for r in scan.records if r.path in roles]
         return Manifest(scan.root.resolve(), rows, None, None, scan.skipped)
     rows = [_row(record, role_of(record.path, seed, ratios)) for record in scan.records]
-    return Manifest(scan.root.resolve(), rows, seed, ratios, scan.skipped)
+    return Manifest(scan.root.resolve(), rows, seed, ratios, scan.skipped, scan.reasons)
 
 
 def _row(record: ImageRecord, split: str) -> ManifestRow:
@@ -125,7 +140,11 @@ def _row(record: ImageRecord, split: str) -> ManifestRow:
 
 
 def write_manifest(manifest: Manifest, out: str | Path) -> Path:
-    """Write the manifest CSV (data folder recorded relative to the CSV) atomically."""
+    """Write the manifest CSV (data folder recorded relative to the CSV) atomically.
+
+    Each row gets its file's size and fingerprint (computed now where the row lacks them),
+    so that training and evaluation notice files that change later.
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -135,20 +154,56 @@ def write_manifest(manifest: Manifest, out: str | Path) -> Path:
     header = f"{_HEADER_PREFIX} root={root}"
     if manifest.seed is not None and manifest.ratios is not None:
         header += f" seed={manifest.seed} ratios={','.join(f'{r:g}' for r in manifest.ratios)}"
+    rows = fingerprint_rows(manifest.root, manifest.rows)
     with atomic_write(out) as handle:
         handle.write(header + "\n")
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        for row in manifest.rows:
-            writer.writerow((row.path, row.label, row.generator, row.split))
+        writer.writerow(COLUMNS + INTEGRITY_COLUMNS)
+        for row in rows:
+            writer.writerow(
+                (row.path, row.label, row.generator, row.split, _blank(row.size), row.hash or "")
+            )
     return out
 
 
-def read_manifest(path: str | Path, check_files: bool = True) -> Manifest:
-    """Read a manifest CSV; fail with one sentence if it is malformed or its files are missing.
+def fingerprint_rows(root: Path, rows: list[ManifestRow]) -> list[ManifestRow]:
+    """The rows with size and hash filled in from the files under ``root`` where missing."""
+
+    def filled(row: ManifestRow) -> ManifestRow:
+        if row.size is not None and row.hash:
+            return row
+        measured = _measure(root / row.path)
+        return replace(row, size=measured[0], hash=measured[1]) if measured else row
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(filled, rows))
+
+
+def _measure(path: Path) -> tuple[int, str] | None:
+    try:
+        return path.stat().st_size, file_digest(path)
+    except OSError:
+        return None
+
+
+def _blank(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+def read_manifest(
+    path: str | Path,
+    check_files: bool = True,
+    *,
+    splits: tuple[str, ...] | None = None,
+    allow_changed: bool = False,
+) -> Manifest:
+    """Read a manifest CSV; fail with one sentence if it is malformed or its files changed.
 
     The data folder is the ``root=`` of its ``# dfx-manifest`` first line, relative to the
-    CSV; a manifest without that line has its paths relative to its own folder.
+    CSV; a manifest without that line has its paths relative to its own folder. With
+    ``check_files``, the files of the rows in ``splits`` (None: all) must exist and, where
+    the manifest records them, still have their size and fingerprint; otherwise this fails
+    naming them, or with ``allow_changed`` leaves those rows out (listed in ``dropped``).
     """
     path = Path(path)
     if not path.is_file():
@@ -158,7 +213,8 @@ def read_manifest(path: str | Path, check_files: bool = True) -> Manifest:
     settings = _parse_header(lines[0]) if lines and lines[0].startswith(_HEADER_PREFIX) else {}
     body = [line for line in lines if line and not line.startswith("#")]
     reader = csv.DictReader(body)
-    missing_columns = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    fieldnames = reader.fieldnames or []
+    missing_columns = [c for c in COLUMNS if c not in fieldnames]
     if missing_columns:
         raise DfxError(
             f"manifest {path} lacks the column(s) {', '.join(missing_columns)}; "
@@ -173,13 +229,24 @@ def read_manifest(path: str | Path, check_files: bool = True) -> Manifest:
                 f"{entry['split']!r}; labels are {', '.join(CLASSES)} and splits "
                 f"{', '.join(ROLES)}."
             )
-        rows.append(ManifestRow(entry["path"], label, entry["generator"], entry["split"]))
+        size = (entry.get("size") or "").strip()
+        rows.append(
+            ManifestRow(
+                entry["path"],
+                label,
+                entry["generator"],
+                entry["split"],
+                int(size) if size.isdigit() else None,
+                (entry.get("hash") or "").strip() or None,
+            )
+        )
     if not rows:
         raise DfxError(f"manifest {path} lists no images.")
     root = (path.parent / settings.get("root", ".")).resolve()
     manifest = Manifest(root, rows, _int_or_none(settings.get("seed")), None)
+    manifest.fingerprinted = all(c in fieldnames for c in INTEGRITY_COLUMNS)
     if check_files:
-        _check_files(manifest, path)
+        _check_files(manifest, path, splits, allow_changed)
     return manifest
 
 
@@ -191,11 +258,54 @@ def _int_or_none(text: str | None) -> int | None:
     return int(text) if text is not None and text.lstrip("-").isdigit() else None
 
 
-def _check_files(manifest: Manifest, path: Path) -> None:
-    missing = [row.path for row in manifest.rows if not manifest.absolute(row).is_file()]
+def find_changes(
+    manifest: Manifest, splits: tuple[str, ...] | None = None
+) -> list[tuple[str, str]]:
+    """(path, reason) of the rows in ``splits`` whose file vanished or changed since writing."""
+    chosen = [row for row in manifest.rows if splits is None or row.split in splits]
+
+    def change(row: ManifestRow) -> str | None:
+        file = manifest.absolute(row)
+        try:
+            size = file.stat().st_size
+            if not file.is_file():
+                return "missing"
+            if row.size is not None and size != row.size:
+                return f"changed (size {row.size} -> {size} bytes)"
+            if row.hash and file_digest(file) != row.hash:
+                return "changed (content differs)"
+        except OSError:
+            return "missing"
+        return None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        reasons = list(pool.map(change, chosen))
+    return [(row.path, reason) for row, reason in zip(chosen, reasons) if reason is not None]
+
+
+def _check_files(
+    manifest: Manifest, path: Path, splits: tuple[str, ...] | None, allow_changed: bool
+) -> None:
+    changes = find_changes(manifest, splits)
+    if not changes:
+        return
+    if allow_changed:
+        gone = {name for name, _ in changes}
+        manifest.rows = [row for row in manifest.rows if row.path not in gone]
+        manifest.dropped = changes
+        return
+    missing = [name for name, reason in changes if reason == "missing"]
+    changed = [name for name, reason in changes if reason != "missing"]
+    parts = []
     if missing:
-        shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
-        raise DfxError(
-            f"manifest {path} names {len(missing)} file(s) missing under {manifest.root} "
-            f"({shown}); re-run 'dfx split' or fix the data folder."
-        )
+        parts.append(f"{len(missing)} file(s) missing ({_first(missing)})")
+    if changed:
+        parts.append(f"{len(changed)} file(s) changed since it was written ({_first(changed)})")
+    raise DfxError(
+        f"manifest {path} names {' and '.join(parts)} under {manifest.root}; re-run "
+        "'dfx split', restore the files, or pass --allow-changed to skip them."
+    )
+
+
+def _first(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")

@@ -15,7 +15,7 @@ from dfx.data.dataset import Failure, ImageDataset, make_loader
 from dfx.data.manifest import Manifest, ManifestRow
 from dfx.engine.device import default_workers, resolve_runtime, seed_everything
 from dfx.engine.inference import run_network
-from dfx.engine.loop import TrainSettings, fit, make_optimizer
+from dfx.engine.loop import TrainSettings, fit, make_optimizer, rows_digest
 from dfx.engine.sampling import holdout_split, sample_per_group
 from dfx.errors import DfxError
 from dfx.metrics import target_metrics
@@ -70,6 +70,11 @@ def check_target(target: str) -> str:
     return target
 
 
+def state_path_of(out_dir: str | Path, target: str) -> Path:
+    """Where training the ``target`` base model keeps its resume state."""
+    return Path(out_dir) / f"{target}.state.pt"
+
+
 def select_base_rows(
     manifest: Manifest, target: str, negative_fraction: float, rng: np.random.Generator
 ) -> tuple[list[ManifestRow], list[ManifestRow]]:
@@ -95,8 +100,13 @@ def train_base(
     config: BaseTrainConfig,
     out_dir: str | Path,
     progress: ProgressReporter | None = None,
+    resume: bool = False,
 ) -> BaseTrainResult:
-    """Train, keep the lowest-validation-loss weights, write ``out_dir/<target>.pt``."""
+    """Train, keep the lowest-validation-loss weights, write ``out_dir/<target>.pt``.
+
+    The state after each epoch goes to ``out_dir/<target>.state.pt``; ``resume=True``
+    continues from it (see :func:`dfx.engine.loop.fit`).
+    """
     started = time.perf_counter()
     progress = or_null(progress)
     check_target(target)
@@ -117,6 +127,7 @@ def train_base(
             [manifest.absolute(r) for r in rows],
             [int(r.label == target) for r in rows],
             preprocessing,
+            max_pixels=config.max_pixels,
         )
         return make_loader(
             dataset,
@@ -147,6 +158,10 @@ def train_base(
         progress=progress,
         history_path=history_path,
         label=f"train {target} base model",
+        state_path=state_path_of(out_dir, target),
+        resume=resume,
+        config=asdict(config)
+        | {"target": target, "rows": rows_digest(r.path for r in train_rows + val_rows)},
     )
     network.load_state_dict(result.best_state)
 

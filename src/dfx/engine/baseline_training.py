@@ -25,7 +25,7 @@ from dfx.data.manifest import Manifest, ManifestRow
 from dfx.engine.device import default_workers, resolve_runtime, seed_everything
 from dfx.engine.fusion_training import class_weights, validation_report
 from dfx.engine.inference import run_network
-from dfx.engine.loop import TrainSettings, fit, make_optimizer
+from dfx.engine.loop import TrainSettings, fit, make_optimizer, rows_digest
 from dfx.engine.sampling import holdout_split
 from dfx.errors import DfxError
 from dfx.models.backbones import build_network, get_spec
@@ -76,8 +76,14 @@ def train_baseline(
     config: BaselineTrainConfig,
     out: str | Path,
     progress: ProgressReporter | None = None,
+    *,
+    resume: bool = False,
 ) -> BaselineTrainResult:
-    """Train one backbone on dm/gan/real, keep the lowest-validation-loss weights, write it."""
+    """Train one backbone on dm/gan/real, keep the lowest-validation-loss weights, write it.
+
+    The training state goes to ``out`` with the suffix ``.state.pt`` after every epoch;
+    ``resume=True`` continues from it.
+    """
     started = time.perf_counter()
     progress = or_null(progress)
     spec = get_spec(config.backbone)
@@ -101,6 +107,7 @@ def train_baseline(
             [manifest.absolute(r) for r in chosen],
             [class_index(r.label) for r in chosen],
             preprocessing,
+            max_pixels=config.max_pixels,
         )
         return make_loader(
             dataset,
@@ -132,6 +139,9 @@ def train_baseline(
         progress=progress,
         history_path=history_path,
         label=f"train {spec.name} baseline",
+        state_path=out.with_suffix(".state.pt"),
+        resume=resume,
+        config=asdict(config) | {"rows": rows_digest(r.path for r in train_rows + val_rows)},
     )
     network.load_state_dict(result.best_state)
     outputs = run_network(

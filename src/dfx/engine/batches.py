@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from dfx.data.shuffle import shuffle_order
+
 
 class TensorBatches:
-    """Iterate (inputs, targets) slices of tensors, reshuffled each pass when ``shuffle``."""
+    """Iterate (inputs, targets) slices of tensors, reshuffled each pass when ``shuffle``.
+
+    The order of a pass depends only on (seed, epoch); see :meth:`set_epoch`.
+    """
 
     def __init__(
         self,
@@ -21,7 +26,12 @@ class TensorBatches:
         self.targets = targets
         self.batch_size = batch_size
         self.shuffle = shuffle
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.epoch = 1
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch`` on the next pass (otherwise each pass is the next epoch)."""
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return -(-len(self.targets) // self.batch_size)
@@ -29,7 +39,8 @@ class TensorBatches:
     def __iter__(self):
         count = len(self.targets)
         if self.shuffle:
-            order = torch.randperm(count, generator=self.generator).to(self.inputs.device)
+            order = shuffle_order(count, self.seed, self.epoch).to(self.inputs.device)
+            self.epoch += 1
         else:
             order = torch.arange(count, device=self.inputs.device)
         for start in range(0, count, self.batch_size):

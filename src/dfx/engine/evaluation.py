@@ -14,6 +14,7 @@ from dfx.data.layout import scan_dataset
 from dfx.data.manifest import ROLES, Manifest
 from dfx.engine.sampling import balance
 from dfx.errors import DfxError
+from dfx.limits import DEFAULT_MAX_PIXELS
 from dfx.metrics import binary_metrics, grouped_accuracy, multiclass_metrics, p_fake_of
 from dfx.progress import ProgressReporter
 
@@ -211,6 +212,7 @@ def evaluate(
     workers: int = 0,
     progress: ProgressReporter | None = None,
     description: str | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> EvaluationResult:
     """Classify ``images`` (optionally JPEG-compressed in memory) and measure the results.
 
@@ -229,6 +231,7 @@ def evaluate(
         workers=workers,
         progress=progress,
         description=description or ("evaluate" if qf is None else f"evaluate at QF {qf}"),
+        max_pixels=max_pixels,
     )
     if not len(outputs.indices):
         raise DfxError("no image could be read, so there is nothing to evaluate.")

@@ -10,16 +10,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from dfx.checkpoint import BASE_FORMAT, DETECTOR_FORMAT, ModelFile, load_model_file, save_model_file
+from dfx.checkpoint import (
+    BASE_FORMAT,
+    DETECTOR_FORMAT,
+    ModelFile,
+    load_model_file,
+    load_weights,
+    save_model_file,
+)
 from dfx.classes import CLASSES, class_index
 from dfx.data.dataset import Failure, ImageDataset, make_loader
 from dfx.data.manifest import Manifest
 from dfx.engine.batches import TensorBatches
 from dfx.engine.device import Runtime, default_workers, resolve_runtime, seed_everything
 from dfx.engine.inference import run_network
-from dfx.engine.loop import TrainSettings, fit, make_optimizer
+from dfx.engine.loop import TrainSettings, fit, make_optimizer, rows_digest
 from dfx.engine.sampling import holdout_split
 from dfx.errors import DfxError
+from dfx.fingerprint import file_digest
 from dfx.metrics import binary_metrics, calibrate_threshold, multiclass_metrics, p_fake_of
 from dfx.models.backbones import build_network, get_spec, to_feature_extractor
 from dfx.models.detector import StackedExtractors
@@ -86,13 +94,9 @@ def assemble_extractors(files: dict[str, ModelFile]) -> dict[str, nn.Module]:
             network = build_network(
                 model_file.backbone, "none", model_file.preprocessing.input_size
             )
-        try:
-            network.load_state_dict(model_file.state_dict, assign=True)
-        except RuntimeError as error:
-            raise DfxError(
-                f"the {name} base model's weights do not fit its {model_file.backbone} "
-                f"architecture: {str(error).splitlines()[0]}"
-            ) from error
+        load_weights(
+            network, model_file.state_dict, f"the {name} base model's {model_file.backbone} weights"
+        )
         extractors[name] = to_feature_extractor(network, model_file.backbone)
     return extractors
 
@@ -127,8 +131,14 @@ def train_fusion(
     config: FusionTrainConfig,
     out: str | Path,
     progress: ProgressReporter | None = None,
+    resume: bool = False,
 ) -> FusionTrainResult:
-    """Freeze the base models, cache their features, train the head, write the detector."""
+    """Freeze the base models, cache their features, train the head, write the detector.
+
+    The head's state after each epoch goes to ``<out>.state.pt`` (beside ``out``);
+    ``resume=True`` continues from it. The features are computed again on resumption
+    (they are deterministic in eval mode), not stored.
+    """
     progress = or_null(progress)
     files = load_base_models(base_paths)
     reference = files[CLASSES[0]]
@@ -149,6 +159,7 @@ def train_fusion(
         [manifest.absolute(r) for r in rows],
         [class_index(r.label) for r in rows],
         reference.preprocessing,
+        max_pixels=config.max_pixels,
     )
     started = time.perf_counter()
     outputs = extract_features(
@@ -193,6 +204,13 @@ def train_fusion(
         progress=progress,
         history_path=history_path,
         label="train fusion head",
+        state_path=out.with_suffix(".state.pt"),
+        resume=resume,
+        config=asdict(config)
+        | {
+            "base_models": {name: file_digest(base_paths[name]) for name in CLASSES},
+            "rows": rows_digest(rows[i].path for i in outputs.indices.tolist()),
+        },
     )
     training_seconds = time.perf_counter() - started
     head.load_state_dict(result.best_state)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -15,6 +16,16 @@ from torch import nn
 from dfx.atomic import atomic_write
 from dfx.data.dataset import Batch, Failure
 from dfx.engine.device import Runtime
+from dfx.engine.train_state import (
+    TrainState,
+    capture_rng,
+    check_compatible,
+    load_state,
+    restore_rng,
+    save_state,
+)
+from dfx.errors import DfxError, TrainingInterrupted
+from dfx.limits import DEFAULT_MAX_PIXELS
 from dfx.progress import ProgressReporter, or_null
 
 
@@ -44,6 +55,8 @@ class TrainSettings:
     """Autocast precision: auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16."""
     workers: int | None = None
     """DataLoader worker processes (None: one less than the CPU count, at most 8)."""
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    """Images with more pixels are skipped as possible decompression bombs (None: no limit)."""
 
 
 def make_optimizer(parameters, settings: TrainSettings):
@@ -116,39 +129,129 @@ def fit(
     progress: ProgressReporter | None = None,
     history_path: Path | None = None,
     label: str = "training",
+    state_path: Path | None = None,
+    resume: bool = False,
+    config: dict | None = None,
 ) -> FitResult:
-    """Train for ``epochs`` and keep the weights with the lowest validation loss."""
+    """Train for ``epochs`` and keep the weights with the lowest validation loss.
+
+    With ``state_path``, everything needed to continue (weights, optimizer, scheduler,
+    gradient scaler, random generators, best-so-far, history, ``config``) is written there
+    atomically after every epoch; ``resume=True`` continues from that file, after checking
+    that ``config`` matches. The shuffle order of a loader with ``set_epoch`` (or whose
+    sampler has it) depends on (seed, epoch) only, so a resumed run repeats an
+    uninterrupted one exactly. Ctrl-C raises :class:`TrainingInterrupted`.
+    """
     progress = or_null(progress)
+    config = dict(config or {})
     scaler = torch.amp.GradScaler(enabled=runtime.amp_dtype == torch.float16)
     history: list[EpochRecord] = []
     failures: dict[str, Failure] = {}
     best = (math.inf, 0, _cpu_state(model))
+    done = 0
+    if resume:
+        state = _resume_state(state_path, config, epochs)
+        _restore(state, model, optimizer, scheduler, scaler)
+        history = [EpochRecord(**record) for record in state.history]
+        failures = {f["source"]: Failure(**f) for f in state.failures}
+        best = (state.best_criterion, state.best_epoch, state.best_state)
+        done = state.epoch
     progress.start("epochs", epochs, label)
-    for epoch in range(1, epochs + 1):
-        started = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = _train_epoch(
-            model, train_loader, optimizer, scaler, loss_fn, runtime, progress, failures, epoch
-        )
-        if val_loader is not None:
-            val_loss, val_acc = evaluate_loss(model, val_loader, loss_fn, runtime, failures)
-        else:
-            val_loss, val_acc = math.nan, math.nan
-        if scheduler is not None:
-            scheduler.step()
-        # Without validation data the training loss decides which weights to keep.
-        criterion = val_loss if not math.isnan(val_loss) else train_loss
-        if criterion < best[0]:
-            best = (criterion, epoch, _cpu_state(model))
-        record = EpochRecord(
-            epoch, train_loss, train_acc, val_loss, val_acc, lr, time.perf_counter() - started
-        )
-        history.append(record)
-        if history_path is not None:
-            write_history(history, history_path)
-        progress.advance("epochs", 1, val_loss=val_loss, val_acc=val_acc)
+    if done:
+        progress.advance("epochs", done)
+        progress.notice(f"{label}: resuming after epoch {done} of {epochs} from {state_path}")
+    try:
+        for epoch in range(done + 1, epochs + 1):
+            started = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            _set_epoch(train_loader, epoch)
+            train_loss, train_acc = _train_epoch(
+                model, train_loader, optimizer, scaler, loss_fn, runtime, progress, failures, epoch
+            )
+            if val_loader is not None:
+                val_loss, val_acc = evaluate_loss(model, val_loader, loss_fn, runtime, failures)
+            else:
+                val_loss, val_acc = math.nan, math.nan
+            if scheduler is not None:
+                scheduler.step()
+            # Without validation data the training loss decides which weights to keep.
+            criterion = val_loss if not math.isnan(val_loss) else train_loss
+            if criterion < best[0]:
+                best = (criterion, epoch, _cpu_state(model))
+            record = EpochRecord(
+                epoch, train_loss, train_acc, val_loss, val_acc, lr, time.perf_counter() - started
+            )
+            history.append(record)
+            if history_path is not None:
+                write_history(history, history_path)
+            if state_path is not None:
+                save_state(
+                    TrainState(
+                        epoch=epoch,
+                        model=_cpu_state(model),
+                        optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict() if scheduler is not None else None,
+                        scaler=scaler.state_dict(),
+                        rng=capture_rng(),
+                        best_criterion=best[0],
+                        best_epoch=best[1],
+                        best_state=best[2],
+                        history=[asdict(r) for r in history],
+                        failures=[asdict(f) for f in failures.values()],
+                        config=config,
+                    ),
+                    state_path,
+                )
+            done = epoch
+            progress.advance("epochs", 1, val_loss=val_loss, val_acc=val_acc)
+    except KeyboardInterrupt as interrupt:
+        saved = state_path if done and state_path is not None else None
+        raise TrainingInterrupted(label, done, saved) from interrupt
     progress.finish("epochs")
     return FitResult(history, best[1], best[0], best[2], list(failures.values()))
+
+
+def rows_digest(names: Iterable[str]) -> str:
+    """A short digest of the inputs a run trains on, for the resume compatibility check."""
+    digest = hashlib.blake2b(digest_size=12)
+    for name in names:
+        digest.update(str(name).encode() + b"\0")
+    return digest.hexdigest()
+
+
+def _resume_state(state_path: Path | None, config: dict, epochs: int) -> TrainState:
+    if state_path is None or not Path(state_path).is_file():
+        raise DfxError(
+            f"there is no saved training state {state_path} to resume from; start without --resume."
+        )
+    state = load_state(Path(state_path))
+    check_compatible(state.config, config, state_path)
+    if state.epoch > epochs:
+        raise DfxError(
+            f"{state_path} already holds {state.epoch} epochs, more than --epochs {epochs}."
+        )
+    return state
+
+
+def _restore(state: TrainState, model, optimizer, scheduler, scaler) -> None:
+    try:
+        model.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise DfxError(
+            f"the saved training state does not fit this model: {str(error).splitlines()[0]}"
+        ) from error
+    if scheduler is not None and state.scheduler is not None:
+        scheduler.load_state_dict(state.scheduler)
+    scaler.load_state_dict(state.scaler)
+    restore_rng(state.rng)
+
+
+def _set_epoch(loader, epoch: int) -> None:
+    for owner in (loader, getattr(loader, "sampler", None)):
+        if hasattr(owner, "set_epoch"):
+            owner.set_epoch(epoch)
+            return
 
 
 def _train_epoch(model, loader, optimizer, scaler, loss_fn, runtime, progress, failures, epoch):

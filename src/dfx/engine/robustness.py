@@ -25,6 +25,7 @@ from dfx.engine.evaluation import (
 )
 from dfx.engine.inference import run_network
 from dfx.errors import DfxError
+from dfx.limits import DEFAULT_MAX_PIXELS
 from dfx.progress import ProgressReporter
 
 
@@ -107,6 +108,7 @@ def robustness(
     batch_size: int = 32,
     workers: int = 0,
     progress: ProgressReporter | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> RobustnessResult:
     """Measure ``detector`` on ``images`` raw and under each perturbation, in one pass.
 
@@ -117,7 +119,11 @@ def robustness(
     chosen_threshold = resolve_threshold(detector, threshold)
     images, three_class = select_images(images, balanced, seed)
     dataset = VariantDataset(
-        [image.path for image in images], None, detector.preprocessing, variants
+        [image.path for image in images],
+        None,
+        detector.preprocessing,
+        variants,
+        max_pixels=max_pixels,
     )
     loader = make_loader(
         dataset,

@@ -1,0 +1,196 @@
+"""Hostile and awkward image files: decoded right, or reported with their reason."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dfx.data.images import load_rgb, not_an_image
+from dfx.data.layout import scan_dataset
+from dfx.errors import ImageReadError
+from tests import awkward
+
+
+@pytest.fixture()
+def corpus(tmp_path) -> Path:
+    return awkward.write_corpus(tmp_path / "corpus")
+
+
+def pixels(path: Path, **options) -> np.ndarray:
+    image = load_rgb(path, **options)
+    assert image.mode == "RGB"
+    return np.asarray(image)
+
+
+def test_exif_orientation_is_applied(corpus):
+    assert pixels(corpus / "exif_rotated.jpg").shape == (40, 20, 3)  # stored 40 wide, 20 high
+
+
+def test_cmyk_becomes_rgb(corpus):
+    assert np.abs(pixels(corpus / "cmyk.jpg")[8, 8].astype(int) - awkward.RED).max() < 8
+
+
+def test_16_bit_grey_is_scaled_not_clipped(corpus):
+    assert pixels(corpus / "grey16.png")[0, 0].tolist() == [128, 128, 128]  # 32768 / 256
+
+
+def test_transparency_is_composited_on_black(corpus):
+    palette = pixels(corpus / "palette_transparent.png")
+    assert palette[0, 0].tolist() == [0, 0, 0]  # transparent palette entry
+    assert palette[0, 15].tolist() == [255, 0, 0]  # opaque red
+    assert pixels(corpus / "grey_alpha.png").max() == 0  # fully transparent grey
+    assert pixels(corpus / "rgba.png")[0, 0].tolist() == [255, 0, 0]
+
+
+@pytest.mark.parametrize("name", ["animated.gif", "animated.webp", "animated.png"])
+def test_animated_images_give_their_first_frame(corpus, name):
+    with Image.open(corpus / name) as image:
+        assert getattr(image, "n_frames", 1) == 2  # really animated
+    first = pixels(corpus / name)[8, 8].astype(int)
+    assert np.abs(first - awkward.RED).max() < 16
+
+
+def test_content_decides_not_the_extension(corpus):
+    assert pixels(corpus / "png_named.jpg")[0, 0].tolist() == [255, 0, 0]
+    assert not_an_image(corpus / "png_named.jpg") is None
+    assert not_an_image(corpus / "text_named.png") == "not an image by its content"
+
+
+def test_pixel_limit_is_per_file(corpus):
+    assert pixels(corpus / awkward.BIG).shape == (1000, 1000, 3)
+    with pytest.raises(ImageReadError, match="too many pixels .*1,000,000 > --max-pixels 500,000"):
+        load_rgb(corpus / awkward.BIG, max_pixels=500_000)
+    assert pixels(corpus / "rgba.png", max_pixels=500_000).shape == (16, 16, 3)
+
+
+def test_pillow_decompression_bomb_is_refused(tmp_path):
+    # Over twice Pillow's own limit: refused even when dfx's limit is lifted.
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (14_000, 14_000)).save(bomb)
+    with pytest.raises(ImageReadError, match="too many pixels"):
+        load_rgb(bomb, max_pixels=None)
+
+
+@pytest.mark.parametrize("name, reason", sorted(awkward.BROKEN.items()))
+def test_broken_files_raise_their_reason(corpus, name, reason):
+    with pytest.raises(ImageReadError, match=re.escape(reason)):
+        load_rgb(corpus / name)
+
+
+def test_unreadable_file_is_reported_as_permission_denied(corpus, monkeypatch):
+    path = corpus / awkward.UNREADABLE
+    if awkward.running_as_root():
+        # Root reads files whatever their mode; make open() answer as it would for a user.
+        real_open = builtins.open
+
+        def refusing_open(file, *args, **kwargs):
+            if Path(str(file)) == path:
+                raise PermissionError(13, "Permission denied", str(file))
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", refusing_open)
+    with pytest.raises(ImageReadError, match="permission denied"):
+        load_rgb(path)
+    assert not_an_image(path) == "permission denied"
+
+
+def test_folder_scan_survives_a_symlink_cycle(tmp_path):
+    root = tmp_path / "data"
+    awkward.write_corpus(root / "real" / "awkward")
+    scan = scan_dataset(root)
+    names = {Path(r.path).name for r in scan.records}
+    # The cycle link inside the corpus is not followed, so every file appears once.
+    assert len(scan.records) == len(names)
+    assert set(awkward.DECODABLE) <= names
+    assert scan.reasons["real/awkward/empty.png"] == "empty file (0 bytes)"
+    assert scan.reasons["real/awkward/dangling.png"] == "dangling symbolic link"
+    assert scan.reasons["real/awkward/README.txt"] == "not an image by its content"
+
+
+# --- The commands over the corpus -------------------------------------------------------
+
+
+def class_layout_with_corpus(tmp_path: Path) -> Path:
+    """dm/ and gan/ with plain images, real/awkward/ with the corpus."""
+    from dfx import synthetic
+
+    data = tmp_path / "data"
+    synthetic.write_dataset(data, per_generator=4, image_size=32, seed=1)
+    awkward.write_corpus(data / "real" / "awkward")
+    return data
+
+
+def test_split_over_the_corpus(tmp_path):
+    from tests.test_cli import invoke
+
+    data = class_layout_with_corpus(tmp_path)
+    result = invoke("split", data, "--out", tmp_path / "m.csv", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    reasons = report["skip_reasons"]
+    assert reasons["real/awkward/empty.png"] == "empty file (0 bytes)"
+    assert reasons["real/awkward/text_named.png"] == "not an image by its content"
+    assert reasons["real/awkward/dangling.png"] == "dangling symbolic link"
+    if not awkward.running_as_root():
+        assert reasons["real/awkward/no_permission.png"] == "permission denied"
+    assert "dangling symbolic link" in result.stderr
+    manifest = (tmp_path / "m.csv").read_text()
+    for name in (*awkward.DECODABLE, awkward.BIG, "truncated.png"):
+        assert f"real/awkward/{name}," in manifest
+    assert "cycle/" not in manifest
+
+
+def test_predict_over_the_corpus(trained, tmp_path):
+    from tests.test_cli import invoke
+
+    corpus = awkward.write_corpus(tmp_path / "corpus")
+    result = invoke(
+        "predict", "--model", trained["model"], corpus, "--json", "--max-pixels", "500000"
+    )
+    assert result.exit_code == 1, result.output  # some inputs failed, the others ran
+    records = {Path(r["path"]).name: r for r in map(json.loads, result.stdout.splitlines())}
+    for name in awkward.DECODABLE:
+        assert records[name]["error"] is None and records[name]["label"] in ("dm", "gan", "real")
+    assert "too many pixels" in records[awkward.BIG]["error"]
+    for name, reason in awkward.BROKEN.items():
+        assert reason in records[name]["error"], name
+    if not awkward.running_as_root():
+        assert records[awkward.UNREADABLE]["error"] == "permission denied"
+    assert "README.txt" not in records  # a non-image with a non-image name is passed over
+    assert not any("cycle" in path for path in records)
+
+
+def test_evaluate_over_the_corpus(trained, tmp_path):
+    from tests.test_cli import invoke
+
+    data = class_layout_with_corpus(tmp_path)
+    report = tmp_path / "report.json"
+    result = invoke(
+        "evaluate",
+        "--model",
+        trained["model"],
+        "--data",
+        data,
+        "--no-balanced",
+        "--max-pixels",
+        "500000",
+        "--workers",
+        "0",
+        "--json",
+        report,
+    )
+    assert result.exit_code == 1, result.output
+    document = json.loads(report.read_text())
+    failed = {Path(f["path"]).name: f["error"] for f in document["failures"]}
+    assert "too many pixels" in failed[awkward.BIG]
+    assert "corrupt or truncated" in failed["truncated.png"]
+    # 8 dm + 8 gan + 8 real synthetic images and every decodable corpus file.
+    readable = len(awkward.DECODABLE) + (0 if not awkward.running_as_root() else 1)
+    assert document["n"] == 24 + readable
+    assert "empty.png" in result.stderr  # skipped at the scan, with the others

@@ -1,0 +1,163 @@
+"""Crash-safe writes and manifest integrity."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from dfx.atomic import atomic_write
+from dfx.data.manifest import make_manifest, read_manifest, write_manifest
+from dfx.errors import DfxError
+from dfx.fingerprint import file_digest
+from tests.test_cli import assert_user_error, invoke
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_exception_inside_an_atomic_write_keeps_the_old_file(tmp_path):
+    target = tmp_path / "report.json"
+    target.write_text("old and complete\n")
+    with pytest.raises(RuntimeError), atomic_write(target) as handle:
+        handle.write("new but half")
+        raise RuntimeError("crash in the middle")
+    assert target.read_text() == "old and complete\n"
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_killed_process_leaves_the_old_file_and_its_litter_is_cleaned(tmp_path, binary):
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"old and complete")
+    mode = "wb" if binary else "w"
+    data = "b'new but half'" if binary else "'new but half'"
+    script = textwrap.dedent(
+        f"""
+        import os
+        from dfx.atomic import atomic_write
+        with atomic_write({str(target)!r}, {mode!r}) as handle:
+            handle.write({data})
+            handle.flush()
+            os._exit(9)  # dies like a SIGKILL: no cleanup code runs
+        """
+    )
+    env = os.environ | {"PYTHONPATH": str(SRC)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, timeout=60)
+    assert done.returncode == 9
+    assert target.read_bytes() == b"old and complete"
+    assert len(leftovers(tmp_path)) == 1  # the dead writer's temporary file
+    with atomic_write(target, "wb") as handle:  # the next write of the file cleans it up
+        handle.write(b"newer")
+    assert target.read_bytes() == b"newer"
+    assert leftovers(tmp_path) == []
+
+
+def test_every_writer_goes_through_atomic_write():
+    # Writers of checkpoints, detector files, manifests, histories, reports and resume state.
+    sources = {p.name: p.read_text() for p in (SRC / "dfx").rglob("*.py")}
+    for name in ("checkpoint.py", "manifest.py", "loop.py", "report.py", "train_state.py"):
+        assert "atomic_write(" in sources[name], name
+    offenders = [
+        name
+        for name, text in sources.items()
+        if name != "atomic.py"
+        and any(w in text for w in ('open(path, "w', ".write_text(", ".write_bytes("))
+    ]
+    assert offenders == []
+
+
+# --- Manifest integrity ------------------------------------------------------------------
+
+
+@pytest.fixture()
+def own_data(data_dir, tmp_path) -> Path:
+    """A private copy of the synthetic data, free to be changed."""
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy)
+    return copy
+
+
+def test_manifest_records_size_and_fingerprint(own_data, tmp_path):
+    manifest = read_manifest(write_manifest(make_manifest(own_data), tmp_path / "m.csv"))
+    row = manifest.rows[0]
+    assert row.size == manifest.absolute(row).stat().st_size
+    assert row.hash == file_digest(manifest.absolute(row))
+    assert manifest.fingerprinted
+
+
+def change_files(own_data: Path, manifest) -> dict[str, str]:
+    """Alter one test image in place (same size), grow one, delete one; return their paths."""
+    tests = [row.path for row in manifest.select("test")]
+    same_size, grown, deleted = tests[:3]
+    first = own_data / same_size
+    content = bytearray(first.read_bytes())
+    content[-20] ^= 0xFF
+    first.write_bytes(bytes(content))
+    with open(own_data / grown, "ab") as handle:
+        handle.write(b"\0")
+    (own_data / deleted).unlink()
+    return {"same_size": same_size, "grown": grown, "deleted": deleted}
+
+
+def test_changed_and_missing_files_are_named_and_refused(own_data, tmp_path):
+    path = write_manifest(make_manifest(own_data), tmp_path / "m.csv")
+    changed = change_files(own_data, read_manifest(path))
+    with pytest.raises(DfxError) as caught:
+        read_manifest(path)
+    message = str(caught.value)
+    assert "1 file(s) missing" in message and changed["deleted"] in message
+    assert "2 file(s) changed since it was written" in message
+    assert changed["same_size"] in message and changed["grown"] in message
+    # Only the rows that a run reads are checked: the base split is untouched.
+    assert len(read_manifest(path, splits=("base",)).rows) == 600
+    kept = read_manifest(path, allow_changed=True)
+    assert len(kept.rows) == 597
+    assert dict(kept.dropped) == {
+        changed["same_size"]: "changed (content differs)",
+        changed["grown"]: f"changed (size {(own_data / changed['grown']).stat().st_size - 1}"
+        f" -> {(own_data / changed['grown']).stat().st_size} bytes)",
+        changed["deleted"]: "missing",
+    }
+
+
+def test_commands_refuse_changed_files_unless_allowed(trained, own_data, tmp_path):
+    path = write_manifest(make_manifest(own_data), tmp_path / "m.csv")
+    changed = change_files(own_data, read_manifest(path))
+    refused = invoke("evaluate", "--model", trained["model"], "-m", path, "--workers", "0")
+    assert_user_error(refused, "changed since it was written", changed["grown"], "--allow-changed")
+    report = tmp_path / "r.json"
+    allowed = invoke(
+        "evaluate", "--model", trained["model"], "-m", path, "--workers", "0",
+        "--allow-changed", "--no-balanced", "--json", report,
+    )  # fmt: skip
+    assert allowed.exit_code == 0, allowed.output
+    assert "left out 3 manifest file(s)" in allowed.stderr
+    assert json.loads(report.read_text())["n"] == 117  # 120 test images, 3 left out
+    training = invoke(
+        "train-base", "-m", path, "--target", "dm", "--backbone", "tiny", "--weights", "none",
+        "--epochs", "1", "--device", "cpu", "--workers", "0", "--out", tmp_path / "b",
+    )  # fmt: skip
+    assert_user_error(training, "file(s) changed")
+
+
+def test_old_manifests_without_fingerprints_still_work(trained, manifest_path, tmp_path):
+    lines = manifest_path.read_text().splitlines()
+    root = (manifest_path.parent / lines[0].split("root=")[1].split()[0]).resolve()
+    old = tmp_path / "old.csv"
+    body = [",".join(line.split(",")[:4]) for line in lines[1:]]
+    old.write_text("\n".join([f"# dfx-manifest root={root}", *body]) + "\n")
+    manifest = read_manifest(old)
+    assert not manifest.fingerprinted and manifest.rows[0].hash is None
+    result = invoke("evaluate", "--model", trained["model"], "-m", old, "--workers", "0")
+    assert result.exit_code == 0, result.output
+    assert "no size/hash columns" in " ".join(result.stderr.split())
