@@ -247,3 +247,35 @@ def test_target_all_resumes_each_model_where_it_stopped(small_manifest, tmp_path
     assert "real base model: no saved state, so it starts from epoch 1" in resumed.stderr
     for name in CLASSES:
         assert_same_weights(tmp_path / "straight" / f"{name}.pt", tmp_path / "cut" / f"{name}.pt")
+
+
+def test_train_baseline_resumes_through_fit(small_manifest, tmp_path, monkeypatch):
+    from dfx.data import shuffle
+
+    def baseline_args(out: Path, *extra) -> list:
+        return [
+            "train-baseline", "-m", small_manifest, "--backbone", "tiny", "--weights", "none",
+            "--image-size", "32", "--epochs", "3", "--batch-size", "8", "--lr", "0.003",
+            "--device", "cpu", "--workers", "0", "--out", out, *extra,
+        ]  # fmt: skip
+
+    straight = invoke(*baseline_args(tmp_path / "straight.pt"))
+    assert straight.exit_code == 0, straight.output
+
+    original_iter = shuffle.EpochShuffleSampler.__iter__
+
+    def interrupted_iter(self):
+        if self.epoch == 2:
+            raise KeyboardInterrupt
+        return original_iter(self)
+
+    monkeypatch.setattr(shuffle.EpochShuffleSampler, "__iter__", interrupted_iter)
+    interrupted = invoke(*baseline_args(tmp_path / "cut.pt"))
+    assert interrupted.exit_code == 130, interrupted.output
+    words = shlex.split(" ".join(interrupted.stderr.split()).split("resume with: ", 1)[1])
+    assert words[:2] == ["dfx", "train-baseline"] and words[-1] == "--resume"
+
+    monkeypatch.setattr(shuffle.EpochShuffleSampler, "__iter__", original_iter)
+    resumed = invoke(*words[1:])
+    assert resumed.exit_code == 0, resumed.output
+    assert_same_weights(tmp_path / "straight.pt", tmp_path / "cut.pt")
