@@ -102,10 +102,12 @@ def calibrate_threshold(is_fake: np.ndarray, p_fake: np.ndarray) -> dict:
     p_fake = np.asarray(p_fake, dtype=float)
     scores = np.unique(p_fake)
     candidates = np.concatenate([[0.0], (scores[1:] + scores[:-1]) / 2, [1.0]])
-    fakes, reals = max(int(is_fake.sum()), 1), max(int((~is_fake).sum()), 1)
-    decided = p_fake[None, :] >= candidates[:, None]
-    fake_rate = (decided & is_fake).sum(1) / fakes
-    real_rate = (~decided & ~is_fake).sum(1) / reals
+    # Counting by binary search keeps this O(N log N) for validation sets of any size.
+    fake_scores, real_scores = np.sort(p_fake[is_fake]), np.sort(p_fake[~is_fake])
+    below_fake = np.searchsorted(fake_scores, candidates, side="left")
+    below_real = np.searchsorted(real_scores, candidates, side="left")
+    fake_rate = (len(fake_scores) - below_fake) / max(len(fake_scores), 1)
+    real_rate = below_real / max(len(real_scores), 1)
     score = (fake_rate + real_rate) / 2
     best = np.flatnonzero(np.isclose(score, score.max()))
     chosen = best[np.argmin(np.abs(candidates[best] - 0.5))]
