@@ -9,7 +9,9 @@ import typer
 
 from dfx.cli.common import (
     EXIT_INPUT_FAILED,
+    Compile,
     Device,
+    InferenceBatchSize,
     Precision,
     RichProgress,
     Seed,
@@ -72,16 +74,16 @@ def evaluate_command(
             help="Exit 1 if 3-class accuracy (binary for 0_real/1_fake data) is lower.",
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per step.")] = 32,
+    batch_size: InferenceBatchSize = None,
     device: Device = "auto",
     precision: Precision = "auto",
+    compile: Compile = False,
     workers: Workers = None,
     seed: Seed = 0,
 ) -> None:
     """Evaluate a detector: 3-class and binary accuracy/F1, AP, AUC, per-generator accuracy."""
     from dfx.api import load_detector
     from dfx.data.manifest import read_manifest
-    from dfx.engine.device import default_workers
     from dfx.engine.evaluation import evaluate, images_from_folder, images_from_manifest
     from dfx.errors import DfxError
 
@@ -93,7 +95,7 @@ def evaluate_command(
     else:
         images, skipped = images_from_folder(data)
         report_skipped(skipped)
-    detector = load_detector(model, device, precision)
+    detector = load_detector(model, device, precision, compile)
     with RichProgress() as progress:
         result = evaluate(
             detector,
@@ -102,7 +104,7 @@ def evaluate_command(
             balanced=balanced,
             seed=seed,
             batch_size=batch_size,
-            workers=default_workers() if workers is None else workers,
+            workers=workers,
             progress=progress,
         )
     report_failures(result.failures)

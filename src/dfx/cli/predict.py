@@ -9,7 +9,9 @@ import typer
 
 from dfx.cli.common import (
     EXIT_INPUT_FAILED,
+    Compile,
     Device,
+    InferenceBatchSize,
     Precision,
     RichProgress,
     Workers,
@@ -45,22 +47,24 @@ def predict_command(
     json_output: Annotated[
         bool, typer.Option("--json", help="One JSON object per input line on stdout.")
     ] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per step.")] = 32,
+    batch_size: InferenceBatchSize = None,
     device: Device = "auto",
     precision: Precision = "auto",
-    workers: Workers = 0,
+    compile: Compile = False,
+    workers: Workers = None,
 ) -> None:
     """Say whether images are real, GAN-generated or diffusion-generated."""
     from dfx.api import Prediction, load_detector
     from dfx.data.images import expand_inputs
     from dfx.report import predictions_table, to_json
 
-    detector = load_detector(model, device, precision)
+    detector = load_detector(model, device, precision, compile)
     arguments = _read_stdin_paths(paths)
     inputs, problems = expand_inputs(arguments)
+    batch_size = batch_size or detector.runtime.default_batch_size()
     with RichProgress(enabled=len(inputs) > batch_size) as progress:
         predictions = detector.predict(
-            inputs, batch_size=batch_size, workers=workers or 0, progress=progress
+            inputs, batch_size=batch_size, workers=workers, progress=progress
         )
     predictions += [Prediction(str(path), None, None, None, reason) for path, reason in problems]
     records = [p.to_dict() for p in predictions]

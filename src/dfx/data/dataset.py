@@ -44,6 +44,10 @@ class ImageDataset(Dataset):
         self.targets = list(targets) if targets is not None else [-1] * len(self.images)
         self.transform = transform
         self.perturbation = perturbation
+        # Files may be shrunk while decoding when the next step is the resize; a perturbation
+        # (JPEG re-encoding) must see the image at its real size, so then they are not.
+        resize = getattr(transform, "resize", None)
+        self.decode_size = resize if perturbation is None and isinstance(resize, int) else None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -52,7 +56,10 @@ class ImageDataset(Dataset):
         source = self.images[index]
         try:
             # In-memory images go through the same mode conversion as decoded files.
-            image = to_rgb(source) if isinstance(source, Image.Image) else load_rgb(source)
+            if isinstance(source, Image.Image):
+                image = to_rgb(source)
+            else:
+                image = load_rgb(source, target_size=self.decode_size)
             if self.perturbation is not None:
                 image = self.perturbation(image)
             return self.transform(image), self.targets[index], index

@@ -96,8 +96,8 @@ def evaluate(
     qf: int | None = None,
     balanced: bool = True,
     seed: int = 0,
-    batch_size: int = 32,
-    workers: int = 0,
+    batch_size: int | None = None,
+    workers: int | None = None,
     progress: ProgressReporter | None = None,
 ) -> EvaluationResult:
     """Classify ``images`` (optionally JPEG-compressed in memory) and measure the results."""

@@ -143,7 +143,7 @@ def train_fusion(
     missing = [name for name in CLASSES if not any(r.label == name for r in rows)]
     if missing:
         raise DfxError(f"the manifest's fusion split has no {', '.join(missing)} images.")
-    extractors = StackedExtractors(assemble_extractors(files)).to(runtime.device)
+    extractors = runtime.prepare(StackedExtractors(assemble_extractors(files)))
     extractors.requires_grad_(False)
     dataset = ImageDataset(
         [manifest.absolute(r) for r in rows],

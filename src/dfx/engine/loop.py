@@ -161,7 +161,7 @@ def _train_epoch(model, loader, optimizer, scaler, loss_fn, runtime, progress, f
         if len(targets) == 0:
             progress.advance("batches")
             continue
-        inputs = inputs.to(runtime.device, non_blocking=True)
+        inputs = runtime.to_device(inputs)
         targets = targets.to(runtime.device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with runtime.autocast():
@@ -189,7 +189,7 @@ def evaluate_loss(model, loader, loss_fn, runtime, failures=None) -> tuple[float
                 _remember(failures, batch_failures)
             if len(targets) == 0:
                 continue
-            inputs = inputs.to(runtime.device, non_blocking=True)
+            inputs = runtime.to_device(inputs)
             targets = targets.to(runtime.device, non_blocking=True)
             with runtime.autocast():
                 logits = model(inputs)
