@@ -152,7 +152,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=50, help="fusion-head epochs")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the detector")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the detector and the fusion head"
+    )
     parser.add_argument(
         "--only", default=",".join(FIGURES), help="comma list of " + "/".join(FIGURES)
     )
@@ -230,6 +232,7 @@ def main() -> None:
                 device=args.device,
                 precision=args.precision,
                 workers=args.workers,
+                compile=args.compile,
             )
             result = train_fusion(make_manifest(root / "fusion"), paths, config, root / "f.pt")
             ratio = (

@@ -188,7 +188,7 @@ Precision = Annotated[
 Workers = Annotated[
     int | None,
     typer.Option(
-        "--workers", min=0, help="DataLoader worker processes (default: CPUs - 1, at most 8)."
+        "--workers", min=0, help="DataLoader worker processes (default: CPUs - 1, at most 16)."
     ),
 ]
 InferenceBatchSize = Annotated[

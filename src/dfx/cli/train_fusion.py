@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from dfx.cli.common import (
+    Compile,
     Device,
     Epochs,
     LearningRate,
@@ -65,6 +66,7 @@ def train_fusion_command(
     val_fraction: ValFraction = 0.2,
     device: Device = "auto",
     precision: Precision = "auto",
+    compile: Compile = False,
     workers: Workers = None,
     seed: Seed = 0,
     json_output: Annotated[
@@ -93,6 +95,7 @@ def train_fusion_command(
         device=device,
         precision=precision,
         workers=workers,
+        compile=compile,
     )
     loaded = read_manifest(manifest)
     with RichProgress() as progress:

@@ -132,5 +132,17 @@ def seed_everything(seed: int) -> None:
 
 
 def default_workers() -> int:
-    """DataLoader workers: leave one core for the main process, at most 8."""
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
+    """DataLoader workers: leave one usable core for the main process, at most 16.
+
+    A GPU evaluating ~2,500 images/s needs about that many decoding processes; a CPU does
+    not mind, as decoding is a small share of its work.
+    """
+    return max(0, min(16, usable_cpus() - 1))
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (affinity and container limits), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1

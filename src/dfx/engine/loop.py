@@ -43,7 +43,7 @@ class TrainSettings:
     precision: str = "auto"
     """Autocast precision: auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16."""
     workers: int | None = None
-    """DataLoader worker processes (None: one less than the CPU count, at most 8)."""
+    """DataLoader worker processes (None: one less than the CPU count, at most 16)."""
 
 
 def make_optimizer(parameters, settings: TrainSettings):
