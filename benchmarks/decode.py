@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from dfx.data.images import expand_inputs, load_rgb
 from dfx.data.transforms import Preprocessing
@@ -54,8 +55,6 @@ def main() -> None:
         preprocessing = detector.preprocessing
     megapixels = 0.0
     for f in files:
-        from PIL import Image
-
         with Image.open(f) as image:
             megapixels += image.width * image.height / 1e6
     print(f"files: {len(files)} ({megapixels:.1f} megapixels), inputs {preprocessing.resize} px")
