@@ -20,7 +20,7 @@ from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, load_model_file, load_wei
 from dfx.classes import CLASSES
 from dfx.data.dataset import Failure, ImageDataset, make_loader
 from dfx.data.perturbations import JpegCompression
-from dfx.engine.device import Runtime, resolve_runtime
+from dfx.engine.device import Runtime, default_workers, resolve_runtime
 from dfx.engine.inference import Outputs, run_network
 from dfx.errors import DfxError
 from dfx.limits import DEFAULT_MAX_PIXELS
@@ -81,12 +81,15 @@ class Detector:
             model_file.state_dict,
             f"the detector's {model_file.backbone} weights",
         )
-        self.network.to(runtime.device).eval()
+        runtime.prepare(self.network).eval()
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> Detector:
-        """Load a detector file written by ``dfx train-fusion``."""
-        return cls(load_model_file(path, DETECTOR_FORMAT), resolve_runtime(device, precision))
+    def load(
+        cls, path: str | Path, device: str = "auto", precision: str = "auto", compile: bool = False
+    ) -> Detector:
+        """Load a detector file written by ``dfx train-fusion`` (``compile``: torch.compile)."""
+        runtime = resolve_runtime(device, precision, compile)
+        return cls(load_model_file(path, DETECTOR_FORMAT), runtime)
 
     @property
     def threshold(self) -> float | None:
@@ -104,8 +107,8 @@ class Detector:
         *,
         targets: Sequence[int] | None = None,
         qf: int | None = None,
-        batch_size: int = 32,
-        workers: int = 0,
+        batch_size: int | None = None,
+        workers: int | None = None,
         progress: ProgressReporter | None = None,
         description: str = "classify",
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -113,9 +116,14 @@ class Detector:
         """Class probabilities (N, 3) of the readable images, optionally JPEG-compressed first.
 
         Files of more than ``max_pixels`` pixels are skipped as failures (None: no limit).
+        ``batch_size`` None: the device's default (32 on CPU, 256 on CUDA); ``workers`` None:
+        decoding processes from the CPU count, none when everything fits in one batch.
         """
         perturbation = JpegCompression(qf) if qf is not None else None
         dataset = ImageDataset(images, targets, self.preprocessing, perturbation, max_pixels)
+        batch_size = batch_size or self.runtime.default_batch_size()
+        if workers is None:
+            workers = default_workers() if len(dataset) > batch_size else 0
         loader = make_loader(dataset, batch_size, workers=workers, pin_memory=self.runtime.is_cuda)
         outputs = run_network(
             self.network, loader, self.runtime, progress=progress, description=description
@@ -128,8 +136,8 @@ class Detector:
         self,
         images: Sequence[ImageInput],
         *,
-        batch_size: int = 32,
-        workers: int = 0,
+        batch_size: int | None = None,
+        workers: int | None = None,
         progress: ProgressReporter | None = None,
         threshold: float | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -183,6 +191,8 @@ def _name(image: ImageInput, index: int) -> str:
     return str(image) if not isinstance(image, Image.Image) else f"<image #{index}>"
 
 
-def load_detector(path: str | Path, device: str = "auto", precision: str = "auto") -> Detector:
+def load_detector(
+    path: str | Path, device: str = "auto", precision: str = "auto", compile: bool = False
+) -> Detector:
     """Load a detector file; ``device`` is auto, cpu, cuda or cuda:N."""
-    return Detector.load(path, device, precision)
+    return Detector.load(path, device, precision, compile)

@@ -253,7 +253,17 @@ Precision = Annotated[
 Workers = Annotated[
     int | None,
     typer.Option(
-        "--workers", min=0, help="DataLoader worker processes (default: CPUs - 1, at most 8)."
+        "--workers", min=0, help="DataLoader worker processes (default: CPUs - 1, at most 16)."
+    ),
+]
+InferenceBatchSize = Annotated[
+    int | None,
+    typer.Option("--batch-size", min=1, help="Images per step (default: 32 on CPU, 256 on CUDA)."),
+]
+Compile = Annotated[
+    bool,
+    typer.Option(
+        "--compile", help="Compile the network with torch.compile (slow start, faster steps)."
     ),
 ]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for sampling, initialisation, shuffling.")]

@@ -10,7 +10,9 @@ import typer
 from dfx.cli.common import (
     EXIT_INPUT_FAILED,
     AllowChanged,
+    Compile,
     Device,
+    InferenceBatchSize,
     MaxPixels,
     Precision,
     RichProgress,
@@ -104,9 +106,10 @@ def evaluate_command(
             "accuracy for several sets) is lower.",
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per step.")] = 32,
+    batch_size: InferenceBatchSize = None,
     device: Device = "auto",
     precision: Precision = "auto",
+    compile: Compile = False,
     workers: Workers = None,
     seed: Seed = 0,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
@@ -114,7 +117,6 @@ def evaluate_command(
 ) -> None:
     """Evaluate a detector: 3-class and binary metrics, AP, AUC, EER, per-generator accuracy."""
     from dfx.api import load_detector
-    from dfx.engine.device import default_workers
     from dfx.engine.evaluation import evaluate, evaluate_sets
     from dfx.errors import DfxError
 
@@ -124,14 +126,14 @@ def evaluate_command(
     # The cheap checks of the data come first, so a typo fails before a model loads.
     sets, skipped = load_images(manifest, split, data, allow_changed)
     report_skipped(skipped)
-    detector = load_detector(model, device, precision)
+    detector = load_detector(model, device, precision, compile)
     options = {
         "qf": qf,
         "balanced": balanced,
         "seed": seed,
         "threshold": threshold,
         "batch_size": batch_size,
-        "workers": default_workers() if workers is None else workers,
+        "workers": workers,
         "max_pixels": max_pixels,
     }
     with RichProgress() as progress:

@@ -9,7 +9,9 @@ import typer
 
 from dfx.cli.common import (
     EXIT_INPUT_FAILED,
+    Compile,
     Device,
+    InferenceBatchSize,
     MaxPixels,
     Precision,
     RichProgress,
@@ -48,11 +50,12 @@ def predict_command(
     json_output: Annotated[
         bool, typer.Option("--json", help="One JSON object per input line on stdout.")
     ] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per step.")] = 32,
+    batch_size: InferenceBatchSize = None,
     threshold: ThresholdOption = None,
     device: Device = "auto",
     precision: Precision = "auto",
-    workers: Workers = 0,
+    compile: Compile = False,
+    workers: Workers = None,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Say whether images are real, GAN-generated or diffusion-generated."""
@@ -60,14 +63,15 @@ def predict_command(
     from dfx.data.images import expand_inputs
     from dfx.report import predictions_table, to_json
 
-    detector = load_detector(model, device, precision)
+    detector = load_detector(model, device, precision, compile)
     arguments = _read_stdin_paths(paths)
     inputs, problems = expand_inputs(arguments)
+    batch_size = batch_size or detector.runtime.default_batch_size()
     with RichProgress(enabled=len(inputs) > batch_size) as progress:
         predictions = detector.predict(
             inputs,
             batch_size=batch_size,
-            workers=workers or 0,
+            workers=workers,
             progress=progress,
             threshold=threshold,
             max_pixels=max_pixels,

@@ -9,6 +9,7 @@ import typer
 
 from dfx.cli.common import (
     AllowChanged,
+    Compile,
     Device,
     Epochs,
     LearningRate,
@@ -76,6 +77,7 @@ def train_fusion_command(
     val_fraction: ValFraction = 0.2,
     device: Device = "auto",
     precision: Precision = "auto",
+    compile: Compile = False,
     workers: Workers = None,
     seed: Seed = 0,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
@@ -108,6 +110,7 @@ def train_fusion_command(
         precision=precision,
         workers=workers,
         max_pixels=max_pixels,
+        compile=compile,
     )
     loaded = read_manifest(manifest, splits=("fusion",), allow_changed=allow_changed)
     report_manifest_checks(loaded)

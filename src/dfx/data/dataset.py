@@ -48,6 +48,10 @@ class ImageDataset(Dataset):
         self.targets = list(targets) if targets is not None else [-1] * len(self.images)
         self.transform = transform
         self.perturbation = perturbation
+        # Files may be shrunk while decoding when the next step is the resize; a perturbation
+        # (JPEG re-encoding) must see the image at its real size, so then they are not.
+        resize = getattr(transform, "resize", None)
+        self.decode_size = resize if perturbation is None and isinstance(resize, int) else None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -59,7 +63,7 @@ class ImageDataset(Dataset):
             if isinstance(source, Image.Image):
                 image = to_rgb(source)
             else:
-                image = load_rgb(source, self.max_pixels)
+                image = load_rgb(source, self.max_pixels, target_size=self.decode_size)
             return self.make_input(image), self.targets[index], index
         except (ImageReadError, OSError, ValueError) as error:
             name = str(source) if not isinstance(source, Image.Image) else f"image #{index}"
@@ -90,6 +94,8 @@ class VariantDataset(ImageDataset):
     ) -> None:
         super().__init__(images, targets, transform, max_pixels=max_pixels)
         self.perturbations = list(perturbations)
+        # Perturbations (JPEG above all) must see each image at its stored size.
+        self.decode_size = None
 
     def make_input(self, image: Image.Image) -> torch.Tensor:
         """The (V, C, H, W) stack of the image's perturbed variants."""

@@ -138,7 +138,7 @@ def train_base(
             seed=config.seed,
         )
 
-    network = build_network(spec.name, config.weights, config.image_size).to(runtime.device)
+    network = runtime.prepare(build_network(spec.name, config.weights, config.image_size))
     optimizer, scheduler = make_optimizer(network.parameters(), config)
     out_dir = Path(out_dir)
     history_path = out_dir / f"{target}.history.jsonl"

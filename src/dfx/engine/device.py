@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import random
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from dfx.errors import DfxError
 
@@ -21,6 +24,10 @@ class Runtime:
     """The torch device."""
     amp_dtype: torch.dtype | None
     """Autocast dtype (None: full fp32)."""
+    channels_last: bool = False
+    """Keep image tensors and conv weights channels-last (CUDA: tensor-core convolutions)."""
+    compile: bool = False
+    """Compile networks with ``torch.compile`` before the first forward pass."""
 
     @property
     def is_cuda(self) -> bool:
@@ -33,9 +40,34 @@ class Runtime:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def prepare(self, network: nn.Module) -> nn.Module:
+        """Move ``network`` to the device in the chosen layout, compiled if asked (in place).
 
-def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
-    """Parse ``--device`` (auto, cpu, cuda[:N], mps) and ``--precision``."""
+        ``nn.Module.compile`` keeps the module and its state-dict keys, so training code and
+        checkpoints do not notice the compilation.
+        """
+        network.to(self.device)
+        if self.channels_last:
+            network.to(memory_format=torch.channels_last)  # only 4-D weights change
+        if self.compile:
+            network.compile()
+        return network
+
+    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Copy a batch to the device, without blocking from pinned memory, in the layout."""
+        if self.channels_last and tensor.dim() == 4:
+            return tensor.to(self.device, non_blocking=True, memory_format=torch.channels_last)
+        return tensor.to(self.device, non_blocking=True)
+
+    def default_batch_size(self) -> int:
+        """Images per inference step when the user gives none: larger where memory is."""
+        return 256 if self.is_cuda else 32
+
+
+def resolve_runtime(
+    device: str = "auto", precision: str = "auto", compile: bool = False
+) -> Runtime:
+    """Parse ``--device`` (auto, cpu, cuda[:N], mps), ``--precision`` and ``--compile``."""
     name = device.strip().lower()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -54,7 +86,30 @@ def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
         raise DfxError(f"--device {device}: MPS is not available on this machine.")
     elif chosen.type not in ("cpu", "cuda", "mps"):
         raise DfxError(f"--device {device!r} is not supported; use auto, cpu or cuda[:N].")
-    return Runtime(chosen, _amp_dtype(chosen, precision))
+    if compile:
+        _check_compile(chosen)
+    if chosen.type == "cuda":
+        # Fixed input sizes: let cuDNN time its algorithms once and keep the fastest.
+        torch.backends.cudnn.benchmark = True
+    return Runtime(
+        chosen, _amp_dtype(chosen, precision), channels_last=chosen.type == "cuda", compile=compile
+    )
+
+
+def _check_compile(device: torch.device) -> None:
+    """Fail up front, in one sentence, where ``torch.compile`` cannot work."""
+    import torch._dynamo
+
+    if not torch._dynamo.is_dynamo_supported():
+        raise DfxError("--compile: torch.compile does not support this Python; leave it out.")
+    if device.type == "cpu" and not any(
+        shutil.which(name) for name in (os.environ.get("CXX", "g++"), "c++", "clang++")
+    ):
+        raise DfxError("--compile on CPU needs a C++ compiler (g++ or clang++); none was found.")
+    if device.type == "cuda" and importlib.util.find_spec("triton") is None:
+        raise DfxError("--compile on CUDA needs the triton package; install it or leave it out.")
+    if device.type == "mps":
+        raise DfxError("--compile is not supported on MPS; leave it out.")
 
 
 def _amp_dtype(device: torch.device, precision: str) -> torch.dtype | None:
@@ -77,5 +132,17 @@ def seed_everything(seed: int) -> None:
 
 
 def default_workers() -> int:
-    """DataLoader workers: leave one core for the main process, at most 8."""
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
+    """DataLoader workers: leave one usable core for the main process, at most 16.
+
+    A GPU evaluating ~2,500 images/s needs about that many decoding processes; a CPU does
+    not mind, as decoding is a small share of its work.
+    """
+    return max(0, min(16, usable_cpus() - 1))
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (affinity and container limits), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +42,8 @@ class FusionTrainConfig(TrainSettings):
 
     extract_batch_size: int = 64
     """Images per step during feature extraction."""
+    compile: bool = False
+    """Compile the fusion head with torch.compile (it runs every epoch; extraction runs once)."""
 
 
 @dataclass
@@ -145,7 +148,7 @@ def train_fusion(
     spec = get_spec(reference.backbone)
     if spec.feature_dim < min_feature_dim():
         raise DfxError(f"backbone {spec.name} has too few features for the fusion head.")
-    runtime = resolve_runtime(config.device, config.precision)
+    runtime = resolve_runtime(config.device, config.precision, config.compile)
     workers = default_workers() if config.workers is None else config.workers
     seed_everything(config.seed)
 
@@ -153,7 +156,10 @@ def train_fusion(
     missing = [name for name in CLASSES if not any(r.label == name for r in rows)]
     if missing:
         raise DfxError(f"the manifest's fusion split has no {', '.join(missing)} images.")
-    extractors = StackedExtractors(assemble_extractors(files)).to(runtime.device)
+    # Compiling the backbones would cost more than the one pass over the images it speeds up.
+    extractors = dataclasses.replace(runtime, compile=False).prepare(
+        StackedExtractors(assemble_extractors(files))
+    )
     extractors.requires_grad_(False)
     dataset = ImageDataset(
         [manifest.absolute(r) for r in rows],
@@ -187,7 +193,7 @@ def train_fusion(
             features[index], targets[index], config.batch_size, shuffle=shuffle, seed=config.seed
         )
 
-    head = FusionHead(len(CLASSES)).to(runtime.device)
+    head = runtime.prepare(FusionHead(len(CLASSES)))
     optimizer, scheduler = make_optimizer(head.parameters(), config)
     out = Path(out)
     history_path = out.with_suffix(".history.jsonl")

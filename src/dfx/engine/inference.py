@@ -47,7 +47,7 @@ def run_network(
             failures.extend(batch_failures)
             if len(batch_targets):
                 with runtime.autocast():
-                    output = network(inputs.to(runtime.device, non_blocking=True))
+                    output = network(runtime.to_device(inputs))
                 values.append(output.float().cpu())
                 indices.append(batch.indices)
                 targets.append(batch_targets)

@@ -54,7 +54,7 @@ class TrainSettings:
     precision: str = "auto"
     """Autocast precision: auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16."""
     workers: int | None = None
-    """DataLoader worker processes (None: one less than the CPU count, at most 8)."""
+    """DataLoader worker processes (None: one less than the usable CPUs, at most 16)."""
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     """Images with more pixels are skipped as possible decompression bombs (None: no limit)."""
 
@@ -264,7 +264,7 @@ def _train_epoch(model, loader, optimizer, scaler, loss_fn, runtime, progress, f
         if len(targets) == 0:
             progress.advance("batches")
             continue
-        inputs = inputs.to(runtime.device, non_blocking=True)
+        inputs = runtime.to_device(inputs)
         targets = targets.to(runtime.device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with runtime.autocast():
@@ -292,7 +292,7 @@ def evaluate_loss(model, loader, loss_fn, runtime, failures=None) -> tuple[float
                 _remember(failures, batch_failures)
             if len(targets) == 0:
                 continue
-            inputs = inputs.to(runtime.device, non_blocking=True)
+            inputs = runtime.to_device(inputs)
             targets = targets.to(runtime.device, non_blocking=True)
             with runtime.autocast():
                 logits = model(inputs)
