@@ -24,7 +24,7 @@ from dfx.data.transforms import JpegCompression, Preprocessing
 from dfx.engine.device import Runtime, resolve_runtime
 from dfx.errors import DfxError
 
-COMMANDS = ("demo", "split", "train-base", "train-fusion", "evaluate", "predict", "backbones")
+COMMANDS = tuple(command.name for command in app.registered_commands)
 
 HELP_PROBE = """
 import sys
