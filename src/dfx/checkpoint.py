@@ -87,18 +87,28 @@ def save_model_file(model_file: ModelFile, path: str | Path) -> Path:
     return path
 
 
+def safe_load(path: str | Path, what: str, hint: str = "") -> object:
+    """``torch.load`` with ``weights_only=True``: plain data and tensors, never pickled code.
+
+    A file that needs anything else (a pickled class, a function call) or is not a torch
+    file fails with one sentence saying it is not ``what``; ``hint`` is added before the
+    reason.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DfxError(
+            f"{path} is not {what} that loads safely (weights only{hint}): {reason}."
+        ) from error
+
+
 def load_model_file(path: str | Path, expected: str) -> ModelFile:
     """Read a model file of the ``expected`` format, failing with one sentence otherwise."""
     path = Path(path)
     if not path.is_file():
         raise DfxError(f"model file {path} does not exist.")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise DfxError(
-            f"{path} is not a dfx model file that loads safely (weights only): "
-            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}."
-        ) from error
+    payload = safe_load(path, "a dfx model file")
     if not isinstance(payload, dict) or payload.get("format") not in _DESCRIPTIONS:
         raise DfxError(f"{path} is not a dfx model file (no dfx format marker).")
     if payload["format"] != expected:

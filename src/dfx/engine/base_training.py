@@ -24,8 +24,8 @@ from dfx.progress import ProgressReporter, or_null
 
 
 @dataclass
-class BaseTrainConfig(TrainSettings):
-    """Settings of base-model training (defaults: the official release's)."""
+class BackboneTrainSettings(TrainSettings):
+    """Settings of training a whole backbone on images (defaults: the official release's)."""
 
     backbone: str = "densenet121"
     """Backbone registry name."""
@@ -33,10 +33,16 @@ class BaseTrainConfig(TrainSettings):
     """Initial weights: imagenet, none, or a state-dict file."""
     image_size: int | None = None
     """Input side override (None: the backbone's default, 256)."""
+    eval_batch_size: int = 64
+    """Images per step when measuring metrics after training."""
+
+
+@dataclass
+class BaseTrainConfig(BackboneTrainSettings):
+    """Settings of base-model training (defaults: the official release's)."""
+
     negative_fraction: float = 0.1
     """Share of the training set drawn from the other two classes (paper: 90:10)."""
-    eval_batch_size: int = 64
-    """Images per step when measuring test metrics."""
 
 
 @dataclass

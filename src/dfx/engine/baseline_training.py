@@ -22,10 +22,11 @@ from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, save_model_file
 from dfx.classes import CLASSES, class_index
 from dfx.data.dataset import Failure, ImageDataset, make_loader
 from dfx.data.manifest import Manifest, ManifestRow
+from dfx.engine.base_training import BackboneTrainSettings
 from dfx.engine.device import default_workers, resolve_runtime, seed_everything
 from dfx.engine.fusion_training import class_weights, validation_report
 from dfx.engine.inference import run_network
-from dfx.engine.loop import TrainSettings, fit, make_optimizer, rows_digest
+from dfx.engine.loop import fit, make_optimizer, rows_digest
 from dfx.engine.sampling import holdout_split
 from dfx.errors import DfxError
 from dfx.models.backbones import build_network, get_spec
@@ -36,17 +37,8 @@ TRAIN_ROLES: tuple[str, ...] = ("base", "fusion")
 
 
 @dataclass
-class BaselineTrainConfig(TrainSettings):
+class BaselineTrainConfig(BackboneTrainSettings):
     """Settings of baseline training (defaults: the official release's)."""
-
-    backbone: str = "densenet121"
-    """Backbone registry name."""
-    weights: str = "imagenet"
-    """Initial weights: imagenet, none, or a state-dict file."""
-    image_size: int | None = None
-    """Input side override (None: the backbone's default, 256)."""
-    eval_batch_size: int = 64
-    """Images per step when measuring validation metrics."""
 
 
 @dataclass

@@ -15,6 +15,7 @@ import torch
 
 from dfx._version import __version__
 from dfx.atomic import atomic_write
+from dfx.checkpoint import safe_load
 from dfx.errors import DfxError
 
 STATE_FORMAT = "dfx-train-state"
@@ -112,13 +113,7 @@ def save_state(state: TrainState, path: Path) -> None:
 
 def load_state(path: Path) -> TrainState:
     """Read a state file written by :func:`save_state`, failing with one sentence otherwise."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise DfxError(
-            f"{path} is not a dfx training state that loads safely (weights only): "
-            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}."
-        ) from error
+    payload = safe_load(path, "a dfx training state")
     if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
         raise DfxError(f"{path} is not a dfx training-state file.")
     if payload.get("format_version") != STATE_FORMAT_VERSION:

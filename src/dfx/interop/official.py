@@ -22,7 +22,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from dfx.checkpoint import BASE_FORMAT, DETECTOR_FORMAT, ModelFile, save_model_file
+from dfx.checkpoint import (
+    BASE_FORMAT,
+    DETECTOR_FORMAT,
+    ModelFile,
+    safe_load,
+    save_model_file,
+)
 from dfx.classes import CLASSES
 from dfx.errors import DfxError
 from dfx.models.backbones import build_network, get_spec
@@ -85,14 +91,11 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise DfxError(f"{path} does not exist.")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DfxError(
-            f"{path} is not a PyTorch state dict that loads safely (weights only; a whole "
-            f"pickled model must be re-saved as model.state_dict()): {reason}."
-        ) from error
+    loaded = safe_load(
+        path,
+        "a PyTorch state dict",
+        "; a whole pickled model must be re-saved as model.state_dict()",
+    )
     if isinstance(loaded, dict) and loaded.get("format") in (BASE_FORMAT, DETECTOR_FORMAT):
         raise DfxError(f"{path} is already a dfx model file ({loaded['format']}); use it as is.")
     for key in WRAPPER_KEYS:
