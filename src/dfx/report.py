@@ -207,13 +207,19 @@ def to_json(data, indent: int | None = 2) -> str:
     return json.dumps(_clean(data), indent=indent)
 
 
-def flatten(record: dict, prefix: str = "") -> dict:
-    """Scalar fields of a nested dict under dotted names; lists and empty values are left out."""
+def flatten(record: dict, prefix: str = "", sections: tuple[str, ...] = ("multiclass",)) -> dict:
+    """Scalar fields of a nested dict under dotted names; lists are left out.
+
+    A section that is None (``multiclass`` of real/fake-only data) is left out too, so that
+    its name does not become a column beside its fields from other records.
+    """
     flat: dict = {}
     for key, value in record.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat |= flatten(value, f"{name}.")
+            flat |= flatten(value, f"{name}.", sections)
+        elif value is None and key in sections:
+            continue
         elif not isinstance(value, (list, tuple)):
             flat[name] = value
     return flat
