@@ -354,6 +354,19 @@ def test_predict_reads_paths_from_stdin_and_model_from_env(trained, images):
     assert table.exit_code == 0 and "p_fake" in table.stdout
 
 
+def test_device_out_of_memory_is_a_user_error(trained, images, monkeypatch):
+    import torch
+
+    from dfx.api import Detector
+
+    def exhausted(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Detector, "run", exhausted)
+    result = invoke("predict", "--model", trained["model"], images["good"][0])
+    assert_user_error(result, "ran out of memory", "--batch-size")
+
+
 def test_predict_errors(tmp_path, images):
     assert_user_error(
         invoke("predict", "--model", tmp_path / "nope.pt", images["good"][0]), "does not exist"

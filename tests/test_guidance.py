@@ -143,3 +143,18 @@ def test_guidance_result_from_the_library(official_data, tmp_path):
     ]
     assert result.rows == 1 and not result.left_out and not result.model_mismatches
     assert len(result.unlisted) == 8
+
+
+def test_absolute_paths_through_a_symlinked_data_folder(official_data, tmp_path):
+    linked = tmp_path / "linked"
+    linked.symlink_to(official_data.resolve(), target_is_directory=True)
+    rows = [
+        ("0", f"{linked}/gan_generated/StyleGAN2/0002.png", ""),  # DATA as the user names it
+        ("2", f"{official_data.resolve()}/real/FFHQ/0001.png", ""),  # DATA resolved
+    ]
+    result = manifest_from_guidance(write_guidance(tmp_path / "g.csv", rows), linked)
+    assert not result.left_out, result.left_out
+    assert sorted((r.path, r.split) for r in result.manifest.rows) == [
+        ("gan_generated/StyleGAN2/0002.png", "base"),
+        ("real/FFHQ/0001.png", "test"),
+    ]

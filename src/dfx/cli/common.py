@@ -83,6 +83,11 @@ def handle_errors(command):
         except Exception as error:  # a bug: say so in one line, traceback with --debug
             if Settings.debug:
                 traceback.print_exc()
+            if type(error).__name__ == "OutOfMemoryError":  # torch's, CUDA or other devices
+                raise fail(
+                    "the device ran out of memory; use a smaller --batch-size "
+                    "(or --precision bf16/fp16 on a GPU)."
+                ) from None
             raise fail(
                 f"internal error {type(error).__name__}: {error} (run with --debug for details).",
                 EXIT_INTERNAL,

@@ -74,7 +74,12 @@ PlotOpt = Annotated[
     Path | None, typer.Option("--plot", help="Write accuracy per row as a PNG plot to FILE.")
 ]
 BatchOpt = Annotated[
-    int, typer.Option("--batch-size", min=1, help="Network inputs (images × variants) per step.")
+    int | None,
+    typer.Option(
+        "--batch-size",
+        min=1,
+        help="Network inputs (images × variants) per step (default: 32 on CPU, 256 on CUDA).",
+    ),
 ]
 
 
@@ -93,7 +98,7 @@ def jpeg_robustness_command(
     json_path: JsonOpt = None,
     csv_path: CsvOpt = None,
     plot: PlotOpt = None,
-    batch_size: BatchOpt = 32,
+    batch_size: BatchOpt = None,
     device: Device = "auto",
     precision: Precision = "auto",
     workers: Workers = None,
@@ -147,7 +152,7 @@ def robustness_command(
     json_path: JsonOpt = None,
     csv_path: CsvOpt = None,
     plot: PlotOpt = None,
-    batch_size: BatchOpt = 32,
+    batch_size: BatchOpt = None,
     device: Device = "auto",
     precision: Precision = "auto",
     workers: Workers = None,
@@ -194,7 +199,7 @@ def _run(
     json_path: str | None,
     csv_path: str | None,
     plot: Path | None,
-    batch_size: int,
+    batch_size: int | None,
     device: str,
     precision: str,
     workers: int | None,

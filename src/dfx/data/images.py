@@ -143,7 +143,7 @@ def request_draft(opened: Image.Image, target_size: int) -> None:
     Decoding at reduced scale skips most of the inverse DCT work; Pillow picks the largest
     reduction that keeps the requested size, so small files are decoded as usual.
     """
-    if opened.format == "JPEG":
+    if opened.format in ("JPEG", "MPO"):  # MPO: the multi-picture JPEG of many phones
         side = SHRINK_MARGIN * target_size
         opened.draft(opened.mode, (side, side))
 

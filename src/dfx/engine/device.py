@@ -117,7 +117,9 @@ def _amp_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     if precision == "auto":
         if device.type != "cuda":
             return None  # CPUs train in fp32: exact, and what the tests pin down.
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # Native bf16 (tensor cores) from Ampere on; older GPUs only emulate it, slowly.
+        native_bf16 = torch.cuda.get_device_capability(device) >= (8, 0)
+        return torch.bfloat16 if native_bf16 else torch.float16
     table = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in table:
         raise DfxError(f"--precision {precision!r} is not one of auto, fp32, bf16, fp16.")
@@ -141,7 +143,7 @@ def default_workers() -> int:
 
 
 def usable_cpus() -> int:
-    """CPUs this process may run on (affinity and container limits), at least 1."""
+    """CPUs this process may run on (its CPU affinity), at least 1."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS, Windows

@@ -105,15 +105,16 @@ def robustness(
     balanced: bool = True,
     seed: int = 0,
     threshold: float | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     workers: int = 0,
     progress: ProgressReporter | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> RobustnessResult:
     """Measure ``detector`` on ``images`` raw and under each perturbation, in one pass.
 
-    ``batch_size`` counts network inputs, so a step reads ``batch_size // (1 + len(perturbations))``
-    images (at least one). ``threshold`` overrides the detector's calibrated one.
+    ``batch_size`` counts network inputs (None: the device's default, 32 on CPU, 256 on
+    CUDA), so a step reads ``batch_size // (1 + len(perturbations))`` images, at least one.
+    ``threshold`` overrides the detector's calibrated one.
     """
     variants: list[Perturbation] = [Raw(), *(p for p in perturbations if p != Raw())]
     chosen_threshold = resolve_threshold(detector, threshold)
@@ -127,7 +128,7 @@ def robustness(
     )
     loader = make_loader(
         dataset,
-        max(1, batch_size // len(variants)),
+        max(1, (batch_size or detector.runtime.default_batch_size()) // len(variants)),
         workers=workers,
         pin_memory=detector.runtime.is_cuda,
     )

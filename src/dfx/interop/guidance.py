@@ -60,12 +60,14 @@ def manifest_from_guidance(guidance: str | Path, data: str | Path) -> GuidanceRe
         raise DfxError(f"data folder {data} does not exist or is not a folder.")
     entries = _read_rows(guidance)
     root = data.resolve()
+    # Absolute guidance paths may name DATA as given (through a symlink) or resolved.
+    bases = (root, Path(os.path.abspath(data)))
     roles: dict[str, str] = {}
     models: dict[str, tuple[int, str, str]] = {}
     left_out: list[GuidanceIssue] = []
     for line, raw_label, image_path, model in entries:
         role = _role(raw_label)
-        relative = _relative(image_path, root)
+        relative = _relative(image_path, root, bases)
         if role is None:
             reason = f"label {raw_label!r} is not 0 (base), 1 (fusion) or 2 (test)"
         elif relative is None:
@@ -144,16 +146,20 @@ def _role(text: str) -> str | None:
     return GUIDANCE_ROLES.get(int(number)) if number.is_integer() else None
 
 
-def _relative(image_path: str, root: Path) -> str | None:
-    """The path relative to DATA with forward slashes, or None when it leads outside DATA."""
+def _relative(image_path: str, root: Path, bases: tuple[Path, ...]) -> str | None:
+    """The path relative to DATA with forward slashes, or None when it leads outside DATA.
+
+    An absolute path counts as under DATA when it is below one of ``bases`` (DATA as given
+    and resolved), as written or with its own symlinks resolved.
+    """
     text = image_path.replace("\\", "/")
     if not text:
         return None
     if Path(text).is_absolute() or text.startswith("/"):
-        normal = Path(os.path.normpath(text))
-        for base in (root, root.absolute()):
-            if normal.is_relative_to(base):
-                return normal.relative_to(base).as_posix()
+        for normal in (Path(os.path.normpath(text)), Path(os.path.realpath(text))):
+            for base in bases:
+                if normal.is_relative_to(base):
+                    return normal.relative_to(base).as_posix()
         inside = text.lstrip("/")
         # The release's form: DATA-relative with a leading '/' (its paths start at a class folder).
         first = PurePosixPath(inside).parts[:1]
