@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,32 @@ def test_killed_process_leaves_the_old_file_and_its_litter_is_cleaned(tmp_path, 
         handle.write(b"newer")
     assert target.read_bytes() == b"newer"
     assert leftovers(tmp_path) == []
+
+
+def test_atomic_write_follows_symlinks_and_streams_into_pipes(tmp_path):
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    with atomic_write(link) as handle:
+        handle.write("new")
+    assert link.is_symlink() and real.read_text() == "new"
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this system")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    with atomic_write(fifo) as handle:
+        handle.write("through the pipe")
+    reader.join(timeout=10)
+    assert received == ["through the pipe"] and fifo.exists() and not fifo.is_file()
+
+    with pytest.raises(IsADirectoryError):
+        with atomic_write(tmp_path) as handle:
+            handle.write("never")
 
 
 def test_every_writer_goes_through_atomic_write():

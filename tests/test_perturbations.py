@@ -74,6 +74,9 @@ def test_official_blur_kernels_have_sigma_4_and_mirror_modes():
         ("blurk:4", "odd"),
         ("resize:0", "0.05 to 8"),
         ("mirror:x", "mirror takes h"),
+        ("jpeg:nan", "finite"),
+        ("blurk:inf", "finite"),
+        ("rotate:-inf", "finite"),
     ],
 )
 def test_bad_specs_fail_with_one_sentence(spec, fragment):

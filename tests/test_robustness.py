@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 import dfx
+from dfx.report import METRIC_COLUMNS
 from tests.test_cli import assert_user_error, invoke
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -125,6 +126,8 @@ def test_robustness_spec_rows_and_csv_to_stdout(trained):
         "rotate:45",
     ]
     assert [line.split(",")[1] for line in lines[1:]] == ["", "60", "", "", ""]
+    # Every metric column is there, in a fixed order, whatever the data defines.
+    assert lines[0].split(",")[-len(METRIC_COLUMNS) :] == list(METRIC_COLUMNS)
 
 
 def test_robustness_errors(trained):
@@ -139,6 +142,22 @@ def test_robustness_errors(trained):
         "jpeg-robustness", "--model", trained["model"], "-m", trained["manifest"], "--qf", "0"
     )
     assert bad_qf.exit_code == 2
+
+
+def test_unwritable_outputs_fail_before_any_work(trained, tmp_path, monkeypatch):
+    import dfx.api
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the outputs were checked")
+
+    monkeypatch.setattr(dfx.api, "load_detector", must_not_load)
+    source = ["--model", trained["model"], "-m", trained["manifest"]]
+    assert_user_error(
+        invoke("jpeg-robustness", *source, "--csv", tmp_path), f"cannot write {tmp_path}"
+    )
+    a_file = tmp_path / "taken"
+    a_file.write_text("")
+    assert_user_error(invoke("evaluate", *source, "--plots", a_file), "a folder is needed")
 
 
 def test_evaluate_plots_and_threshold_override(trained, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
 import tempfile
@@ -16,17 +17,26 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file next to ``path``; on success it replaces ``path`` in one step.
 
     A crash at any moment leaves the previous complete file or none, never a truncated one.
+    Symlinks are followed; devices and pipes (``/dev/stdout``, a FIFO) are written directly.
     The temporary file is named ``.<name>.<pid>.<random>``; one left behind by a killed
     process is removed by the next successful write of the same file.
     """
-    target = Path(path)
+    # A symlink is written through, to the file it names, and stays a symlink.
+    target = Path(os.path.realpath(path))
+    encoding = None if "b" in mode else "utf-8"
+    newline = None if "b" in mode else ""
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "it is a folder", str(path))
+    if target.exists() and not target.is_file():
+        # A device or a pipe (/dev/stdout, a FIFO) cannot be renamed over: stream into it.
+        with open(target, mode, encoding=encoding, newline=newline) as handle:
+            yield handle
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(
         prefix=f".{target.name}.{os.getpid()}.", dir=target.parent
     )
     try:
-        encoding = None if "b" in mode else "utf-8"
-        newline = None if "b" in mode else ""
         with os.fdopen(descriptor, mode, encoding=encoding, newline=newline) as handle:
             yield handle
             handle.flush()

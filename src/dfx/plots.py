@@ -31,7 +31,7 @@ def save_png(figure, path: str | Path) -> Path:
 
 def robustness_plot(rows: list[dict], path: str | Path, title: str) -> Path:
     """Accuracy (3-class where available, and binary) for each row of a robustness run."""
-    labels = [_axis_label(row) for row in rows]
+    labels = [_axis_label(row, _all_jpeg(rows)) for row in rows]
     positions = np.arange(len(rows))
     figure = _figure(max(5.0, 0.6 * len(rows) + 2), 4.0)
     axes = figure.add_subplot()
@@ -57,8 +57,9 @@ def _all_jpeg(rows: list[dict]) -> bool:
     return all(row["qf"] is not None for row in rows[1:])
 
 
-def _axis_label(row: dict) -> str:
-    if row["qf"] is not None:
+def _axis_label(row: dict, all_jpeg: bool) -> str:
+    # A bare quality factor only reads right on an axis titled "JPEG quality factor".
+    if all_jpeg and row["qf"] is not None:
         return str(row["qf"])
     return row["perturbation"]
 

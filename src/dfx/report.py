@@ -225,11 +225,43 @@ def flatten(record: dict, prefix: str = "", sections: tuple[str, ...] = ("multic
     return flat
 
 
+METRIC_COLUMNS: tuple[str, ...] = (
+    "multiclass.accuracy",
+    "multiclass.f1_macro",
+    *(
+        f"binary.{key}"
+        for key in (
+            "accuracy",
+            "f1",
+            "balanced_accuracy",
+            "real_accuracy",
+            "fake_accuracy",
+            "ap",
+            "auc",
+            "eer",
+            "at_threshold.threshold",
+            "at_threshold.accuracy",
+            "at_threshold.f1",
+            "at_threshold.balanced_accuracy",
+            "at_threshold.real_accuracy",
+            "at_threshold.fake_accuracy",
+        )
+    ),
+)
+"""The metric columns of evaluation and robustness CSV files, always present, in this order."""
+
+
 def to_csv(records: list[dict]) -> str:
-    """CSV text, one line per record, columns the union of the records' keys (first-seen order)."""
-    columns: list[str] = []
+    """CSV text, one line per record (flattened metric records).
+
+    Columns: the records' other keys (first-seen order), then every :data:`METRIC_COLUMNS`
+    entry whether or not the data defines it, so that files from different data sets line
+    up; undefined cells are empty.
+    """
+    seen: list[str] = []
     for record in records:
-        columns.extend(key for key in record if key not in columns)
+        seen.extend(key for key in record if key not in seen)
+    columns = [key for key in seen if key not in METRIC_COLUMNS] + list(METRIC_COLUMNS)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

@@ -18,14 +18,15 @@ from dfx.cli.common import (
     RichProgress,
     Seed,
     Workers,
+    check_outputs,
     exit_if_failures,
     fail,
     handle_errors,
-    print_json,
     report_failures,
     report_manifest_checks,
     report_skipped,
     stdout,
+    write_outputs,
 )
 from dfx.limits import DEFAULT_MAX_PIXELS
 
@@ -123,6 +124,7 @@ def evaluate_command(
     if json_path == "-" and csv_path == "-":
         raise DfxError("--json - and --csv - cannot both write to stdout.")
     data = list(data or [])
+    check_outputs([json_path, csv_path], plots)
     # The cheap checks of the data come first, so a typo fails before a model loads.
     sets, skipped = load_images(manifest, split, data, allow_changed)
     report_skipped(skipped)
@@ -189,24 +191,6 @@ def _headline_row(document: dict) -> dict:
     return flatten(kept)
 
 
-def _write_outputs(document: dict, rows: list[dict], json_path, csv_path) -> tuple[list, bool]:
-    """Write JSON/CSV files or stdout; returns (files written, whether stdout was used)."""
-    from dfx.report import to_csv, to_json, write_json, write_text
-
-    written = []
-    if json_path not in (None, "-"):
-        written.append(write_json(document, json_path))
-    if csv_path not in (None, "-"):
-        written.append(write_text(to_csv(rows), csv_path))
-    if json_path == "-":
-        print_json(to_json(document))
-        return written, True
-    if csv_path == "-":
-        print_json(to_csv(rows).rstrip("\n"))
-        return written, True
-    return written, False
-
-
 def render_evaluation(result, json_path: str | None, csv_path=None, plots=None) -> None:
     """Tables on stdout, unless JSON or CSV goes to stdout; JSON, CSV and plots if asked."""
     from dfx.report import confusion_table, forensic_table, per_generator_table, summary_table
@@ -217,7 +201,7 @@ def render_evaluation(result, json_path: str | None, csv_path=None, plots=None) 
         from dfx.plots import evaluation_plots
 
         written += evaluation_plots(result, plots)
-    files, used_stdout = _write_outputs(document, [_headline_row(document)], json_path, csv_path)
+    files, used_stdout = write_outputs(document, [_headline_row(document)], json_path, csv_path)
     written += files
     if used_stdout:
         return
@@ -253,7 +237,7 @@ def render_generalization(result, json_path, csv_path, plots) -> None:
         {"name": entry["name"], "data": entry["data"]} | _headline_row(entry)
         for entry in document["sets"]
     ]
-    files, used_stdout = _write_outputs(document, rows, json_path, csv_path)
+    files, used_stdout = write_outputs(document, rows, json_path, csv_path)
     written += files
     if used_stdout:
         return

@@ -15,12 +15,13 @@ from dfx.cli.common import (
     RichProgress,
     Seed,
     Workers,
+    check_outputs,
     exit_if_failures,
     handle_errors,
-    print_json,
     report_failures,
     report_skipped,
     stdout,
+    write_outputs,
 )
 from dfx.cli.evaluate import ModelOption, ThresholdOption
 from dfx.limits import DEFAULT_MAX_PIXELS
@@ -216,8 +217,7 @@ def _run(
 
     if json_path == "-" and csv_path == "-":
         raise DfxError("--json - and --csv - cannot both write to stdout.")
-    if manifest is not None and data is not None:
-        raise DfxError("give exactly one of --manifest FILE or --data DIR.")
+    check_outputs([json_path, csv_path, plot])
     images, skipped = load_images(
         manifest, split, [data] if data is not None else [], allow_changed
     )
@@ -243,35 +243,19 @@ def _run(
 
 def render_robustness(result, title: str, json_path, csv_path, plot) -> None:
     """Tables on stdout (unless JSON or CSV goes there); JSON, CSV and plot files if asked."""
-    from dfx.report import (
-        flatten,
-        forensic_table,
-        summary_table,
-        to_csv,
-        to_json,
-        write_json,
-        write_text,
-    )
+    from dfx.report import flatten, forensic_table, summary_table
 
     document = result.to_dict()
     written = []
-    if json_path not in (None, "-"):
-        written.append(write_json(document, json_path))
-    csv_text = None
-    if csv_path is not None:
-        csv_text = to_csv([flatten(_csv_row(row)) for row in document["rows"]])
-        if csv_path != "-":
-            written.append(write_text(csv_text, csv_path))
     if plot is not None:
         from dfx.plots import robustness_plot
 
         n = result.rows[0].n
         written.append(robustness_plot(document["rows"], plot, f"{title} (n = {n})"))
-    if json_path == "-":
-        print_json(to_json(document))
-        return
-    if csv_path == "-":
-        print_json(csv_text.rstrip("\n"))
+    rows = [flatten(_csv_row(row)) for row in document["rows"]]
+    files, used_stdout = write_outputs(document, rows, json_path, csv_path)
+    written += files
+    if used_stdout:
         return
     console = stdout()
     counts = ", ".join(f"{n} {label}" for label, n in result.counts.items())

@@ -213,6 +213,7 @@ def _make(kind: str, text: str, token: str) -> Perturbation:
         value = float(text)
     except ValueError:
         raise DfxError(f"perturbation {token!r}: {text!r} is not a number; {SPEC_HELP}.") from None
+    _check(math.isfinite(value), token, "values are finite numbers")
     if kind == "jpeg":
         _check(value == int(value) and 1 <= value <= 100, token, "a JPEG quality is 1 to 100")
         return JpegCompression(int(value))
@@ -225,7 +226,6 @@ def _make(kind: str, text: str, token: str) -> Perturbation:
     if kind == "resize":
         _check(0.05 <= value <= 8, token, "a resize factor is 0.05 to 8")
         return Rescale(value)
-    _check(math.isfinite(value), token, "an angle is a finite number of degrees")
     return Rotate(value)
 
 
