@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
 import re
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dfx.data.images import load_rgb, not_an_image
+from dfx.data.images import expand_inputs, load_rgb, not_an_image
 from dfx.data.layout import scan_dataset
 from dfx.errors import ImageReadError
 from tests import awkward
@@ -111,6 +112,38 @@ def test_folder_scan_survives_a_symlink_cycle(tmp_path):
     assert scan.reasons["real/awkward/empty.png"] == "empty file (0 bytes)"
     assert scan.reasons["real/awkward/dangling.png"] == "dangling symbolic link"
     assert scan.reasons["real/awkward/README.txt"] == "not an image by its content"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs symbolic links and FIFOs")
+def test_scans_follow_linked_folders_once_and_never_open_pipes(tmp_path):
+    elsewhere = tmp_path / "other-disk" / "stylegan"
+    elsewhere.mkdir(parents=True)
+    data = tmp_path / "data"
+    for folder in ("dm/ldm", "real/photo"):
+        (data / folder).mkdir(parents=True)
+    for i, folder in enumerate((elsewhere, data / "dm" / "ldm", data / "real" / "photo")):
+        Image.new("RGB", (16, 16), (40 * i, 0, 0)).save(folder / "a.png")
+    (data / "gan").mkdir()
+    (data / "gan" / "stylegan").symlink_to(elsewhere, target_is_directory=True)
+    (data / "real" / "photo" / "up").symlink_to(data / "real", target_is_directory=True)
+    pipe = data / "real" / "photo" / "pipe.png"
+    os.mkfifo(pipe)
+
+    scan = scan_dataset(data)
+    assert [r.path for r in scan.records] == [
+        "dm/ldm/a.png",
+        "gan/stylegan/a.png",  # the linked generator folder is scanned
+        "real/photo/a.png",  # once: the cycle through photo/up is not entered again
+    ]
+    assert scan.reasons["real/photo/pipe.png"].startswith("not a regular file")
+    with pytest.raises(ImageReadError, match="not a regular file"):
+        load_rgb(pipe)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    files, problems = expand_inputs([empty, pipe])
+    assert files == [pipe]  # named explicitly: tried, and reported by the decoder
+    assert problems == [(str(empty), "a folder with no image files in it")]
 
 
 # --- The commands over the corpus -------------------------------------------------------

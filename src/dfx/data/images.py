@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +41,9 @@ def looks_like_image(path: str | Path) -> bool:
 
 def not_an_image(path: str | Path) -> str | None:
     """Why ``path`` is not an image file by its first bytes, or None when it looks like one."""
+    reason = not_a_regular_file(path)
+    if reason is not None:
+        return reason
     try:
         with open(path, "rb") as handle:
             head = handle.read(16)
@@ -52,6 +56,22 @@ def not_an_image(path: str | Path) -> str | None:
     return NOT_AN_IMAGE
 
 
+def not_a_regular_file(path: str | Path) -> str | None:
+    """Why ``path`` (symlinks followed) is not a regular file, or None when it is one.
+
+    Checked before opening: opening a named pipe would wait for a writer forever.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        return _open_failure(Path(path), error)
+    if stat.S_ISDIR(mode):
+        return "is a folder, not an image file"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a pipe, device or socket)"
+    return None
+
+
 def _open_failure(path: Path, error: OSError) -> str:
     if isinstance(error, FileNotFoundError):
         return "dangling symbolic link" if path.is_symlink() else "file not found"
@@ -62,17 +82,37 @@ def _open_failure(path: Path, error: OSError) -> str:
     return f"cannot open ({error.strerror or error})"
 
 
-def iter_files(root: Path) -> Iterator[Path]:
-    """Every file below ``root``, in sorted order, without following symlinked folders.
+def walk(root: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
+    """``os.walk`` in sorted order that enters symlinked folders, each real folder once.
 
-    Symbolic links to folders are not entered, so a link cycle cannot make a scan loop;
-    links to files (dangling ones included) are listed like files.
+    Linked generator folders (e.g. on another disk) are scanned; a link back to a folder
+    already visited, such as a cycle, is not entered again, so a scan always ends.
     """
-    for folder, dirnames, filenames in os.walk(root):
+    visited: set[tuple[int, int]] = set()
+    for folder, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            identity = os.stat(folder)
+        except OSError:
+            dirnames[:] = []
+            continue
+        key = (identity.st_dev, identity.st_ino)
+        if key in visited:
+            dirnames[:] = []
+            continue
+        visited.add(key)
         dirnames.sort()
-        for name in sorted(filenames):
+        yield Path(folder), dirnames, sorted(filenames)
+
+
+def iter_files(root: Path) -> Iterator[Path]:
+    """Every file below ``root`` in sorted order (see :func:`walk`); hidden files are skipped.
+
+    Links to files (dangling ones included) are listed like files.
+    """
+    for folder, _, filenames in walk(root):
+        for name in filenames:
             if not name.startswith("."):
-                yield Path(folder) / name
+                yield folder / name
 
 
 def load_rgb(
@@ -91,6 +131,9 @@ def load_rgb(
     """
     path = Path(path)
     try:
+        reason = not_a_regular_file(path)
+        if reason is not None:
+            raise ImageReadError(reason)
         if path.stat().st_size == 0:
             raise ImageReadError("empty file (0 bytes)")
         with warnings.catch_warnings():
@@ -184,6 +227,7 @@ def expand_inputs(arguments: list[str | Path]) -> tuple[list[Path], list[tuple[s
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
+            found = len(files) + len(problems)
             for file in iter_files(path):
                 reason = not_an_image(file)
                 if reason is None:
@@ -191,6 +235,8 @@ def expand_inputs(arguments: list[str | Path]) -> tuple[list[Path], list[tuple[s
                 elif reason != NOT_AN_IMAGE or file.suffix.lower() in IMAGE_SUFFIXES:
                     # README.txt is passed over quietly; a broken photo.jpg is reported.
                     problems.append((str(file), reason))
+            if len(files) + len(problems) == found:
+                problems.append((str(argument), "a folder with no image files in it"))
         elif path.exists() or path.is_symlink():
             files.append(path)
         else:

@@ -7,12 +7,11 @@ Class layout: ``DATA/<class>/<generator>/.../<image>`` with class ``dm``, ``gan`
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dfx.classes import BINARY_FOLDERS, CLASS_FOLDER_ALIASES
-from dfx.data.images import iter_files, not_an_image
+from dfx.data.images import iter_files, not_an_image, walk
 from dfx.errors import DfxError
 
 NO_GENERATOR = "-"
@@ -89,10 +88,10 @@ def _scan_into(result: ScanResult, label_dir: Path, label: str) -> None:
 
 
 def _folders(root: Path) -> list[Path]:
-    """Every folder below ``root``, sorted; symlinked folders are not entered (no cycles)."""
+    """Every folder below ``root``, sorted; linked folders are entered once (no cycles)."""
     found = []
-    for folder, dirnames, _ in os.walk(root):
-        found.extend(Path(folder) / name for name in dirnames)
+    for folder, dirnames, _ in walk(root):
+        found.extend(folder / name for name in dirnames)
     return sorted(found)
 
 
