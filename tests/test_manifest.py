@@ -136,6 +136,22 @@ def test_malformed_manifests_are_refused(tmp_path):
         read_manifest(bad_label, check_files=False)
     with pytest.raises(DfxError, match="does not exist"):
         read_manifest(tmp_path / "absent.csv")
+    header = "# dfx-manifest root=. seed=0\npath,label,generator,split\n"
+    counted = tmp_path / "counted.csv"
+    counted.write_text(header + "a.png,real,g,base\nb.png,cat,g,base\n")
+    with pytest.raises(DfxError, match="line 4 has label 'cat'"):  # numbered as in the file
+        read_manifest(counted, check_files=False)
+    short = tmp_path / "short.csv"
+    short.write_text(header + "a.png\n")
+    with pytest.raises(DfxError, match="line 3 has too few fields"):
+        read_manifest(short, check_files=False)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(header.encode() + "caf\xe9.png,real,g,base\n".encode("latin-1"))
+    with pytest.raises(DfxError, match="not UTF-8"):
+        read_manifest(latin, check_files=False)
+    with_bom = tmp_path / "bom.csv"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + (header + "a.png,real,g,test\n").encode())
+    assert [r.path for r in read_manifest(with_bom, check_files=False).rows] == ["a.png"]
 
 
 def test_written_files_get_ordinary_permissions(data_dir, tmp_path):

@@ -36,6 +36,8 @@ def test_pickled_code_is_refused_and_never_runs(trained, tmp_path):
     write_exploit(evil, marker)
     result = predict_with(evil, some_image(trained))
     assert_user_error(result, str(evil), "not a dfx model file that loads safely (weights only)")
+    assert "pickled Python objects (GLOBAL" in result.stderr
+    assert "weights_only" not in result.stderr  # never torch's advice to load it unsafely
     assert not marker.exists()
     for name in CLASSES:  # the same refusal as a base model for train-fusion
         (tmp_path / "base").mkdir(exist_ok=True)

@@ -248,6 +248,26 @@ def test_target_all_resumes_each_model_where_it_stopped(small_manifest, tmp_path
     for name in CLASSES:
         assert_same_weights(tmp_path / "straight" / f"{name}.pt", tmp_path / "cut" / f"{name}.pt")
 
+    # Ctrl-C in the first epoch of gan, after dm finished: dm's state makes it resumable.
+    passes.clear()
+
+    def early_iter(self):
+        passes.append(self.epoch)
+        if len(passes) == 3:  # dm: epochs 1 and 2; gan: Ctrl-C in epoch 1
+            raise KeyboardInterrupt
+        return original_iter(self)
+
+    monkeypatch.setattr(EpochShuffleSampler, "__iter__", early_iter)
+    early = train(tmp_path / "early")
+    assert early.exit_code == 130, early.output
+    message = " ".join(early.stderr.split())
+    assert "finished work is saved in" in message and "nothing to resume" not in message
+    words = shlex.split(message.split("resume with: ", 1)[1])
+    monkeypatch.setattr(EpochShuffleSampler, "__iter__", original_iter)
+    assert invoke(*words[1:]).exit_code == 0
+    for name in CLASSES:
+        assert_same_weights(tmp_path / "straight" / f"{name}.pt", tmp_path / "early" / f"{name}.pt")
+
 
 def test_train_baseline_resumes_through_fit(small_manifest, tmp_path, monkeypatch):
     from dfx.data import shuffle

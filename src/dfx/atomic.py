@@ -33,9 +33,12 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
             yield handle
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{target.name}.{os.getpid()}.", dir=target.parent
-    )
+    try:
+        descriptor, temporary = tempfile.mkstemp(
+            prefix=f".{target.name}.{os.getpid()}.", dir=target.parent
+        )
+    except OSError as error:
+        raise _naming(error, path) from error
     try:
         with os.fdopen(descriptor, mode, encoding=encoding, newline=newline) as handle:
             yield handle
@@ -43,12 +46,20 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
             os.fsync(handle.fileno())
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
         os.chmod(temporary, _permissions(target))
-        os.replace(temporary, target)
+        try:
+            os.replace(temporary, target)
+        except OSError as error:
+            raise _naming(error, path) from error
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
     _remove_leftovers(target)
+
+
+def _naming(error: OSError, path: str | Path) -> OSError:
+    """The same error about the file the caller named, not the temporary file."""
+    return type(error)(error.errno, error.strerror, str(path))
 
 
 def _remove_leftovers(target: Path) -> None:

@@ -9,6 +9,8 @@ No class is pickled, so loading a file can never run code from it.
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,15 +93,27 @@ def safe_load(path: str | Path, what: str, hint: str = "") -> object:
     """``torch.load`` with ``weights_only=True``: plain data and tensors, never pickled code.
 
     A file that needs anything else (a pickled class, a function call) or is not a torch
-    file fails with one sentence saying it is not ``what``; ``hint`` is added before the
-    reason.
+    file fails with one sentence saying it is not ``what``; ``hint`` ends that sentence.
     """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's advice to load unsafely is not ours
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        text = str(error)
+        code = re.search(r"GLOBAL [\w.]+", text)
+        if code:
+            reason = (
+                f"it holds pickled Python objects ({code.group(0)}), which dfx never loads "
+                "because loading them could run code"
+            )
+        else:
+            # Only the unpickler's own words help; torch's other messages advise unsafe loading.
+            unpickler = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+            detail = f" ({unpickler.group(1).rstrip('.')})" if unpickler else ""
+            reason = f"it is not a PyTorch file, or it is damaged{detail}"
         raise DfxError(
-            f"{path} is not {what} that loads safely (weights only{hint}): {reason}."
+            f"{path} is not {what} that loads safely (weights only): {reason.rstrip('.')}{hint}."
         ) from error
 
 
@@ -122,6 +136,8 @@ def load_model_file(path: str | Path, expected: str) -> ModelFile:
             f"{payload.get('dfx_version')}); this dfx {__version__} reads version "
             f"{FORMAT_VERSION}."
         )
+    if not isinstance(payload.get("state_dict"), dict):
+        raise DfxError(f"{path} is a damaged dfx model file (its weights are not a mapping).")
     try:
         return ModelFile(
             format=payload["format"],

@@ -103,9 +103,13 @@ def interrupted_message(interrupt, context: typer.Context | None = None) -> str:
             f"interrupted during the first epoch of {interrupt.label}; "
             "no epoch was completed, so there is nothing to resume."
         )
+    if interrupt.epoch == 0:  # between models, or early in one that follows finished ones
+        saved = f"the finished work is saved in {interrupt.state_path}"
+    else:
+        saved = f"the state after epoch {interrupt.epoch} is saved in {interrupt.state_path}"
     return (
-        f"interrupted; {interrupt.label}: the state after epoch {interrupt.epoch} is saved in "
-        f"{interrupt.state_path}; resume with: {current_command(context, '--resume')}"
+        f"interrupted; {interrupt.label}: {saved}; "
+        f"resume with: {current_command(context, '--resume')}"
     )
 
 

@@ -101,6 +101,7 @@ def train_base_command(
         state_path_of,
         train_base,
     )
+    from dfx.errors import TrainingInterrupted
     from dfx.models.backbones import get_spec
 
     targets = list(CLASSES) if target == "all" else [check_target(target)]
@@ -128,12 +129,21 @@ def train_base_command(
     # start from scratch, as long as some model of the run has a state to resume from.
     saved = {name: state_path_of(out, name).is_file() for name in targets}
     results = []
-    with RichProgress() as progress:
-        for name in targets:
-            resume_this = resume and (saved[name] or not any(saved.values()))
-            if resume and not resume_this:
-                progress.notice(f"{name} base model: no saved state, so it starts from epoch 1")
-            results.append(train_base(loaded, name, config, out, progress, resume=resume_this))
+    try:
+        with RichProgress() as progress:
+            for name in targets:
+                resume_this = resume and (saved[name] or not any(saved.values()))
+                if resume and not resume_this:
+                    progress.notice(f"{name} base model: no saved state, so it starts from epoch 1")
+                results.append(train_base(loaded, name, config, out, progress, resume=resume_this))
+    except KeyboardInterrupt as interrupt:
+        # Stopped before the current model saved a state: earlier models' states still let
+        # --resume skip or continue them, so say so instead of "nothing to resume".
+        if getattr(interrupt, "state_path", None) is None and any(
+            state_path_of(out, name).is_file() for name in targets
+        ):
+            raise TrainingInterrupted(f"train-base --target {target}", 0, out) from None
+        raise
     # Each model reads the same test images: name every unreadable file once.
     failures = list({f.source: f for r in results for f in r.failures}.values())
     report_failures(failures)

@@ -208,11 +208,31 @@ def read_manifest(
     path = Path(path)
     if not path.is_file():
         raise DfxError(f"manifest {path} does not exist; create one with 'dfx split DATA'.")
-    with open(path, encoding="utf-8", newline="") as handle:
-        lines = handle.read().splitlines()
+    try:
+        # utf-8-sig: a spreadsheet program may have saved it with a byte-order mark.
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            lines = handle.read().splitlines()
+    except UnicodeDecodeError as error:
+        raise DfxError(f"manifest {path} is not UTF-8 text ({error.reason}).") from error
     settings = _parse_header(lines[0]) if lines and lines[0].startswith(_HEADER_PREFIX) else {}
-    body = [line for line in lines if line and not line.startswith("#")]
-    reader = csv.DictReader(body)
+    numbered = [(n, line) for n, line in enumerate(lines, 1) if line and not line.startswith("#")]
+    reader = csv.DictReader([line for _, line in numbered])
+    try:
+        rows = _rows(reader, path, [n for n, _ in numbered])
+    except csv.Error as error:
+        raise DfxError(f"manifest {path} is not valid CSV ({error}).") from error
+    if not rows:
+        raise DfxError(f"manifest {path} lists no images.")
+    root = (path.parent / settings.get("root", ".")).resolve()
+    manifest = Manifest(root, rows, _int_or_none(settings.get("seed")), None)
+    manifest.fingerprinted = all(c in (reader.fieldnames or []) for c in INTEGRITY_COLUMNS)
+    if check_files:
+        _check_files(manifest, path, splits, allow_changed)
+    return manifest
+
+
+def _rows(reader: csv.DictReader, path: Path, line_numbers: list[int]) -> list[ManifestRow]:
+    """The manifest rows of ``reader``; ``line_numbers`` maps its lines to the file's."""
     fieldnames = reader.fieldnames or []
     missing_columns = [c for c in COLUMNS if c not in fieldnames]
     if missing_columns:
@@ -221,7 +241,13 @@ def read_manifest(
             f"expected at least {','.join(COLUMNS)}."
         )
     rows = []
-    for number, entry in enumerate(reader, start=2):
+    for entry in reader:
+        number = line_numbers[min(reader.line_num, len(line_numbers)) - 1]
+        if any(entry.get(column) is None for column in COLUMNS):
+            raise DfxError(
+                f"manifest {path} line {number} has too few fields; expected at least "
+                f"{','.join(COLUMNS)}."
+            )
         label = CLASS_FOLDER_ALIASES.get(entry["label"].strip().lower())
         if label is None or entry["split"] not in ROLES:
             raise DfxError(
@@ -240,14 +266,7 @@ def read_manifest(
                 (entry.get("hash") or "").strip() or None,
             )
         )
-    if not rows:
-        raise DfxError(f"manifest {path} lists no images.")
-    root = (path.parent / settings.get("root", ".")).resolve()
-    manifest = Manifest(root, rows, _int_or_none(settings.get("seed")), None)
-    manifest.fingerprinted = all(c in fieldnames for c in INTEGRITY_COLUMNS)
-    if check_files:
-        _check_files(manifest, path, splits, allow_changed)
-    return manifest
+    return rows
 
 
 def _parse_header(line: str) -> dict[str, str]:

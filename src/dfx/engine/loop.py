@@ -237,14 +237,16 @@ def _restore(state: TrainState, model, optimizer, scheduler, scaler) -> None:
     try:
         model.load_state_dict(state.model)
         optimizer.load_state_dict(state.optimizer)
-    except (RuntimeError, ValueError, KeyError) as error:
+        if scheduler is not None and state.scheduler is not None:
+            scheduler.load_state_dict(state.scheduler)
+        scaler.load_state_dict(state.scaler)
+        restore_rng(state.rng)
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as error:
+        reason = (str(error).splitlines() or [""])[0] or type(error).__name__
         raise DfxError(
-            f"the saved training state does not fit this model: {str(error).splitlines()[0]}"
+            f"the saved training state does not fit this run or is damaged ({reason}); "
+            "start afresh without --resume."
         ) from error
-    if scheduler is not None and state.scheduler is not None:
-        scheduler.load_state_dict(state.scheduler)
-    scaler.load_state_dict(state.scaler)
-    restore_rng(state.rng)
 
 
 def _set_epoch(loader, epoch: int) -> None:
