@@ -127,7 +127,7 @@ def evaluate_command(
     check_outputs([json_path, csv_path], plots)
     # The cheap checks of the data come first, so a typo fails before a model loads.
     sets, skipped = load_images(manifest, split, data, allow_changed)
-    report_skipped(skipped)
+    report_skipped(list(skipped), skipped)
     detector = load_detector(model, device, precision, compile)
     options = {
         "qf": qf,
@@ -158,7 +158,7 @@ def evaluate_command(
 
 
 def load_images(manifest: Path | None, split: str, data: list[Path], allow_changed: bool = False):
-    """(name, source, labelled images) per data set, and the non-image files passed over.
+    """(name, source, labelled images) per data set, and the files passed over with reasons.
 
     A manifest's files are checked against their recorded size and hash first; with
     ``allow_changed`` the changed ones are left out (and reported) instead of refused.
@@ -174,12 +174,12 @@ def load_images(manifest: Path | None, split: str, data: list[Path], allow_chang
             raise DfxError(f"--split {split!r} is not one of {', '.join(ROLES)}.")
         loaded = read_manifest(manifest, splits=(split,), allow_changed=allow_changed)
         report_manifest_checks(loaded)
-        return [(manifest.name, str(manifest), images_from_manifest(loaded, split))], []
-    sets, skipped = [], []
+        return [(manifest.name, str(manifest), images_from_manifest(loaded, split))], {}
+    sets, skipped = [], {}
     for name, folder in zip(set_names(data), data):
         images, passed_over = images_from_folder(folder)
         sets.append((name, str(folder), images))
-        skipped.extend(passed_over)
+        skipped |= {str(Path(folder) / file): reason for file, reason in passed_over.items()}
     return sets, skipped
 
 

@@ -221,7 +221,7 @@ def _run(
     images, skipped = load_images(
         manifest, split, [data] if data is not None else [], allow_changed
     )
-    report_skipped(skipped)
+    report_skipped(list(skipped), skipped)
     detector = load_detector(model, device, precision)
     with RichProgress() as progress:
         result = robustness(

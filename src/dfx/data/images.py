@@ -140,6 +140,8 @@ def load_rgb(
             # dfx applies its own per-file limit below; Pillow's hard limit (twice its
             # warning limit) still raises DecompressionBombError.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # "Corrupt EXIF data" and the like: the image decodes, the warning is noise.
+            warnings.simplefilter("ignore", UserWarning)
             with Image.open(path) as opened:
                 # The limit applies to the stored size, before any reduced-scale draft.
                 _check_pixels(opened.size, max_pixels)

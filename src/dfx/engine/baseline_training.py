@@ -147,6 +147,8 @@ def train_baseline(
         raise DfxError("no validation image could be read, so no threshold can be calibrated.")
     probs = torch.softmax(outputs.values, dim=1).numpy()
     validation, threshold = validation_report(outputs.targets.numpy(), probs)
+    if not val_rows:  # --val-fraction 0: say honestly what the threshold was fitted on
+        threshold["rule"] = "max balanced accuracy on the training images (no validation split)"
     counts = {
         "train": len(train_rows),
         "val": len(val_rows),

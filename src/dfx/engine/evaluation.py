@@ -10,6 +10,7 @@ import numpy as np
 from dfx.api import Detector
 from dfx.classes import CLASSES, class_index
 from dfx.data.dataset import Failure
+from dfx.data.images import NOT_AN_IMAGE
 from dfx.data.layout import scan_dataset
 from dfx.data.manifest import ROLES, Manifest
 from dfx.engine.sampling import balance
@@ -176,11 +177,14 @@ def images_from_manifest(manifest: Manifest, split: str | None = "test") -> list
     return [LabelledImage(manifest.absolute(r), r.label, r.generator) for r in rows]
 
 
-def images_from_folder(data: str | Path) -> tuple[list[LabelledImage], list[str]]:
-    """The labelled images of a data folder in either layout, and the non-image files."""
+def images_from_folder(data: str | Path) -> tuple[list[LabelledImage], dict[str, str]]:
+    """The labelled images of a data folder in either layout, and the files passed over.
+
+    The second value maps each non-image file (relative path) to the reason.
+    """
     scan = scan_dataset(data)
     images = [LabelledImage(scan.root / r.path, r.label, r.generator) for r in scan.records]
-    return images, scan.skipped
+    return images, {name: scan.reasons.get(name, NOT_AN_IMAGE) for name in scan.skipped}
 
 
 def select_images(

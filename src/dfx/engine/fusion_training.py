@@ -156,6 +156,12 @@ def train_fusion(
     missing = [name for name in CLASSES if not any(r.label == name for r in rows)]
     if missing:
         raise DfxError(f"the manifest's fusion split has no {', '.join(missing)} images.")
+    state_path = Path(out).with_suffix(".state.pt")
+    if resume and not state_path.is_file():  # say so now, not after a long extraction
+        raise DfxError(
+            f"there is no saved training state {state_path} to resume from; "
+            "start without --resume."
+        )
     # Compiling the backbones would cost more than the one pass over the images it speeds up.
     extractors = dataclasses.replace(runtime, compile=False).prepare(
         StackedExtractors(assemble_extractors(files))
@@ -210,7 +216,7 @@ def train_fusion(
         progress=progress,
         history_path=history_path,
         label="train fusion head",
-        state_path=out.with_suffix(".state.pt"),
+        state_path=state_path,
         resume=resume,
         config=asdict(config)
         | {
