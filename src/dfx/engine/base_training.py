@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from torch import nn
+from torch.utils.data import DataLoader
 
 from dfx.checkpoint import BASE_FORMAT, ModelFile, save_model_file
 from dfx.classes import CLASSES, class_index
 from dfx.data.dataset import Failure, ImageDataset, make_loader
 from dfx.data.manifest import Manifest, ManifestRow
-from dfx.engine.device import default_workers, resolve_runtime, seed_everything
+from dfx.data.transforms import Preprocessing
+from dfx.engine.device import Runtime, default_workers, resolve_runtime, seed_everything
 from dfx.engine.inference import run_network
 from dfx.engine.loop import TrainSettings, fit, make_optimizer, rows_digest
 from dfx.engine.sampling import holdout_split, sample_per_group
@@ -43,6 +46,35 @@ class BaseTrainConfig(BackboneTrainSettings):
 
     negative_fraction: float = 0.1
     """Share of the training set drawn from the other two classes (paper: 90:10)."""
+
+
+def row_loader(
+    manifest: Manifest,
+    target_of: Callable[[ManifestRow], int],
+    preprocessing: Preprocessing,
+    config: BackboneTrainSettings,
+    runtime: Runtime,
+    workers: int,
+) -> Callable[[list[ManifestRow], bool, int], DataLoader]:
+    """A function making the DataLoader of some manifest rows: (rows, shuffle, batch size)."""
+
+    def loader(rows: list[ManifestRow], shuffle: bool, batch_size: int) -> DataLoader:
+        dataset = ImageDataset(
+            [manifest.absolute(r) for r in rows],
+            [target_of(r) for r in rows],
+            preprocessing,
+            max_pixels=config.max_pixels,
+        )
+        return make_loader(
+            dataset,
+            batch_size,
+            shuffle=shuffle,
+            workers=workers,
+            pin_memory=runtime.is_cuda,
+            seed=config.seed,
+        )
+
+    return loader
 
 
 @dataclass
@@ -128,21 +160,9 @@ def train_base(
         positives + negatives, lambda r: r.label == target, config.val_fraction, rng
     )
 
-    def loader(rows: list[ManifestRow], shuffle: bool, batch_size: int):
-        dataset = ImageDataset(
-            [manifest.absolute(r) for r in rows],
-            [int(r.label == target) for r in rows],
-            preprocessing,
-            max_pixels=config.max_pixels,
-        )
-        return make_loader(
-            dataset,
-            batch_size,
-            shuffle=shuffle,
-            workers=workers,
-            pin_memory=runtime.is_cuda,
-            seed=config.seed,
-        )
+    loader = row_loader(
+        manifest, lambda r: int(r.label == target), preprocessing, config, runtime, workers
+    )
 
     network = runtime.prepare(build_network(spec.name, config.weights, config.image_size))
     optimizer, scheduler = make_optimizer(network.parameters(), config)

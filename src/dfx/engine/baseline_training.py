@@ -20,9 +20,9 @@ from torch import nn
 
 from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, save_model_file
 from dfx.classes import CLASSES, class_index
-from dfx.data.dataset import Failure, ImageDataset, make_loader
-from dfx.data.manifest import Manifest, ManifestRow
-from dfx.engine.base_training import BackboneTrainSettings
+from dfx.data.dataset import Failure
+from dfx.data.manifest import Manifest
+from dfx.engine.base_training import BackboneTrainSettings, row_loader
 from dfx.engine.device import default_workers, resolve_runtime, seed_everything
 from dfx.engine.fusion_training import class_weights, validation_report
 from dfx.engine.inference import run_network
@@ -94,24 +94,12 @@ def train_baseline(
     train_rows, val_rows = holdout_split(rows, lambda r: r.label, config.val_fraction, rng)
     train_counts = np.bincount([class_index(r.label) for r in train_rows], minlength=len(CLASSES))
 
-    def loader(chosen: list[ManifestRow], shuffle: bool, batch_size: int):
-        dataset = ImageDataset(
-            [manifest.absolute(r) for r in chosen],
-            [class_index(r.label) for r in chosen],
-            preprocessing,
-            max_pixels=config.max_pixels,
-        )
-        return make_loader(
-            dataset,
-            batch_size,
-            shuffle=shuffle,
-            workers=workers,
-            pin_memory=runtime.is_cuda,
-            seed=config.seed,
-        )
-
-    network = build_network(spec.name, config.weights, config.image_size, len(CLASSES))
-    network.to(runtime.device)
+    loader = row_loader(
+        manifest, lambda r: class_index(r.label), preprocessing, config, runtime, workers
+    )
+    network = runtime.prepare(
+        build_network(spec.name, config.weights, config.image_size, len(CLASSES))
+    )
     optimizer, scheduler = make_optimizer(network.parameters(), config)
     out = Path(out)
     history_path = out.with_suffix(".history.jsonl")

@@ -159,8 +159,7 @@ def train_fusion(
     state_path = Path(out).with_suffix(".state.pt")
     if resume and not state_path.is_file():  # say so now, not after a long extraction
         raise DfxError(
-            f"there is no saved training state {state_path} to resume from; "
-            "start without --resume."
+            f"there is no saved training state {state_path} to resume from; start without --resume."
         )
     # Compiling the backbones would cost more than the one pass over the images it speeds up.
     extractors = dataclasses.replace(runtime, compile=False).prepare(
