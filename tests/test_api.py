@@ -46,6 +46,19 @@ def test_batching_does_not_change_results(trained):
         assert all(abs(a[k] - b[k]) < 1e-5 for k in a)
 
 
+def test_iter_predict_streams_batches_in_input_order(trained):
+    detector = dfx.load_detector(trained["model"], device="cpu")
+    data = trained["manifest"].parent / "data"
+    paths = sorted((data / "real" / "photo").iterdir())[:4]
+    paths.insert(1, data / "absent.png")
+    batches = list(detector.iter_predict(paths, batch_size=2, workers=0))
+    assert [len(batch) for batch in batches] == [2, 2, 1]
+    streamed = [p for batch in batches for p in batch]
+    assert [p.path for p in streamed] == [str(p) for p in paths]
+    assert streamed[1].error == "file not found"
+    assert [p.probs for p in streamed] == [p.probs for p in detector.predict(paths, batch_size=2)]
+
+
 def test_load_detector_errors(trained, tmp_path):
     with pytest.raises(DfxError, match="does not exist"):
         dfx.load_detector(tmp_path / "nothing.pt")

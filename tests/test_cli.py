@@ -362,7 +362,7 @@ def test_device_out_of_memory_is_a_user_error(trained, images, monkeypatch):
     def exhausted(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(Detector, "run", exhausted)
+    monkeypatch.setattr(Detector, "iter_predict", exhausted)
     result = invoke("predict", "--model", trained["model"], images["good"][0])
     assert_user_error(result, "ran out of memory", "--batch-size")
 

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +18,10 @@ from PIL import Image
 
 from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, load_model_file, load_weights
 from dfx.classes import CLASSES
-from dfx.data.dataset import Failure, ImageDataset, make_loader
+from dfx.data.dataset import ImageDataset, make_loader
 from dfx.data.perturbations import JpegCompression
 from dfx.engine.device import Runtime, default_workers, resolve_runtime
-from dfx.engine.inference import Outputs, run_network
+from dfx.engine.inference import Outputs, iter_network, run_network
 from dfx.errors import DfxError
 from dfx.limits import DEFAULT_MAX_PIXELS
 from dfx.metrics import p_fake_of
@@ -101,6 +101,14 @@ class Detector:
         """Class names in output order."""
         return CLASSES
 
+    def _loader(self, images, targets, qf, batch_size, workers, max_pixels):
+        perturbation = JpegCompression(qf) if qf is not None else None
+        dataset = ImageDataset(images, targets, self.preprocessing, perturbation, max_pixels)
+        batch_size = batch_size or self.runtime.default_batch_size()
+        if workers is None:
+            workers = default_workers() if len(dataset) > batch_size else 0
+        return make_loader(dataset, batch_size, workers=workers, pin_memory=self.runtime.is_cuda)
+
     def run(
         self,
         images: Sequence[ImageInput],
@@ -119,12 +127,7 @@ class Detector:
         ``batch_size`` None: the device's default (32 on CPU, 256 on CUDA); ``workers`` None:
         decoding processes from the CPU count, none when everything fits in one batch.
         """
-        perturbation = JpegCompression(qf) if qf is not None else None
-        dataset = ImageDataset(images, targets, self.preprocessing, perturbation, max_pixels)
-        batch_size = batch_size or self.runtime.default_batch_size()
-        if workers is None:
-            workers = default_workers() if len(dataset) > batch_size else 0
-        loader = make_loader(dataset, batch_size, workers=workers, pin_memory=self.runtime.is_cuda)
+        loader = self._loader(images, targets, qf, batch_size, workers, max_pixels)
         outputs = run_network(
             self.network, loader, self.runtime, progress=progress, description=description
         )
@@ -147,44 +150,53 @@ class Detector:
         ``fake`` is ``p_fake >= threshold``; the threshold defaults to the calibrated one
         stored in the model file, or 0.5 for files without one.
         """
-        outputs = self.run(
+        batches = self.iter_predict(
             images,
             batch_size=batch_size,
             workers=workers,
             progress=progress,
+            threshold=threshold,
             max_pixels=max_pixels,
         )
+        return [prediction for batch in batches for prediction in batch]
+
+    def iter_predict(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        batch_size: int | None = None,
+        workers: int | None = None,
+        progress: ProgressReporter | None = None,
+        threshold: float | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ) -> Iterator[list[Prediction]]:
+        """:meth:`predict` one batch at a time, in input order, as soon as each is done."""
         if threshold is None:
             threshold = self.threshold if self.threshold is not None else 0.5
-        return predictions_from(images, outputs, threshold)
+        loader = self._loader(images, None, None, batch_size, workers, max_pixels)
+        for part in iter_network(self.network, loader, self.runtime, progress=progress):
+            probs = torch.softmax(part.values, dim=1).numpy() if len(part.indices) else None
+            found = {int(i): row for row, i in enumerate(part.indices.tolist())}
+            failed = {f.index: f for f in part.failures}
+            batch = []
+            for index in sorted([*found, *failed]):
+                name = _name(images[index], index)
+                if index in found:
+                    batch.append(_prediction(name, probs[found[index]], threshold))
+                else:
+                    batch.append(Prediction(name, None, None, None, failed[index].reason))
+            yield batch
 
 
-def predictions_from(
-    images: Sequence[ImageInput], outputs: Outputs, threshold: float = 0.5
-) -> list[Prediction]:
-    """Turn network outputs into per-input predictions, failures in their place."""
-    names = [_name(image, i) for i, image in enumerate(images)]
-    failed = {f.index: f for f in outputs.failures}
-    probs = outputs.values.numpy() if len(outputs.values) else np.empty((0, len(CLASSES)))
-    p_fake = p_fake_of(probs) if len(probs) else np.empty(0)
-    row_of = {int(index): row for row, index in enumerate(outputs.indices.tolist())}
-    predictions = []
-    for i, name in enumerate(names):
-        if i in row_of:
-            row = row_of[i]
-            predictions.append(
-                Prediction(
-                    name,
-                    CLASSES[int(probs[row].argmax())],
-                    {c: float(p) for c, p in zip(CLASSES, probs[row])},
-                    float(p_fake[row]),
-                    fake=bool(p_fake[row] >= threshold),
-                )
-            )
-        else:
-            failure = failed.get(i, Failure(i, "not processed", name))
-            predictions.append(Prediction(name, None, None, None, failure.reason))
-    return predictions
+def _prediction(name: str, probs: np.ndarray, threshold: float) -> Prediction:
+    p_fake = float(p_fake_of(probs[None, :])[0])
+    return Prediction(
+        name,
+        CLASSES[int(probs.argmax())],
+        {c: float(p) for c, p in zip(CLASSES, probs)},
+        p_fake,
+        fake=bool(p_fake >= threshold),
+    )
 
 
 def _name(image: ImageInput, index: int) -> str:

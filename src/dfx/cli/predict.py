@@ -67,8 +67,9 @@ def predict_command(
     arguments = _read_stdin_paths(paths)
     inputs, problems = expand_inputs(arguments)
     batch_size = batch_size or detector.runtime.default_batch_size()
+    predictions = []
     with RichProgress(enabled=len(inputs) > batch_size) as progress:
-        predictions = detector.predict(
+        batches = detector.iter_predict(
             inputs,
             batch_size=batch_size,
             workers=workers,
@@ -76,13 +77,18 @@ def predict_command(
             threshold=threshold,
             max_pixels=max_pixels,
         )
-    predictions += [Prediction(str(path), None, None, None, reason) for path, reason in problems]
-    records = [p.to_dict() for p in predictions]
+        for batch in batches:
+            predictions += batch
+            if json_output:  # JSON lines stream out batch by batch, for pipelines
+                for prediction in batch:
+                    print_json(to_json(prediction.to_dict(), indent=None))
+    unusable = [Prediction(str(path), None, None, None, reason) for path, reason in problems]
+    predictions += unusable
     if json_output:
-        for record in records:
-            print_json(to_json(record, indent=None))
+        for prediction in unusable:
+            print_json(to_json(prediction.to_dict(), indent=None))
     else:
-        stdout().print(predictions_table(records))
+        stdout().print(predictions_table([p.to_dict() for p in predictions]))
     if any(p.error for p in predictions):
         raise typer.Exit(EXIT_INPUT_FAILED)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +28,34 @@ class Outputs:
     """Inputs that could not be read."""
 
 
+def iter_network(
+    network: nn.Module,
+    loader: Iterable,
+    runtime: Runtime,
+    *,
+    progress: ProgressReporter | None = None,
+    description: str = "inference",
+) -> Iterator[Outputs]:
+    """Forward each batch in eval mode and yield its :class:`Outputs` as soon as it is done.
+
+    Inference mode is entered per batch, not across yields, so that it never leaks into the
+    caller's code between batches.
+    """
+    progress = or_null(progress)
+    network.eval()
+    progress.start("inference", len(loader.dataset), description)
+    for batch in loader:
+        inputs, batch_targets, batch_failures = unpack(batch)
+        values = torch.empty(0)
+        if len(batch_targets):
+            with torch.inference_mode(), runtime.autocast():
+                values = network(runtime.to_device(inputs)).float().cpu()
+        indices = batch.indices if len(batch_targets) else torch.empty(0, dtype=torch.long)
+        progress.advance("inference", len(batch_targets) + len(batch_failures))
+        yield Outputs(values, indices, batch_targets, batch_failures)
+    progress.finish("inference")
+
+
 def run_network(
     network: nn.Module,
     loader: Iterable,
@@ -37,22 +65,13 @@ def run_network(
     description: str = "inference",
 ) -> Outputs:
     """Forward every batch under ``torch.inference_mode()``; unreadable inputs are skipped."""
-    progress = or_null(progress)
-    network.eval()
     values, indices, targets, failures = [], [], [], []
-    progress.start("inference", len(loader.dataset), description)
-    with torch.inference_mode():
-        for batch in loader:
-            inputs, batch_targets, batch_failures = unpack(batch)
-            failures.extend(batch_failures)
-            if len(batch_targets):
-                with runtime.autocast():
-                    output = network(runtime.to_device(inputs))
-                values.append(output.float().cpu())
-                indices.append(batch.indices)
-                targets.append(batch_targets)
-            progress.advance("inference", len(batch_targets) + len(batch_failures))
-    progress.finish("inference")
+    for part in iter_network(network, loader, runtime, progress=progress, description=description):
+        failures.extend(part.failures)
+        if len(part.indices):
+            values.append(part.values)
+            indices.append(part.indices)
+            targets.append(part.targets)
     if not values:
         empty = torch.empty(0, dtype=torch.long)
         return Outputs(torch.empty(0), empty, empty, failures)
