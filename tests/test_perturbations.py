@@ -126,3 +126,15 @@ def test_variant_dataset_decodes_once_and_matches_single_variants(tmp_path):
         assert torch.equal(stack[position], single)
     assert dataset[1][0] is None and dataset[1][1].source.endswith("bad.png")
     assert pickle.loads(pickle.dumps(dataset)).perturbations == variants
+
+
+def test_enlarging_perturbations_respect_the_pixel_limit(tmp_path):
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (40, 30)).save(path)
+    preprocessing = Preprocessing(resize=16)
+    variants = [Raw(), Rescale(2.0)]
+    allowed = VariantDataset([path], None, preprocessing, variants, max_pixels=40 * 30 * 4)
+    assert allowed[0][0].shape == (2, 3, 16, 16)
+    limited = VariantDataset([path], None, preprocessing, variants, max_pixels=40 * 30 * 4 - 1)
+    tensor, failure, _ = limited[0]
+    assert tensor is None and "too many pixels after resize:2" in failure.reason

@@ -99,6 +99,16 @@ class VariantDataset(ImageDataset):
 
     def make_input(self, image: Image.Image) -> torch.Tensor:
         """The (V, C, H, W) stack of the image's perturbed variants."""
+        if self.max_pixels is not None:
+            # An enlarging perturbation must not make the bomb the pixel limit keeps out.
+            for perturb in self.perturbations:
+                if hasattr(perturb, "output_size"):
+                    width, height = perturb.output_size(image.size)
+                    if width * height > self.max_pixels:
+                        raise ImageReadError(
+                            f"too many pixels after {perturb.name} ({width}×{height} > "
+                            f"--max-pixels {self.max_pixels:,})"
+                        )
         return torch.stack([self.transform(perturb(image)) for perturb in self.perturbations])
 
 

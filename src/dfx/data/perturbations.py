@@ -96,9 +96,13 @@ class Rescale:
     def name(self) -> str:
         return f"resize:{_number(self.factor)}"
 
+    def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """The (width, height) an image of ``size`` gets."""
+        width, height = size
+        return max(1, round(width * self.factor)), max(1, round(height * self.factor))
+
     def __call__(self, image: Image.Image) -> Image.Image:
-        width, height = image.size
-        size = (max(1, round(width * self.factor)), max(1, round(height * self.factor)))
+        size = self.output_size(image.size)
         shrinking = self.factor < 1
         return image.resize(size, Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR)
 
