@@ -19,7 +19,7 @@ import torch
 from dfx._version import __version__
 from dfx.atomic import atomic_write
 from dfx.data.transforms import Preprocessing
-from dfx.errors import DfxError
+from dfx.errors import DfxError, first_few
 
 FORMAT_VERSION = 1
 """Version of the file layout this dfx writes and reads."""
@@ -168,11 +168,11 @@ def load_weights(network: torch.nn.Module, state_dict: dict, what: str) -> None:
     ]
     problems = []
     if missing:
-        problems.append(f"{len(missing)} missing key(s) ({_first(missing)})")
+        problems.append(f"{len(missing)} missing key(s) ({first_few(missing)})")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s) ({_first(unexpected)})")
+        problems.append(f"{len(unexpected)} unexpected key(s) ({first_few(unexpected)})")
     if misshapen:
-        problems.append(f"{len(misshapen)} tensor(s) of the wrong shape ({_first(misshapen)})")
+        problems.append(f"{len(misshapen)} tensor(s) of the wrong shape ({first_few(misshapen)})")
     if problems:
         raise DfxError(f"{what} does not fit its architecture: {'; '.join(problems)}.")
     try:
@@ -183,7 +183,3 @@ def load_weights(network: torch.nn.Module, state_dict: dict, what: str) -> None:
 
 def _shape(value) -> list[int] | str:
     return list(value.shape) if isinstance(value, torch.Tensor) else "not a tensor"
-
-
-def _first(names: list[str], shown: int = 3) -> str:
-    return ", ".join(names[:shown]) + (" ..." if len(names) > shown else "")

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+def first_few(names: list[str], shown: int = 3) -> str:
+    """The first ``shown`` names, comma-separated, with "..." when there are more."""
+    return ", ".join(names[:shown]) + (" ..." if len(names) > shown else "")
+
+
 class DfxError(Exception):
     """A problem with the user's input or configuration, stated as one sentence."""
 

@@ -34,11 +34,6 @@ IMAGE_SUFFIXES = frozenset(
 """Extensions that promise an image: such a file that is not one is reported, not ignored."""
 
 
-def looks_like_image(path: str | Path) -> bool:
-    """True when the file's first bytes are those of an image format (the extension is ignored)."""
-    return not_an_image(path) is None
-
-
 def not_an_image(path: str | Path) -> str | None:
     """Why ``path`` is not an image file by its first bytes, or None when it looks like one."""
     reason = not_a_regular_file(path)

@@ -18,7 +18,7 @@ from pathlib import Path
 from dfx.atomic import atomic_write
 from dfx.classes import CLASS_FOLDER_ALIASES, CLASSES
 from dfx.data.layout import ImageRecord, scan_dataset
-from dfx.errors import DfxError
+from dfx.errors import DfxError, first_few
 from dfx.fingerprint import file_digest
 
 ROLES: tuple[str, ...] = ("base", "fusion", "test")
@@ -317,14 +317,10 @@ def _check_files(
     changed = [name for name, reason in changes if reason != "missing"]
     parts = []
     if missing:
-        parts.append(f"{len(missing)} file(s) missing ({_first(missing)})")
+        parts.append(f"{len(missing)} file(s) missing ({first_few(missing)})")
     if changed:
-        parts.append(f"{len(changed)} file(s) changed since it was written ({_first(changed)})")
+        parts.append(f"{len(changed)} file(s) changed since it was written ({first_few(changed)})")
     raise DfxError(
         f"manifest {path} names {' and '.join(parts)} under {manifest.root}; re-run "
         "'dfx split', restore the files, or pass --allow-changed to skip them."
     )
-
-
-def _first(names: list[str]) -> str:
-    return ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")

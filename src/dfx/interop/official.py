@@ -30,7 +30,7 @@ from dfx.checkpoint import (
     save_model_file,
 )
 from dfx.classes import CLASSES
-from dfx.errors import DfxError
+from dfx.errors import DfxError, first_few
 from dfx.models.backbones import build_network, get_spec
 from dfx.models.detector import DeepFeatureX
 
@@ -45,8 +45,6 @@ WRAPPER_KEYS: tuple[str, ...] = ("state_dict", "model_state_dict", "model", "net
 
 NVIDIA_BACKBONES: frozenset[str] = frozenset({"efficientnet_b0", "efficientnet_b4", "resnext101"})
 """Backbones that the official release takes from NVIDIA's DeepLearningExamples, not torchvision."""
-
-_SHOWN = 3
 
 
 @dataclass(frozen=True)
@@ -265,7 +263,7 @@ def _fit(
         if k in state and tuple(state[k].shape) != tuple(v.shape)
     ]
     problems = [
-        _listed(f"{len(names)} {what}", names)
+        f"{len(names)} {what} ({first_few(names)})"
         for what, names in (
             ("unknown key(s)", unknown),
             ("missing key(s)", missing),
@@ -291,11 +289,6 @@ def _fit(
             value = torch.zeros((), dtype=reference.dtype)
         fitted[key] = value.float() if value.is_floating_point() else value
     return fitted
-
-
-def _listed(title: str, names: list[str]) -> str:
-    shown = ", ".join(names[:_SHOWN]) + (", ..." if len(names) > _SHOWN else "")
-    return f"{title} ({shown})"
 
 
 def _shape(tensor: Tensor) -> str:
