@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from dfx import distributed
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
@@ -20,7 +22,14 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
     Symlinks are followed; devices and pipes (``/dev/stdout``, a FIFO) are written directly.
     The temporary file is named ``.<name>.<pid>.<random>``; one left behind by a killed
     process is removed by the next successful write of the same file.
+
+    In a data-parallel run only rank 0 writes: on the other processes, which compute the
+    same results, the handle discards what is written and no file is touched.
     """
+    if not distributed.is_main():
+        with open(os.devnull, mode, encoding=None if "b" in mode else "utf-8") as handle:
+            yield handle
+        return
     # A symlink is written through, to the file it names, and stays a symlink.
     target = Path(os.path.realpath(path))
     encoding = None if "b" in mode else "utf-8"

@@ -19,7 +19,7 @@ from dfx.cli import (
     train_baseline,
     train_fusion,
 )
-from dfx.cli.common import Settings
+from dfx.cli.common import Settings, check_launch
 
 app = typer.Typer(
     name="dfx",
@@ -41,6 +41,7 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def root(
+    context: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bars or notices.")
@@ -55,6 +56,7 @@ def root(
     """dfx: tell real, GAN-generated and diffusion-generated images apart."""
     Settings.debug = Settings.debug or debug
     Settings.quiet = quiet
+    check_launch(context.invoked_subcommand)
 
 
 def _register(module, name: str, function) -> None:

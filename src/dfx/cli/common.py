@@ -24,6 +24,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from dfx import distributed
+
 EXIT_INPUT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
@@ -37,20 +39,48 @@ class Settings:
     quiet: bool = False
 
 
+DATA_PARALLEL_COMMANDS = frozenset(
+    {"train-base", "train-fusion", "train-baseline", "evaluate", "jpeg-robustness", "robustness"}
+)
+"""Commands that run data-parallel under torchrun; the others refuse to be launched so."""
+
+
 def stdout() -> Console:
-    """Console for results (tables) on standard output."""
-    return Console(highlight=False)
+    """Console for results (tables) on standard output; silent on ranks other than 0."""
+    return Console(highlight=False, quiet=not distributed.is_main())
 
 
 def stderr() -> Console:
-    """Console for progress, notices and errors on standard error."""
-    return Console(stderr=True, highlight=False)
+    """Console for progress, notices and warnings on standard error; silent off rank 0."""
+    return Console(stderr=True, highlight=False, quiet=not distributed.is_main())
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    """Print one sentence to stderr and return the Exit to raise."""
-    stderr().print(f"[bold red]error:[/bold red] {message}", markup=True, soft_wrap=True)
+    """Print one sentence to stderr (from every process, naming its rank) and return the Exit."""
+    where = f"rank {distributed.rank()}: " if distributed.is_launched() else ""
+    Console(stderr=True, highlight=False).print(
+        f"[bold red]error:[/bold red] {where}{message}", markup=True, soft_wrap=True
+    )
     return typer.Exit(code)
+
+
+def check_launch(command: str | None) -> None:
+    """Under torchrun: refuse commands that do not run data-parallel; quiet all but rank 0."""
+    from dfx.errors import DfxError
+
+    try:
+        distributed.check_launcher_variables()
+    except DfxError as error:
+        raise fail(str(error)) from None
+    if not distributed.is_launched():
+        return
+    if command is not None and command not in DATA_PARALLEL_COMMANDS:
+        raise fail(
+            f"'dfx {command}' does not run data-parallel; run it without torchrun "
+            f"(torchrun runs: {', '.join(sorted(DATA_PARALLEL_COMMANDS))})."
+        )
+    if not distributed.is_main():
+        Settings.quiet = True
 
 
 def handle_errors(command):
@@ -291,7 +321,9 @@ def exit_if_failures(failures) -> None:
 
 
 def print_json(text: str) -> None:
-    """Write JSON to stdout exactly, with no rich formatting."""
+    """Write JSON to stdout exactly, with no rich formatting (rank 0 only)."""
+    if not distributed.is_main():
+        return
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
 

@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from dfx import distributed
 from dfx.data.images import load_rgb, to_rgb
-from dfx.data.shuffle import EpochShuffleSampler
+from dfx.data.shuffle import EpochShuffleSampler, ShardSampler
 from dfx.errors import ImageReadError
 from dfx.limits import DEFAULT_MAX_PIXELS
 
@@ -152,12 +153,21 @@ def make_loader(
     pin_memory: bool = False,
     seed: int = 0,
 ) -> DataLoader:
-    """A DataLoader with dfx's collate function and a shuffle fixed by (seed, epoch)."""
+    """A DataLoader with dfx's collate function and a shuffle fixed by (seed, epoch).
+
+    In a data-parallel run the loader yields this process's share of the data set
+    (padded when shuffling for training, exact otherwise) and ``batch_size`` is per process.
+    """
     generator = torch.Generator().manual_seed(seed)
+    rank, world = distributed.rank(), distributed.world_size()
+    if shuffle:
+        sampler = EpochShuffleSampler(len(dataset), seed, num_replicas=world, rank=rank)
+    else:
+        sampler = ShardSampler(len(dataset), rank, world) if world > 1 else None
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=EpochShuffleSampler(len(dataset), seed) if shuffle else None,
+        sampler=sampler,
         num_workers=workers,
         collate_fn=collate_images,
         pin_memory=pin_memory,

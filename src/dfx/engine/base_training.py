@@ -16,6 +16,7 @@ from dfx.classes import CLASSES, class_index
 from dfx.data.dataset import Failure, ImageDataset, make_loader
 from dfx.data.manifest import Manifest, ManifestRow
 from dfx.data.transforms import Preprocessing
+from dfx.distributed import per_process_batch_size
 from dfx.engine.device import Runtime, default_workers, resolve_runtime, seed_everything
 from dfx.engine.inference import run_network
 from dfx.engine.loop import TrainSettings, fit, make_optimizer, rows_digest
@@ -153,6 +154,7 @@ def train_base(
     runtime = resolve_runtime(config.device, config.precision)
     workers = default_workers() if config.workers is None else config.workers
     seed_everything(config.seed)
+    train_batch_size = per_process_batch_size(config.batch_size)
     rng = np.random.default_rng([config.seed, class_index(target)])
 
     positives, negatives = select_base_rows(manifest, target, config.negative_fraction, rng)
@@ -174,7 +176,7 @@ def train_base(
     )
     result = fit(
         network,
-        loader(train_rows, True, config.batch_size),
+        loader(train_rows, True, train_batch_size),
         loader(val_rows, False, config.eval_batch_size) if val_rows else None,
         epochs=config.epochs,
         optimizer=optimizer,

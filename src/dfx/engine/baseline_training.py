@@ -22,6 +22,7 @@ from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, save_model_file
 from dfx.classes import CLASSES, class_index
 from dfx.data.dataset import Failure
 from dfx.data.manifest import Manifest
+from dfx.distributed import per_process_batch_size
 from dfx.engine.base_training import BackboneTrainSettings, row_loader
 from dfx.engine.device import default_workers, resolve_runtime, seed_everything
 from dfx.engine.fusion_training import class_weights, validation_report
@@ -83,6 +84,7 @@ def train_baseline(
     runtime = resolve_runtime(config.device, config.precision)
     workers = default_workers() if config.workers is None else config.workers
     seed_everything(config.seed)
+    train_batch_size = per_process_batch_size(config.batch_size)
     rng = np.random.default_rng([config.seed, 7])
 
     rows = [row for role in TRAIN_ROLES for row in manifest.select(role)]
@@ -109,7 +111,7 @@ def train_baseline(
     )
     result = fit(
         network,
-        loader(train_rows, True, config.batch_size),
+        loader(train_rows, True, train_batch_size),
         loader(val_rows, False, config.eval_batch_size) if val_rows else None,
         epochs=config.epochs,
         optimizer=optimizer,

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dfx import distributed
 from dfx.errors import DfxError
 
 
@@ -67,7 +68,11 @@ class Runtime:
 def resolve_runtime(
     device: str = "auto", precision: str = "auto", compile: bool = False
 ) -> Runtime:
-    """Parse ``--device`` (auto, cpu, cuda[:N], mps), ``--precision`` and ``--compile``."""
+    """Parse ``--device`` (auto, cpu, cuda[:N], mps), ``--precision`` and ``--compile``.
+
+    Under torchrun this also joins the job's process group (:func:`dfx.distributed.setup`):
+    each process then runs on its local rank's GPU, or on the CPU.
+    """
     name = device.strip().lower()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -86,6 +91,7 @@ def resolve_runtime(
         raise DfxError(f"--device {device}: MPS is not available on this machine.")
     elif chosen.type not in ("cpu", "cuda", "mps"):
         raise DfxError(f"--device {device!r} is not supported; use auto, cpu or cuda[:N].")
+    chosen = distributed.setup(chosen)
     if compile:
         _check_compile(chosen)
     if chosen.type == "cuda":
@@ -137,9 +143,10 @@ def default_workers() -> int:
     """DataLoader workers: leave one usable core for the main process, at most 16.
 
     A GPU evaluating ~2,500 images/s needs about that many decoding processes; a CPU does
-    not mind, as decoding is a small share of its work.
+    not mind, as decoding is a small share of its work. Under torchrun the processes of one
+    machine share its CPUs.
     """
-    return max(0, min(16, usable_cpus() - 1))
+    return max(0, min(16, usable_cpus() // distributed.local_processes() - 1))
 
 
 def usable_cpus() -> int:

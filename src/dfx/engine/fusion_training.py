@@ -22,6 +22,7 @@ from dfx.checkpoint import (
 from dfx.classes import CLASSES, class_index
 from dfx.data.dataset import Failure, ImageDataset, make_loader
 from dfx.data.manifest import Manifest
+from dfx.distributed import per_process_batch_size
 from dfx.engine.batches import TensorBatches
 from dfx.engine.device import Runtime, default_workers, resolve_runtime, seed_everything
 from dfx.engine.inference import run_network
@@ -151,6 +152,7 @@ def train_fusion(
     runtime = resolve_runtime(config.device, config.precision, config.compile)
     workers = default_workers() if config.workers is None else config.workers
     seed_everything(config.seed)
+    train_batch_size = per_process_batch_size(config.batch_size)
 
     rows = manifest.select("fusion")
     missing = [name for name in CLASSES if not any(r.label == name for r in rows)]
@@ -194,8 +196,9 @@ def train_fusion(
 
     def batches(chosen: list[int], shuffle: bool) -> TensorBatches:
         index = torch.tensor(chosen, dtype=torch.long, device=runtime.device)
+        batch_size = train_batch_size if shuffle else config.batch_size
         return TensorBatches(
-            features[index], targets[index], config.batch_size, shuffle=shuffle, seed=config.seed
+            features[index], targets[index], batch_size, shuffle=shuffle, seed=config.seed
         )
 
     head = runtime.prepare(FusionHead(len(CLASSES)))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dfx import distributed
 from dfx.data.dataset import Failure
 from dfx.engine.device import Runtime
 from dfx.engine.loop import unpack
@@ -43,7 +44,7 @@ def iter_network(
     """
     progress = or_null(progress)
     network.eval()
-    progress.start("inference", len(loader.dataset), description)
+    progress.start("inference", _share_size(loader), description)
     for batch in loader:
         inputs, batch_targets, batch_failures = unpack(batch)
         values = torch.empty(0)
@@ -64,7 +65,11 @@ def run_network(
     progress: ProgressReporter | None = None,
     description: str = "inference",
 ) -> Outputs:
-    """Forward every batch under ``torch.inference_mode()``; unreadable inputs are skipped."""
+    """Forward every batch under ``torch.inference_mode()``; unreadable inputs are skipped.
+
+    In a data-parallel run each process forwards its share of the data set and every
+    process receives all the outputs, each input exactly once, in data-set order.
+    """
     values, indices, targets, failures = [], [], [], []
     for part in iter_network(network, loader, runtime, progress=progress, description=description):
         failures.extend(part.failures)
@@ -72,6 +77,8 @@ def run_network(
             values.append(part.values)
             indices.append(part.indices)
             targets.append(part.targets)
+    if distributed.world_size() > 1:
+        values, indices, targets, failures = _gather(values, indices, targets, failures)
     if not values:
         empty = torch.empty(0, dtype=torch.long)
         return Outputs(torch.empty(0), empty, empty, failures)
@@ -80,3 +87,32 @@ def run_network(
     return Outputs(
         torch.cat(values)[order], order_indices[order], torch.cat(targets)[order], failures
     )
+
+
+def _share_size(loader) -> int:
+    """Inputs this process will see: its sampler's share, or the whole data set."""
+    sampler = getattr(loader, "sampler", None)
+    return len(sampler) if sampler is not None else len(loader.dataset)
+
+
+def _gather(values: list, indices: list, targets: list, failures: list):
+    """Every process's outputs, sent in pieces small enough for the collective."""
+    local = (torch.cat(values), torch.cat(indices), torch.cat(targets)) if values else None
+    row_bytes = local[0][:1].numel() * 4 + 16 if local is not None else 1
+    rows = len(local[1]) if local is not None else 0
+    pieces = distributed.max_across(max(1, -(-rows * row_bytes // distributed.GATHER_CHUNK_BYTES)))
+    step = max(1, -(-rows // pieces))
+    gathered_values, gathered_indices, gathered_targets = [], [], []
+    for piece in range(pieces):
+        part = None
+        if local is not None and piece * step < rows:
+            # clone: a pickled view would carry its whole underlying storage along
+            part = tuple(t[piece * step : (piece + 1) * step].clone() for t in local)
+        for received in distributed.gather_objects(part):
+            if received is not None:
+                gathered_values.append(received[0])
+                gathered_indices.append(received[1])
+                gathered_targets.append(received[2])
+    all_failures = [f for shard in distributed.gather_objects(failures) for f in shard]
+    all_failures.sort(key=lambda failure: failure.index)
+    return gathered_values, gathered_indices, gathered_targets, all_failures

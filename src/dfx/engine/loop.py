@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dfx import distributed
 from dfx.atomic import atomic_write
 from dfx.data.dataset import Batch, Failure
 from dfx.engine.device import Runtime
@@ -141,6 +142,10 @@ def fit(
     that ``config`` matches. The shuffle order of a loader with ``set_epoch`` (or whose
     sampler has it) depends on (seed, epoch) only, so a resumed run repeats an
     uninterrupted one exactly. Ctrl-C raises :class:`TrainingInterrupted`.
+
+    In a data-parallel run (:mod:`dfx.distributed`) the loaders yield this process's share,
+    ``model`` trains inside DistributedDataParallel, the epoch's figures and unreadable
+    inputs are combined over all processes, and rank 0 alone writes the history and state.
     """
     progress = or_null(progress)
     config = dict(config or {})
@@ -156,6 +161,8 @@ def fit(
         failures = {f["source"]: Failure(**f) for f in state.failures}
         best = (state.best_criterion, state.best_epoch, state.best_state)
         done = state.epoch
+    trained = distributed.wrap_for_training(model, runtime.device)
+    writes = distributed.is_main()
     progress.start("epochs", epochs, label)
     if done:
         progress.advance("epochs", done)
@@ -166,7 +173,15 @@ def fit(
             lr = optimizer.param_groups[0]["lr"]
             _set_epoch(train_loader, epoch)
             train_loss, train_acc = _train_epoch(
-                model, train_loader, optimizer, scaler, loss_fn, runtime, progress, failures, epoch
+                trained,
+                train_loader,
+                optimizer,
+                scaler,
+                loss_fn,
+                runtime,
+                progress,
+                failures,
+                epoch,
             )
             if val_loader is not None:
                 val_loss, val_acc = evaluate_loss(model, val_loader, loss_fn, runtime, failures)
@@ -178,13 +193,14 @@ def fit(
             criterion = val_loss if not math.isnan(val_loss) else train_loss
             if criterion < best[0]:
                 best = (criterion, epoch, _cpu_state(model))
+            _merge_across_processes(failures)
             record = EpochRecord(
                 epoch, train_loss, train_acc, val_loss, val_acc, lr, time.perf_counter() - started
             )
             history.append(record)
-            if history_path is not None:
+            if history_path is not None and writes:
                 write_history(history, history_path)
-            if state_path is not None:
+            if state_path is not None and writes:
                 save_state(
                     TrainState(
                         epoch=epoch,
@@ -256,6 +272,18 @@ def _set_epoch(loader, epoch: int) -> None:
             return
 
 
+def _merge_across_processes(failures: dict[str, Failure]) -> None:
+    if distributed.world_size() > 1:
+        for shard in distributed.gather_objects(list(failures.values())):
+            _remember(failures, shard)
+
+
+def _mean_and_accuracy(total_loss: float, correct: float, seen: float) -> tuple[float, float]:
+    """Mean loss and accuracy from sums, the sums taken over all processes."""
+    total_loss, correct, seen = distributed.sum_across([total_loss, correct, seen])
+    return (total_loss / seen, correct / seen) if seen else (math.nan, math.nan)
+
+
 def _train_epoch(model, loader, optimizer, scaler, loss_fn, runtime, progress, failures, epoch):
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
@@ -263,7 +291,9 @@ def _train_epoch(model, loader, optimizer, scaler, loss_fn, runtime, progress, f
     for batch in loader:
         inputs, targets, batch_failures = unpack(batch)
         _remember(failures, batch_failures)
-        if len(targets) == 0:
+        # DistributedDataParallel needs every process in every backward pass, so a step in
+        # which any process has no readable image is skipped by all of them.
+        if distributed.sum_across([float(len(targets) == 0)])[0]:
             progress.advance("batches")
             continue
         inputs = runtime.to_device(inputs)
@@ -280,11 +310,11 @@ def _train_epoch(model, loader, optimizer, scaler, loss_fn, runtime, progress, f
         seen += len(targets)
         progress.advance("batches", 1, loss=total_loss / seen, acc=correct / seen)
     progress.finish("batches")
-    return (total_loss / seen, correct / seen) if seen else (math.nan, math.nan)
+    return _mean_and_accuracy(total_loss, correct, seen)
 
 
 def evaluate_loss(model, loader, loss_fn, runtime, failures=None) -> tuple[float, float]:
-    """Mean loss and accuracy of ``model`` over ``loader`` in eval mode."""
+    """Mean loss and accuracy of ``model`` over ``loader`` in eval mode (over all processes)."""
     model.eval()
     total_loss, correct, seen = 0.0, 0, 0
     with torch.inference_mode():
@@ -301,7 +331,7 @@ def evaluate_loss(model, loader, loss_fn, runtime, failures=None) -> tuple[float
             total_loss += loss_fn(logits.float(), targets).item() * len(targets)
             correct += (logits.argmax(1) == targets).sum().item()
             seen += len(targets)
-    return (total_loss / seen, correct / seen) if seen else (math.nan, math.nan)
+    return _mean_and_accuracy(total_loss, correct, seen)
 
 
 def write_history(history: list[EpochRecord], path: Path) -> None:

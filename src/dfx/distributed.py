@@ -1,0 +1,210 @@
+"""Data-parallel runs under torchrun: one process per device, rank 0 alone writes and prints.
+
+torchrun (and SLURM through it) tells each process its place in environment variables:
+``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``/``PORT``.
+:func:`setup` joins the process group once, when the device is chosen; everything else
+asks :func:`rank` and :func:`world_size`. Nothing at module level imports torch, so the
+command line can ask "am I rank 0?" without slowing ``--help``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+
+from dfx.errors import DfxError
+
+GATHER_CHUNK_BYTES = 128 * 2**20
+"""Largest piece of a rank's outputs sent in one gather (features can reach gigabytes)."""
+
+
+def launched_processes() -> int:
+    """How many processes the launcher started for this job (1 outside torchrun)."""
+    return _env_int("WORLD_SIZE", 1)
+
+
+def is_launched() -> bool:
+    """True when torchrun (or an equivalent launcher) started several processes."""
+    return launched_processes() > 1
+
+
+def _torch_distributed():
+    """``torch.distributed`` when it is imported, available and initialised, else None."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist
+    return None
+
+
+def rank() -> int:
+    """This process's rank: 0 for the only process of an ordinary run."""
+    dist = _torch_distributed()
+    if dist is not None:
+        return dist.get_rank()
+    return _env_int("RANK", 0) if is_launched() else 0
+
+
+def world_size() -> int:
+    """Processes sharing the work (1 until :func:`setup` has joined a process group)."""
+    dist = _torch_distributed()
+    return dist.get_world_size() if dist is not None else 1
+
+
+def is_main() -> bool:
+    """True in the process that writes files and prints: rank 0."""
+    return rank() == 0
+
+
+def local_processes() -> int:
+    """Processes of this job on this machine (they share its CPUs)."""
+    return max(1, _env_int("LOCAL_WORLD_SIZE", 1))
+
+
+def setup(device):
+    """Join the launcher's process group for ``device`` and return this process's device.
+
+    Outside torchrun this does nothing and returns ``device``. Under torchrun, CUDA runs
+    use the NCCL backend and one GPU per process (``cuda:LOCAL_RANK``); CPU runs use gloo.
+    A process group the caller initialised already is used as it is.
+    """
+    if not is_launched():
+        return device
+    import torch
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        device = _local_gpu(device)
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise DfxError(f"data-parallel runs use CUDA or the CPU, not {device.type}.")
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+        atexit.register(_leave)
+    return device
+
+
+def _local_gpu(requested):
+    import torch
+
+    if requested.index is not None:
+        raise DfxError(
+            f"--device {requested}: under torchrun each process uses the GPU of its local "
+            "rank; pass --device cuda (or auto) and choose GPUs with CUDA_VISIBLE_DEVICES."
+        )
+    local_rank, count = _env_int("LOCAL_RANK", 0), torch.cuda.device_count()
+    if local_rank >= count:
+        raise DfxError(
+            f"torchrun started {local_processes()} processes on this machine but it has "
+            f"{count} visible GPU(s); use --nproc-per-node {count} or fewer."
+        )
+    return torch.device("cuda", local_rank)
+
+
+def _leave() -> None:
+    dist = _torch_distributed()
+    if dist is not None:
+        dist.destroy_process_group()
+
+
+def per_process_batch_size(global_batch_size: int) -> int:
+    """This process's share of a training batch: ``--batch-size`` is the global batch.
+
+    Keeping the global batch fixed keeps the paper's optimisation settings whatever the
+    number of processes; it must therefore divide evenly among them.
+    """
+    processes = world_size()
+    if global_batch_size % processes:
+        lower = global_batch_size - global_batch_size % processes
+        raise DfxError(
+            f"--batch-size {global_batch_size} is the global batch and must divide evenly "
+            f"among the {processes} processes; use a multiple of {processes}, such as "
+            f"{max(lower, processes)} or {lower + processes}."
+        )
+    return max(1, global_batch_size // processes)
+
+
+def sum_across(values: list[float]) -> list[float]:
+    """Element-wise sums of ``values`` over all processes (``values`` itself in one process)."""
+    dist = _torch_distributed()
+    if dist is None or dist.get_world_size() == 1:
+        return list(values)
+    import torch
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def max_across(value: int) -> int:
+    """The largest ``value`` any process holds."""
+    dist = _torch_distributed()
+    if dist is None or dist.get_world_size() == 1:
+        return value
+    import torch
+
+    tensor = torch.tensor([value], dtype=torch.int64, device=_collective_device())
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
+
+
+def gather_objects(item) -> list:
+    """Every process's ``item``, in rank order (``[item]`` in one process).
+
+    The items are pickled between the processes of this job only; nothing from a file is
+    unpickled.
+    """
+    dist = _torch_distributed()
+    if dist is None or dist.get_world_size() == 1:
+        return [item]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, item)
+    return gathered
+
+
+def barrier() -> None:
+    """Wait until every process arrives here."""
+    dist = _torch_distributed()
+    if dist is not None and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def wrap_for_training(network, device):
+    """``network`` in DistributedDataParallel when several processes train it, else itself.
+
+    DDP broadcasts rank 0's weights and buffers on wrapping, so every process starts equal,
+    and averages gradients over the processes on each backward pass.
+    """
+    if world_size() == 1:
+        return network
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        network, device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
+def _collective_device():
+    import torch
+
+    dist = _torch_distributed()
+    if dist is not None and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+LAUNCHER_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+
+
+def check_launcher_variables() -> None:
+    """Fail with one sentence when a launcher variable is set but is not a number."""
+    for name in LAUNCHER_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value and not value.isdigit():
+            raise DfxError(f"the environment variable {name}={value!r} is not a number.")
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value.isdigit() else default

@@ -1,0 +1,229 @@
+"""Data-parallel runs: exact shards, rank-0-only output, and torchrun with two CPU processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dfx import distributed, synthetic
+from dfx.atomic import atomic_write
+from dfx.data.manifest import read_manifest
+from dfx.data.shuffle import EpochShuffleSampler, ShardSampler, shuffle_order
+from dfx.engine.batches import TensorBatches
+from dfx.errors import DfxError
+from tests.test_cli import assert_user_error, invoke
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+TINY = ["--backbone", "tiny", "--weights", "none", "--image-size", "32"]
+CPU = ["--device", "cpu", "--workers", "0"]
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+@pytest.mark.parametrize("size", [0, 1, 7, 10, 43])
+def test_evaluation_shards_hold_every_position_exactly_once(size, world):
+    shares = [list(ShardSampler(size, rank, world)) for rank in range(world)]
+    assert sorted(i for share in shares for i in share) == list(range(size))
+    assert [len(ShardSampler(size, rank, world)) for rank in range(world)] == [
+        len(share) for share in shares
+    ]
+
+
+@pytest.mark.parametrize("size", [1, 11, 12, 45])
+@pytest.mark.parametrize("world", [2, 3])
+def test_training_shards_make_up_the_single_process_batches(size, world):
+    global_batch = 2 * world
+    local_batch = global_batch // world
+    single = shuffle_order(size, seed=5, epoch=3).tolist()
+    samplers = [
+        EpochShuffleSampler(size, 5, num_replicas=world, rank=rank) for rank in range(world)
+    ]
+    for sampler in samplers:
+        sampler.set_epoch(3)
+    shares = [list(sampler) for sampler in samplers]
+    # Equal step counts on every process: DistributedDataParallel would hang otherwise.
+    assert len({len(share) for share in shares}) == 1
+    assert all(len(share) == len(sampler) for share, sampler in zip(shares, samplers))
+    # Each step's process batches together are the single-process batch of that step,
+    # padded at the end with repeats from the start of the order.
+    padded = (single * world)[: len(shares[0]) * world]
+    for step in range(0, len(shares[0]), local_batch):
+        together = sorted(i for share in shares for i in share[step : step + local_batch])
+        assert together == sorted(padded[step * world : (step + local_batch) * world])
+    assert set(padded) == set(range(size))
+
+
+def test_one_process_shuffle_is_unchanged_by_the_sharding():
+    sampler = EpochShuffleSampler(20, seed=1)
+    sampler.set_epoch(4)
+    assert list(sampler) == shuffle_order(20, 1, 4).tolist()
+
+
+def test_tensor_batches_shard_like_the_samplers(monkeypatch):
+    inputs = torch.arange(9.0).unsqueeze(1)
+    targets = torch.arange(9)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    seen = []
+    for rank in (0, 1):
+        monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
+        batches = TensorBatches(inputs, targets, 2)
+        seen += [int(t) for _, batch_targets in batches for t in batch_targets]
+        assert len(batches) == len(list(batches))
+    assert sorted(seen) == list(range(9))
+
+
+def test_the_global_batch_must_divide_among_the_processes(monkeypatch):
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    assert distributed.per_process_batch_size(48) == 16
+    with pytest.raises(DfxError, match="multiple of 3, such as 30 or 33"):
+        distributed.per_process_batch_size(32)
+
+
+def test_only_rank_0_writes_files(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert not distributed.is_main()
+    with atomic_write(tmp_path / "sub" / "out.json") as handle:
+        handle.write("{}")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("RANK", "0")
+    with atomic_write(tmp_path / "sub" / "out.json") as handle:
+        handle.write("{}")
+    assert (tmp_path / "sub" / "out.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("command", ["predict", "split", "demo", "backbones"])
+def test_commands_that_are_not_data_parallel_refuse_torchrun(command):
+    result = invoke(command, env={"WORLD_SIZE": "2", "RANK": "0", "LOCAL_WORLD_SIZE": "2"})
+    assert_user_error(result, "does not run data-parallel", "without torchrun")
+
+
+def test_a_bad_launcher_variable_is_one_sentence():
+    result = invoke("backbones", env={"WORLD_SIZE": "two"})
+    assert_user_error(result, "WORLD_SIZE", "not a number")
+
+
+# --- torchrun with two CPU processes (gloo) ----------------------------------------------
+
+
+def torchrun(*args, processes: int = 2) -> subprocess.CompletedProcess:
+    """Run ``dfx ARGS`` under torchrun (or plainly with ``processes=1``), from the source tree."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    launcher += ["--nproc-per-node", str(processes), "-m", "dfx"]
+    command = launcher if processes > 1 else [sys.executable, "-m", "dfx"]
+    env = os.environ | {"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    return subprocess.run(
+        [*command, *map(str, args)], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def succeeded(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def odd_folder(tmp_path_factory) -> Path:
+    """A labelled folder of 6 × 7 images plus one truncated file: 43 inputs, an odd count."""
+    root = tmp_path_factory.mktemp("odd") / "data"
+    synthetic.write_dataset(root, per_generator=7, image_size=32, seed=3)
+    first = next((root / "gan").rglob("*.png"))
+    (first.parent / "truncated.png").write_bytes(first.read_bytes()[:200])
+    return root
+
+
+def test_torchrun_trains_base_models_and_fusion_writing_each_file_once(manifest_path, tmp_path):
+    base = tmp_path / "base"
+    train = ["-m", manifest_path, *CPU, "--epochs", "2", "--batch-size", "16"]
+    result = succeeded(torchrun("train-base", *train, *TINY, "--target", "all", "-o", base))
+    # Rank 0 alone prints: one table, one "wrote" line per model.
+    assert result.stdout.count("Base models on the test split") == 1
+    for name in ("dm", "gan", "real"):
+        assert result.stdout.count(f"wrote {base / name}.pt") == 1
+        assert len((base / f"{name}.history.jsonl").read_text().splitlines()) == 2
+    assert not [p for p in base.iterdir() if p.name.startswith(".")]  # no temporary litter
+
+    model = tmp_path / "model.pt"
+    result = succeeded(torchrun("train-fusion", *train, "--base-dir", base, "-o", model))
+    assert result.stdout.count(f"wrote {model}") == 1
+    history = [json.loads(line) for line in model.with_suffix(".history.jsonl").open()]
+    assert [record["epoch"] for record in history] == [1, 2]
+    counts = torch.load(model, weights_only=True)["metrics"]["counts"]
+    # Features of every fusion image were extracted once, over the two processes.
+    assert counts["train"] + counts["val"] == len(read_manifest(manifest_path).select("fusion"))
+
+
+def test_two_process_evaluation_equals_one_process_exactly(trained, odd_folder, tmp_path):
+    outputs = {}
+    for processes in (1, 2):
+        out = tmp_path / str(processes)
+        result = torchrun(
+            "evaluate", "--model", trained["model"], "--data", odd_folder, *CPU,
+            "--no-balanced", "--batch-size", "4",
+            "--json", out / "report.json", "--plots", out / "plots",
+            processes=processes,
+        )  # fmt: skip
+        assert result.returncode != 0  # the truncated file makes the exit code 1
+        assert "error:" not in result.stderr  # dfx's own errors; torchrun reports the exit 1
+        outputs[processes] = (
+            (out / "report.json").read_text(),
+            (out / "plots" / "curves.json").read_text(),
+            result.stdout.replace(str(out), "OUT"),
+        )
+    assert outputs[1] == outputs[2]
+    report = json.loads(outputs[2][0])
+    assert report["n"] == 42  # every readable image once, none twice
+    assert [f["path"] for f in report["failures"]] == [str(p) for p in odd_folder.rglob("trunc*")]
+
+
+def test_two_process_jpeg_robustness_equals_one_process(trained, manifest_path, tmp_path):
+    reports = []
+    for processes in (1, 2):
+        path = tmp_path / f"{processes}.json"
+        succeeded(
+            torchrun(
+                "jpeg-robustness",
+                "--model",
+                trained["model"],
+                "-m",
+                manifest_path,
+                *CPU,
+                "--qf",
+                "90",
+                "--qf",
+                "50",
+                "--json",
+                path,
+                processes=processes,
+            )  # fmt: skip
+        )
+        reports.append(path.read_text())
+    assert reports[0] == reports[1]
+
+
+def test_resume_under_torchrun_repeats_the_uninterrupted_run(manifest_path, tmp_path):
+    train = ["-m", manifest_path, *TINY, *CPU, "--batch-size", "16"]
+    succeeded(torchrun("train-baseline", *train, "--epochs", "2", "-o", tmp_path / "whole.pt"))
+    split = tmp_path / "split.pt"
+    succeeded(torchrun("train-baseline", *train, "--epochs", "1", "-o", split))
+    resumed = torchrun("train-baseline", *train, "--epochs", "2", "-o", split, "--resume")
+    succeeded(resumed)
+    assert "resuming after epoch 1 of 2" in resumed.stderr
+    whole = torch.load(tmp_path / "whole.pt", weights_only=True)["state_dict"]
+    again = torch.load(split, weights_only=True)["state_dict"]
+    assert whole.keys() == again.keys()
+    assert all(torch.equal(whole[key], again[key]) for key in whole)
+
+
+def test_each_process_takes_its_local_gpu_and_no_other(monkeypatch):
+    with pytest.raises(DfxError, match="pass --device cuda"):
+        distributed._local_gpu(torch.device("cuda", 1))
+    monkeypatch.setenv("LOCAL_RANK", str(torch.cuda.device_count()))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(torch.cuda.device_count() + 1))
+    with pytest.raises(DfxError, match="--nproc-per-node"):
+        distributed._local_gpu(torch.device("cuda"))
