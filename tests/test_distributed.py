@@ -227,3 +227,38 @@ def test_each_process_takes_its_local_gpu_and_no_other(monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(torch.cuda.device_count() + 1))
     with pytest.raises(DfxError, match="--nproc-per-node"):
         distributed._local_gpu(torch.device("cuda"))
+
+
+PREDICT_SCRIPT = """
+import json, sys
+from dfx import distributed, load_detector
+
+detector = load_detector(sys.argv[1], device="cpu")
+images = sys.argv[3:]
+predictions = [p.__dict__ for p in detector.predict(images, batch_size=2, workers=0)]
+if distributed.is_main():
+    with open(sys.argv[2], "w") as out:
+        json.dump({"predictions": predictions, "world": distributed.world_size()}, out)
+"""
+
+
+def test_the_python_api_predicts_every_image_once_under_torchrun(trained, odd_folder, tmp_path):
+    script = tmp_path / "predict.py"
+    script.write_text(PREDICT_SCRIPT)
+    images = sorted(str(p) for p in odd_folder.rglob("*.png"))[:9]
+    results = []
+    for processes in (1, 2):
+        out = tmp_path / f"{processes}.json"
+        launcher = ["--standalone", "--nproc-per-node", str(processes), str(script)]
+        result = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", *launcher, trained["model"], out,
+             *images],
+            env=os.environ | {"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"},
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        succeeded(result)
+        results.append(json.loads(out.read_text()))
+    assert [r["world"] for r in results] == [1, 2]
+    assert results[0]["predictions"] == results[1]["predictions"]
+    assert [p["path"] for p in results[1]["predictions"]] == images
+    assert all(p["label"] in ("dm", "gan", "real") for p in results[1]["predictions"])

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from dfx import distributed
 from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, load_model_file, load_weights
 from dfx.classes import CLASSES
 from dfx.data.dataset import ImageDataset, make_loader
@@ -148,7 +149,8 @@ class Detector:
         """One :class:`Prediction` per input, in input order; unreadable inputs carry an error.
 
         ``fake`` is ``p_fake >= threshold``; the threshold defaults to the calibrated one
-        stored in the model file, or 0.5 for files without one.
+        stored in the model file, or 0.5 for files without one. In a data-parallel run every
+        process classifies its share and receives all the predictions.
         """
         batches = self.iter_predict(
             images,
@@ -158,7 +160,10 @@ class Detector:
             threshold=threshold,
             max_pixels=max_pixels,
         )
-        return [prediction for batch in batches for prediction in batch]
+        own = [prediction for batch in batches for prediction in batch]
+        shares = distributed.gather_objects(own)
+        # Process r classified positions r, r + world, ... (ShardSampler), one prediction each.
+        return [shares[i % len(shares)][i // len(shares)] for i in range(len(images))]
 
     def iter_predict(
         self,
@@ -170,7 +175,11 @@ class Detector:
         threshold: float | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> Iterator[list[Prediction]]:
-        """:meth:`predict` one batch at a time, in input order, as soon as each is done."""
+        """:meth:`predict` one batch at a time, in input order, as soon as each is done.
+
+        In a data-parallel run each process yields the predictions of its own share of
+        ``images`` only: positions rank, rank + world size, and so on.
+        """
         if threshold is None:
             threshold = self.threshold if self.threshold is not None else 0.5
         loader = self._loader(images, None, None, batch_size, workers, max_pixels)
