@@ -163,13 +163,6 @@ def gather_objects(item) -> list:
     return gathered
 
 
-def barrier() -> None:
-    """Wait until every process arrives here."""
-    dist = _torch_distributed()
-    if dist is not None and dist.get_world_size() > 1:
-        dist.barrier()
-
-
 def wrap_for_training(network, device):
     """``network`` in DistributedDataParallel when several processes train it, else itself.
 

@@ -56,7 +56,13 @@ def stderr() -> Console:
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    """Print one sentence to stderr (from every process, naming its rank) and return the Exit."""
+    """Print one sentence to stderr and return the Exit to raise.
+
+    Under torchrun every process prints its own errors, naming its rank, as they may
+    differ; an interruption, which reaches every process at once, is told by rank 0 only.
+    """
+    if code == EXIT_INTERRUPTED and not distributed.is_main():
+        return typer.Exit(code)
     where = f"rank {distributed.rank()}: " if distributed.is_launched() else ""
     Console(stderr=True, highlight=False).print(
         f"[bold red]error:[/bold red] {where}{message}", markup=True, soft_wrap=True
@@ -149,17 +155,19 @@ def current_command(context: typer.Context | None, *extra: str) -> str:
     Rebuilt from the parsed parameters (what differs from the defaults) when the command
     receives its context, else taken from ``sys.argv``.
     """
+    # Under torchrun the user re-runs the same launch line; show what follows its "-m".
+    program = "torchrun [same options] -m dfx" if distributed.is_launched() else "dfx"
     if context is None:
         words = [w for w in sys.argv[1:] if w not in extra]
-        return shlex.join(["dfx", *words, *extra])
-    parts = ["dfx", context.info_name or ""]
+        return " ".join([program, shlex.join([*words, *extra])])
+    parts = [context.info_name or ""]
     for parameter in context.command.params:
         value = context.params.get(parameter.name)
         if parameter.param_type_name == "argument":
             parts += [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
         elif value is not None and value != parameter.default and parameter.opts[0] not in extra:
             parts += _option_words(parameter, value)
-    return shlex.join([*parts, *extra])
+    return " ".join([program, shlex.join([*parts, *extra])])
 
 
 def _option_words(option, value) -> list[str]:
