@@ -82,11 +82,24 @@ def test_the_global_batch_must_divide_among_the_processes(monkeypatch):
     assert distributed.per_process_batch_size(48) == 16
     with pytest.raises(DfxError, match="multiple of 3, such as 30 or 33"):
         distributed.per_process_batch_size(32)
+    with pytest.raises(DfxError, match=r"such as 3\.$"):
+        distributed.per_process_batch_size(2)
+
+
+def test_outside_an_activated_run_torchrun_variables_change_nothing(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert distributed.is_launched() and not distributed.is_active()
+    assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (0, 1, True)
+    with atomic_write(tmp_path / "out.json") as handle:
+        handle.write("{}")
+    assert (tmp_path / "out.json").read_text() == "{}"
 
 
 def test_only_rank_0_writes_files(monkeypatch, tmp_path):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(distributed, "_active", True)
     assert not distributed.is_main()
     with atomic_write(tmp_path / "sub" / "out.json") as handle:
         handle.write("{}")
@@ -105,7 +118,74 @@ def test_commands_that_are_not_data_parallel_refuse_torchrun(command):
 
 def test_a_bad_launcher_variable_is_one_sentence():
     result = invoke("backbones", env={"WORLD_SIZE": "two"})
-    assert_user_error(result, "WORLD_SIZE", "not a number")
+    assert_user_error(result, "WORLD_SIZE", "not a whole number")
+
+
+# --- the training loop in two gloo processes ----------------------------------------------
+
+FEATURES = torch.linspace(-1, 1, 16).reshape(4, 4)
+LABELS = torch.tensor([0, 2, 1, 2])
+CLASS_WEIGHTS = torch.tensor([1.0, 2.0, 0.5])
+EMPTY = (torch.empty(0, 4), torch.empty(0, dtype=torch.long))
+
+
+def fit_tiny(model, batches) -> None:
+    from dfx.engine.device import Runtime
+    from dfx.engine.loop import fit
+
+    fit(
+        model,
+        batches,
+        None,
+        epochs=2,
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.1),
+        scheduler=None,
+        loss_fn=torch.nn.CrossEntropyLoss(weight=CLASS_WEIGHTS),
+        runtime=Runtime(torch.device("cpu"), None),
+    )
+
+
+def linear_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Linear(4, 3)
+
+
+def batch_norm_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+
+
+def fit_worker(rank: int, init_file: str, out: str) -> None:
+    """Rank ``rank`` of 2: train on its share, where rank 1's second batch is all unreadable."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    distributed.activate()
+    shares = {0: [[0, 1], [3]], 1: [[2], []]}[rank]
+    batches = [(FEATURES[s], LABELS[s]) if s else EMPTY for s in shares]
+    model = linear_model()
+    fit_tiny(model, batches)
+    normalised = batch_norm_model()
+    fit_tiny(normalised, [(FEATURES[[0, 1, 2, 3]][rank::2], LABELS[rank::2])])
+    torch.save({"linear": model.state_dict(), "batch_norm": normalised.state_dict()},
+               f"{out}/{rank}.pt")  # fmt: skip
+    dist.destroy_process_group()
+
+
+def test_two_processes_step_like_one_even_when_a_batch_is_unreadable(tmp_path):
+    """The gradient of each step is the single-process gradient of its readable images."""
+    torch.multiprocessing.spawn(
+        fit_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True
+    )
+    ranks = [torch.load(tmp_path / f"{rank}.pt", weights_only=True) for rank in (0, 1)]
+    single = linear_model()
+    fit_tiny(single, [(FEATURES[[0, 1, 2]], LABELS[[0, 1, 2]]), (FEATURES[[3]], LABELS[[3]])])
+    for key, value in single.state_dict().items():
+        assert torch.allclose(ranks[0]["linear"][key], value, atol=1e-6), key
+        assert torch.equal(ranks[0]["linear"][key], ranks[1]["linear"][key])
+    # Every process ends with rank 0's BatchNorm statistics, the ones rank 0 saves.
+    for key, value in ranks[0]["batch_norm"].items():
+        assert torch.equal(value, ranks[1]["batch_norm"][key]), key
 
 
 # --- torchrun with two CPU processes (gloo) ----------------------------------------------
@@ -233,6 +313,7 @@ PREDICT_SCRIPT = """
 import json, sys
 from dfx import distributed, load_detector
 
+distributed.activate()
 detector = load_detector(sys.argv[1], device="cpu")
 images = sys.argv[3:]
 predictions = [p.__dict__ for p in detector.predict(images, batch_size=2, workers=0)]

@@ -2,9 +2,14 @@
 
 torchrun (and SLURM through it) tells each process its place in environment variables:
 ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``/``PORT``.
-:func:`setup` joins the process group once, when the device is chosen; everything else
-asks :func:`rank` and :func:`world_size`. Nothing at module level imports torch, so the
-command line can ask "am I rank 0?" without slowing ``--help``.
+
+Data-parallel behaviour is opt-in: :func:`activate` turns it on (the data-parallel
+commands call it under torchrun; a Python program calls it before using dfx). Only then
+does :func:`setup` join the process group when the device is chosen, do loaders shard,
+results gather and other ranks than 0 skip writing. A program that runs under torchrun
+for its own reasons and calls dfx on one rank gets ordinary single-process behaviour.
+Nothing at module level imports torch, so the command line can ask "am I rank 0?"
+without slowing ``--help``.
 """
 
 from __future__ import annotations
@@ -19,9 +24,28 @@ GATHER_CHUNK_BYTES = 128 * 2**20
 """Largest piece of a rank's outputs sent in one gather (features can reach gigabytes)."""
 
 
+_active = False
+
+
+def activate() -> None:
+    """Make dfx run data-parallel when several processes were launched (see module doc)."""
+    global _active
+    _active = True
+
+
+def is_active() -> bool:
+    """True when dfx runs data-parallel: activated, with several processes launched."""
+    return _active and is_launched()
+
+
 def launched_processes() -> int:
     """How many processes the launcher started for this job (1 outside torchrun)."""
     return _env_int("WORLD_SIZE", 1)
+
+
+def launched_rank() -> int:
+    """The rank the launcher gave this process (0 outside torchrun), active or not."""
+    return _env_int("RANK", 0) if is_launched() else 0
 
 
 def is_launched() -> bool:
@@ -30,7 +54,9 @@ def is_launched() -> bool:
 
 
 def _torch_distributed():
-    """``torch.distributed`` when it is imported, available and initialised, else None."""
+    """``torch.distributed`` when dfx runs data-parallel in an initialised group, else None."""
+    if not _active:
+        return None
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
         return dist
@@ -42,7 +68,7 @@ def rank() -> int:
     dist = _torch_distributed()
     if dist is not None:
         return dist.get_rank()
-    return _env_int("RANK", 0) if is_launched() else 0
+    return launched_rank() if is_active() else 0
 
 
 def world_size() -> int:
@@ -64,11 +90,12 @@ def local_processes() -> int:
 def setup(device):
     """Join the launcher's process group for ``device`` and return this process's device.
 
-    Outside torchrun this does nothing and returns ``device``. Under torchrun, CUDA runs
+    Outside an active data-parallel run this does nothing and returns ``device``. In one,
+    CUDA runs
     use the NCCL backend and one GPU per process (``cuda:LOCAL_RANK``); CPU runs use gloo.
     A process group the caller initialised already is used as it is.
     """
-    if not is_launched():
+    if not is_active():
         return device
     import torch
     import torch.distributed as dist
@@ -117,10 +144,11 @@ def per_process_batch_size(global_batch_size: int) -> int:
     processes = world_size()
     if global_batch_size % processes:
         lower = global_batch_size - global_batch_size % processes
+        nearest = " or ".join(str(n) for n in (lower, lower + processes) if n > 0)
         raise DfxError(
             f"--batch-size {global_batch_size} is the global batch and must divide evenly "
             f"among the {processes} processes; use a multiple of {processes}, such as "
-            f"{max(lower, processes)} or {lower + processes}."
+            f"{nearest}."
         )
     return max(1, global_batch_size // processes)
 
@@ -163,6 +191,15 @@ def gather_objects(item) -> list:
     return gathered
 
 
+def broadcast_buffers(module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) into every process's ``module``."""
+    dist = _torch_distributed()
+    if dist is None or dist.get_world_size() == 1:
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=0)
+
+
 def wrap_for_training(network, device):
     """``network`` in DistributedDataParallel when several processes train it, else itself.
 
@@ -191,13 +228,20 @@ LAUNCHER_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 
 
 def check_launcher_variables() -> None:
-    """Fail with one sentence when a launcher variable is set but is not a number."""
+    """Fail with one sentence when a launcher variable is set but is not a whole number."""
     for name in LAUNCHER_VARIABLES:
         value = os.environ.get(name, "").strip()
-        if value and not value.isdigit():
-            raise DfxError(f"the environment variable {name}={value!r} is not a number.")
+        if value and _as_int(value) is None:
+            raise DfxError(f"the environment variable {name}={value!r} is not a whole number.")
 
 
 def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    return int(value) if value.isdigit() else default
+    value = _as_int(os.environ.get(name, "").strip())
+    return default if value is None else value
+
+
+def _as_int(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None

@@ -63,7 +63,7 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     """
     if code == EXIT_INTERRUPTED and not distributed.is_main():
         return typer.Exit(code)
-    where = f"rank {distributed.rank()}: " if distributed.is_launched() else ""
+    where = f"rank {distributed.launched_rank()}: " if distributed.is_launched() else ""
     Console(stderr=True, highlight=False).print(
         f"[bold red]error:[/bold red] {where}{message}", markup=True, soft_wrap=True
     )
@@ -80,7 +80,11 @@ def check_launch(command: str | None) -> None:
         raise fail(str(error)) from None
     if not distributed.is_launched():
         return
-    if command is not None and command not in DATA_PARALLEL_COMMANDS:
+    if command in DATA_PARALLEL_COMMANDS:
+        distributed.activate()
+    elif command is not None:
+        if distributed.launched_rank() != 0:  # every process would say the same
+            raise typer.Exit(EXIT_USAGE)
         raise fail(
             f"'dfx {command}' does not run data-parallel; run it without torchrun "
             f"(torchrun runs: {', '.join(sorted(DATA_PARALLEL_COMMANDS))})."
@@ -156,7 +160,7 @@ def current_command(context: typer.Context | None, *extra: str) -> str:
     receives its context, else taken from ``sys.argv``.
     """
     # Under torchrun the user re-runs the same launch line; show what follows its "-m".
-    program = "torchrun [same options] -m dfx" if distributed.is_launched() else "dfx"
+    program = "torchrun [same options] -m dfx" if distributed.is_active() else "dfx"
     if context is None:
         words = [w for w in sys.argv[1:] if w not in extra]
         return " ".join([program, shlex.join([*words, *extra])])

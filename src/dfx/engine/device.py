@@ -144,9 +144,12 @@ def default_workers() -> int:
 
     A GPU evaluating ~2,500 images/s needs about that many decoding processes; a CPU does
     not mind, as decoding is a small share of its work. Under torchrun the processes of one
-    machine share its CPUs.
+    machine share its CPUs, unless the launcher has already bound each to its own.
     """
-    return max(0, min(16, usable_cpus() // distributed.local_processes() - 1))
+    cpus = usable_cpus()
+    if cpus >= (os.cpu_count() or cpus):  # not bound to a subset: share with the others
+        cpus //= distributed.local_processes()
+    return max(0, min(16, cpus - 1))
 
 
 def usable_cpus() -> int:

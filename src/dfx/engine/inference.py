@@ -78,7 +78,7 @@ def run_network(
             indices.append(part.indices)
             targets.append(part.targets)
     if distributed.world_size() > 1:
-        values, indices, targets, failures = _gather(values, indices, targets, failures)
+        return _gather(values, indices, targets, failures)
     if not values:
         empty = torch.empty(0, dtype=torch.long)
         return Outputs(torch.empty(0), empty, empty, failures)
@@ -95,24 +95,41 @@ def _share_size(loader) -> int:
     return len(sampler) if sampler is not None else len(loader.dataset)
 
 
-def _gather(values: list, indices: list, targets: list, failures: list):
-    """Every process's outputs, sent in pieces small enough for the collective."""
-    local = (torch.cat(values), torch.cat(indices), torch.cat(targets)) if values else None
-    row_bytes = local[0][:1].numel() * 4 + 16 if local is not None else 1
-    rows = len(local[1]) if local is not None else 0
-    pieces = distributed.max_across(max(1, -(-rows * row_bytes // distributed.GATHER_CHUNK_BYTES)))
-    step = max(1, -(-rows // pieces))
-    gathered_values, gathered_indices, gathered_targets = [], [], []
+def _gather(values: list, indices: list, targets: list, failures: list) -> Outputs:
+    """Every process's outputs in data-set order, received in pieces of bounded size.
+
+    The positions and targets (a few bytes per input) are gathered first; each piece of
+    values is then written straight to its place, so no second full copy is made.
+    """
+    local_indices = torch.cat(indices) if indices else torch.empty(0, dtype=torch.long)
+    all_indices, order = torch.sort(torch.cat(distributed.gather_objects(local_indices)))
+    all_targets = torch.cat(
+        distributed.gather_objects(
+            torch.cat(targets) if targets else torch.empty(0, dtype=torch.long)
+        )
+    )[order]
+    all_failures = [f for share in distributed.gather_objects(failures) for f in share]
+    all_failures.sort(key=lambda failure: failure.index)
+
+    local_values = torch.cat(values) if values else None
+    values.clear()
+    rows = len(local_indices)
+    row_bytes = local_values[:1].numel() * 4 if local_values is not None else 4
+    pieces = distributed.max_across(-(-rows * row_bytes // distributed.GATHER_CHUNK_BYTES))
+    step = -(-rows // pieces) if pieces else 0
+    gathered = None
     for piece in range(pieces):
         part = None
-        if local is not None and piece * step < rows:
+        if local_values is not None and piece * step < rows:
+            chosen = slice(piece * step, (piece + 1) * step)
             # clone: a pickled view would carry its whole underlying storage along
-            part = tuple(t[piece * step : (piece + 1) * step].clone() for t in local)
+            part = (local_values[chosen].clone(), local_indices[chosen].clone())
         for received in distributed.gather_objects(part):
-            if received is not None:
-                gathered_values.append(received[0])
-                gathered_indices.append(received[1])
-                gathered_targets.append(received[2])
-    all_failures = [f for shard in distributed.gather_objects(failures) for f in shard]
-    all_failures.sort(key=lambda failure: failure.index)
-    return gathered_values, gathered_indices, gathered_targets, all_failures
+            if received is None:
+                continue
+            if gathered is None:
+                gathered = received[0].new_empty((len(all_indices), *received[0].shape[1:]))
+            gathered[torch.searchsorted(all_indices, received[1])] = received[0]
+    if gathered is None:
+        gathered = torch.empty(0)
+    return Outputs(gathered, all_indices, all_targets, all_failures)

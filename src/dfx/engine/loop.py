@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -125,7 +125,7 @@ def fit(
     epochs: int,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    loss_fn: nn.CrossEntropyLoss,
     runtime: Runtime,
     progress: ProgressReporter | None = None,
     history_path: Path | None = None,
@@ -162,6 +162,7 @@ def fit(
         best = (state.best_criterion, state.best_epoch, state.best_state)
         done = state.epoch
     trained = distributed.wrap_for_training(model, runtime.device)
+    spare = _Spare()
     writes = distributed.is_main()
     progress.start("epochs", epochs, label)
     if done:
@@ -182,7 +183,11 @@ def fit(
                 progress,
                 failures,
                 epoch,
+                spare,
             )
+            # The last step left each process its own BatchNorm statistics: take rank 0's,
+            # the ones it saves, so that every process validates the same model.
+            distributed.broadcast_buffers(model)
             if val_loader is not None:
                 val_loss, val_acc = evaluate_loss(model, val_loader, loss_fn, runtime, failures)
             else:
@@ -284,16 +289,47 @@ def _mean_and_accuracy(total_loss: float, correct: float, seen: float) -> tuple[
     return (total_loss / seen, correct / seen) if seen else (math.nan, math.nan)
 
 
-def _train_epoch(model, loader, optimizer, scaler, loss_fn, runtime, progress, failures, epoch):
+class _Spare:
+    """One readable training input kept aside, for a process whose batch has none."""
+
+    inputs: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
+
+    def keep(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        if self.inputs is None:
+            self.inputs, self.targets = inputs[:1].clone(), targets[:1].clone()
+
+
+def _train_epoch(
+    model, loader, optimizer, scaler, loss_fn, runtime, progress, failures, epoch, spare
+):
     model.train()
+    processes = distributed.world_size()
     total_loss, correct, seen = 0.0, 0, 0
     progress.start("batches", _length(loader), f"epoch {epoch}")
     for batch in loader:
         inputs, targets, batch_failures = unpack(batch)
         _remember(failures, batch_failures)
-        # DistributedDataParallel needs every process in every backward pass, so a step in
-        # which any process has no readable image is skipped by all of them.
-        if distributed.sum_across([float(len(targets) == 0)])[0]:
+        readable = len(targets) > 0
+        if readable:
+            spare.keep(inputs, targets)
+        scale = None
+        if processes > 1:
+            # DistributedDataParallel needs every process in every backward pass: one whose
+            # images were all unreadable steps with the spare input, counted with weight 0.
+            # Each loss is divided by the loss weight of all processes' readable images, so
+            # the averaged gradient is the single-process gradient of those images.
+            local_weight = _loss_weight(loss_fn, targets)
+            stuck, total_weight = distributed.sum_across(
+                [float(not readable and spare.inputs is None), local_weight]
+            )
+            if stuck or total_weight == 0:  # no spare yet: only in the first steps of a run
+                progress.advance("batches")
+                continue
+            scale = processes / total_weight if readable else 0.0
+            if not readable:
+                inputs, targets = spare.inputs, spare.targets
+        elif not readable:
             progress.advance("batches")
             continue
         inputs = runtime.to_device(inputs)
@@ -301,16 +337,44 @@ def _train_epoch(model, loader, optimizer, scaler, loss_fn, runtime, progress, f
         optimizer.zero_grad(set_to_none=True)
         with runtime.autocast():
             logits = model(inputs)
-            loss = loss_fn(logits.float(), targets)
+            if scale is None:
+                loss = batch_mean = loss_fn(logits.float(), targets)
+            else:
+                summed = _summed_loss(loss_fn, logits.float(), targets)
+                loss = summed * scale
+                batch_mean = summed / max(local_weight, 1e-12)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        total_loss += loss.item() * len(targets)
-        correct += (logits.argmax(1) == targets).sum().item()
-        seen += len(targets)
-        progress.advance("batches", 1, loss=total_loss / seen, acc=correct / seen)
+        if readable:
+            total_loss += batch_mean.item() * len(targets)
+            correct += (logits.argmax(1) == targets).sum().item()
+            seen += len(targets)
+        if seen:
+            progress.advance("batches", 1, loss=total_loss / seen, acc=correct / seen)
+        else:
+            progress.advance("batches")
     progress.finish("batches")
     return _mean_and_accuracy(total_loss, correct, seen)
+
+
+def _loss_weight(loss_fn: nn.CrossEntropyLoss, targets: torch.Tensor) -> float:
+    """What ``loss_fn``'s mean divides by: the class weights of ``targets``, summed."""
+    if loss_fn.weight is None:
+        return float(len(targets))
+    return float(loss_fn.weight.cpu()[targets].sum()) if len(targets) else 0.0
+
+
+def _summed_loss(loss_fn: nn.CrossEntropyLoss, logits, targets) -> torch.Tensor:
+    """``loss_fn`` summed over the batch instead of averaged."""
+    return nn.functional.cross_entropy(
+        logits,
+        targets,
+        weight=loss_fn.weight,
+        ignore_index=loss_fn.ignore_index,
+        reduction="sum",
+        label_smoothing=loss_fn.label_smoothing,
+    )
 
 
 def evaluate_loss(model, loader, loss_fn, runtime, failures=None) -> tuple[float, float]:

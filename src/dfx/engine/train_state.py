@@ -96,7 +96,9 @@ def restore_rng(state: dict) -> None:
         (python_state["version"], tuple(python_state["internal"]), python_state["gauss_next"])
     )
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # A resumed run may see fewer GPUs (CUDA_VISIBLE_DEVICES, another node).
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
 
 
 def save_state(state: TrainState, path: Path) -> None:
