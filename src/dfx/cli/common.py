@@ -357,6 +357,14 @@ InferenceBatchSize = Annotated[
     int | None,
     typer.Option("--batch-size", min=1, help="Images per step (default: 32 on CPU, 256 on CUDA)."),
 ]
+TrainBatchSize = Annotated[
+    int,
+    typer.Option(
+        "--batch-size",
+        min=1,
+        help="Samples per optimisation step; under torchrun, the global batch of all processes.",
+    ),
+]
 Compile = Annotated[
     bool,
     typer.Option(

@@ -39,6 +39,7 @@ EPILOG = """\
   dfx evaluate --model model.pt --data sets/a --data sets/b --csv table4.csv
   dfx evaluate --model model.pt -m manifest.csv --plots plots/ --threshold 0.3
   dfx evaluate --model model.pt -m manifest.csv --json report.json --min-accuracy 0.9
+  torchrun --standalone --nproc-per-node 8 -m dfx evaluate --model model.pt -m manifest.csv
 
 Test sets are balanced to the smallest class by seeded sampling (--no-balanced to
 keep all). Besides the argmax decision, images are called fake when P(fake) >= t,

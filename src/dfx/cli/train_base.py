@@ -19,6 +19,7 @@ from dfx.cli.common import (
     Resume,
     RichProgress,
     Seed,
+    TrainBatchSize,
     ValFraction,
     WeightDecay,
     Workers,
@@ -39,6 +40,7 @@ EPILOG = """\
   dfx train-base -m manifest.csv --target gan --backbone resnet50 --epochs 20 --device cuda
   dfx train-base -m manifest.csv --target all --backbone tiny --weights none --epochs 3
   dfx train-base -m manifest.csv --target all --out base/ --resume     # after a crash or Ctrl-C
+  torchrun --standalone --nproc-per-node 8 -m dfx train-base -m manifest.csv --out base/
 
 Each model sees all 'base' images of its class as positives and a small stratified
 share of the two other classes as negatives (90:10), holds out 20% for validation and
@@ -69,7 +71,7 @@ def train_base_command(
         typer.Option("--image-size", min=16, help="Input side (default: backbone's)."),
     ] = None,
     epochs: Epochs = 50,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per step.")] = 32,
+    batch_size: TrainBatchSize = 32,
     lr: LearningRate = 1e-4,
     weight_decay: WeightDecay = 1e-3,
     lr_step: LrStep = 0,

@@ -20,6 +20,7 @@ from dfx.cli.common import (
     Resume,
     RichProgress,
     Seed,
+    TrainBatchSize,
     ValFraction,
     WeightDecay,
     Workers,
@@ -68,9 +69,7 @@ def train_fusion_command(
         "model.pt"
     ),
     epochs: Epochs = 50,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Feature vectors per step.")
-    ] = 32,
+    batch_size: TrainBatchSize = 32,
     lr: LearningRate = 1e-4,
     weight_decay: WeightDecay = 1e-3,
     lr_step: LrStep = 0,
