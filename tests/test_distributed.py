@@ -110,7 +110,7 @@ def test_only_rank_0_writes_files(monkeypatch, tmp_path):
     assert (tmp_path / "sub" / "out.json").read_text() == "{}"
 
 
-@pytest.mark.parametrize("command", ["predict", "split", "demo", "backbones"])
+@pytest.mark.parametrize("command", ["predict", "split", "demo", "backbones", "import-official"])
 def test_commands_that_are_not_data_parallel_refuse_torchrun(command):
     result = invoke(command, env={"WORLD_SIZE": "2", "RANK": "0", "LOCAL_WORLD_SIZE": "2"})
     assert_user_error(result, "does not run data-parallel", "without torchrun")
@@ -129,20 +129,22 @@ CLASS_WEIGHTS = torch.tensor([1.0, 2.0, 0.5])
 EMPTY = (torch.empty(0, 4), torch.empty(0, dtype=torch.long))
 
 
-def fit_tiny(model, batches) -> None:
+def fit_tiny(model, batches, validation) -> list:
+    """Two epochs of ``fit``; the history without wall times."""
     from dfx.engine.device import Runtime
     from dfx.engine.loop import fit
 
-    fit(
+    result = fit(
         model,
         batches,
-        None,
+        validation,
         epochs=2,
         optimizer=torch.optim.Adam(model.parameters(), lr=0.1),
         scheduler=None,
         loss_fn=torch.nn.CrossEntropyLoss(weight=CLASS_WEIGHTS),
         runtime=Runtime(torch.device("cpu"), None),
     )
+    return [(r.train_loss, r.train_accuracy, r.val_loss, r.val_accuracy) for r in result.history]
 
 
 def linear_model() -> torch.nn.Module:
@@ -155,37 +157,63 @@ def batch_norm_model() -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
 
 
+# Single process: batches [0, 1] and [3, 2]. Two processes: rank 1's first batch is all
+# unreadable before it has any image to stand in, and its second is image 2.
+SHARES = {0: [[0, 1], [3]], 1: [[], [2]]}
+
+
 def fit_worker(rank: int, init_file: str, out: str) -> None:
-    """Rank ``rank`` of 2: train on its share, where rank 1's second batch is all unreadable."""
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     distributed.activate()
-    shares = {0: [[0, 1], [3]], 1: [[2], []]}[rank]
-    batches = [(FEATURES[s], LABELS[s]) if s else EMPTY for s in shares]
+    batches = [(FEATURES[s], LABELS[s]) if s else EMPTY for s in SHARES[rank]]
+    validation = [(FEATURES[rank::2], LABELS[rank::2])]
     model = linear_model()
-    fit_tiny(model, batches)
+    history = fit_tiny(model, batches, validation)
     normalised = batch_norm_model()
-    fit_tiny(normalised, [(FEATURES[[0, 1, 2, 3]][rank::2], LABELS[rank::2])])
-    torch.save({"linear": model.state_dict(), "batch_norm": normalised.state_dict()},
-               f"{out}/{rank}.pt")  # fmt: skip
-    dist.destroy_process_group()
+    fit_tiny(normalised, [(FEATURES[rank::2], LABELS[rank::2])], None)
+    torch.save({"linear": model.state_dict(), "history": torch.tensor(history),
+                "batch_norm": normalised.state_dict()}, f"{out}/{rank}.pt")  # fmt: skip
+    distributed.finish()
 
 
 def test_two_processes_step_like_one_even_when_a_batch_is_unreadable(tmp_path):
-    """The gradient of each step is the single-process gradient of its readable images."""
+    """Each step's gradient, and the reported losses, are the single-process ones."""
     torch.multiprocessing.spawn(
         fit_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True
     )
     ranks = [torch.load(tmp_path / f"{rank}.pt", weights_only=True) for rank in (0, 1)]
     single = linear_model()
-    fit_tiny(single, [(FEATURES[[0, 1, 2]], LABELS[[0, 1, 2]]), (FEATURES[[3]], LABELS[[3]])])
+    batches = [(FEATURES[[0, 1]], LABELS[[0, 1]]), (FEATURES[[3, 2]], LABELS[[3, 2]])]
+    # The validation loss does not depend on how the set is cut into batches.
+    validation = [(FEATURES[:1], LABELS[:1]), (FEATURES[1:], LABELS[1:])]
+    history = fit_tiny(single, batches, validation)
     for key, value in single.state_dict().items():
         assert torch.allclose(ranks[0]["linear"][key], value, atol=1e-6), key
         assert torch.equal(ranks[0]["linear"][key], ranks[1]["linear"][key])
+    assert torch.allclose(ranks[0]["history"], torch.tensor(history))
     # Every process ends with rank 0's BatchNorm statistics, the ones rank 0 saves.
     for key, value in ranks[0]["batch_norm"].items():
         assert torch.equal(value, ranks[1]["batch_norm"][key]), key
+
+
+def test_data_loader_workers_share_the_machine(monkeypatch):
+    from dfx.engine import device
+
+    monkeypatch.setattr(device.os, "cpu_count", lambda: 192)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    monkeypatch.setattr(device, "usable_cpus", lambda: 96)  # a SLURM task's CPUs, shared
+    assert device.default_workers() == 11
+    monkeypatch.setattr(device, "usable_cpus", lambda: 24)  # bound to its own share
+    assert device.default_workers() == 16
+
+
+def test_error_sentences_keep_square_brackets(capsys):
+    from dfx.cli.common import fail
+
+    fail("resume with: torchrun [same options] -m dfx train-base --resume")
+    assert "torchrun [same options] -m dfx" in capsys.readouterr().err
 
 
 # --- torchrun with two CPU processes (gloo) ----------------------------------------------

@@ -14,7 +14,6 @@ without slowing ``--help``.
 
 from __future__ import annotations
 
-import atexit
 import os
 import sys
 
@@ -108,7 +107,6 @@ def setup(device):
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
-        atexit.register(_leave)
     return device
 
 
@@ -129,9 +127,16 @@ def _local_gpu(requested):
     return torch.device("cuda", local_rank)
 
 
-def _leave() -> None:
+def finish() -> None:
+    """Leave the process group once every process has finished its work.
+
+    Call it only where every process arrives (a command that ended normally): a process
+    that leaves while another is still sending makes gloo abort, and one that waits for a
+    process that failed would wait until the backend's timeout.
+    """
     dist = _torch_distributed()
     if dist is not None:
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -64,8 +64,10 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     if code == EXIT_INTERRUPTED and not distributed.is_main():
         return typer.Exit(code)
     where = f"rank {distributed.launched_rank()}: " if distributed.is_launched() else ""
+    from rich.markup import escape
+
     Console(stderr=True, highlight=False).print(
-        f"[bold red]error:[/bold red] {where}{message}", markup=True, soft_wrap=True
+        f"[bold red]error:[/bold red] {escape(where + message)}", markup=True, soft_wrap=True
     )
     return typer.Exit(code)
 
@@ -101,8 +103,12 @@ def handle_errors(command):
         from dfx.errors import DfxError, TrainingInterrupted
 
         try:
-            return command(*args, **kwargs)
-        except (typer.Exit, typer.Abort):
+            result = command(*args, **kwargs)
+        except typer.Exit as done:
+            if done.exit_code in (0, EXIT_INPUT_FAILED):  # every process ends so together
+                distributed.finish()
+            raise
+        except typer.Abort:
             raise
         except TrainingInterrupted as interrupt:
             message = interrupted_message(interrupt, kwargs.get("ctx"))
@@ -132,6 +138,8 @@ def handle_errors(command):
                 f"internal error {type(error).__name__}: {error} (run with --debug for details).",
                 EXIT_INTERNAL,
             ) from None
+        distributed.finish()
+        return result
 
     return wrapper
 

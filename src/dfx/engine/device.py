@@ -146,9 +146,9 @@ def default_workers() -> int:
     not mind, as decoding is a small share of its work. Under torchrun the processes of one
     machine share its CPUs, unless the launcher has already bound each to its own.
     """
-    cpus = usable_cpus()
-    if cpus >= (os.cpu_count() or cpus):  # not bound to a subset: share with the others
-        cpus //= distributed.local_processes()
+    cpus, local = usable_cpus(), distributed.local_processes()
+    if cpus > (os.cpu_count() or cpus) // local:  # not bound to its own share: split it
+        cpus //= local
     return max(0, min(16, cpus - 1))
 
 

@@ -297,7 +297,15 @@ class _Spare:
 
     def keep(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
         if self.inputs is None:
-            self.inputs, self.targets = inputs[:1].clone(), targets[:1].clone()
+            self.inputs, self.targets = inputs[:1].cpu().clone(), targets[:1].cpu().clone()
+
+    def share(self, needed: bool) -> None:
+        """Every process offers its spare; one that has none takes the first offered."""
+        offers = distributed.gather_objects(
+            (self.inputs, self.targets) if self.inputs is not None else None
+        )
+        if needed:
+            self.inputs, self.targets = next(offer for offer in offers if offer is not None)
 
 
 def _train_epoch(
@@ -311,21 +319,23 @@ def _train_epoch(
         inputs, targets, batch_failures = unpack(batch)
         _remember(failures, batch_failures)
         readable = len(targets) > 0
-        if readable:
-            spare.keep(inputs, targets)
         scale = None
         if processes > 1:
             # DistributedDataParallel needs every process in every backward pass: one whose
-            # images were all unreadable steps with the spare input, counted with weight 0.
+            # images were all unreadable steps with a spare input, counted with weight 0.
             # Each loss is divided by the loss weight of all processes' readable images, so
             # the averaged gradient is the single-process gradient of those images.
+            if readable:
+                spare.keep(inputs, targets)
             local_weight = _loss_weight(loss_fn, targets)
-            stuck, total_weight = distributed.sum_across(
-                [float(not readable and spare.inputs is None), local_weight]
+            needing, total_weight, total_count = distributed.sum_across(
+                [float(not readable and spare.inputs is None), local_weight, len(targets)]
             )
-            if stuck or total_weight == 0:  # no spare yet: only in the first steps of a run
+            if total_weight == 0:  # no readable image anywhere: one process skips it too
                 progress.advance("batches")
                 continue
+            if needing:
+                spare.share(needed=not readable and spare.inputs is None)
             scale = processes / total_weight if readable else 0.0
             if not readable:
                 inputs, targets = spare.inputs, spare.targets
@@ -338,16 +348,20 @@ def _train_epoch(
         with runtime.autocast():
             logits = model(inputs)
             if scale is None:
-                loss = batch_mean = loss_fn(logits.float(), targets)
+                loss = loss_fn(logits.float(), targets)
+                batch_loss = loss.item() * len(targets)
             else:
                 summed = _summed_loss(loss_fn, logits.float(), targets)
                 loss = summed * scale
-                batch_mean = summed / max(local_weight, 1e-12)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        if scale is not None:
+            # This process's part of (step's weighted mean loss × step's image count), as a
+            # single process adds it.
+            batch_loss = summed.item() * total_count / total_weight if readable else 0.0
         if readable:
-            total_loss += batch_mean.item() * len(targets)
+            total_loss += batch_loss
             correct += (logits.argmax(1) == targets).sum().item()
             seen += len(targets)
         if seen:
@@ -360,9 +374,9 @@ def _train_epoch(
 
 def _loss_weight(loss_fn: nn.CrossEntropyLoss, targets: torch.Tensor) -> float:
     """What ``loss_fn``'s mean divides by: the class weights of ``targets``, summed."""
-    if loss_fn.weight is None:
+    if loss_fn.weight is None or not len(targets):
         return float(len(targets))
-    return float(loss_fn.weight.cpu()[targets].sum()) if len(targets) else 0.0
+    return float(loss_fn.weight[targets.to(loss_fn.weight.device)].sum())
 
 
 def _summed_loss(loss_fn: nn.CrossEntropyLoss, logits, targets) -> torch.Tensor:
@@ -378,9 +392,13 @@ def _summed_loss(loss_fn: nn.CrossEntropyLoss, logits, targets) -> torch.Tensor:
 
 
 def evaluate_loss(model, loader, loss_fn, runtime, failures=None) -> tuple[float, float]:
-    """Mean loss and accuracy of ``model`` over ``loader`` in eval mode (over all processes)."""
+    """Loss and accuracy of ``model`` over all of ``loader`` (and all processes) in eval mode.
+
+    The loss is ``loss_fn``'s (class-weighted) mean over the whole set, not a mean of batch
+    means, so it does not depend on the batch size or the number of processes.
+    """
     model.eval()
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss, total_weight, correct, seen = 0.0, 0.0, 0, 0
     with torch.inference_mode():
         for batch in loader:
             inputs, targets, batch_failures = unpack(batch)
@@ -392,10 +410,14 @@ def evaluate_loss(model, loader, loss_fn, runtime, failures=None) -> tuple[float
             targets = targets.to(runtime.device, non_blocking=True)
             with runtime.autocast():
                 logits = model(inputs)
-            total_loss += loss_fn(logits.float(), targets).item() * len(targets)
+            total_loss += _summed_loss(loss_fn, logits.float(), targets).item()
+            total_weight += _loss_weight(loss_fn, targets)
             correct += (logits.argmax(1) == targets).sum().item()
             seen += len(targets)
-    return _mean_and_accuracy(total_loss, correct, seen)
+    total_loss, total_weight, correct, seen = distributed.sum_across(
+        [total_loss, total_weight, correct, seen]
+    )
+    return (total_loss / total_weight, correct / seen) if seen else (math.nan, math.nan)
 
 
 def write_history(history: list[EpochRecord], path: Path) -> None:
