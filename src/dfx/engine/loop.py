@@ -328,14 +328,15 @@ def _train_epoch(
             if readable:
                 spare.keep(inputs, targets)
             local_weight = _loss_weight(loss_fn, targets)
-            needing, total_weight, total_count = distributed.sum_across(
-                [float(not readable and spare.inputs is None), local_weight, len(targets)]
+            lacks_spare = not readable and spare.inputs is None
+            lacking, total_weight, total_count = distributed.sum_across(
+                [float(lacks_spare), local_weight, len(targets)]
             )
             if total_weight == 0:  # no readable image anywhere: one process skips it too
                 progress.advance("batches")
                 continue
-            if needing:
-                spare.share(needed=not readable and spare.inputs is None)
+            if lacking:
+                spare.share(needed=lacks_spare)
             scale = processes / total_weight if readable else 0.0
             if not readable:
                 inputs, targets = spare.inputs, spare.targets
