@@ -371,3 +371,16 @@ def test_the_python_api_predicts_every_image_once_under_torchrun(trained, odd_fo
     assert results[0]["predictions"] == results[1]["predictions"]
     assert [p["path"] for p in results[1]["predictions"]] == images
     assert all(p["label"] in ("dm", "gan", "real") for p in results[1]["predictions"])
+
+
+def test_programs_leave_the_group_at_exit_only_when_they_end_normally(monkeypatch):
+    from dfx import distributed
+
+    left = []
+    monkeypatch.setattr(distributed, "finish", lambda: left.append(True))
+    monkeypatch.delattr(distributed.sys, "last_value", raising=False)
+    distributed._finish_at_exit()
+    assert left == [True]
+    monkeypatch.setattr(distributed.sys, "last_value", ValueError("a failing rank"), raising=False)
+    distributed._finish_at_exit()
+    assert left == [True]  # the others may never arrive: no waiting on them

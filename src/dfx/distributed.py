@@ -8,12 +8,14 @@ commands call it under torchrun; a Python program calls it before using dfx). On
 does :func:`setup` join the process group when the device is chosen, do loaders shard,
 results gather and other ranks than 0 skip writing. A program that runs under torchrun
 for its own reasons and calls dfx on one rank gets ordinary single-process behaviour.
+A process group dfx created is left at a normal exit, after every process has arrived.
 Nothing at module level imports torch, so the command line can ask "am I rank 0?"
 without slowing ``--help``.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 
@@ -24,12 +26,19 @@ GATHER_CHUNK_BYTES = 128 * 2**20
 
 
 _active = False
+_leave_at_exit = False
 
 
-def activate() -> None:
-    """Make dfx run data-parallel when several processes were launched (see module doc)."""
-    global _active
+def activate(*, leave_at_exit: bool = True) -> None:
+    """Make dfx run data-parallel when several processes were launched (see module doc).
+
+    With ``leave_at_exit``, a process group dfx creates is left when the program ends
+    normally, once every process has ended (see :func:`finish`); the command line passes
+    False because it leaves the group itself and must not wait on a failure.
+    """
+    global _active, _leave_at_exit
     _active = True
+    _leave_at_exit = leave_at_exit
 
 
 def is_active() -> bool:
@@ -107,6 +116,8 @@ def setup(device):
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+        if _leave_at_exit:
+            atexit.register(_finish_at_exit)
     return device
 
 
@@ -138,6 +149,17 @@ def finish() -> None:
     if dist is not None:
         dist.barrier()
         dist.destroy_process_group()
+
+
+def _finish_at_exit() -> None:
+    """Leave the group when the program ends, unless it ends on an unhandled exception.
+
+    A program that ends without leaving lets gloo abort on a message still in flight
+    (SIGABRT, a failed job); a process ending on an error must not wait for the others,
+    which may never arrive.
+    """
+    if getattr(sys, "last_value", None) is None:  # set when an exception reached the top
+        finish()
 
 
 def per_process_batch_size(global_batch_size: int) -> int:

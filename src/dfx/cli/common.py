@@ -83,7 +83,7 @@ def check_launch(command: str | None) -> None:
     if not distributed.is_launched():
         return
     if command in DATA_PARALLEL_COMMANDS:
-        distributed.activate()
+        distributed.activate(leave_at_exit=False)  # handle_errors leaves the group
     elif command is not None:
         if distributed.launched_rank() != 0:  # every process would say the same
             raise typer.Exit(EXIT_USAGE)
