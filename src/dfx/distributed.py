@@ -71,6 +71,12 @@ def _torch_distributed():
     return None
 
 
+def _peers():
+    """``torch.distributed`` when other processes share the work, else None."""
+    dist = _torch_distributed()
+    return dist if dist is not None and dist.get_world_size() > 1 else None
+
+
 def rank() -> int:
     """This process's rank: 0 for the only process of an ordinary run."""
     dist = _torch_distributed()
@@ -99,8 +105,8 @@ def setup(device):
     """Join the launcher's process group for ``device`` and return this process's device.
 
     Outside an active data-parallel run this does nothing and returns ``device``. In one,
-    CUDA runs
-    use the NCCL backend and one GPU per process (``cuda:LOCAL_RANK``); CPU runs use gloo.
+    CUDA runs use the NCCL backend and one GPU per process (``cuda:LOCAL_RANK``); CPU runs
+    use gloo.
     A process group the caller initialised already is used as it is.
     """
     if not is_active():
@@ -182,8 +188,8 @@ def per_process_batch_size(global_batch_size: int) -> int:
 
 def sum_across(values: list[float]) -> list[float]:
     """Element-wise sums of ``values`` over all processes (``values`` itself in one process)."""
-    dist = _torch_distributed()
-    if dist is None or dist.get_world_size() == 1:
+    dist = _peers()
+    if dist is None:
         return list(values)
     import torch
 
@@ -194,8 +200,8 @@ def sum_across(values: list[float]) -> list[float]:
 
 def max_across(value: int) -> int:
     """The largest ``value`` any process holds."""
-    dist = _torch_distributed()
-    if dist is None or dist.get_world_size() == 1:
+    dist = _peers()
+    if dist is None:
         return value
     import torch
 
@@ -210,8 +216,8 @@ def gather_objects(item) -> list:
     The items are pickled between the processes of this job only; nothing from a file is
     unpickled.
     """
-    dist = _torch_distributed()
-    if dist is None or dist.get_world_size() == 1:
+    dist = _peers()
+    if dist is None:
         return [item]
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, item)
@@ -220,8 +226,8 @@ def gather_objects(item) -> list:
 
 def broadcast_buffers(module) -> None:
     """Copy rank 0's buffers (BatchNorm running statistics) into every process's ``module``."""
-    dist = _torch_distributed()
-    if dist is None or dist.get_world_size() == 1:
+    dist = _peers()
+    if dist is None:
         return
     for buffer in module.buffers():
         dist.broadcast(buffer, src=0)

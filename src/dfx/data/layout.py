@@ -40,10 +40,14 @@ class ScanResult:
     """``classes`` or ``binary``."""
     records: list[ImageRecord]
     """Every image file found, sorted by path."""
-    skipped: list[str] = field(default_factory=list)
-    """Relative paths of files that are not images by content (or cannot be opened)."""
     reasons: dict[str, str] = field(default_factory=dict)
-    """Why each skipped file was passed over."""
+    """Relative path → why it was passed over, for files that are not images by content
+    (or cannot be opened), in scan order."""
+
+    @property
+    def skipped(self) -> list[str]:
+        """Relative paths of the files passed over."""
+        return list(self.reasons)
 
 
 def scan_dataset(root: str | Path) -> ScanResult:
@@ -65,7 +69,7 @@ def scan_dataset(root: str | Path) -> ScanResult:
         for folder in _folders(root):
             if folder.name in BINARY_FOLDERS:
                 _scan_into(result, folder, BINARY_FOLDERS[folder.name])
-        if not result.records and not result.skipped:
+        if not result.records and not result.reasons:
             raise DfxError(
                 f"data folder {root} has neither class folders (dm, gan, real) "
                 "nor 0_real/1_fake folders; see 'dfx split --help' for the layout."
@@ -81,7 +85,6 @@ def _scan_into(result: ScanResult, label_dir: Path, label: str) -> None:
         relative = file.relative_to(result.root).as_posix()
         reason = not_an_image(file)
         if reason is not None:
-            result.skipped.append(relative)
             result.reasons[relative] = reason
             continue
         result.records.append(ImageRecord(relative, label, _generator_of(result, label_dir, file)))

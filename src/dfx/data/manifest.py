@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dfx.atomic import atomic_write
 from dfx.classes import CLASS_FOLDER_ALIASES, CLASSES
-from dfx.data.layout import ImageRecord, scan_dataset
+from dfx.data.layout import ImageRecord, ScanResult, scan_dataset
 from dfx.errors import DfxError, first_few
 from dfx.fingerprint import file_digest
 
@@ -66,14 +66,17 @@ class Manifest:
     """Seed the split was drawn with (None for a hand-written manifest)."""
     ratios: tuple[float, float, float] | None = None
     """Split ratios (base, fusion, test) it was drawn with."""
-    skipped: list[str] = field(default_factory=list)
-    """Files under the data folder that were not images (only when just made)."""
     skip_reasons: dict[str, str] = field(default_factory=dict)
-    """Why each skipped file was passed over (only when just made)."""
+    """Files under the data folder that were not images → why (only when just made)."""
     fingerprinted: bool = True
     """False for a manifest read without size and hash columns (changes go unnoticed)."""
     dropped: list[tuple[str, str]] = field(default_factory=list)
     """(path, reason) of rows left out on reading because their file changed or vanished."""
+
+    @property
+    def skipped(self) -> list[str]:
+        """Files under the data folder that were not images (only when just made)."""
+        return list(self.skip_reasons)
 
     def select(self, split: str | None = None) -> list[ManifestRow]:
         """Rows of one role (all rows when ``split`` is None)."""
@@ -115,14 +118,16 @@ def make_manifest(
     ratios: tuple[float, ...] = DEFAULT_RATIOS,
     seed: int = 0,
     roles: Mapping[str, str] | None = None,
+    scan: ScanResult | None = None,
 ) -> Manifest:
     """Scan a class-layout data folder and give every image a role.
 
     ``roles`` (relative path → role), when given, fixes the roles instead of drawing them,
     as the official release's guidance.csv does, and keeps only the images it names.
+    ``scan``, when given, is the caller's scan of ``data`` (it is not scanned again).
     """
     ratios = check_ratios(ratios)
-    scan = scan_dataset(data)
+    scan = scan or scan_dataset(data)
     if scan.layout != "classes":
         raise DfxError(
             f"{data} uses the binary 0_real/1_fake layout, which has no dm/gan labels to train "
@@ -130,9 +135,9 @@ def make_manifest(
         )
     if roles is not None:
         rows = [_row(r, roles[r.path]) for r in scan.records if r.path in roles]
-        return Manifest(scan.root.resolve(), rows, None, None, scan.skipped)
+        return Manifest(scan.root.resolve(), rows, None, None, scan.reasons)
     rows = [_row(record, role_of(record.path, seed, ratios)) for record in scan.records]
-    return Manifest(scan.root.resolve(), rows, seed, ratios, scan.skipped, scan.reasons)
+    return Manifest(scan.root.resolve(), rows, seed, ratios, scan.reasons)
 
 
 def _row(record: ImageRecord, split: str) -> ManifestRow:

@@ -10,7 +10,6 @@ import numpy as np
 from dfx.api import Detector
 from dfx.classes import CLASSES, class_index
 from dfx.data.dataset import Failure
-from dfx.data.images import NOT_AN_IMAGE
 from dfx.data.layout import scan_dataset
 from dfx.data.manifest import ROLES, Manifest
 from dfx.engine.sampling import balance
@@ -184,7 +183,7 @@ def images_from_folder(data: str | Path) -> tuple[list[LabelledImage], dict[str,
     """
     scan = scan_dataset(data)
     images = [LabelledImage(scan.root / r.path, r.label, r.generator) for r in scan.records]
-    return images, {name: scan.reasons.get(name, NOT_AN_IMAGE) for name in scan.skipped}
+    return images, dict(scan.reasons)
 
 
 def select_images(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from dfx.classes import CLASS_FOLDER_ALIASES
+from dfx.data.layout import scan_dataset
 from dfx.data.manifest import Manifest, make_manifest
 from dfx.errors import DfxError
 
@@ -81,7 +82,8 @@ def manifest_from_guidance(guidance: str | Path, data: str | Path) -> GuidanceRe
         left_out.append(GuidanceIssue(line, image_path, reason))
     if not roles:
         raise DfxError(_nothing_usable(guidance, data, len(entries), left_out))
-    manifest = make_manifest(data, roles=roles)
+    scan = scan_dataset(data)
+    manifest = make_manifest(data, roles=roles, scan=scan)
     kept = {row.path: row for row in manifest.rows}
     skipped = set(manifest.skipped)
     for relative in roles.keys() - kept.keys():
@@ -97,7 +99,7 @@ def manifest_from_guidance(guidance: str | Path, data: str | Path) -> GuidanceRe
         if model and model.strip().lower() != row.generator.lower()
     ]
     mismatches.sort(key=lambda issue: issue.line)
-    unlisted = _unlisted(root, roles, skipped)
+    unlisted = [record.path for record in scan.records if record.path not in roles]
     return GuidanceResult(manifest, len(entries), left_out, mismatches, unlisted)
 
 
@@ -180,23 +182,6 @@ def _why_absent(root: Path, relative: str, skipped: set[str]) -> str:
     if relative in skipped:
         return "not an image file"
     return "not inside a class folder (dm, gan, real, dm_generated, gan_generated)"
-
-
-def _unlisted(root: Path, roles: dict[str, str], skipped: set[str]) -> list[str]:
-    """Images under the class folders that the guidance file does not name.
-
-    The scan put every file there either in the manifest or among the non-images, so the
-    rest are images; listing names here avoids decoding every file a second time.
-    """
-    from dfx.data.images import iter_files
-
-    unlisted = []
-    for folder in sorted(p for p in root.iterdir() if p.name.lower() in CLASS_FOLDER_ALIASES):
-        for file in iter_files(folder) if folder.is_dir() else ():
-            relative = file.relative_to(root).as_posix()
-            if relative not in roles and relative not in skipped:
-                unlisted.append(relative)
-    return unlisted
 
 
 def _nothing_usable(guidance: Path, data: Path, rows: int, left_out: list[GuidanceIssue]) -> str:
