@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -354,6 +356,35 @@ def test_predict_reads_paths_from_stdin_and_model_from_env(trained, images):
     assert table.exit_code == 0 and "p_fake" in table.stdout
 
 
+def test_predict_table_shows_the_decision_at_the_threshold(trained, images):
+    decisions = {}
+    for threshold in ("0", "1"):
+        result = invoke("predict", "--model", trained["model"], *images["good"],
+                        "--threshold", threshold)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        cells = [line.split("│") for line in result.stdout.splitlines() if line[:1] == "│"]
+        labelled = [row for row in cells if row[2].strip() in ("dm", "gan", "real")]
+        decisions[threshold] = [row[-2].strip() for row in labelled]
+    assert decisions == {"0": ["yes"] * 3, "1": ["no"] * 3}
+
+
+def test_a_closed_pipe_ends_predict_quietly(trained):
+    """``dfx predict --json ... | head -1``: no error sentence, no traceback, exit 141."""
+    data = trained["manifest"].parent / "data"
+    command = [sys.executable, "-m", "dfx", "predict", "--model", str(trained["model"]),
+               str(data), "--json", "--batch-size", "1", "--workers", "0"]  # fmt: skip
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        first = json.loads(process.stdout.readline())
+        process.stdout.close()  # as head does once it has its line
+        errors = process.stderr.read()
+        code = process.wait(timeout=120)
+    assert first["label"] in ("dm", "gan", "real")
+    assert code == 141, errors
+    assert "rror" not in errors and "Traceback" not in errors, errors
+
+
 def test_device_out_of_memory_is_a_user_error(trained, images, monkeypatch):
     import torch
 
@@ -453,6 +484,15 @@ def test_rendered_prediction_table():
                     "label": "gan",
                     "probs": {"dm": 0.1, "gan": 0.85, "real": 0.05},
                     "p_fake": 0.95,
+                    "fake": True,
+                    "error": None,
+                },
+                {
+                    "path": "c.png",
+                    "label": "real",
+                    "probs": {"dm": 0.2, "gan": 0.1, "real": 0.7},
+                    "p_fake": 0.3,
+                    "fake": False,
                     "error": None,
                 },
                 {"path": "b.png", "error": "not an image Pillow can decode"},
@@ -460,14 +500,15 @@ def test_rendered_prediction_table():
         )
     )
     expected = """\
-┏━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━┳━━━━━━━┳━━━━━━━┳━━━━━━━━┳━━━━━━━━┓
-┃ path                     ┃ label ┃  p_dm ┃ p_gan ┃ p_real ┃ p_fake ┃
-┡━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━╇━━━━━━━╇━━━━━━━╇━━━━━━━━╇━━━━━━━━┩
-│ a.png                    │ gan   │ 0.100 │ 0.850 │  0.050 │  0.950 │
-│ b.png                    │ error │       │       │        │        │
-│   not an image Pillow    │       │       │       │        │        │
-│ can decode               │       │       │       │        │        │
-└──────────────────────────┴───────┴───────┴───────┴────────┴────────┘
+┏━━━━━━━━━━━━━━━━━━━┳━━━━━━━┳━━━━━━━┳━━━━━━━┳━━━━━━━━┳━━━━━━━━┳━━━━━━┓
+┃ path              ┃ label ┃  p_dm ┃ p_gan ┃ p_real ┃ p_fake ┃ fake ┃
+┡━━━━━━━━━━━━━━━━━━━╇━━━━━━━╇━━━━━━━╇━━━━━━━╇━━━━━━━━╇━━━━━━━━╇━━━━━━┩
+│ a.png             │ gan   │ 0.100 │ 0.850 │  0.050 │  0.950 │ yes  │
+│ c.png             │ real  │ 0.200 │ 0.100 │  0.700 │  0.300 │ no   │
+│ b.png             │ error │       │       │        │        │      │
+│   not an image    │       │       │       │        │        │      │
+│ Pillow can decode │       │       │       │        │        │      │
+└───────────────────┴───────┴───────┴───────┴────────┴────────┴──────┘
 """
     assert console.export_text() == expected
 

@@ -174,22 +174,18 @@ def per_generator_table(accuracy: dict[str, float], detail: dict[str, dict] | No
 
 
 def predictions_table(records: list[dict]) -> Table:
-    """One row per input of ``dfx predict``."""
+    """One row per input of ``dfx predict``; ``fake`` is the decision at the threshold."""
     table = Table(title=None)
     table.add_column("path", overflow="fold")
     table.add_column("label")
     for name in CLASSES:
         table.add_column(f"p_{name}", justify="right")
     table.add_column("p_fake", justify="right")
+    table.add_column("fake")
     for record in records:
         if record.get("error"):
             table.add_row(
-                f"{escape(record['path'])}\n  [red]{escape(record['error'])}[/red]",
-                "error",
-                "",
-                "",
-                "",
-                "",
+                f"{escape(record['path'])}\n  [red]{escape(record['error'])}[/red]", "error"
             )
             continue
         probs = record["probs"]
@@ -198,6 +194,7 @@ def predictions_table(records: list[dict]) -> Table:
             record["label"],
             *(f"{probs[name]:.3f}" for name in CLASSES),
             f"{record['p_fake']:.3f}",
+            "yes" if record["fake"] else "no",
         )
     return table
 

@@ -30,6 +30,7 @@ EXIT_INPUT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool that SIGPIPE ended
 
 
 class Settings:
@@ -119,6 +120,10 @@ def handle_errors(command):
             raise fail(str(error)) from None
         except KeyboardInterrupt:
             raise fail("interrupted.", EXIT_INTERRUPTED) from None
+        except BrokenPipeError:  # the reader of stdout went away (dfx predict ... | head)
+            # Python's own flush at exit would fail again and print a traceback.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(EXIT_BROKEN_PIPE) from None
         except OSError as error:  # the file system said no: a full disk, a read-only folder
             if Settings.debug:
                 traceback.print_exc()
