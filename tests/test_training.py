@@ -100,7 +100,7 @@ def test_base_extractors_in_detector_equal_the_trained_base_models(trained):
 
 def test_class_weights_are_inverse_counts_and_balance_the_loss():
     counts = np.array([10, 30, 60])
-    weights = class_weights(counts)
+    weights = class_weights(counts, "fusion")
     assert torch.allclose(weights, torch.tensor([0.1, 1 / 30, 1 / 60]))
     torch.manual_seed(0)
     targets = torch.tensor([0] * 10 + [1] * 30 + [2] * 60)
@@ -110,8 +110,8 @@ def test_class_weights_are_inverse_counts_and_balance_the_loss():
     per_class_mean = torch.stack([per_sample[targets == c].mean() for c in range(3)])
     # w_c = 1/n_c makes every class weigh the same, whatever its size.
     assert torch.allclose(weighted, per_class_mean.mean())
-    with pytest.raises(DfxError):
-        class_weights(np.array([5, 0, 3]))
+    with pytest.raises(DfxError, match="the baseline training set has no gan images"):
+        class_weights(np.array([5, 0, 3]), "baseline")
 
 
 def test_loading_a_base_model_where_a_detector_is_needed_fails(trained):

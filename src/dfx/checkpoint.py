@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from dfx import distributed
 from dfx._version import __version__
 from dfx.atomic import atomic_write
 from dfx.data.transforms import Preprocessing
@@ -80,8 +81,10 @@ class ModelFile:
 
 
 def save_model_file(model_file: ModelFile, path: str | Path) -> Path:
-    """Write a model file atomically."""
+    """Write a model file atomically (in a data-parallel run, rank 0 alone writes it)."""
     path = Path(path)
+    if not distributed.is_main():  # atomic_write would discard it: skip the copies too
+        return path
     state = {k: v.detach().cpu().contiguous() for k, v in model_file.state_dict.items()}
     payload = model_file.to_payload() | {"state_dict": state}
     with atomic_write(path, "wb") as handle:

@@ -109,6 +109,7 @@ def train_baseline(
         f"baseline: {len(train_rows)} train / {len(val_rows)} val images; "
         f"{spec.name} on {runtime.device}"
     )
+    weights = class_weights(train_counts, "baseline").to(runtime.device)
     result = fit(
         network,
         loader(train_rows, True, train_batch_size),
@@ -116,7 +117,7 @@ def train_baseline(
         epochs=config.epochs,
         optimizer=optimizer,
         scheduler=scheduler,
-        loss_fn=nn.CrossEntropyLoss(weight=class_weights(train_counts).to(runtime.device)),
+        loss_fn=nn.CrossEntropyLoss(weight=weights),
         runtime=runtime,
         progress=progress,
         history_path=history_path,

@@ -28,6 +28,7 @@ from dfx.engine.device import Runtime, default_workers, resolve_runtime, seed_ev
 from dfx.engine.inference import run_network
 from dfx.engine.loop import TrainSettings, fit, make_optimizer, rows_digest
 from dfx.engine.sampling import holdout_split
+from dfx.engine.train_state import require_state
 from dfx.errors import DfxError
 from dfx.fingerprint import file_digest
 from dfx.metrics import binary_metrics, calibrate_threshold, multiclass_metrics, p_fake_of
@@ -121,11 +122,11 @@ def extract_features(
     )
 
 
-def class_weights(counts: np.ndarray) -> torch.Tensor:
+def class_weights(counts: np.ndarray, training_set: str) -> torch.Tensor:
     """The paper's loss weights w_c = 1 / (training images of class c)."""
     if (counts == 0).any():
         missing = [name for name, n in zip(CLASSES, counts) if n == 0]
-        raise DfxError(f"the fusion training set has no {', '.join(missing)} images.")
+        raise DfxError(f"the {training_set} training set has no {', '.join(missing)} images.")
     return torch.tensor(1.0 / counts, dtype=torch.float32)
 
 
@@ -159,10 +160,8 @@ def train_fusion(
     if missing:
         raise DfxError(f"the manifest's fusion split has no {', '.join(missing)} images.")
     state_path = Path(out).with_suffix(".state.pt")
-    if resume and not state_path.is_file():  # say so now, not after a long extraction
-        raise DfxError(
-            f"there is no saved training state {state_path} to resume from; start without --resume."
-        )
+    if resume:  # say so now, not after a long extraction
+        require_state(state_path)
     # Compiling the backbones would cost more than the one pass over the images it speeds up.
     extractors = dataclasses.replace(runtime, compile=False).prepare(
         StackedExtractors(assemble_extractors(files))
@@ -192,7 +191,7 @@ def train_fusion(
     features = outputs.values.to(runtime.device)
     targets = outputs.targets.to(runtime.device)
     train_counts = np.bincount(np.asarray(labels)[train_pos], minlength=len(CLASSES))
-    weights = class_weights(train_counts).to(runtime.device)
+    weights = class_weights(train_counts, "fusion").to(runtime.device)
 
     def batches(chosen: list[int], shuffle: bool) -> TensorBatches:
         index = torch.tensor(chosen, dtype=torch.long, device=runtime.device)

@@ -22,6 +22,7 @@ from dfx.engine.train_state import (
     capture_rng,
     check_compatible,
     load_state,
+    require_state,
     restore_rng,
     save_state,
 )
@@ -241,11 +242,7 @@ def rows_digest(names: Iterable[str]) -> str:
 
 
 def _resume_state(state_path: Path | None, config: dict, epochs: int) -> TrainState:
-    if state_path is None or not Path(state_path).is_file():
-        raise DfxError(
-            f"there is no saved training state {state_path} to resume from; start without --resume."
-        )
-    state = load_state(Path(state_path))
+    state = load_state(require_state(state_path))
     check_compatible(state.config, config, state_path)
     if state.epoch > epochs:
         raise DfxError(

@@ -113,6 +113,15 @@ def save_state(state: TrainState, path: Path) -> None:
         torch.save(payload, handle)
 
 
+def require_state(path: Path | None) -> Path:
+    """``path`` when it holds a saved training state to resume from; one sentence if not."""
+    if path is None or not Path(path).is_file():
+        raise DfxError(
+            f"there is no saved training state {path} to resume from; start without --resume."
+        )
+    return Path(path)
+
+
 def load_state(path: Path) -> TrainState:
     """Read a state file written by :func:`save_state`, failing with one sentence otherwise."""
     payload = safe_load(path, "a dfx training state")

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dfx.checkpoint import safe_load
 from dfx.data.transforms import Preprocessing
 from dfx.errors import DfxError
 from dfx.models.tiny import tiny
@@ -170,14 +171,10 @@ def _with_imagenet_weights(spec: BackboneSpec) -> nn.Module:
 
 
 def _load_weights_file(network: nn.Module, spec: BackboneSpec, path: Path) -> None:
+    choices = "use imagenet, none or a state-dict file"
     if not path.is_file():
-        raise DfxError(f"--weights {path}: no such file; use imagenet, none or a state-dict file.")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise DfxError(
-            f"--weights {path} is not a PyTorch state dict that loads safely: {error}."
-        ) from error
+        raise DfxError(f"--weights {path}: no such file; {choices}.")
+    loaded = safe_load(path, "a PyTorch state dict", hint=f"; --weights: {choices}")
     if isinstance(loaded, dict) and loaded.get("format") == "dfx-base":
         loaded = loaded["state_dict"]
     elif isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
