@@ -518,3 +518,29 @@ def test_unwritable_output_is_one_sentence(data_dir, tmp_path):
     blocker.write_text("a file where a folder should be")
     result = invoke("split", data_dir, "--out", blocker / "m.csv")
     assert_user_error(result, str(blocker))
+
+
+def test_rendered_per_generator_table():
+    from rich.console import Console
+
+    from dfx.report import per_generator_table
+
+    console = Console(width=70, record=True, color_system=None, force_terminal=False)
+    generators = {
+        "gan/toygan-a": {"n": 22, "accuracy": 0.9091, "binary_accuracy": 0.95,
+                         "binary_accuracy_at_threshold": 0.9},
+        "real/photo": {"n": 3, "accuracy": 2 / 3, "binary_accuracy": 1.0,
+                       "binary_accuracy_at_threshold": None},
+    }  # fmt: skip
+    console.print(per_generator_table(generators))
+    expected = """\
+Accuracy per generator (%)
+┏━━━━━━━━━━━━━━━━━┳━━━━┳━━━━━━━━━━┳━━━━━━━━┳━━━━━━━━━┓
+┃                 ┃    ┃          ┃ binary ┃  binary ┃
+┃ class/generator ┃  n ┃ accuracy ┃    acc ┃ acc @ t ┃
+┡━━━━━━━━━━━━━━━━━╇━━━━╇━━━━━━━━━━╇━━━━━━━━╇━━━━━━━━━┩
+│ gan/toygan-a    │ 22 │    90.91 │  95.00 │   90.00 │
+│ real/photo      │  3 │    66.67 │ 100.00 │       — │
+└─────────────────┴────┴──────────┴────────┴─────────┘
+"""
+    assert [line.rstrip() for line in console.export_text().splitlines()] == expected.splitlines()

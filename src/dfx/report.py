@@ -148,29 +148,27 @@ def confusion_table(confusion: list[list[int]]) -> Table:
     return table
 
 
-def per_generator_table(accuracy: dict[str, float], detail: dict[str, dict] | None = None) -> Table:
-    """Accuracy per class/generator; with ``detail``, also n and binary accuracy (argmax, @ t)."""
+def per_generator_table(generators: dict[str, dict]) -> Table:
+    """Per class/generator: n, accuracy, and binary accuracy (argmax and at the threshold)."""
     table = Table(title="Accuracy per generator (%)", title_justify="left")
     table.add_column("class/generator", overflow="fold")
-    if detail:
-        table.add_column("n", justify="right")
-    table.add_column("accuracy", justify="right")
-    if detail:
-        table.add_column("binary\nacc", justify="right")
-        table.add_column("binary\nacc @ t", justify="right")
-    for name, value in accuracy.items():
-        if detail:
-            entry = detail.get(name, {})
-            table.add_row(
-                escape(name),
-                str(entry.get("n", "")),
-                pct(value),
-                pct(entry.get("binary_accuracy")),
-                pct(entry.get("binary_accuracy_at_threshold")),
-            )
-        else:
-            table.add_row(escape(name), pct(value))
+    for name in ("n", "accuracy", "binary\nacc", "binary\nacc @ t"):
+        table.add_column(name, justify="right")
+    for name, entry in generators.items():
+        table.add_row(
+            escape(name),
+            str(entry["n"]),
+            pct(entry["accuracy"]),
+            pct(entry["binary_accuracy"]),
+            pct(entry["binary_accuracy_at_threshold"]),
+        )
     return table
+
+
+def headline_row(document: dict) -> dict:
+    """The scalar metrics of an evaluation document or robustness row, for CSV."""
+    breakdowns = ("per_generator", "generators", "counts")
+    return flatten({key: value for key, value in document.items() if key not in breakdowns})
 
 
 def predictions_table(records: list[dict]) -> Table:

@@ -184,17 +184,15 @@ def load_images(manifest: Path | None, split: str, data: list[Path], allow_chang
     return sets, skipped
 
 
-def _headline_row(document: dict) -> dict:
-    """The scalar metrics of one evaluation document, for CSV."""
-    from dfx.report import flatten
-
-    kept = {k: v for k, v in document.items() if k not in ("per_generator", "generators", "counts")}
-    return flatten(kept)
-
-
 def render_evaluation(result, json_path: str | None, csv_path=None, plots=None) -> None:
     """Tables on stdout, unless JSON or CSV goes to stdout; JSON, CSV and plots if asked."""
-    from dfx.report import confusion_table, forensic_table, per_generator_table, summary_table
+    from dfx.report import (
+        confusion_table,
+        forensic_table,
+        headline_row,
+        per_generator_table,
+        summary_table,
+    )
 
     document = result.to_dict()
     written = []
@@ -202,7 +200,7 @@ def render_evaluation(result, json_path: str | None, csv_path=None, plots=None) 
         from dfx.plots import evaluation_plots
 
         written += evaluation_plots(result, plots)
-    files, used_stdout = write_outputs(document, [_headline_row(document)], json_path, csv_path)
+    files, used_stdout = write_outputs(document, [headline_row(document)], json_path, csv_path)
     written += files
     if used_stdout:
         return
@@ -218,14 +216,14 @@ def render_evaluation(result, json_path: str | None, csv_path=None, plots=None) 
     console.print(forensic_table([(setting, result.binary)], document["threshold"], "Real/fake"))
     if result.multiclass is not None:
         console.print(confusion_table(result.multiclass["confusion"]))
-    console.print(per_generator_table(result.per_generator, result.generators))
+    console.print(per_generator_table(result.generators))
     for path in written:
         console.print(f"wrote {path}", markup=False)
 
 
 def render_generalization(result, json_path, csv_path, plots) -> None:
     """One row per data set (paper Table 4); JSON, CSV and per-set plots if asked."""
-    from dfx.report import generalization_table
+    from dfx.report import generalization_table, headline_row
 
     document = result.to_dict()
     written = []
@@ -235,7 +233,7 @@ def render_generalization(result, json_path, csv_path, plots) -> None:
         for name, _, evaluation in result.sets:
             written += evaluation_plots(evaluation, Path(plots) / _folder_name(name))
     rows = [
-        {"name": entry["name"], "data": entry["data"]} | _headline_row(entry)
+        {"name": entry["name"], "data": entry["data"]} | headline_row(entry)
         for entry in document["sets"]
     ]
     files, used_stdout = write_outputs(document, rows, json_path, csv_path)

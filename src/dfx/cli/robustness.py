@@ -243,7 +243,7 @@ def _run(
 
 def render_robustness(result, title: str, json_path, csv_path, plot) -> None:
     """Tables on stdout (unless JSON or CSV goes there); JSON, CSV and plot files if asked."""
-    from dfx.report import flatten, forensic_table, summary_table
+    from dfx.report import forensic_table, headline_row, summary_table
 
     document = result.to_dict()
     written = []
@@ -252,7 +252,7 @@ def render_robustness(result, title: str, json_path, csv_path, plot) -> None:
 
         n = result.rows[0].n
         written.append(robustness_plot(document["rows"], plot, f"{title} (n = {n})"))
-    rows = [flatten(_csv_row(row)) for row in document["rows"]]
+    rows = [headline_row(row) for row in document["rows"]]
     files, used_stdout = write_outputs(document, rows, json_path, csv_path)
     written += files
     if used_stdout:
@@ -274,8 +274,3 @@ def render_robustness(result, title: str, json_path, csv_path, plot) -> None:
     )
     for path in written:
         console.print(f"wrote {path}", markup=False)
-
-
-def _csv_row(row: dict) -> dict:
-    """A row without its per-generator breakdown (CSV holds the headline metrics)."""
-    return {key: value for key, value in row.items() if key != "per_generator"}
