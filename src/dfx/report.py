@@ -202,18 +202,18 @@ def to_json(data, indent: int | None = 2) -> str:
     return json.dumps(_clean(data), indent=indent)
 
 
-def flatten(record: dict, prefix: str = "", sections: tuple[str, ...] = ("multiclass",)) -> dict:
+def flatten(record: dict, prefix: str = "") -> dict:
     """Scalar fields of a nested dict under dotted names; lists are left out.
 
-    A section that is None (``multiclass`` of real/fake-only data) is left out too, so that
-    its name does not become a column beside its fields from other records.
+    A ``multiclass`` section that is None (real/fake-only data) is left out too, so that its
+    name does not become a column beside its fields from other records.
     """
     flat: dict = {}
     for key, value in record.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat |= flatten(value, f"{name}.", sections)
-        elif value is None and key in sections:
+            flat |= flatten(value, f"{name}.")
+        elif value is None and key == "multiclass":
             continue
         elif not isinstance(value, (list, tuple)):
             flat[name] = value
@@ -274,9 +274,7 @@ def write_text(text: str, path: str | Path) -> Path:
 
 def write_json(data, path: str | Path) -> Path:
     """Write JSON to a file atomically."""
-    with atomic_write(path) as handle:
-        handle.write(to_json(data) + "\n")
-    return Path(path)
+    return write_text(to_json(data) + "\n", path)
 
 
 def _clean(value):

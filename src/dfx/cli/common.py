@@ -247,22 +247,21 @@ def _fmt(value: object) -> str:
 
 def report_failures(failures, what: str = "image") -> None:
     """Name the first few unreadable inputs on stderr, with their count."""
-    _report(
+    report_list(
         f"skipped {len(failures)} unreadable {what}(s):",
         [f"{f.source}: {f.reason}" for f in failures],
     )
 
 
-def report_skipped(names: list[str], reasons: dict[str, str] | None = None) -> None:
-    """Name the first few files that were passed over because they are not images."""
-    reasons = reasons or {}
-    lines = [f"{name}: {reasons[name]}" if name in reasons else name for name in names]
-    _report(f"skipped {len(names)} non-image file(s):", lines)
+def report_skipped(reasons: dict[str, str]) -> None:
+    """Name the first few files passed over because they are not images, and why."""
+    lines = [f"{name}: {reason}" for name, reason in reasons.items()]
+    report_list(f"skipped {len(lines)} non-image file(s):", lines)
 
 
 def report_manifest_checks(manifest) -> None:
     """Say which rows --allow-changed left out, and when a manifest cannot be checked."""
-    _report(
+    report_list(
         f"left out {len(manifest.dropped)} manifest file(s) that changed or vanished:",
         [f"{name}: {reason}" for name, reason in manifest.dropped],
     )
@@ -276,11 +275,13 @@ def report_manifest_checks(manifest) -> None:
 def check_outputs(files: list[str | Path | None], folder: Path | None = None) -> None:
     """Fail before any work when an output file (or the plots ``folder``) cannot be written.
 
-    ``-`` and None are skipped. A file must not be a folder, the folder not a file, and the
-    nearest existing folder above each must be writable.
+    ``-`` (stdout, for one file at most) and None are skipped. A file must not be a folder,
+    the folder not a file, and the nearest existing folder above each must be writable.
     """
     from dfx.errors import DfxError
 
+    if sum(str(f) == "-" for f in files if f is not None) > 1:
+        raise DfxError("--json - and --csv - cannot both write to stdout.")
     wanted = [(Path(f), "file") for f in files if f is not None and str(f) != "-"]
     if folder is not None:
         wanted.append((folder, "folder"))
@@ -317,12 +318,8 @@ def write_outputs(document: dict, rows: list[dict], json_path, csv_path) -> tupl
     return written, False
 
 
-def report_list(title: str, lines: list[str]) -> None:
+def report_list(title: str, lines: list[str], shown: int = 5) -> None:
     """Name the first few items of a list of problems on stderr, under a title with the count."""
-    _report(title, lines)
-
-
-def _report(title: str, lines: list[str], shown: int = 5) -> None:
     if not lines:
         return
     console = stderr()
@@ -336,7 +333,7 @@ def _report(title: str, lines: list[str], shown: int = 5) -> None:
 def failure_records(failures) -> list[dict]:
     """Unreadable inputs as JSON records, each file once."""
     unique = {f.source: f for f in failures}
-    return [{"path": f.source, "error": f.reason} for f in unique.values()]
+    return [f.to_dict() for f in unique.values()]
 
 
 def exit_if_failures(failures) -> None:

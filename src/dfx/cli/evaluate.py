@@ -120,15 +120,12 @@ def evaluate_command(
     """Evaluate a detector: 3-class and binary metrics, AP, AUC, EER, per-generator accuracy."""
     from dfx.api import load_detector
     from dfx.engine.evaluation import evaluate, evaluate_sets
-    from dfx.errors import DfxError
 
-    if json_path == "-" and csv_path == "-":
-        raise DfxError("--json - and --csv - cannot both write to stdout.")
     data = list(data or [])
     check_outputs([json_path, csv_path], plots)
     # The cheap checks of the data come first, so a typo fails before a model loads.
     sets, skipped = load_images(manifest, split, data, allow_changed)
-    report_skipped(list(skipped), skipped)
+    report_skipped(skipped)
     detector = load_detector(model, device, precision, compile)
     options = {
         "qf": qf,

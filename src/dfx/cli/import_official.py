@@ -56,6 +56,7 @@ def import_official_command(
     ] = False,
 ) -> None:
     """Convert the official release's state dicts into a dfx detector (or base-model) file."""
+    from dfx.checkpoint import DETECTOR_FORMAT
     from dfx.interop.official import import_official
     from dfx.report import to_json
 
@@ -82,6 +83,6 @@ def import_official_command(
         console.print(
             f"read {source.role}: {source.path} (sha256 {source.sha256[:12]}…)", markup=False
         )
-    what = "detector" if result.format == "dfx-detector" else "base model"
+    what = "detector" if result.format == DETECTOR_FORMAT else "base model"
     for path in result.written:
         console.print(f"wrote {what} {path} ({result.backbone})", markup=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 from typing import Annotated
 
@@ -67,7 +68,8 @@ def predict_command(
     arguments = _read_stdin_paths(paths)
     inputs, problems = expand_inputs(arguments)
     batch_size = batch_size or detector.runtime.default_batch_size()
-    predictions = []
+    table_rows = []  # JSON lines are not kept: a stream of millions stays small
+    failed = bool(problems)
     with RichProgress(enabled=len(inputs) > batch_size) as progress:
         batches = detector.iter_predict(
             inputs,
@@ -77,19 +79,17 @@ def predict_command(
             threshold=threshold,
             max_pixels=max_pixels,
         )
-        for batch in batches:
-            predictions += batch
+        unusable = [Prediction(str(path), None, None, None, reason) for path, reason in problems]
+        for batch in itertools.chain(batches, [unusable]):
+            failed = failed or any(p.error for p in batch)
             if json_output:  # JSON lines stream out batch by batch, for pipelines
                 for prediction in batch:
                     print_json(to_json(prediction.to_dict(), indent=None))
-    unusable = [Prediction(str(path), None, None, None, reason) for path, reason in problems]
-    predictions += unusable
-    if json_output:
-        for prediction in unusable:
-            print_json(to_json(prediction.to_dict(), indent=None))
-    else:
-        stdout().print(predictions_table([p.to_dict() for p in predictions]))
-    if any(p.error for p in predictions):
+            else:
+                table_rows += [prediction.to_dict() for prediction in batch]
+    if not json_output:
+        stdout().print(predictions_table(table_rows))
+    if failed:
         raise typer.Exit(EXIT_INPUT_FAILED)
 
 

@@ -213,15 +213,12 @@ def _run(
     from dfx.cli.evaluate import load_images
     from dfx.engine.device import default_workers
     from dfx.engine.robustness import robustness
-    from dfx.errors import DfxError
 
-    if json_path == "-" and csv_path == "-":
-        raise DfxError("--json - and --csv - cannot both write to stdout.")
     check_outputs([json_path, csv_path, plot])
     images, skipped = load_images(
         manifest, split, [data] if data is not None else [], allow_changed
     )
-    report_skipped(list(skipped), skipped)
+    report_skipped(skipped)
     detector = load_detector(model, device, precision)
     with RichProgress() as progress:
         result = robustness(

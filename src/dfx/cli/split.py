@@ -80,7 +80,7 @@ def split_command(
         manifest = make_manifest(data, ratios, seed)
     target = out if out is not None else data.resolve().parent / "manifest.csv"
     write_manifest(manifest, target)
-    report_skipped(manifest.skipped, manifest.skip_reasons)
+    report_skipped(manifest.skip_reasons)
     if guidance is not None:
         _report_guidance(guidance)
     counts = manifest.counts()

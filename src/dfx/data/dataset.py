@@ -28,6 +28,10 @@ class Failure:
     source: str = ""
     """The file path (or a description of an in-memory image)."""
 
+    def to_dict(self) -> dict:
+        """The JSON record of a report's ``failures``."""
+        return {"path": self.source, "error": self.reason}
+
 
 class ImageDataset(Dataset):
     """Images (paths or in-memory Pillow images) with integer targets.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def measure(
         "binary_accuracy": grouped_accuracy(groups, binary_correct),
         "binary_accuracy_at_threshold": grouped_accuracy(groups, at_threshold),
     }
-    sizes = {name: groups.count(name) for name in per_group["accuracy"]}
+    sizes = Counter(groups)
     return Measurement(
         n=len(kept),
         multiclass=multiclass,
@@ -114,7 +115,7 @@ def measure(
         per_generator=per_group["accuracy"],
         generators={
             name: {"n": sizes[name]} | {key: values[name] for key, values in per_group.items()}
-            for name in sizes
+            for name in per_group["accuracy"]
         },
         is_fake=is_fake,
         p_fake=p_fake,
@@ -162,7 +163,7 @@ class EvaluationResult:
             "binary": self.binary,
             "per_generator": self.per_generator,
             "generators": self.generators,
-            "failures": [{"path": f.source, "error": f.reason} for f in self.failures],
+            "failures": [f.to_dict() for f in self.failures],
         }
 
 

@@ -80,7 +80,7 @@ class RobustnessResult:
             "counts": self.counts,
             "balanced": self.balanced,
             "threshold": self.threshold.to_dict(),
-            "failures": [{"path": f.source, "error": f.reason} for f in self.failures],
+            "failures": [f.to_dict() for f in self.failures],
         }
 
 
