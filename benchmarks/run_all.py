@@ -79,6 +79,17 @@ def labelled_images(folder: Path, count: int) -> list[LabelledImage]:
     return [LabelledImage(f, CLASSES[i % len(CLASSES)], "bench") for i, f in enumerate(files)]
 
 
+def bench_images(args, root: Path) -> list[LabelledImage]:
+    """``--images`` images of ``--data``, or of a synthetic set written under ``root``."""
+    folder = args.data
+    if folder is None:
+        folder = root / "images"
+        synthetic.write_dataset(
+            folder, per_generator=-(-args.images // 6), image_size=args.image_size
+        )
+    return labelled_images(folder, args.images)
+
+
 def timed(function) -> tuple[float, object]:
     started = time.perf_counter()
     result = function()
@@ -242,14 +253,7 @@ def main() -> None:
                 args.precision,
                 args.compile,
             )
-            folder = args.data
-            if folder is None:
-                per_generator = -(-args.images // 6)
-                folder = root / "images"
-                synthetic.write_dataset(
-                    folder, per_generator=per_generator, image_size=args.image_size
-                )
-            images = labelled_images(folder, args.images)
+            images = bench_images(args, root)
             batch_size = args.batch_size = args.batch_size or detector.runtime.default_batch_size()
             # Like the commands: no worker when everything fits in one batch.
             if args.workers is None:
@@ -292,13 +296,7 @@ def main() -> None:
 
         if "train" in only:
             if detector is None:
-                folder = args.data or root / "images"
-                if args.data is None:
-                    per_generator = -(-args.images // 6)
-                    synthetic.write_dataset(
-                        folder, per_generator=per_generator, image_size=args.image_size
-                    )
-                images = labelled_images(folder, args.images)
+                images = bench_images(args, root)
                 args.workers = default_workers() if args.workers is None else args.workers
             fitted, bare = training_rates(images, args)
             print(

@@ -90,7 +90,8 @@ def test_worker_processes_give_the_same_results(trained):
     import pickle
 
     from dfx.data.dataset import ImageDataset
-    from dfx.data.transforms import JpegCompression, Preprocessing
+    from dfx.data.perturbations import JpegCompression
+    from dfx.data.transforms import Preprocessing
 
     dataset = ImageDataset(["a.png"], [0], Preprocessing(32), JpegCompression(50))
     assert pickle.loads(pickle.dumps(dataset)).perturbation == JpegCompression(50)

@@ -20,7 +20,8 @@ import dfx
 from dfx.cli import app
 from dfx.data.dataset import ImageDataset, collate_images
 from dfx.data.images import load_rgb
-from dfx.data.transforms import JpegCompression, Preprocessing
+from dfx.data.perturbations import JpegCompression
+from dfx.data.transforms import Preprocessing
 from dfx.engine.device import Runtime, resolve_runtime
 from dfx.errors import DfxError
 

@@ -36,7 +36,7 @@ IMAGE_SUFFIXES = frozenset(
 
 def not_an_image(path: str | Path) -> str | None:
     """Why ``path`` is not an image file by its first bytes, or None when it looks like one."""
-    reason = not_a_regular_file(path)
+    reason = not_a_file_with_content(path)
     if reason is not None:
         return reason
     try:
@@ -44,26 +44,26 @@ def not_an_image(path: str | Path) -> str | None:
             head = handle.read(16)
     except OSError as error:
         return _open_failure(Path(path), error)
-    if not head:
-        return "empty file (0 bytes)"
     if head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
         return None
     return NOT_AN_IMAGE
 
 
-def not_a_regular_file(path: str | Path) -> str | None:
-    """Why ``path`` (symlinks followed) is not a regular file, or None when it is one.
+def not_a_file_with_content(path: str | Path) -> str | None:
+    """Why ``path`` (symlinks followed) is not a non-empty regular file, or None.
 
     Checked before opening: opening a named pipe would wait for a writer forever.
     """
     try:
-        mode = os.stat(path).st_mode
+        status = os.stat(path)
     except OSError as error:
         return _open_failure(Path(path), error)
-    if stat.S_ISDIR(mode):
+    if stat.S_ISDIR(status.st_mode):
         return "is a folder, not an image file"
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(status.st_mode):
         return "not a regular file (a pipe, device or socket)"
+    if status.st_size == 0:
+        return "empty file (0 bytes)"
     return None
 
 
@@ -126,11 +126,9 @@ def load_rgb(
     """
     path = Path(path)
     try:
-        reason = not_a_regular_file(path)
+        reason = not_a_file_with_content(path)
         if reason is not None:
             raise ImageReadError(reason)
-        if path.stat().st_size == 0:
-            raise ImageReadError("empty file (0 bytes)")
         with warnings.catch_warnings():
             # dfx applies its own per-file limit below; Pillow's hard limit (twice its
             # warning limit) still raises DecompressionBombError.

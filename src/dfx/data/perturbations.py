@@ -150,15 +150,17 @@ Perturbation = Raw | JpegCompression | GaussianBlur | Rescale | Rotate | Mirror
 DEFAULT_QFS: tuple[int, ...] = (90, 80, 70, 60, 50)
 """The paper's JPEG quality factors (Tables 2 and 3)."""
 
+_PAPER_QFS = ",".join(map(str, DEFAULT_QFS))
+
 PRESETS: dict[str, str] = {
-    "paper": "jpeg:90,80,70,60,50",
-    "official": "jpeg:90,80,70,60,50 blurk:3,7,15 resize:0.5,2 mirror:b rotate:45,135",
+    "paper": f"jpeg:{_PAPER_QFS}",
+    "official": f"jpeg:{_PAPER_QFS} blurk:3,7,15 resize:0.5,2 mirror:b rotate:45,135",
     "field": "jpeg:100,90,80,70,60,50,40,30 blur:0,1,2,3,4 resize:0.5",
 }
 """Named specs: the paper's JPEG grid, the official release's tests, the field's grids."""
 
 KIND_DEFAULTS: dict[str, str] = {
-    "jpeg": "90,80,70,60,50",
+    "jpeg": _PAPER_QFS,
     "blur": "0,1,2,3,4",
     "blurk": "3,7,15",
     "resize": "0.5",

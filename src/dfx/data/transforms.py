@@ -12,8 +12,6 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
 
-from dfx.data.perturbations import JpegCompression  # noqa: F401  (its former home)
-
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
