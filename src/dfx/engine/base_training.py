@@ -16,10 +16,9 @@ from dfx.classes import CLASSES, class_index
 from dfx.data.dataset import Failure, ImageDataset, make_loader
 from dfx.data.manifest import Manifest, ManifestRow
 from dfx.data.transforms import Preprocessing
-from dfx.distributed import per_process_batch_size
-from dfx.engine.device import Runtime, default_workers, resolve_runtime, seed_everything
+from dfx.engine.device import Runtime
 from dfx.engine.inference import run_network
-from dfx.engine.loop import TrainSettings, fit, make_optimizer, rows_digest
+from dfx.engine.loop import TrainSettings, fit, make_optimizer, rows_digest, start_training
 from dfx.engine.sampling import holdout_split, sample_per_group
 from dfx.errors import DfxError
 from dfx.metrics import target_metrics
@@ -151,10 +150,7 @@ def train_base(
     check_target(target)
     spec = get_spec(config.backbone)
     preprocessing = spec.preprocessing(config.image_size)
-    runtime = resolve_runtime(config.device, config.precision)
-    workers = default_workers() if config.workers is None else config.workers
-    seed_everything(config.seed)
-    train_batch_size = per_process_batch_size(config.batch_size)
+    runtime, workers, train_batch_size = start_training(config)
     rng = np.random.default_rng([config.seed, class_index(target)])
 
     positives, negatives = select_base_rows(manifest, target, config.negative_fraction, rng)

@@ -22,12 +22,10 @@ from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, save_model_file
 from dfx.classes import CLASSES, class_index
 from dfx.data.dataset import Failure
 from dfx.data.manifest import Manifest
-from dfx.distributed import per_process_batch_size
 from dfx.engine.base_training import BackboneTrainSettings, row_loader
-from dfx.engine.device import default_workers, resolve_runtime, seed_everything
 from dfx.engine.fusion_training import class_weights, validation_report
 from dfx.engine.inference import run_network
-from dfx.engine.loop import fit, make_optimizer, rows_digest
+from dfx.engine.loop import fit, make_optimizer, rows_digest, start_training
 from dfx.engine.sampling import holdout_split
 from dfx.errors import DfxError
 from dfx.models.backbones import build_network, get_spec
@@ -81,10 +79,7 @@ def train_baseline(
     progress = or_null(progress)
     spec = get_spec(config.backbone)
     preprocessing = spec.preprocessing(config.image_size)
-    runtime = resolve_runtime(config.device, config.precision)
-    workers = default_workers() if config.workers is None else config.workers
-    seed_everything(config.seed)
-    train_batch_size = per_process_batch_size(config.batch_size)
+    runtime, workers, train_batch_size = start_training(config)
     rng = np.random.default_rng([config.seed, 7])
 
     rows = [row for role in TRAIN_ROLES for row in manifest.select(role)]

@@ -22,11 +22,10 @@ from dfx.checkpoint import (
 from dfx.classes import CLASSES, class_index
 from dfx.data.dataset import Failure, ImageDataset, make_loader
 from dfx.data.manifest import Manifest
-from dfx.distributed import per_process_batch_size
 from dfx.engine.batches import TensorBatches
-from dfx.engine.device import Runtime, default_workers, resolve_runtime, seed_everything
+from dfx.engine.device import Runtime
 from dfx.engine.inference import run_network
-from dfx.engine.loop import TrainSettings, fit, make_optimizer, rows_digest
+from dfx.engine.loop import TrainSettings, fit, make_optimizer, rows_digest, start_training
 from dfx.engine.sampling import holdout_split
 from dfx.engine.train_state import require_state
 from dfx.errors import DfxError
@@ -150,10 +149,7 @@ def train_fusion(
     spec = get_spec(reference.backbone)
     if spec.feature_dim < min_feature_dim():
         raise DfxError(f"backbone {spec.name} has too few features for the fusion head.")
-    runtime = resolve_runtime(config.device, config.precision, config.compile)
-    workers = default_workers() if config.workers is None else config.workers
-    seed_everything(config.seed)
-    train_batch_size = per_process_batch_size(config.batch_size)
+    runtime, workers, train_batch_size = start_training(config, config.compile)
 
     rows = manifest.select("fusion")
     missing = [name for name in CLASSES if not any(r.label == name for r in rows)]

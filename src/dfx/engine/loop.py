@@ -16,7 +16,7 @@ from torch import nn
 from dfx import distributed
 from dfx.atomic import atomic_write
 from dfx.data.dataset import Batch, Failure
-from dfx.engine.device import Runtime
+from dfx.engine.device import Runtime, default_workers, resolve_runtime, seed_everything
 from dfx.engine.train_state import (
     TrainState,
     capture_rng,
@@ -59,6 +59,14 @@ class TrainSettings:
     """DataLoader worker processes (None: one less than the usable CPUs, at most 16)."""
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     """Images with more pixels are skipped as possible decompression bombs (None: no limit)."""
+
+
+def start_training(settings: TrainSettings, compile: bool = False) -> tuple[Runtime, int, int]:
+    """Seed the run; its runtime, data-loader workers and this process's training batch."""
+    runtime = resolve_runtime(settings.device, settings.precision, compile)
+    workers = default_workers() if settings.workers is None else settings.workers
+    seed_everything(settings.seed)
+    return runtime, workers, distributed.per_process_batch_size(settings.batch_size)
 
 
 def make_optimizer(parameters, settings: TrainSettings):
