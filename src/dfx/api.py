@@ -105,6 +105,14 @@ class Detector:
     def _loader(self, images, targets, qf, batch_size, workers, max_pixels):
         perturbation = JpegCompression(qf) if qf is not None else None
         dataset = ImageDataset(images, targets, self.preprocessing, perturbation, max_pixels)
+        return self.data_loader(dataset, batch_size, workers)
+
+    def data_loader(self, dataset, batch_size: int | None = None, workers: int | None = None):
+        """A loader over ``dataset`` for this detector's device.
+
+        ``batch_size`` None: the device's default (32 on CPU, 256 on CUDA); ``workers`` None:
+        decoding processes from the CPU count, none when everything fits in one batch.
+        """
         batch_size = batch_size or self.runtime.default_batch_size()
         if workers is None:
             workers = default_workers() if len(dataset) > batch_size else 0

@@ -211,7 +211,6 @@ def _run(
     """Both commands: check the data, load the model, run, render."""
     from dfx.api import load_detector
     from dfx.cli.evaluate import load_images
-    from dfx.engine.device import default_workers
     from dfx.engine.robustness import robustness
 
     check_outputs([json_path, csv_path, plot])
@@ -229,7 +228,7 @@ def _run(
             seed=seed,
             threshold=threshold,
             batch_size=batch_size,
-            workers=default_workers() if workers is None else workers,
+            workers=workers,
             progress=progress,
             max_pixels=max_pixels,
         )

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from dfx.api import Detector
-from dfx.data.dataset import Failure, VariantDataset, make_loader
+from dfx.data.dataset import Failure, VariantDataset
 from dfx.data.perturbations import JpegCompression, Perturbation, Raw
 from dfx.engine.evaluation import (
     LabelledImage,
@@ -106,7 +106,7 @@ def robustness(
     seed: int = 0,
     threshold: float | None = None,
     batch_size: int | None = None,
-    workers: int = 0,
+    workers: int | None = None,
     progress: ProgressReporter | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> RobustnessResult:
@@ -114,7 +114,8 @@ def robustness(
 
     ``batch_size`` counts network inputs (None: the device's default, 32 on CPU, 256 on
     CUDA), so a step reads ``batch_size // (1 + len(perturbations))`` images, at least one.
-    ``threshold`` overrides the detector's calibrated one.
+    ``threshold`` overrides the detector's calibrated one. ``workers`` None: decoding
+    processes from the CPU count, none when everything fits in one step.
     """
     variants: list[Perturbation] = [Raw(), *(p for p in perturbations if p != Raw())]
     chosen_threshold = resolve_threshold(detector, threshold)
@@ -126,12 +127,8 @@ def robustness(
         variants,
         max_pixels=max_pixels,
     )
-    loader = make_loader(
-        dataset,
-        max(1, (batch_size or detector.runtime.default_batch_size()) // len(variants)),
-        workers=workers,
-        pin_memory=detector.runtime.is_cuda,
-    )
+    images_per_step = (batch_size or detector.runtime.default_batch_size()) // len(variants)
+    loader = detector.data_loader(dataset, max(1, images_per_step), workers)
     outputs = run_network(
         PerVariant(detector.network),
         loader,
