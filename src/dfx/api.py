@@ -32,6 +32,24 @@ from dfx.progress import ProgressReporter
 ImageInput = str | Path | Image.Image
 
 
+DEFAULT_THRESHOLD = 0.5
+"""The threshold on P(fake) of model files without a calibrated one."""
+
+
+@dataclass
+class Threshold:
+    """The threshold on P(fake) of the second binary decision, and where it came from."""
+
+    value: float
+    """Images with P(fake) >= value are called fake."""
+    source: str
+    """``option`` (--threshold), ``model`` (calibrated at training time) or ``default`` (0.5)."""
+
+    def to_dict(self) -> dict:
+        """Plain-data form for JSON."""
+        return {"value": self.value, "source": self.source}
+
+
 @dataclass
 class Prediction:
     """The verdict on one input (the fields of ``dfx predict --json``)."""
@@ -96,6 +114,16 @@ class Detector:
     def threshold(self) -> float | None:
         """The threshold on P(fake) calibrated on validation data at training time, if stored."""
         return self.model_file.threshold
+
+    def resolve_threshold(self, override: float | None = None) -> Threshold:
+        """``override`` if given, else the model file's calibrated threshold, else 0.5."""
+        if override is not None:
+            if not 0.0 <= override <= 1.0:
+                raise DfxError(f"--threshold must be between 0 and 1, got {override}.")
+            return Threshold(float(override), "option")
+        if self.threshold is not None:
+            return Threshold(self.threshold, "model")
+        return Threshold(DEFAULT_THRESHOLD, "default")
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -188,8 +216,7 @@ class Detector:
         In a data-parallel run each process yields the predictions of its own share of
         ``images`` only: positions rank, rank + world size, and so on.
         """
-        if threshold is None:
-            threshold = self.threshold if self.threshold is not None else 0.5
+        threshold = self.resolve_threshold(threshold).value
         loader = self._loader(images, None, None, batch_size, workers, max_pixels)
         for part in iter_network(self.network, loader, self.runtime, progress=progress):
             probs = torch.softmax(part.values, dim=1).numpy() if len(part.indices) else None

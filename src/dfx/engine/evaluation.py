@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dfx.api import Detector
+from dfx.api import DEFAULT_THRESHOLD, Detector, Threshold
 from dfx.classes import CLASSES, class_index
 from dfx.data.dataset import Failure
 from dfx.data.layout import scan_dataset
@@ -37,31 +37,6 @@ class LabelledImage:
     def is_fake(self) -> bool:
         """True unless the image is real."""
         return self.label != "real"
-
-
-@dataclass
-class Threshold:
-    """The threshold on P(fake) of the second binary decision, and where it came from."""
-
-    value: float
-    """Images with P(fake) >= value are called fake."""
-    source: str
-    """``option`` (--threshold), ``model`` (calibrated at training time) or ``default`` (0.5)."""
-
-    def to_dict(self) -> dict:
-        """Plain-data form for JSON."""
-        return {"value": self.value, "source": self.source}
-
-
-def resolve_threshold(detector: Detector, override: float | None = None) -> Threshold:
-    """``override`` if given, else the model file's calibrated threshold, else 0.5."""
-    if override is not None:
-        if not 0.0 <= override <= 1.0:
-            raise DfxError(f"--threshold must be between 0 and 1, got {override}.")
-        return Threshold(float(override), "option")
-    if detector.threshold is not None:
-        return Threshold(detector.threshold, "model")
-    return Threshold(0.5, "default")
 
 
 @dataclass
@@ -142,7 +117,7 @@ class EvaluationResult:
     """Whether labels were sampled down to the smallest one."""
     failures: list[Failure] = field(default_factory=list)
     """Images that could not be read and were left out."""
-    threshold: Threshold = field(default_factory=lambda: Threshold(0.5, "default"))
+    threshold: Threshold = field(default_factory=lambda: Threshold(DEFAULT_THRESHOLD, "default"))
     """The threshold of the second binary decision."""
     generators: dict[str, dict] = field(default_factory=dict)
     """Per ``label/generator``: n, accuracy, binary accuracy (argmax and at the threshold)."""
@@ -224,7 +199,7 @@ def evaluate(
     """
     if qf is not None and not 1 <= qf <= 100:
         raise DfxError(f"--qf must be between 1 and 100, got {qf}.")
-    chosen_threshold = resolve_threshold(detector, threshold)
+    chosen_threshold = detector.resolve_threshold(threshold)
     images, three_class = select_images(images, balanced, seed)
     targets = [class_index(image.label) if three_class else -1 for image in images]
     outputs = detector.run(

@@ -12,17 +12,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dfx.api import Detector
+from dfx.api import Detector, Threshold
 from dfx.data.dataset import Failure, VariantDataset
 from dfx.data.perturbations import JpegCompression, Perturbation, Raw
-from dfx.engine.evaluation import (
-    LabelledImage,
-    Threshold,
-    label_counts,
-    measure,
-    resolve_threshold,
-    select_images,
-)
+from dfx.engine.evaluation import LabelledImage, label_counts, measure, select_images
 from dfx.engine.inference import run_network
 from dfx.errors import DfxError
 from dfx.limits import DEFAULT_MAX_PIXELS
@@ -118,7 +111,7 @@ def robustness(
     processes from the CPU count, none when everything fits in one step.
     """
     variants: list[Perturbation] = [Raw(), *(p for p in perturbations if p != Raw())]
-    chosen_threshold = resolve_threshold(detector, threshold)
+    chosen_threshold = detector.resolve_threshold(threshold)
     images, three_class = select_images(images, balanced, seed)
     dataset = VariantDataset(
         [image.path for image in images],
