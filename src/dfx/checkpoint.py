@@ -161,27 +161,37 @@ def load_model_file(path: str | Path, expected: str) -> ModelFile:
 def load_weights(network: torch.nn.Module, state_dict: dict, what: str) -> None:
     """Give ``network`` the file's weights (``assign``), or fail with one sentence that says
     which keys are missing, unexpected or of the wrong shape; ``what`` names the file."""
-    expected = network.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    misshapen = [
-        f"{k} is {_shape(state_dict[k])} in the file but {list(expected[k].shape)} here"
-        for k in expected
-        if k in state_dict and _shape(state_dict[k]) != list(expected[k].shape)
-    ]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s) ({first_few(missing)})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s) ({first_few(unexpected)})")
-    if misshapen:
-        problems.append(f"{len(misshapen)} tensor(s) of the wrong shape ({first_few(misshapen)})")
+    problems = state_differences(state_dict, network.state_dict())
     if problems:
         raise DfxError(f"{what} does not fit its architecture: {'; '.join(problems)}.")
     try:
         network.load_state_dict(state_dict, assign=True)
     except RuntimeError as error:  # e.g. a dtype that cannot be assigned
         raise DfxError(f"{what} does not fit its architecture: {error}".splitlines()[0]) from error
+
+
+def state_differences(
+    state: dict, expected: dict, name=lambda key: key, optional=lambda key: False
+) -> list[str]:
+    """How ``state`` differs from ``expected``: counted, named missing, unexpected and
+    misshapen keys (none when it fits). ``name`` gives a key as the user knows it;
+    ``optional`` keys may be absent."""
+    missing = [name(k) for k in expected if k not in state and not optional(k)]
+    unexpected = [name(k) for k in state if k not in expected]
+    misshapen = [
+        f"{name(k)} is {_shape(state[k])} in the file but {list(expected[k].shape)} here"
+        for k in expected
+        if k in state and _shape(state[k]) != list(expected[k].shape)
+    ]
+    return [
+        f"{len(names)} {what} ({first_few(names)})"
+        for what, names in (
+            ("missing key(s)", missing),
+            ("unexpected key(s)", unexpected),
+            ("tensor(s) of the wrong shape", misshapen),
+        )
+        if names
+    ]
 
 
 def _shape(value) -> list[int] | str:

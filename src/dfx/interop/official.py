@@ -28,9 +28,10 @@ from dfx.checkpoint import (
     ModelFile,
     safe_load,
     save_model_file,
+    state_differences,
 )
 from dfx.classes import CLASSES
-from dfx.errors import DfxError, first_few
+from dfx.errors import DfxError
 from dfx.models.backbones import build_network, get_spec
 from dfx.models.detector import DeepFeatureX
 
@@ -250,27 +251,10 @@ def _fit(
     hint: str,
 ) -> dict[str, Tensor]:
     """``state`` in the order of ``expected``, or one sentence naming every key that differs."""
-    unknown = [official_name(k) for k in state if k not in expected]
     # Checkpoints from before PyTorch 0.4.1 lack BatchNorm's step counter; eval never reads it.
-    missing = [
-        official_name(k)
-        for k in expected
-        if k not in state and not k.endswith("num_batches_tracked")
-    ]
-    wrong = [
-        f"{official_name(k)} is {_shape(state[k])}, expected {_shape(v)}"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    problems = [
-        f"{len(names)} {what} ({first_few(names)})"
-        for what, names in (
-            ("unknown key(s)", unknown),
-            ("missing key(s)", missing),
-            ("key(s) of the wrong shape", wrong),
-        )
-        if names
-    ]
+    problems = state_differences(
+        state, expected, official_name, optional=lambda k: k.endswith("num_batches_tracked")
+    )
     if problems:
         if not hint and backbone in NVIDIA_BACKBONES:
             hint = (
@@ -289,7 +273,3 @@ def _fit(
             value = torch.zeros((), dtype=reference.dtype)
         fitted[key] = value.float() if value.is_floating_point() else value
     return fitted
-
-
-def _shape(tensor: Tensor) -> str:
-    return "×".join(str(n) for n in tensor.shape) or "a scalar"
