@@ -198,6 +198,45 @@ def test_two_processes_step_like_one_even_when_a_batch_is_unreadable(tmp_path):
         assert torch.equal(value, ranks[1]["batch_norm"][key]), key
 
 
+def shares_of(rank: int, world: int, count: int, empty_rank: int | None) -> list[int]:
+    """Evaluation positions of ``rank``; ``empty_rank`` read nothing at all."""
+    return [] if rank == empty_rank else list(range(rank, count, world))
+
+
+def gather_worker(rank: int, init_file: str) -> None:
+    import torch.distributed as dist
+
+    from dfx.data.dataset import Failure
+    from dfx.engine import inference
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    distributed.activate()
+    distributed.GATHER_CHUNK_BYTES = 40  # three rows of three floats: several pieces
+    for empty_rank in (None, 1):
+        mine = shares_of(rank, 2, 23, empty_rank)
+        readable = torch.tensor([i for i in mine if i % 5], dtype=torch.long)
+        batches = readable.split(3)
+        outputs = inference._gather(
+            [torch.stack([b.float(), -b.float(), b.float() ** 2], 1) for b in batches],
+            list(batches),
+            [b * 10 for b in batches],
+            [Failure(i, "unreadable", f"{i}.png") for i in mine if i % 5 == 0],
+        )
+        every = [i for r in (0, 1) for i in shares_of(r, 2, 23, empty_rank)]
+        expected = torch.tensor(sorted(i for i in every if i % 5))
+        assert torch.equal(outputs.indices, expected)
+        assert torch.equal(outputs.targets, expected * 10)
+        values = torch.stack([expected.float(), -expected.float(), expected.float() ** 2], 1)
+        assert torch.equal(outputs.values, values)
+        assert [f.index for f in outputs.failures] == sorted(i for i in every if i % 5 == 0)
+    distributed.finish()
+
+
+def test_outputs_gathered_in_pieces_land_in_data_set_order(tmp_path):
+    """Uneven shares, a process with nothing, failures: every input once, in order."""
+    torch.multiprocessing.spawn(gather_worker, args=(str(tmp_path / "init"),), nprocs=2)
+
+
 def test_data_loader_workers_share_the_machine(monkeypatch):
     from dfx.engine import device
 

@@ -198,18 +198,6 @@ def sum_across(values: list[float]) -> list[float]:
     return tensor.tolist()
 
 
-def max_across(value: int) -> int:
-    """The largest ``value`` any process holds."""
-    dist = _peers()
-    if dist is None:
-        return value
-    import torch
-
-    tensor = torch.tensor([value], dtype=torch.int64, device=_collective_device())
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return int(tensor.item())
-
-
 def gather_objects(item) -> list:
     """Every process's ``item``, in rank order (``[item]`` in one process).
 

@@ -98,38 +98,39 @@ def _share_size(loader) -> int:
 def _gather(values: list, indices: list, targets: list, failures: list) -> Outputs:
     """Every process's outputs in data-set order, received in pieces of bounded size.
 
-    The positions and targets (a few bytes per input) are gathered first; each piece of
-    values is then written straight to its place, so no second full copy is made.
+    One gather first brings every process's positions, targets and failures (a few bytes
+    per input) and its piece count; each piece of values is then written straight to its
+    place, so no second full copy is made.
     """
-    local_indices = torch.cat(indices) if indices else torch.empty(0, dtype=torch.long)
-    all_indices, order = torch.sort(torch.cat(distributed.gather_objects(local_indices)))
-    all_targets = torch.cat(
-        distributed.gather_objects(
-            torch.cat(targets) if targets else torch.empty(0, dtype=torch.long)
-        )
-    )[order]
-    all_failures = [f for share in distributed.gather_objects(failures) for f in share]
-    all_failures.sort(key=lambda failure: failure.index)
-
+    empty = torch.empty(0, dtype=torch.long)
+    local_indices = torch.cat(indices) if indices else empty
     local_values = torch.cat(values) if values else None
     values.clear()
     rows = len(local_indices)
-    row_bytes = local_values[:1].numel() * 4 if local_values is not None else 4
-    pieces = distributed.max_across(-(-rows * row_bytes // distributed.GATHER_CHUNK_BYTES))
-    step = -(-rows // pieces) if pieces else 0
+    row_bytes = local_values[:1].numel() * local_values.element_size() if rows else 0
+    own_pieces = -(-rows * row_bytes // distributed.GATHER_CHUNK_BYTES)
+    header = (local_indices, torch.cat(targets) if targets else empty, failures, own_pieces)
+    shares = distributed.gather_objects(header)
+    all_indices, order = torch.sort(torch.cat([share[0] for share in shares]))
+    all_targets = torch.cat([share[1] for share in shares])[order]
+    all_failures = sorted((f for share in shares for f in share[2]), key=lambda f: f.index)
+
+    pieces = max(share[3] for share in shares)
+    steps = [-(-len(share[0]) // pieces) if pieces else 0 for share in shares]
+    step = steps[distributed.rank()]
     gathered = None
     for piece in range(pieces):
         part = None
         if local_values is not None and piece * step < rows:
-            chosen = slice(piece * step, (piece + 1) * step)
             # clone: a pickled view would carry its whole underlying storage along
-            part = (local_values[chosen].clone(), local_indices[chosen].clone())
-        for received in distributed.gather_objects(part):
+            part = local_values[piece * step : (piece + 1) * step].clone()
+        for (positions, *_), size, received in zip(shares, steps, distributed.gather_objects(part)):
             if received is None:
                 continue
             if gathered is None:
-                gathered = received[0].new_empty((len(all_indices), *received[0].shape[1:]))
-            gathered[torch.searchsorted(all_indices, received[1])] = received[0]
+                gathered = received.new_empty((len(all_indices), *received.shape[1:]))
+            where = positions[piece * size : (piece + 1) * size]
+            gathered[torch.searchsorted(all_indices, where)] = received
     if gathered is None:
         gathered = torch.empty(0)
     return Outputs(gathered, all_indices, all_targets, all_failures)
