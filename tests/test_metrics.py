@@ -9,10 +9,10 @@ from sklearn import metrics as skm
 from dfx.metrics import (
     binary_confusion,
     binary_metrics,
-    calibrate_threshold,
     curve_points,
     equal_error_rate,
 )
+from dfx.threshold import calibrate
 
 IS_FAKE = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 0, 1], dtype=bool)
 P_FAKE = np.array([0.9, 0.8, 0.35, 0.7, 0.55, 0.2, 0.1, 0.4, 0.6, 0.05, 0.3, 0.95, 0.45, 0.5])
@@ -66,16 +66,14 @@ def test_equal_error_rate():
 
 
 def test_calibrated_threshold_maximises_balanced_accuracy():
-    calibrated = calibrate_threshold(IS_FAKE, P_FAKE)
+    calibrated = calibrate(IS_FAKE, P_FAKE)
     best = max(skm.balanced_accuracy_score(IS_FAKE, P_FAKE >= t) for t in np.linspace(0, 1, 1001))
-    assert calibrated["balanced_accuracy"] == pytest.approx(best)
-    assert skm.balanced_accuracy_score(IS_FAKE, P_FAKE >= calibrated["value"]) == pytest.approx(
-        best
-    )
+    assert calibrated.balanced_accuracy == pytest.approx(best)
+    assert skm.balanced_accuracy_score(IS_FAKE, P_FAKE >= calibrated.value) == pytest.approx(best)
     # Separable scores: the threshold falls between the classes, nearest 0.5 among ties.
-    separable = calibrate_threshold(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9]))
-    assert separable["value"] == pytest.approx(0.5)
-    assert separable["balanced_accuracy"] == 1.0 and separable["n"] == 4
+    separable = calibrate(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9]))
+    assert separable.value == pytest.approx(0.5)
+    assert separable.balanced_accuracy == 1.0 and separable.n == 4
 
 
 def test_curve_points_and_binary_confusion():

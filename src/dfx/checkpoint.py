@@ -21,6 +21,7 @@ from dfx._version import __version__
 from dfx.atomic import atomic_write
 from dfx.data.transforms import Preprocessing
 from dfx.errors import DfxError, first_few
+from dfx.threshold import Calibration
 
 FORMAT_VERSION = 1
 """Version of the file layout this dfx writes and reads."""
@@ -58,10 +59,7 @@ class ModelFile:
     @property
     def threshold(self) -> float | None:
         """The threshold on P(fake) calibrated at training time (None in older files)."""
-        calibrated = self.metrics.get("threshold")
-        if isinstance(calibrated, dict) and isinstance(calibrated.get("value"), (int, float)):
-            return float(calibrated["value"])
-        return None
+        return Calibration.value_in(self.metrics.get("threshold"))
 
     def to_payload(self) -> dict:
         """Plain-data form written to disk."""

@@ -21,3 +21,7 @@ BINARY_FOLDERS: dict[str, str] = {"0_real": "real", "1_fake": "fake"}
 def class_index(name: str) -> int:
     """Index of a class name in :data:`CLASSES`."""
     return CLASSES.index(name)
+
+
+REAL: int = class_index("real")
+"""Index of the real class: every other class is fake, and P(fake) = 1 - p[REAL]."""

@@ -9,9 +9,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as skm
 
-from dfx.classes import CLASSES, class_index
-
-REAL = class_index("real")
+from dfx.classes import CLASSES, REAL
+from dfx.threshold import TRAINING_RULE, VALIDATION_RULE, Calibration, calibrate
 
 
 def multiclass_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -91,34 +90,6 @@ def equal_error_rate(is_fake: np.ndarray, p_fake: np.ndarray) -> float:
     return float(fpr[before] + weight * (fpr[after] - fpr[before]))
 
 
-def calibrate_threshold(is_fake: np.ndarray, p_fake: np.ndarray) -> dict:
-    """The threshold on P(fake) that maximises balanced accuracy on held-out data.
-
-    Candidates are 0, 1 and the midpoints between consecutive distinct scores (a decision
-    is ``p_fake >= t``); among equally good ones, the one nearest 0.5 wins. Returns
-    ``{"value", "rule", "n", "balanced_accuracy"}``.
-    """
-    is_fake = np.asarray(is_fake, dtype=bool)
-    p_fake = np.asarray(p_fake, dtype=float)
-    scores = np.unique(p_fake)
-    candidates = np.concatenate([[0.0], (scores[1:] + scores[:-1]) / 2, [1.0]])
-    # Counting by binary search keeps this O(N log N) for validation sets of any size.
-    fake_scores, real_scores = np.sort(p_fake[is_fake]), np.sort(p_fake[~is_fake])
-    below_fake = np.searchsorted(fake_scores, candidates, side="left")
-    below_real = np.searchsorted(real_scores, candidates, side="left")
-    fake_rate = (len(fake_scores) - below_fake) / max(len(fake_scores), 1)
-    real_rate = below_real / max(len(real_scores), 1)
-    score = (fake_rate + real_rate) / 2
-    best = np.flatnonzero(np.isclose(score, score.max()))
-    chosen = best[np.argmin(np.abs(candidates[best] - 0.5))]
-    return {
-        "value": float(candidates[chosen]),
-        "rule": "max balanced accuracy on validation",
-        "n": int(len(p_fake)),
-        "balanced_accuracy": float(score[chosen]),
-    }
-
-
 def curve_points(is_fake: np.ndarray, p_fake: np.ndarray) -> dict | None:
     """ROC and precision-recall curve points of P(fake) (None unless both classes occur)."""
     is_fake = np.asarray(is_fake, dtype=bool)
@@ -168,3 +139,24 @@ def grouped_accuracy(groups: list[str], correct: np.ndarray) -> dict[str, float]
 def binary_confusion(is_fake: np.ndarray, predicted_fake: np.ndarray) -> list[list[int]]:
     """The 2×2 confusion matrix, rows true, columns predicted, order (real, fake)."""
     return skm.confusion_matrix(is_fake, predicted_fake, labels=[False, True]).tolist()
+
+
+def validation_report(
+    y_true: np.ndarray, probs: np.ndarray, held_out: bool = True
+) -> tuple[dict, Calibration]:
+    """3-class and binary metrics of validation predictions, and the threshold calibrated on them.
+
+    The threshold on P(fake) maximises balanced accuracy on these images
+    (:func:`dfx.threshold.calibrate`); the binary metrics include the decision there.
+    ``held_out`` False: the images are training images (no validation split), and the
+    calibration's rule says so.
+    """
+    is_fake, p_fake = y_true != REAL, p_fake_of(probs)
+    calibration = calibrate(is_fake, p_fake, VALIDATION_RULE if held_out else TRAINING_RULE)
+    y_pred = probs.argmax(1)
+    report = {
+        "n": len(y_true),
+        "multiclass": multiclass_metrics(y_true, y_pred),
+        "binary": binary_metrics(is_fake, p_fake, y_pred != REAL, calibration.value),
+    }
+    return report, calibration
