@@ -1,9 +1,8 @@
-"""The Python API: load a detector file and classify images.
+"""The detector: a model file's network on a device, and every way of running it on images.
 
->>> import dfx
->>> detector = dfx.load_detector("model.pt")
->>> [p.label for p in detector.predict(["photo.jpg"])]
-['real']
+Prediction, evaluation and the robustness runs all go through :class:`Detector`: it owns
+the data loaders, the default batch size and the softmax, so nothing else touches its
+network or runtime.
 """
 
 from __future__ import annotations
@@ -19,35 +18,18 @@ from PIL import Image
 from dfx import distributed
 from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, load_model_file, load_weights
 from dfx.classes import CLASSES
-from dfx.data.dataset import ImageDataset, make_loader
-from dfx.data.perturbations import JpegCompression
+from dfx.data.dataset import ImageDataset, VariantDataset, make_loader
+from dfx.data.perturbations import JpegCompression, Perturbation
 from dfx.engine.device import Runtime, default_workers, resolve_runtime
 from dfx.engine.inference import Outputs, iter_network, run_network
 from dfx.errors import DfxError
 from dfx.limits import DEFAULT_MAX_PIXELS
 from dfx.metrics import p_fake_of
-from dfx.models.detector import build_detector_network
+from dfx.models.detector import PerVariant, build_detector_network
 from dfx.progress import ProgressReporter
+from dfx.threshold import Threshold, resolve_threshold
 
 ImageInput = str | Path | Image.Image
-
-
-DEFAULT_THRESHOLD = 0.5
-"""The threshold on P(fake) of model files without a calibrated one."""
-
-
-@dataclass
-class Threshold:
-    """The threshold on P(fake) of the second binary decision, and where it came from."""
-
-    value: float
-    """Images with P(fake) >= value are called fake."""
-    source: str
-    """``option`` (--threshold), ``model`` (calibrated at training time) or ``default`` (0.5)."""
-
-    def to_dict(self) -> dict:
-        """Plain-data form for JSON."""
-        return {"value": self.value, "source": self.source}
 
 
 @dataclass
@@ -117,34 +99,16 @@ class Detector:
 
     def resolve_threshold(self, override: float | None = None) -> Threshold:
         """``override`` if given, else the model file's calibrated threshold, else 0.5."""
-        if override is not None:
-            if not 0.0 <= override <= 1.0:
-                raise DfxError(f"--threshold must be between 0 and 1, got {override}.")
-            return Threshold(float(override), "option")
-        if self.threshold is not None:
-            return Threshold(self.threshold, "model")
-        return Threshold(DEFAULT_THRESHOLD, "default")
+        return resolve_threshold(override, self.threshold)
 
     @property
     def classes(self) -> tuple[str, ...]:
         """Class names in output order."""
         return CLASSES
 
-    def _loader(self, images, targets, qf, batch_size, workers, max_pixels):
-        perturbation = JpegCompression(qf) if qf is not None else None
-        dataset = ImageDataset(images, targets, self.preprocessing, perturbation, max_pixels)
-        return self.data_loader(dataset, batch_size, workers)
-
-    def data_loader(self, dataset, batch_size: int | None = None, workers: int | None = None):
-        """A loader over ``dataset`` for this detector's device.
-
-        ``batch_size`` None: the device's default (32 on CPU, 256 on CUDA); ``workers`` None:
-        decoding processes from the CPU count, none when everything fits in one batch.
-        """
-        batch_size = batch_size or self.runtime.default_batch_size()
-        if workers is None:
-            workers = default_workers() if len(dataset) > batch_size else 0
-        return make_loader(dataset, batch_size, workers=workers, pin_memory=self.runtime.is_cuda)
+    def batch_size(self, requested: int | None = None) -> int:
+        """``requested``, or this device's default: 32 on CPU, 256 on CUDA."""
+        return requested or self.runtime.default_batch_size()
 
     def run(
         self,
@@ -164,12 +128,47 @@ class Detector:
         ``batch_size`` None: the device's default (32 on CPU, 256 on CUDA); ``workers`` None:
         decoding processes from the CPU count, none when everything fits in one batch.
         """
-        loader = self._loader(images, targets, qf, batch_size, workers, max_pixels)
+        perturbation = JpegCompression(qf) if qf is not None else None
+        dataset = ImageDataset(images, targets, self.preprocessing, perturbation, max_pixels)
+        loader = self._loader(dataset, self.batch_size(batch_size), workers)
+        return self._probabilities(self.network, loader, progress, description)
+
+    def run_variants(
+        self,
+        images: Sequence[ImageInput],
+        variants: Sequence[Perturbation],
+        *,
+        batch_size: int | None = None,
+        workers: int | None = None,
+        progress: ProgressReporter | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ) -> Outputs:
+        """Class probabilities (N, V, 3) of each readable image under each of V ``variants``.
+
+        Every image is decoded once and perturbed in memory; one that fails under any variant
+        fails as a whole. ``batch_size`` counts network inputs (images × variants), so a step
+        reads ``batch_size // V`` images, at least one.
+        """
+        dataset = VariantDataset(images, None, self.preprocessing, variants, max_pixels)
+        images_per_step = max(1, self.batch_size(batch_size) // len(variants))
+        loader = self._loader(dataset, images_per_step, workers)
+        description = f"{len(variants)} variants per image"
+        return self._probabilities(PerVariant(self.network), loader, progress, description)
+
+    def _loader(self, dataset, images_per_step: int, workers: int | None):
+        # No worker processes when everything fits in one step: starting them costs more.
+        if workers is None:
+            workers = default_workers() if len(dataset) > images_per_step else 0
+        return make_loader(
+            dataset, images_per_step, workers=workers, pin_memory=self.runtime.is_cuda
+        )
+
+    def _probabilities(self, network, loader, progress, description) -> Outputs:
         outputs = run_network(
-            self.network, loader, self.runtime, progress=progress, description=description
+            network, loader, self.runtime, progress=progress, description=description
         )
         if len(outputs.values):
-            outputs.values = torch.softmax(outputs.values, dim=1)
+            outputs.values = torch.softmax(outputs.values, dim=-1)
         return outputs
 
     def predict(
@@ -217,7 +216,8 @@ class Detector:
         ``images`` only: positions rank, rank + world size, and so on.
         """
         threshold = self.resolve_threshold(threshold).value
-        loader = self._loader(images, None, None, batch_size, workers, max_pixels)
+        dataset = ImageDataset(images, None, self.preprocessing, max_pixels=max_pixels)
+        loader = self._loader(dataset, self.batch_size(batch_size), workers)
         for part in iter_network(self.network, loader, self.runtime, progress=progress):
             probs = torch.softmax(part.values, dim=1).numpy() if len(part.indices) else None
             found = {int(i): row for row, i in enumerate(part.indices.tolist())}

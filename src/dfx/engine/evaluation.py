@@ -3,40 +3,42 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from dfx.api import DEFAULT_THRESHOLD, Detector, Threshold
-from dfx.classes import CLASSES, class_index
+from dfx.classes import CLASSES, REAL, class_index
 from dfx.data.dataset import Failure
-from dfx.data.layout import scan_dataset
-from dfx.data.manifest import ROLES, Manifest
+from dfx.data.labelled import LabelledImage, LabelledSet
+from dfx.engine.detector import Detector
 from dfx.engine.sampling import balance
 from dfx.errors import DfxError
 from dfx.limits import DEFAULT_MAX_PIXELS
 from dfx.metrics import binary_metrics, grouped_accuracy, multiclass_metrics, p_fake_of
 from dfx.progress import ProgressReporter
+from dfx.threshold import Threshold
 
-REAL = class_index("real")
 
+@dataclass
+class EvaluationOptions:
+    """How evaluate and the robustness runs choose, classify and judge their images."""
 
-@dataclass(frozen=True)
-class LabelledImage:
-    """An image with its ground truth."""
+    balanced: bool = True
+    """Sample every label down to the smallest one (seeded)."""
+    seed: int = 0
+    """Seed of the balanced sampling."""
+    threshold: float | None = None
+    """Threshold on P(fake) overriding the detector's calibrated one (None: keep it)."""
+    batch_size: int | None = None
+    """Network inputs per step (None: the device's default)."""
+    workers: int | None = None
+    """Decoding processes (None: from the CPU count, none when one step holds everything)."""
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    """Images with more pixels are skipped as possible decompression bombs (None: no limit)."""
 
-    path: Path
-    """Where the image is."""
-    label: str
-    """dm, gan or real; or fake / real for binary-layout data."""
-    generator: str
-    """The generator (source) folder it came from."""
-
-    @property
-    def is_fake(self) -> bool:
-        """True unless the image is real."""
-        return self.label != "real"
+    def to_dict(self) -> dict:
+        """Plain-data form for JSON."""
+        return asdict(self)
 
 
 @dataclass
@@ -117,7 +119,7 @@ class EvaluationResult:
     """Whether labels were sampled down to the smallest one."""
     failures: list[Failure] = field(default_factory=list)
     """Images that could not be read and were left out."""
-    threshold: Threshold = field(default_factory=lambda: Threshold(DEFAULT_THRESHOLD, "default"))
+    threshold: Threshold = field(default_factory=Threshold.default)
     """The threshold of the second binary decision."""
     generators: dict[str, dict] = field(default_factory=dict)
     """Per ``label/generator``: n, accuracy, binary accuracy (argmax and at the threshold)."""
@@ -142,26 +144,6 @@ class EvaluationResult:
         }
 
 
-def images_from_manifest(manifest: Manifest, split: str | None = "test") -> list[LabelledImage]:
-    """The labelled images of one role of a manifest (all roles when ``split`` is None)."""
-    if split is not None and split not in ROLES:
-        raise DfxError(f"--split {split!r} is not one of {', '.join(ROLES)}.")
-    rows = manifest.select(split)
-    if not rows:
-        raise DfxError(f"the manifest has no images in the {split} split.")
-    return [LabelledImage(manifest.absolute(r), r.label, r.generator) for r in rows]
-
-
-def images_from_folder(data: str | Path) -> tuple[list[LabelledImage], dict[str, str]]:
-    """The labelled images of a data folder in either layout, and the files passed over.
-
-    The second value maps each non-image file (relative path) to the reason.
-    """
-    scan = scan_dataset(data)
-    images = [LabelledImage(scan.root / r.path, r.label, r.generator) for r in scan.records]
-    return images, dict(scan.reasons)
-
-
 def select_images(
     images: list[LabelledImage], balanced: bool, seed: int
 ) -> tuple[list[LabelledImage], bool]:
@@ -182,39 +164,33 @@ def label_counts(images: list[LabelledImage]) -> dict[str, int]:
 def evaluate(
     detector: Detector,
     images: list[LabelledImage],
+    options: EvaluationOptions | None = None,
     *,
     qf: int | None = None,
-    balanced: bool = True,
-    seed: int = 0,
-    threshold: float | None = None,
-    batch_size: int | None = None,
-    workers: int | None = None,
     progress: ProgressReporter | None = None,
     description: str | None = None,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> EvaluationResult:
     """Classify ``images`` (optionally JPEG-compressed in memory) and measure the results.
 
-    ``threshold`` overrides the detector's calibrated threshold on P(fake).
+    ``options.threshold`` overrides the detector's calibrated threshold on P(fake).
     """
+    options = options or EvaluationOptions()
     if qf is not None and not 1 <= qf <= 100:
         raise DfxError(f"--qf must be between 1 and 100, got {qf}.")
-    chosen_threshold = detector.resolve_threshold(threshold)
-    images, three_class = select_images(images, balanced, seed)
+    chosen_threshold = detector.resolve_threshold(options.threshold)
+    images, three_class = select_images(images, options.balanced, options.seed)
     targets = [class_index(image.label) if three_class else -1 for image in images]
     outputs = detector.run(
         [image.path for image in images],
         targets=targets,
         qf=qf,
-        batch_size=batch_size,
-        workers=workers,
+        batch_size=options.batch_size,
+        workers=options.workers,
         progress=progress,
         description=description or ("evaluate" if qf is None else f"evaluate at QF {qf}"),
-        max_pixels=max_pixels,
+        max_pixels=options.max_pixels,
     )
-    if not len(outputs.indices):
-        raise DfxError("no image could be read, so there is nothing to evaluate.")
-    kept = [images[i] for i in outputs.indices.tolist()]
+    kept = readable_images(images, outputs.indices.tolist())
     measured = measure(kept, outputs.values.numpy(), chosen_threshold.value, three_class)
     return EvaluationResult(
         n=measured.n,
@@ -223,13 +199,20 @@ def evaluate(
         binary=measured.binary,
         per_generator=measured.per_generator,
         counts=label_counts(kept),
-        balanced=balanced,
+        balanced=options.balanced,
         failures=outputs.failures,
         threshold=chosen_threshold,
         generators=measured.generators,
         is_fake=measured.is_fake,
         p_fake=measured.p_fake,
     )
+
+
+def readable_images(images: list[LabelledImage], positions: list[int]) -> list[LabelledImage]:
+    """The images at ``positions`` (those that could be read); fails when there are none."""
+    if not positions:
+        raise DfxError("no image could be read, so there is nothing to evaluate.")
+    return [images[i] for i in positions]
 
 
 @dataclass
@@ -262,20 +245,24 @@ class GeneralizationResult:
         }
 
 
-def set_names(folders: list[Path]) -> list[str]:
-    """Short, distinct names for data folders: the folder name, or the path when names clash."""
-    names = [Path(folder).name or str(folder) for folder in folders]
-    return [name if names.count(name) == 1 else str(folder) for name, folder in zip(names, folders)]
-
-
 def evaluate_sets(
     detector: Detector,
-    sets: list[tuple[str, str, list[LabelledImage]]],
-    **options,
+    sets: list[LabelledSet],
+    options: EvaluationOptions | None = None,
+    *,
+    qf: int | None = None,
+    progress: ProgressReporter | None = None,
 ) -> GeneralizationResult:
-    """:func:`evaluate` on each (name, folder, images) set with the same ``options``."""
+    """:func:`evaluate` on each labelled set with the same ``options``."""
     results = []
-    for name, data, images in sets:
-        result = evaluate(detector, images, description=f"evaluate {name}", **options)
-        results.append((name, data, result))
+    for labelled in sets:
+        result = evaluate(
+            detector,
+            labelled.images,
+            options,
+            qf=qf,
+            progress=progress,
+            description=f"evaluate {labelled.name}",
+        )
+        results.append((labelled.name, labelled.source, result))
     return GeneralizationResult(results)

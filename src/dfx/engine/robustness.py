@@ -9,17 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-from torch import Tensor, nn
 
-from dfx.api import Detector, Threshold
-from dfx.data.dataset import Failure, VariantDataset
+from dfx.data.dataset import Failure
+from dfx.data.labelled import LabelledImage
 from dfx.data.perturbations import JpegCompression, Perturbation, Raw
-from dfx.engine.evaluation import LabelledImage, label_counts, measure, select_images
-from dfx.engine.inference import run_network
-from dfx.errors import DfxError
-from dfx.limits import DEFAULT_MAX_PIXELS
+from dfx.engine.detector import Detector
+from dfx.engine.evaluation import (
+    EvaluationOptions,
+    label_counts,
+    measure,
+    readable_images,
+    select_images,
+)
 from dfx.progress import ProgressReporter
+from dfx.threshold import Threshold
 
 
 @dataclass
@@ -77,62 +80,33 @@ class RobustnessResult:
         }
 
 
-class PerVariant(nn.Module):
-    """Apply a network to (B, V, C, H, W) variant stacks: logits (B, V, K)."""
-
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(self, stacks: Tensor) -> Tensor:
-        batch, variants = stacks.shape[:2]
-        logits = self.network(stacks.flatten(0, 1))
-        return logits.view(batch, variants, -1)
-
-
-def robustness(
+def measure_robustness(
     detector: Detector,
     images: list[LabelledImage],
     perturbations: list[Perturbation],
+    options: EvaluationOptions | None = None,
     *,
-    balanced: bool = True,
-    seed: int = 0,
-    threshold: float | None = None,
-    batch_size: int | None = None,
-    workers: int | None = None,
     progress: ProgressReporter | None = None,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> RobustnessResult:
     """Measure ``detector`` on ``images`` raw and under each perturbation, in one pass.
 
-    ``batch_size`` counts network inputs (None: the device's default, 32 on CPU, 256 on
-    CUDA), so a step reads ``batch_size // (1 + len(perturbations))`` images, at least one.
-    ``threshold`` overrides the detector's calibrated one. ``workers`` None: decoding
-    processes from the CPU count, none when everything fits in one step.
+    ``options.batch_size`` counts network inputs (images × variants); ``options.threshold``
+    overrides the detector's calibrated one.
     """
+    options = options or EvaluationOptions()
     variants: list[Perturbation] = [Raw(), *(p for p in perturbations if p != Raw())]
-    chosen_threshold = detector.resolve_threshold(threshold)
-    images, three_class = select_images(images, balanced, seed)
-    dataset = VariantDataset(
+    chosen_threshold = detector.resolve_threshold(options.threshold)
+    images, three_class = select_images(images, options.balanced, options.seed)
+    outputs = detector.run_variants(
         [image.path for image in images],
-        None,
-        detector.preprocessing,
         variants,
-        max_pixels=max_pixels,
-    )
-    images_per_step = (batch_size or detector.runtime.default_batch_size()) // len(variants)
-    loader = detector.data_loader(dataset, max(1, images_per_step), workers)
-    outputs = run_network(
-        PerVariant(detector.network),
-        loader,
-        detector.runtime,
+        batch_size=options.batch_size,
+        workers=options.workers,
         progress=progress,
-        description=f"{len(variants)} variants per image",
+        max_pixels=options.max_pixels,
     )
-    if not len(outputs.indices):
-        raise DfxError("no image could be read, so there is nothing to evaluate.")
-    kept = [images[i] for i in outputs.indices.tolist()]
-    probs = torch.softmax(outputs.values, dim=2).numpy()
+    kept = readable_images(images, outputs.indices.tolist())
+    probs = outputs.values.numpy()
     rows = []
     for position, variant in enumerate(variants):
         measured = measure(
@@ -148,4 +122,6 @@ def robustness(
                 per_generator=measured.per_generator,
             )
         )
-    return RobustnessResult(rows, label_counts(kept), balanced, chosen_threshold, outputs.failures)
+    return RobustnessResult(
+        rows, label_counts(kept), options.balanced, chosen_threshold, outputs.failures
+    )

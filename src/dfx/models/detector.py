@@ -48,6 +48,19 @@ class StackedExtractors(nn.Module):
         return torch.stack([self.extractors[name](images) for name in CLASSES], dim=1)
 
 
+class PerVariant(nn.Module):
+    """Apply a network to (B, V, C, H, W) variant stacks: logits (B, V, K)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, stacks: Tensor) -> Tensor:
+        batch, variants = stacks.shape[:2]
+        logits = self.network(stacks.flatten(0, 1))
+        return logits.view(batch, variants, -1)
+
+
 ARCHITECTURES: tuple[str, ...] = ("deepfeaturex", "baseline")
 """Detector networks a ``dfx-detector`` file can hold: the fusion model, or one plain backbone."""
 
