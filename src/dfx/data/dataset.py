@@ -135,6 +135,20 @@ class Batch:
         return self
 
 
+def unpack(batch) -> tuple[torch.Tensor, torch.Tensor, list[Failure]]:
+    """(inputs, targets, failures) from an image :class:`Batch` or an (inputs, targets) pair."""
+    if isinstance(batch, Batch):
+        return batch.inputs, batch.targets, batch.failures
+    inputs, targets = batch
+    return inputs, targets, []
+
+
+def failure_records(failures: list[Failure]) -> list[dict]:
+    """Unreadable inputs as JSON records, each file once."""
+    unique = {f.source: f for f in failures}
+    return [f.to_dict() for f in unique.values()]
+
+
 def collate_images(items: list) -> Batch:
     """Stack the readable items; keep the unreadable ones as failures."""
     good = [item for item in items if item[0] is not None]

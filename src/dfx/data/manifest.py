@@ -46,7 +46,7 @@ class ManifestRow:
     """``dm``, ``gan`` or ``real``."""
     generator: str
     """Generator (or source) folder name."""
-    split: str
+    role: str
     """``base``, ``fusion`` or ``test``."""
     size: int | None = None
     """File size in bytes when the manifest was written (None: not recorded)."""
@@ -78,17 +78,17 @@ class Manifest:
         """Files under the data folder that were not images (only when just made)."""
         return list(self.skip_reasons)
 
-    def select(self, split: str | None = None) -> list[ManifestRow]:
-        """Rows of one role (all rows when ``split`` is None)."""
-        return [row for row in self.rows if split is None or row.split == split]
+    def select(self, role: str | None = None) -> list[ManifestRow]:
+        """Rows of one role (all rows when ``role`` is None)."""
+        return [row for row in self.rows if role is None or row.role == role]
 
     def absolute(self, row: ManifestRow) -> Path:
         """Absolute location of a row's image."""
         return self.root / row.path
 
     def counts(self) -> Counter:
-        """Number of images per (label, generator, split)."""
-        return Counter((row.label, row.generator, row.split) for row in self.rows)
+        """Number of images per (label, generator, role)."""
+        return Counter((row.label, row.generator, row.role) for row in self.rows)
 
 
 def role_of(relative_path: str, seed: int, ratios: tuple[float, float, float]) -> str:
@@ -140,8 +140,8 @@ def make_manifest(
     return Manifest(scan.root.resolve(), rows, seed, ratios, scan.reasons)
 
 
-def _row(record: ImageRecord, split: str) -> ManifestRow:
-    return ManifestRow(record.path, record.label, record.generator, split)
+def _row(record: ImageRecord, role: str) -> ManifestRow:
+    return ManifestRow(record.path, record.label, record.generator, role)
 
 
 def write_manifest(manifest: Manifest, out: str | Path) -> Path:
@@ -166,7 +166,7 @@ def write_manifest(manifest: Manifest, out: str | Path) -> Path:
         writer.writerow(COLUMNS + INTEGRITY_COLUMNS)
         for row in rows:
             writer.writerow(
-                (row.path, row.label, row.generator, row.split, _blank(row.size), row.hash or "")
+                (row.path, row.label, row.generator, row.role, _blank(row.size), row.hash or "")
             )
     return out
 
@@ -199,14 +199,14 @@ def read_manifest(
     path: str | Path,
     check_files: bool = True,
     *,
-    splits: tuple[str, ...] | None = None,
+    roles: tuple[str, ...] | None = None,
     allow_changed: bool = False,
 ) -> Manifest:
     """Read a manifest CSV; fail with one sentence if it is malformed or its files changed.
 
     The data folder is the ``root=`` of its ``# dfx-manifest`` first line, relative to the
     CSV; a manifest without that line has its paths relative to its own folder. With
-    ``check_files``, the files of the rows in ``splits`` (None: all) must exist and, where
+    ``check_files``, the files of the rows in ``roles`` (None: all) must exist and, where
     the manifest records them, still have their size and fingerprint; otherwise this fails
     naming them, or with ``allow_changed`` leaves those rows out (listed in ``dropped``).
     """
@@ -232,7 +232,7 @@ def read_manifest(
     manifest = Manifest(root, rows, _int_or_none(settings.get("seed")), None)
     manifest.fingerprinted = all(c in (reader.fieldnames or []) for c in INTEGRITY_COLUMNS)
     if check_files:
-        _check_files(manifest, path, splits, allow_changed)
+        _check_files(manifest, path, roles, allow_changed)
     return manifest
 
 
@@ -282,11 +282,9 @@ def _int_or_none(text: str | None) -> int | None:
     return int(text) if text is not None and text.lstrip("-").isdigit() else None
 
 
-def find_changes(
-    manifest: Manifest, splits: tuple[str, ...] | None = None
-) -> list[tuple[str, str]]:
-    """(path, reason) of the rows in ``splits`` whose file vanished or changed since writing."""
-    chosen = [row for row in manifest.rows if splits is None or row.split in splits]
+def find_changes(manifest: Manifest, roles: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
+    """(path, reason) of the rows in ``roles`` whose file vanished or changed since writing."""
+    chosen = [row for row in manifest.rows if roles is None or row.role in roles]
 
     def change(row: ManifestRow) -> str | None:
         file = manifest.absolute(row)
@@ -308,9 +306,9 @@ def find_changes(
 
 
 def _check_files(
-    manifest: Manifest, path: Path, splits: tuple[str, ...] | None, allow_changed: bool
+    manifest: Manifest, path: Path, roles: tuple[str, ...] | None, allow_changed: bool
 ) -> None:
-    changes = find_changes(manifest, splits)
+    changes = find_changes(manifest, roles)
     if not changes:
         return
     if allow_changed:

@@ -13,12 +13,13 @@ from torch.utils.data import DataLoader
 
 from dfx.checkpoint import BASE_FORMAT, ModelFile, save_model_file
 from dfx.classes import CLASSES, class_index
-from dfx.data.dataset import Failure, ImageDataset, make_loader
+from dfx.data.dataset import Failure, ImageDataset, failure_records, make_loader
 from dfx.data.manifest import Manifest, ManifestRow
 from dfx.data.transforms import Preprocessing
+from dfx.engine.configs import BackboneTrainConfig, BaseTrainConfig
 from dfx.engine.device import Runtime
 from dfx.engine.inference import run_network
-from dfx.engine.loop import TrainSettings, fit, make_optimizer, rows_digest, start_training
+from dfx.engine.loop import fit, make_optimizer, rows_digest, start_training
 from dfx.engine.sampling import holdout_split, sample_per_group
 from dfx.errors import DfxError
 from dfx.metrics import target_metrics
@@ -26,33 +27,11 @@ from dfx.models.backbones import build_network, get_spec
 from dfx.progress import ProgressReporter, or_null
 
 
-@dataclass
-class BackboneTrainSettings(TrainSettings):
-    """Settings of training a whole backbone on images (defaults: the official release's)."""
-
-    backbone: str = "densenet121"
-    """Backbone registry name."""
-    weights: str = "imagenet"
-    """Initial weights: imagenet, none, or a state-dict file."""
-    image_size: int | None = None
-    """Input side override (None: the backbone's default, 256)."""
-    eval_batch_size: int = 64
-    """Images per step when measuring metrics after training."""
-
-
-@dataclass
-class BaseTrainConfig(BackboneTrainSettings):
-    """Settings of base-model training (defaults: the official release's)."""
-
-    negative_fraction: float = 0.1
-    """Share of the training set drawn from the other two classes (paper: 90:10)."""
-
-
 def row_loader(
     manifest: Manifest,
     target_of: Callable[[ManifestRow], int],
     preprocessing: Preprocessing,
-    config: BackboneTrainSettings,
+    config: BackboneTrainConfig,
     runtime: Runtime,
     workers: int,
 ) -> Callable[[list[ManifestRow], bool, int], DataLoader]:
@@ -99,6 +78,20 @@ class BaseTrainResult:
     """Wall time."""
     failures: list[Failure] = field(default_factory=list)
     """Images that could not be read and were skipped."""
+
+    def to_dict(self) -> dict:
+        """One element of the ``models`` list of ``train-base --json``."""
+        return {
+            "target": self.target,
+            "path": str(self.path),
+            "history": str(self.history_path),
+            "best_epoch": self.best_epoch,
+            "best_val_loss": self.best_val_loss,
+            "counts": self.counts,
+            "test": self.test_metrics,
+            "seconds": self.seconds,
+            "failures": failure_records(self.failures),
+        }
 
 
 def check_target(target: str) -> str:
@@ -151,6 +144,8 @@ def train_base(
     spec = get_spec(config.backbone)
     preprocessing = spec.preprocessing(config.image_size)
     runtime, workers, train_batch_size = start_training(config)
+    # Each trainer salts the seed differently (base models with their class index 0-2, the
+    # fusion head 3, baselines 7), so their draws are independent yet fixed by --seed.
     rng = np.random.default_rng([config.seed, class_index(target)])
 
     positives, negatives = select_base_rows(manifest, target, config.negative_fraction, rng)

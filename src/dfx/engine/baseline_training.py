@@ -20,24 +20,21 @@ from torch import nn
 
 from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, save_model_file
 from dfx.classes import CLASSES, class_index
-from dfx.data.dataset import Failure
+from dfx.data.dataset import Failure, failure_records
 from dfx.data.manifest import Manifest
-from dfx.engine.base_training import BackboneTrainSettings, row_loader
-from dfx.engine.fusion_training import class_weights, validation_report
+from dfx.engine.base_training import row_loader
+from dfx.engine.configs import BaselineTrainConfig
 from dfx.engine.inference import run_network
 from dfx.engine.loop import fit, make_optimizer, rows_digest, start_training
+from dfx.engine.losses import class_weights
 from dfx.engine.sampling import holdout_split
 from dfx.errors import DfxError
+from dfx.metrics import validation_report
 from dfx.models.backbones import build_network, get_spec
 from dfx.progress import ProgressReporter, or_null
 
 TRAIN_ROLES: tuple[str, ...] = ("base", "fusion")
 """Manifest roles a baseline trains and validates on: all that the fusion detector used."""
-
-
-@dataclass
-class BaselineTrainConfig(BackboneTrainSettings):
-    """Settings of baseline training (defaults: the official release's)."""
 
 
 @dataclass
@@ -61,6 +58,19 @@ class BaselineTrainResult:
     failures: list[Failure] = field(default_factory=list)
     """Images that could not be read and were skipped."""
 
+    def to_dict(self) -> dict:
+        """The ``train-baseline --json`` document."""
+        return {
+            "path": str(self.path),
+            "history": str(self.history_path),
+            "best_epoch": self.best_epoch,
+            "counts": self.counts,
+            "validation": self.validation,
+            "threshold": self.threshold,
+            "seconds": self.seconds,
+            "failures": failure_records(self.failures),
+        }
+
 
 def train_baseline(
     manifest: Manifest,
@@ -80,6 +90,7 @@ def train_baseline(
     spec = get_spec(config.backbone)
     preprocessing = spec.preprocessing(config.image_size)
     runtime, workers, train_batch_size = start_training(config)
+    # Salted apart from the base models' draws (salts 0-2) and the fusion head's (3).
     rng = np.random.default_rng([config.seed, 7])
 
     rows = [row for role in TRAIN_ROLES for row in manifest.select(role)]
@@ -132,9 +143,10 @@ def train_baseline(
     if not len(outputs.targets):
         raise DfxError("no validation image could be read, so no threshold can be calibrated.")
     probs = torch.softmax(outputs.values, dim=1).numpy()
-    validation, threshold = validation_report(outputs.targets.numpy(), probs)
-    if not val_rows:  # --val-fraction 0: say honestly what the threshold was fitted on
-        threshold["rule"] = "max balanced accuracy on the training images (no validation split)"
+    validation, calibration = validation_report(
+        outputs.targets.numpy(), probs, held_out=bool(val_rows)
+    )
+    threshold = calibration.to_dict()
     counts = {
         "train": len(train_rows),
         "val": len(val_rows),

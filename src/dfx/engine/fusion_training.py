@@ -20,31 +20,23 @@ from dfx.checkpoint import (
     save_model_file,
 )
 from dfx.classes import CLASSES, class_index
-from dfx.data.dataset import Failure, ImageDataset, make_loader
+from dfx.data.dataset import Failure, ImageDataset, failure_records, make_loader
 from dfx.data.manifest import Manifest
 from dfx.engine.batches import TensorBatches
+from dfx.engine.configs import FusionTrainConfig
 from dfx.engine.device import Runtime
 from dfx.engine.inference import run_network
-from dfx.engine.loop import TrainSettings, fit, make_optimizer, rows_digest, start_training
+from dfx.engine.loop import fit, make_optimizer, rows_digest, start_training
+from dfx.engine.losses import class_weights
 from dfx.engine.sampling import holdout_split
 from dfx.engine.train_state import require_state
 from dfx.errors import DfxError
 from dfx.fingerprint import file_digest
-from dfx.metrics import binary_metrics, calibrate_threshold, multiclass_metrics, p_fake_of
+from dfx.metrics import validation_report
 from dfx.models.backbones import build_network, get_spec, to_feature_extractor
 from dfx.models.detector import StackedExtractors
 from dfx.models.fusion import FusionHead, min_feature_dim
 from dfx.progress import ProgressReporter, or_null
-
-
-@dataclass
-class FusionTrainConfig(TrainSettings):
-    """Settings of fusion-head training (defaults: the official release's)."""
-
-    extract_batch_size: int = 64
-    """Images per step during feature extraction."""
-    compile: bool = False
-    """Compile the fusion head with torch.compile (it runs every epoch; extraction runs once)."""
 
 
 @dataclass
@@ -67,6 +59,19 @@ class FusionTrainResult:
     """Wall time of head training over the cached features."""
     failures: list[Failure] = field(default_factory=list)
     """Images that could not be read and were skipped."""
+
+    def to_dict(self) -> dict:
+        """The ``train-fusion --json`` document."""
+        return {
+            "path": str(self.path),
+            "history": str(self.history_path),
+            "best_epoch": self.best_epoch,
+            "counts": self.counts,
+            "validation": self.validation,
+            "extraction_seconds": self.extraction_seconds,
+            "training_seconds": self.training_seconds,
+            "failures": failure_records(self.failures),
+        }
 
 
 def load_base_models(paths: dict[str, Path]) -> dict[str, ModelFile]:
@@ -121,14 +126,6 @@ def extract_features(
     )
 
 
-def class_weights(counts: np.ndarray, training_set: str) -> torch.Tensor:
-    """The paper's loss weights w_c = 1 / (training images of class c)."""
-    if (counts == 0).any():
-        missing = [name for name, n in zip(CLASSES, counts) if n == 0]
-        raise DfxError(f"the {training_set} training set has no {', '.join(missing)} images.")
-    return torch.tensor(1.0 / counts, dtype=torch.float32)
-
-
 def train_fusion(
     manifest: Manifest,
     base_paths: dict[str, Path],
@@ -180,6 +177,7 @@ def train_fusion(
     )
     extraction_seconds = time.perf_counter() - started
 
+    # Salted apart from the base models' draws (salts 0-2) and the baselines' (7).
     rng = np.random.default_rng([config.seed, 3])
     positions = list(range(len(outputs.targets)))
     labels = outputs.targets.tolist()
@@ -223,15 +221,13 @@ def train_fusion(
     )
     training_seconds = time.perf_counter() - started
     head.load_state_dict(result.best_state)
-    validation, threshold = _validation_metrics(
-        head, features, targets, val_pos or train_pos, runtime
+    validation, calibration = _validation_metrics(
+        head, features, targets, val_pos or train_pos, runtime, held_out=bool(val_pos)
     )
 
     # The detector's state dict is the extractors' and the head's, under DeepFeatureX's names.
     detector_state = {f"head.{k}": v for k, v in result.best_state.items()}
-    detector_state.update(
-        {f"extractors.{k.split('.', 1)[1]}": v for k, v in extractors.state_dict().items()}
-    )
+    detector_state.update(extractors.state_dict())
     counts = {
         "train": len(train_pos),
         "val": len(val_pos),
@@ -246,7 +242,7 @@ def train_fusion(
         config={"fusion": asdict(config), "base": {name: files[name].config for name in CLASSES}},
         metrics={
             "fusion_validation": validation,
-            "threshold": threshold,
+            "threshold": calibration.to_dict(),
             "best_epoch": result.best_epoch,
             "counts": counts,
             "base": {name: files[name].metrics for name in CLASSES},
@@ -265,29 +261,11 @@ def train_fusion(
     )
 
 
-def _validation_metrics(head, features, targets, chosen, runtime) -> tuple[dict, dict]:
+def _validation_metrics(head, features, targets, chosen, runtime, held_out: bool):
     """Metrics of the kept head on the validation features, and the threshold calibrated there."""
     head.eval()
     index = torch.tensor(chosen, dtype=torch.long, device=features.device)
     with torch.inference_mode(), runtime.autocast():
         probs = torch.softmax(head(features[index]).float(), dim=1).cpu().numpy()
     y_true = targets[index].cpu().numpy()
-    return validation_report(y_true, probs)
-
-
-def validation_report(y_true: np.ndarray, probs: np.ndarray) -> tuple[dict, dict]:
-    """3-class and binary metrics of validation predictions, and the threshold calibrated on them.
-
-    The threshold on P(fake) maximises balanced accuracy on these validation images
-    (:func:`dfx.metrics.calibrate_threshold`); the binary metrics include the decision there.
-    """
-    real = class_index("real")
-    is_fake, p_fake = y_true != real, p_fake_of(probs)
-    threshold = calibrate_threshold(is_fake, p_fake)
-    y_pred = probs.argmax(1)
-    report = {
-        "n": len(y_true),
-        "multiclass": multiclass_metrics(y_true, y_pred),
-        "binary": binary_metrics(is_fake, p_fake, y_pred != real, threshold["value"]),
-    }
-    return report, threshold
+    return validation_report(y_true, probs, held_out)

@@ -9,9 +9,8 @@ import torch
 from torch import nn
 
 from dfx import distributed
-from dfx.data.dataset import Failure
+from dfx.data.dataset import Failure, unpack
 from dfx.engine.device import Runtime
-from dfx.engine.loop import unpack
 from dfx.progress import ProgressReporter, or_null
 
 

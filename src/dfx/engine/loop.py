@@ -15,53 +15,22 @@ from torch import nn
 
 from dfx import distributed
 from dfx.atomic import atomic_write
-from dfx.data.dataset import Batch, Failure
+from dfx.data.dataset import Failure, unpack
+from dfx.engine.configs import TrainConfig
 from dfx.engine.device import Runtime, default_workers, resolve_runtime, seed_everything
+from dfx.engine.losses import loss_weight, summed_loss
 from dfx.engine.train_state import (
     TrainState,
     capture_rng,
-    check_compatible,
-    load_state,
-    require_state,
-    restore_rng,
+    load_resume_state,
+    restore_training,
     save_state,
 )
-from dfx.errors import DfxError, TrainingInterrupted
-from dfx.limits import DEFAULT_MAX_PIXELS
+from dfx.errors import TrainingInterrupted
 from dfx.progress import ProgressReporter, or_null
 
 
-@dataclass
-class TrainSettings:
-    """Optimisation settings shared by base-model and fusion training (official defaults)."""
-
-    epochs: int = 50
-    """Training epochs."""
-    batch_size: int = 32
-    """Samples per training step."""
-    lr: float = 1e-4
-    """Adam learning rate."""
-    weight_decay: float = 1e-3
-    """Adam weight decay."""
-    lr_step: int = 0
-    """StepLR period in epochs (0: constant learning rate)."""
-    lr_gamma: float = 0.1
-    """StepLR decay factor."""
-    val_fraction: float = 0.2
-    """Share held out for validation (kept weights: lowest validation loss)."""
-    seed: int = 0
-    """Seed for sampling, initialisation and shuffling."""
-    device: str = "auto"
-    """auto, cpu, cuda or cuda:N."""
-    precision: str = "auto"
-    """Autocast precision: auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16."""
-    workers: int | None = None
-    """DataLoader worker processes (None: one less than the usable CPUs, at most 16)."""
-    max_pixels: int | None = DEFAULT_MAX_PIXELS
-    """Images with more pixels are skipped as possible decompression bombs (None: no limit)."""
-
-
-def start_training(settings: TrainSettings, compile: bool = False) -> tuple[Runtime, int, int]:
+def start_training(settings: TrainConfig, compile: bool = False) -> tuple[Runtime, int, int]:
     """Seed the run; its runtime, data-loader workers and this process's training batch."""
     runtime = resolve_runtime(settings.device, settings.precision, compile)
     workers = default_workers() if settings.workers is None else settings.workers
@@ -69,7 +38,7 @@ def start_training(settings: TrainSettings, compile: bool = False) -> tuple[Runt
     return runtime, workers, distributed.per_process_batch_size(settings.batch_size)
 
 
-def make_optimizer(parameters, settings: TrainSettings):
+def make_optimizer(parameters, settings: TrainConfig):
     """Adam with betas (0.9, 0.999) and, when ``lr_step`` > 0, a StepLR schedule."""
     optimizer = torch.optim.Adam(
         parameters, lr=settings.lr, betas=(0.9, 0.999), weight_decay=settings.weight_decay
@@ -118,14 +87,6 @@ class FitResult:
     """Training or validation inputs that could not be read (each once)."""
 
 
-def unpack(batch) -> tuple[torch.Tensor, torch.Tensor, list[Failure]]:
-    """(inputs, targets, failures) from an image :class:`Batch` or an (inputs, targets) pair."""
-    if isinstance(batch, Batch):
-        return batch.inputs, batch.targets, batch.failures
-    inputs, targets = batch
-    return inputs, targets, []
-
-
 def fit(
     model: nn.Module,
     train_loader: Iterable,
@@ -164,8 +125,8 @@ def fit(
     best = (math.inf, 0, _cpu_state(model))
     done = 0
     if resume:
-        state = _resume_state(state_path, config, epochs)
-        _restore(state, model, optimizer, scheduler, scaler)
+        state = load_resume_state(state_path, config, epochs)
+        restore_training(state, model, optimizer, scheduler, scaler)
         history = [EpochRecord(**record) for record in state.history]
         failures = {f["source"]: Failure(**f) for f in state.failures}
         best = (state.best_criterion, state.best_epoch, state.best_state)
@@ -249,32 +210,6 @@ def rows_digest(names: Iterable[str]) -> str:
     return digest.hexdigest()
 
 
-def _resume_state(state_path: Path | None, config: dict, epochs: int) -> TrainState:
-    state = load_state(require_state(state_path))
-    check_compatible(state.config, config, state_path)
-    if state.epoch > epochs:
-        raise DfxError(
-            f"{state_path} already holds {state.epoch} epochs, more than --epochs {epochs}."
-        )
-    return state
-
-
-def _restore(state: TrainState, model, optimizer, scheduler, scaler) -> None:
-    try:
-        model.load_state_dict(state.model)
-        optimizer.load_state_dict(state.optimizer)
-        if scheduler is not None and state.scheduler is not None:
-            scheduler.load_state_dict(state.scheduler)
-        scaler.load_state_dict(state.scaler)
-        restore_rng(state.rng)
-    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as error:
-        reason = (str(error).splitlines() or [""])[0] or type(error).__name__
-        raise DfxError(
-            f"the saved training state does not fit this run or is damaged ({reason}); "
-            "start afresh without --resume."
-        ) from error
-
-
 def _set_epoch(loader, epoch: int) -> None:
     for owner in (loader, getattr(loader, "sampler", None)):
         if hasattr(owner, "set_epoch"):
@@ -317,56 +252,25 @@ def _train_epoch(
     model, loader, optimizer, scaler, loss_fn, runtime, progress, failures, epoch, spare
 ):
     model.train()
-    processes = distributed.world_size()
     total_loss, correct, seen = 0.0, 0, 0
     progress.start("batches", _length(loader), f"epoch {epoch}")
     for batch in loader:
         inputs, targets, batch_failures = unpack(batch)
         _remember(failures, batch_failures)
-        readable = len(targets) > 0
-        scale = None
-        if processes > 1:
-            # DistributedDataParallel needs every process in every backward pass: one whose
-            # images were all unreadable steps with a spare input, counted with weight 0.
-            # Each loss is divided by the loss weight of all processes' readable images, so
-            # the averaged gradient is the single-process gradient of those images.
-            if readable:
-                spare.keep(inputs, targets)
-            local_weight = _loss_weight(loss_fn, targets)
-            lacks_spare = not readable and spare.inputs is None
-            lacking, total_weight, total_count = distributed.sum_across(
-                [float(lacks_spare), local_weight, len(targets)]
-            )
-            if total_weight == 0:  # no readable image anywhere: one process skips it too
-                progress.advance("batches")
-                continue
-            if lacking:
-                spare.share(needed=lacks_spare)
-            scale = processes / total_weight if readable else 0.0
-            if not readable:
-                inputs, targets = spare.inputs, spare.targets
-        elif not readable:
+        step = _plan_step(inputs, targets, loss_fn, spare)
+        if step is None:  # no readable image in this step, on any process
             progress.advance("batches")
             continue
-        inputs = runtime.to_device(inputs)
-        targets = targets.to(runtime.device, non_blocking=True)
+        inputs = runtime.to_device(step.inputs)
+        targets = step.targets.to(runtime.device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with runtime.autocast():
             logits = model(inputs)
-            if scale is None:
-                loss = loss_fn(logits.float(), targets)
-                batch_loss = loss.item() * len(targets)
-            else:
-                summed = _summed_loss(loss_fn, logits.float(), targets)
-                loss = summed * scale
+            loss, batch_loss = step.loss(loss_fn, logits.float(), targets)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        if scale is not None:
-            # This process's part of (step's weighted mean loss × step's image count), as a
-            # single process adds it.
-            batch_loss = summed.item() * total_count / total_weight if readable else 0.0
-        if readable:
+        if step.readable:
             total_loss += batch_loss
             correct += (logits.argmax(1) == targets).sum().item()
             seen += len(targets)
@@ -378,23 +282,57 @@ def _train_epoch(
     return _mean_and_accuracy(total_loss, correct, seen)
 
 
-def _loss_weight(loss_fn: nn.CrossEntropyLoss, targets: torch.Tensor) -> float:
-    """What ``loss_fn``'s mean divides by: the class weights of ``targets``, summed."""
-    if loss_fn.weight is None or not len(targets):
-        return float(len(targets))
-    return float(loss_fn.weight[targets.to(loss_fn.weight.device)].sum())
+@dataclass
+class _Step:
+    """What one process trains on in one step, and how its loss is scaled."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    readable: bool
+    """False: a spare input stands in for an all-unreadable batch, at weight 0."""
+    scale: float | None = None
+    """Multiplies the summed loss in a data-parallel run (None: one process, mean loss)."""
+    total_count: float = 0.0
+    total_weight: float = 0.0
+
+    def loss(self, loss_fn, logits, targets) -> tuple[torch.Tensor, float]:
+        """The loss to backpropagate, and this process's part of the epoch's loss sum."""
+        if self.scale is None:
+            loss = loss_fn(logits, targets)
+            return loss, loss.item() * len(targets)
+        summed = summed_loss(loss_fn, logits, targets)
+        # This process's part of (step's weighted mean loss × step's image count), as a
+        # single process adds it.
+        part = summed.item() * self.total_count / self.total_weight if self.readable else 0.0
+        return summed * self.scale, part
 
 
-def _summed_loss(loss_fn: nn.CrossEntropyLoss, logits, targets) -> torch.Tensor:
-    """``loss_fn`` summed over the batch instead of averaged."""
-    return nn.functional.cross_entropy(
-        logits,
-        targets,
-        weight=loss_fn.weight,
-        ignore_index=loss_fn.ignore_index,
-        reduction="sum",
-        label_smoothing=loss_fn.label_smoothing,
+def _plan_step(inputs, targets, loss_fn, spare: _Spare) -> _Step | None:
+    """This process's step, or None when no process has a readable image in it.
+
+    DistributedDataParallel needs every process in every backward pass: one whose images
+    were all unreadable steps with a spare input, counted with weight 0. Each loss is
+    divided by the loss weight of all processes' readable images, so the averaged
+    gradient is the single-process gradient of those images.
+    """
+    readable = len(targets) > 0
+    processes = distributed.world_size()
+    if processes == 1:
+        return _Step(inputs, targets, True) if readable else None
+    if readable:
+        spare.keep(inputs, targets)
+    lacks_spare = not readable and spare.inputs is None
+    lacking, total_weight, total_count = distributed.sum_across(
+        [float(lacks_spare), loss_weight(loss_fn, targets), len(targets)]
     )
+    if total_weight == 0:  # no readable image anywhere: every process skips the step
+        return None
+    if lacking:
+        spare.share(needed=lacks_spare)
+    if not readable:
+        inputs, targets = spare.inputs, spare.targets
+    scale = processes / total_weight if readable else 0.0
+    return _Step(inputs, targets, readable, scale, total_count, total_weight)
 
 
 def evaluate_loss(model, loader, loss_fn, runtime, failures=None) -> tuple[float, float]:
@@ -416,8 +354,8 @@ def evaluate_loss(model, loader, loss_fn, runtime, failures=None) -> tuple[float
             targets = targets.to(runtime.device, non_blocking=True)
             with runtime.autocast():
                 logits = model(inputs)
-            total_loss += _summed_loss(loss_fn, logits.float(), targets).item()
-            total_weight += _loss_weight(loss_fn, targets)
+            total_loss += summed_loss(loss_fn, logits.float(), targets).item()
+            total_weight += loss_weight(loss_fn, targets)
             correct += (logits.argmax(1) == targets).sum().item()
             seen += len(targets)
     total_loss, total_weight, correct, seen = distributed.sum_across(

@@ -155,3 +155,31 @@ def check_compatible(saved: dict, current: dict, path: Path) -> None:
             + (" ..." if len(differences) > 4 else "")
             + "); use the same ones, or start afresh without --resume."
         )
+
+
+def load_resume_state(state_path: Path | None, config: dict, epochs: int) -> TrainState:
+    """The saved state at ``state_path``, checked against this run's ``config`` and ``epochs``."""
+    state = load_state(require_state(state_path))
+    check_compatible(state.config, config, state_path)
+    if state.epoch > epochs:
+        raise DfxError(
+            f"{state_path} already holds {state.epoch} epochs, more than --epochs {epochs}."
+        )
+    return state
+
+
+def restore_training(state: TrainState, model, optimizer, scheduler, scaler) -> None:
+    """Put the saved weights, optimizer, scheduler, scaler and random states back."""
+    try:
+        model.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        if scheduler is not None and state.scheduler is not None:
+            scheduler.load_state_dict(state.scheduler)
+        scaler.load_state_dict(state.scaler)
+        restore_rng(state.rng)
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as error:
+        reason = (str(error).splitlines() or [""])[0] or type(error).__name__
+        raise DfxError(
+            f"the saved training state does not fit this run or is damaged ({reason}); "
+            "start afresh without --resume."
+        ) from error
