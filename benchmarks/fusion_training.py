@@ -25,7 +25,8 @@ from dfx import synthetic
 from dfx.checkpoint import BASE_FORMAT, ModelFile, save_model_file
 from dfx.classes import CLASSES
 from dfx.data.manifest import make_manifest
-from dfx.engine.fusion_training import FusionTrainConfig, train_fusion
+from dfx.engine.configs import FusionTrainConfig
+from dfx.engine.fusion_training import train_fusion
 from dfx.models.backbones import build_network, get_spec
 from dfx.models.fusion import CONV_LAYERS
 

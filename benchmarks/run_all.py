@@ -42,13 +42,15 @@ from dfx.classes import CLASSES
 from dfx.cli import app
 from dfx.data.dataset import ImageDataset, make_loader
 from dfx.data.images import expand_inputs
+from dfx.data.labelled import LabelledImage
 from dfx.data.manifest import make_manifest
 from dfx.data.perturbations import DEFAULT_QFS, jpeg_grid
+from dfx.engine.configs import FusionTrainConfig, TrainConfig
 from dfx.engine.device import default_workers, resolve_runtime
-from dfx.engine.evaluation import LabelledImage, evaluate
-from dfx.engine.fusion_training import FusionTrainConfig, train_fusion
-from dfx.engine.loop import TrainSettings, fit, make_optimizer
-from dfx.engine.robustness import robustness
+from dfx.engine.evaluation import EvaluationOptions, evaluate
+from dfx.engine.fusion_training import train_fusion
+from dfx.engine.loop import fit, make_optimizer
+from dfx.engine.robustness import measure_robustness
 from dfx.models.backbones import build_network, get_spec
 from dfx.models.detector import DeepFeatureX
 
@@ -96,18 +98,14 @@ def timed(function) -> tuple[float, object]:
     return time.perf_counter() - started, result
 
 
+def bench_options(args) -> EvaluationOptions:
+    """All images (no balancing), with the benchmark's batch size and workers."""
+    return EvaluationOptions(balanced=False, batch_size=args.batch_size, workers=args.workers)
+
+
 def evaluate_seconds(detector: Detector, images, args, qf: int | None = None) -> float:
     """Wall time of one evaluate pass (decoding, transfers, forward passes, metrics)."""
-    seconds, _ = timed(
-        lambda: evaluate(
-            detector,
-            images,
-            qf=qf,
-            balanced=False,
-            batch_size=args.batch_size,
-            workers=args.workers,
-        )
-    )
+    seconds, _ = timed(lambda: evaluate(detector, images, bench_options(args), qf=qf))
     return seconds
 
 
@@ -142,7 +140,7 @@ def training_rates(images, args) -> tuple[float, float]:
     runtime = resolve_runtime(args.device, args.precision, args.compile)
     spec = get_spec(args.backbone)
     network = runtime.prepare(build_network(args.backbone, "none", args.image_size))
-    optimizer, _ = make_optimizer(network.parameters(), TrainSettings())
+    optimizer, _ = make_optimizer(network.parameters(), TrainConfig())
     loss_fn = torch.nn.CrossEntropyLoss()
     paths = [image.path for image in images]
     targets = [i % 2 for i in range(len(images))]
@@ -191,13 +189,8 @@ def training_rates(images, args) -> tuple[float, float]:
 def jpeg_robustness_seconds(detector: Detector, images, args) -> float:
     """Wall time of one jpeg-robustness run (raw + the default 5 QFs) on ``images``."""
     seconds, _ = timed(
-        lambda: robustness(
-            detector,
-            images,
-            jpeg_grid(list(DEFAULT_QFS)),
-            balanced=False,
-            batch_size=args.batch_size,
-            workers=args.workers,
+        lambda: measure_robustness(
+            detector, images, jpeg_grid(list(DEFAULT_QFS)), bench_options(args)
         )
     )
     return seconds
@@ -254,7 +247,7 @@ def main() -> None:
                 args.compile,
             )
             images = bench_images(args, root)
-            batch_size = args.batch_size = args.batch_size or detector.runtime.default_batch_size()
+            batch_size = args.batch_size = detector.batch_size(args.batch_size)
             # Like the commands: no worker when everything fits in one batch.
             if args.workers is None:
                 args.workers = default_workers() if len(images) > batch_size else 0

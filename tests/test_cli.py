@@ -473,7 +473,7 @@ def test_unreadable_training_images_are_skipped(trained, tmp_path):
 def test_rendered_prediction_table():
     from rich.console import Console
 
-    from dfx.report import predictions_table
+    from dfx.cli.tables import predictions_table
 
     console = Console(width=70, record=True, color_system=None, force_terminal=False)
     console.print(
@@ -523,7 +523,7 @@ def test_unwritable_output_is_one_sentence(data_dir, tmp_path):
 def test_rendered_per_generator_table():
     from rich.console import Console
 
-    from dfx.report import per_generator_table
+    from dfx.cli.tables import per_generator_table
 
     console = Console(width=70, record=True, color_system=None, force_terminal=False)
     generators = {

@@ -249,7 +249,7 @@ def test_data_loader_workers_share_the_machine(monkeypatch):
 
 
 def test_error_sentences_keep_square_brackets(capsys):
-    from dfx.cli.common import fail
+    from dfx.cli.errors import fail
 
     fail("resume with: torchrun [same options] -m dfx train-base --resume")
     assert "torchrun [same options] -m dfx" in capsys.readouterr().err

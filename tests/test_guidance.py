@@ -35,7 +35,7 @@ def test_guidance_roles_become_the_manifest(data_dir, tmp_path):
     assert "Images per role" in result.stdout and result.stderr == ""
     manifest = read_manifest(out)
     assert len(manifest.rows) == len(records) == 600
-    assert {row.path: row.split for row in manifest.rows} == {
+    assert {row.path: row.role for row in manifest.rows} == {
         path: ROLE_OF_LABEL[label] for path, label in labels.items()
     }
     assert {row.path: row.generator for row in manifest.rows} == {
@@ -101,7 +101,7 @@ def test_guidance_problems_are_reported_and_left_out(official_data, tmp_path):
     assert "left out 7 of 12 guidance row(s):" in result.stderr
     assert "line 5: /dm_generated/latent_diffusion/0001.png: model 'dalle2'" in result.stderr
     manifest = read_manifest(out)
-    assert [(r.path, r.label, r.generator, r.split) for r in manifest.rows] == [
+    assert [(r.path, r.label, r.generator, r.role) for r in manifest.rows] == [
         ("dm_generated/latent_diffusion/0000.png", "dm", "latent_diffusion", "test"),
         ("dm_generated/latent_diffusion/0001.png", "dm", "latent_diffusion", "base"),
         ("gan_generated/StyleGAN2/0000.png", "gan", "StyleGAN2", "base"),
@@ -139,7 +139,7 @@ def test_guidance_result_from_the_library(official_data, tmp_path):
         tmp_path / "g.csv", [("1.0", "/gan_generated/StyleGAN2/0002.png", "")]
     )
     result = manifest_from_guidance(guidance, official_data)
-    assert [(r.path, r.split) for r in result.manifest.rows] == [
+    assert [(r.path, r.role) for r in result.manifest.rows] == [
         ("gan_generated/StyleGAN2/0002.png", "fusion")
     ]
     assert result.rows == 1 and not result.left_out and not result.model_mismatches
@@ -155,7 +155,7 @@ def test_absolute_paths_through_a_symlinked_data_folder(official_data, tmp_path)
     ]
     result = manifest_from_guidance(write_guidance(tmp_path / "g.csv", rows), linked)
     assert not result.left_out, result.left_out
-    assert sorted((r.path, r.split) for r in result.manifest.rows) == [
+    assert sorted((r.path, r.role) for r in result.manifest.rows) == [
         ("gan_generated/StyleGAN2/0002.png", "base"),
         ("real/FFHQ/0001.png", "test"),
     ]

@@ -146,7 +146,7 @@ def test_changed_and_missing_files_are_named_and_refused(own_data, tmp_path):
     assert "2 file(s) changed since it was written" in message
     assert changed["same_size"] in message and changed["grown"] in message
     # Only the rows that a run reads are checked: the base split is untouched.
-    assert len(read_manifest(path, splits=("base",)).rows) == 600
+    assert len(read_manifest(path, roles=("base",)).rows) == 600
     kept = read_manifest(path, allow_changed=True)
     assert len(kept.rows) == 597
     assert dict(kept.dropped) == {

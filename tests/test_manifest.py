@@ -22,7 +22,7 @@ def _image(path: Path, value: int = 0) -> None:
 
 def _rows(path: Path) -> dict[str, str]:
     manifest = read_manifest(path)
-    return {row.path: row.split for row in manifest.rows}
+    return {row.path: row.role for row in manifest.rows}
 
 
 def test_roles_follow_the_ratios_per_group():

@@ -272,7 +272,7 @@ def test_tables_fit_80_columns_and_respect_no_color(trained):
     assert "\x1b[" not in result.stdout
     assert "…" not in result.stdout  # no header or number was cut short
 
-    from dfx.cli.common import stdout
+    from dfx.cli.console import stdout
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("NO_COLOR", "1")
@@ -283,7 +283,7 @@ def test_tables_fit_80_columns_and_respect_no_color(trained):
 def test_rendered_robustness_table():
     from rich.console import Console
 
-    from dfx.report import forensic_table, summary_table
+    from dfx.cli.tables import forensic_table, summary_table
 
     binary = {
         "accuracy": 0.9,

@@ -10,10 +10,11 @@ import torch
 
 from dfx.checkpoint import DETECTOR_FORMAT, load_model_file
 from dfx.classes import CLASSES
+from dfx.data.labelled import images_from_manifest
 from dfx.data.manifest import read_manifest
 from dfx.engine.base_training import select_base_rows
-from dfx.engine.evaluation import evaluate, images_from_manifest
-from dfx.engine.fusion_training import class_weights
+from dfx.engine.evaluation import EvaluationOptions, evaluate
+from dfx.engine.losses import class_weights
 from dfx.errors import DfxError
 
 from .conftest import BASE_EPOCHS, FUSION_EPOCHS
@@ -37,7 +38,7 @@ def test_base_models_specialise_and_write_their_files(trained):
 def test_negatives_are_a_small_stratified_share(manifest_path):
     manifest = read_manifest(manifest_path)
     positives, negatives = select_base_rows(manifest, "gan", 0.1, np.random.default_rng(0))
-    assert all(row.label == "gan" and row.split == "base" for row in positives)
+    assert all(row.label == "gan" and row.role == "base" for row in positives)
     assert {row.label for row in negatives} == {"dm", "real"}
     assert {(row.label, row.generator) for row in negatives} == {
         ("dm", "toydm-a"),
@@ -54,7 +55,7 @@ def test_fusion_detector_is_far_above_chance(trained):
 
     detector = dfx.load_detector(trained["model"], device="cpu")
     images = images_from_manifest(read_manifest(trained["manifest"]), "test")
-    result = evaluate(detector, images, seed=0)
+    result = evaluate(detector, images, EvaluationOptions(seed=0))
     assert result.balanced and len(set(result.counts.values())) == 1
     assert result.n == 3 * min(result.counts.values())
     assert result.multiclass["accuracy"] > 0.5  # chance is 1/3

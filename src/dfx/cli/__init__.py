@@ -19,7 +19,8 @@ from dfx.cli import (
     train_baseline,
     train_fusion,
 )
-from dfx.cli.common import Settings, check_launch
+from dfx.cli.flags import GlobalFlags
+from dfx.cli.launch import check_launch
 
 app = typer.Typer(
     name="dfx",
@@ -31,6 +32,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+DATA_PARALLEL_COMMANDS: set[str] = set()
+"""Commands that run data-parallel under torchrun; the others refuse to be launched so."""
 
 
 def _show_version(value: bool) -> None:
@@ -54,26 +58,41 @@ def root(
     ] = False,
 ) -> None:
     """dfx: tell real, GAN-generated and diffusion-generated images apart."""
-    Settings.debug = Settings.debug or debug
-    Settings.quiet = quiet
-    check_launch(context.invoked_subcommand)
+    GlobalFlags.debug = GlobalFlags.debug or debug
+    GlobalFlags.quiet = quiet
+    check_launch(context.invoked_subcommand, DATA_PARALLEL_COMMANDS)
 
 
-def _register(module, name: str, function) -> None:
-    app.command(name, epilog=getattr(module, "EPILOG", None))(function)
+def _register(name: str, function, epilog: str | None, data_parallel: bool = False) -> None:
+    """Add a command; ``data_parallel``: it runs data-parallel under torchrun."""
+    app.command(name, epilog=epilog)(function)
+    if data_parallel:
+        DATA_PARALLEL_COMMANDS.add(name)
 
 
-_register(demo, "demo", demo.demo_command)
-_register(split, "split", split.split_command)
-_register(train_base, "train-base", train_base.train_base_command)
-_register(train_fusion, "train-fusion", train_fusion.train_fusion_command)
-_register(train_baseline, "train-baseline", train_baseline.train_baseline_command)
-_register(evaluate, "evaluate", evaluate.evaluate_command)
-app.command("jpeg-robustness", epilog=robustness.JPEG_EPILOG)(robustness.jpeg_robustness_command)
-_register(robustness, "robustness", robustness.robustness_command)
-_register(predict, "predict", predict.predict_command)
-_register(backbones, "backbones", backbones.backbones_command)
-_register(import_official, "import-official", import_official.import_official_command)
+_register("demo", demo.demo_command, demo.EPILOG)
+_register("split", split.split_command, split.EPILOG)
+_register("train-base", train_base.train_base_command, train_base.EPILOG, data_parallel=True)
+_register(
+    "train-fusion", train_fusion.train_fusion_command, train_fusion.EPILOG, data_parallel=True
+)
+_register(
+    "train-baseline",
+    train_baseline.train_baseline_command,
+    train_baseline.EPILOG,
+    data_parallel=True,
+)
+_register("evaluate", evaluate.evaluate_command, evaluate.EPILOG, data_parallel=True)
+_register(
+    "jpeg-robustness",
+    robustness.jpeg_robustness_command,
+    robustness.JPEG_EPILOG,
+    data_parallel=True,
+)
+_register("robustness", robustness.robustness_command, robustness.EPILOG, data_parallel=True)
+_register("predict", predict.predict_command, predict.EPILOG)
+_register("backbones", backbones.backbones_command, None)
+_register("import-official", import_official.import_official_command, import_official.EPILOG)
 
 
 def main() -> None:

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.common import handle_errors, print_json, stdout
+from dfx.cli.console import print_json, stdout
+from dfx.cli.errors import handle_errors
 
 
 @handle_errors

@@ -8,10 +8,11 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.common import Device, RichProgress, Seed, handle_errors, stdout
+from dfx.cli.console import RichProgress, stdout
+from dfx.cli.errors import handle_errors
 from dfx.cli.evaluate import render_evaluation
-from dfx.cli.train_base import render_base_results
-from dfx.cli.train_fusion import render_fusion_result
+from dfx.cli.options import Device, Seed
+from dfx.cli.training import render_base_results, render_fusion_result
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -55,11 +56,13 @@ def demo_command(
     from dfx import synthetic
     from dfx.api import load_detector
     from dfx.classes import CLASSES
+    from dfx.cli.tables import predictions_table, split_table
+    from dfx.data.labelled import images_from_manifest
     from dfx.data.manifest import ROLES, make_manifest, write_manifest
-    from dfx.engine.base_training import BaseTrainConfig, train_base
-    from dfx.engine.evaluation import evaluate, images_from_manifest
-    from dfx.engine.fusion_training import FusionTrainConfig, train_fusion
-    from dfx.report import split_table
+    from dfx.engine.base_training import train_base
+    from dfx.engine.configs import BaseTrainConfig, FusionTrainConfig
+    from dfx.engine.evaluation import EvaluationOptions, evaluate
+    from dfx.engine.fusion_training import train_fusion
 
     console = stdout()
     console.print(
@@ -112,12 +115,12 @@ def demo_command(
     detector = load_detector(fusion.path, device)
     test_images = images_from_manifest(manifest, "test")
     with RichProgress() as progress:
-        evaluation = evaluate(detector, test_images, seed=seed, progress=progress)
+        evaluation = evaluate(
+            detector, test_images, EvaluationOptions(seed=seed), progress=progress
+        )
     render_evaluation(evaluation, str(out / "evaluation.json"))
 
     samples = [image.path for image in test_images[:: max(1, len(test_images) // PREDICT_SAMPLES)]]
-    from dfx.report import predictions_table
-
     records = [p.to_dict() for p in detector.predict(samples[:PREDICT_SAMPLES])]
     for record in records:
         record["path"] = os.path.relpath(record["path"])

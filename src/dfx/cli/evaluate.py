@@ -7,28 +7,17 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.common import (
-    EXIT_INPUT_FAILED,
-    AllowChanged,
+from dfx.cli.console import RichProgress, report_failures, report_labelled_sets, stdout
+from dfx.cli.errors import EXIT_INPUT_FAILED, exit_if_failures, fail, handle_errors
+from dfx.cli.options import (
+    EVALUATION_OPTIONS,
     Compile,
-    Device,
     InferenceBatchSize,
-    MaxPixels,
-    Precision,
-    RichProgress,
-    Seed,
-    Workers,
-    check_outputs,
-    exit_if_failures,
-    fail,
-    handle_errors,
-    report_failures,
-    report_manifest_checks,
-    report_skipped,
-    stdout,
-    write_outputs,
+    ModelOption,
+    evaluation_options,
+    with_options,
 )
-from dfx.limits import DEFAULT_MAX_PIXELS
+from dfx.cli.outputs import check_outputs, write_outputs
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -50,30 +39,11 @@ happens in memory (Pillow, 4:4:4 chroma): nothing is written. Exit codes: 0 ok,
 130 interrupted.
 """
 
-ModelOption = Annotated[
-    Path,
-    typer.Option(
-        "--model", envvar="DFX_MODEL", help="Detector file (train-fusion or train-baseline)."
-    ),
-]
-ThresholdOption = Annotated[
-    float | None,
-    typer.Option(
-        "--threshold",
-        min=0.0,
-        max=1.0,
-        help="Call an image fake when P(fake) >= this (default: the model's calibrated one).",
-    ),
-]
-
 
 @handle_errors
+@with_options(EVALUATION_OPTIONS)
 def evaluate_command(
     model: ModelOption,
-    manifest: Annotated[
-        Path | None, typer.Option("--manifest", "-m", help="Manifest CSV from 'dfx split'.")
-    ] = None,
-    split: Annotated[str, typer.Option("--split", help="Manifest role to evaluate.")] = "test",
     data: Annotated[
         list[Path] | None,
         typer.Option(
@@ -82,17 +52,6 @@ def evaluate_command(
     ] = None,
     qf: Annotated[
         int | None, typer.Option("--qf", min=1, max=100, help="JPEG quality applied first.")
-    ] = None,
-    balanced: Annotated[
-        bool, typer.Option("--balanced/--no-balanced", help="Balance classes by sampling.")
-    ] = True,
-    threshold: ThresholdOption = None,
-    json_path: Annotated[
-        str | None, typer.Option("--json", help="Write the metrics as JSON to FILE ('-': stdout).")
-    ] = None,
-    csv_path: Annotated[
-        str | None,
-        typer.Option("--csv", help="Write the headline metrics as CSV to FILE ('-': stdout)."),
     ] = None,
     plots: Annotated[
         Path | None,
@@ -109,40 +68,30 @@ def evaluate_command(
         ),
     ] = None,
     batch_size: InferenceBatchSize = None,
-    device: Device = "auto",
-    precision: Precision = "auto",
     compile: Compile = False,
-    workers: Workers = None,
-    seed: Seed = 0,
-    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
-    allow_changed: AllowChanged = False,
+    **options,
 ) -> None:
     """Evaluate a detector: 3-class and binary metrics, AP, AUC, EER, per-generator accuracy."""
     from dfx.api import load_detector
+    from dfx.data.labelled import read_labelled_sets
     from dfx.engine.evaluation import evaluate, evaluate_sets
 
-    data = list(data or [])
+    json_path, csv_path = options["json_path"], options["csv_path"]
     check_outputs([json_path, csv_path], plots)
     # The cheap checks of the data come first, so a typo fails before a model loads.
-    sets, skipped = load_images(manifest, split, data, allow_changed)
-    report_skipped(skipped)
-    detector = load_detector(model, device, precision, compile)
-    options = {
-        "qf": qf,
-        "balanced": balanced,
-        "seed": seed,
-        "threshold": threshold,
-        "batch_size": batch_size,
-        "workers": workers,
-        "max_pixels": max_pixels,
-    }
+    labelled = read_labelled_sets(
+        options["manifest"], options["split"], list(data or []), options["allow_changed"]
+    )
+    report_labelled_sets(labelled)
+    detector = load_detector(model, options["device"], options["precision"], compile)
+    settings = evaluation_options(options, batch_size)
     with RichProgress() as progress:
-        if len(sets) == 1:
-            result = evaluate(detector, sets[0][2], progress=progress, **options)
+        if len(labelled.sets) == 1:
+            result = evaluate(detector, labelled.sets[0].images, settings, qf=qf, progress=progress)
         else:
-            result = evaluate_sets(detector, sets, progress=progress, **options)
+            result = evaluate_sets(detector, labelled.sets, settings, qf=qf, progress=progress)
     report_failures(result.failures)
-    if len(sets) == 1:
+    if len(labelled.sets) == 1:
         render_evaluation(result, json_path, csv_path, plots)
         headline = (result.multiclass or result.binary)["accuracy"]
     else:
@@ -155,41 +104,10 @@ def evaluate_command(
     exit_if_failures(result.failures)
 
 
-def load_images(manifest: Path | None, split: str, data: list[Path], allow_changed: bool = False):
-    """(name, source, labelled images) per data set, and the files passed over with reasons.
-
-    A manifest's files are checked against their recorded size and hash first; with
-    ``allow_changed`` the changed ones are left out (and reported) instead of refused.
-    """
-    from dfx.data.manifest import ROLES, read_manifest
-    from dfx.engine.evaluation import images_from_folder, images_from_manifest, set_names
-    from dfx.errors import DfxError
-
-    if (manifest is None) == (not data):
-        raise DfxError("give exactly one of --manifest FILE or --data DIR.")
-    if manifest is not None:
-        if split not in ROLES:
-            raise DfxError(f"--split {split!r} is not one of {', '.join(ROLES)}.")
-        loaded = read_manifest(manifest, splits=(split,), allow_changed=allow_changed)
-        report_manifest_checks(loaded)
-        return [(manifest.name, str(manifest), images_from_manifest(loaded, split))], {}
-    sets, skipped = [], {}
-    for name, folder in zip(set_names(data), data):
-        images, passed_over = images_from_folder(folder)
-        sets.append((name, str(folder), images))
-        skipped |= {str(Path(folder) / file): reason for file, reason in passed_over.items()}
-    return sets, skipped
-
-
 def render_evaluation(result, json_path: str | None, csv_path=None, plots=None) -> None:
     """Tables on stdout, unless JSON or CSV goes to stdout; JSON, CSV and plots if asked."""
-    from dfx.report import (
-        confusion_table,
-        forensic_table,
-        headline_row,
-        per_generator_table,
-        summary_table,
-    )
+    from dfx.cli.tables import confusion_table, forensic_table, per_generator_table, summary_table
+    from dfx.report import headline_row
 
     document = result.to_dict()
     written = []
@@ -220,7 +138,8 @@ def render_evaluation(result, json_path: str | None, csv_path=None, plots=None) 
 
 def render_generalization(result, json_path, csv_path, plots) -> None:
     """One row per data set (paper Table 4); JSON, CSV and per-set plots if asked."""
-    from dfx.report import generalization_table, headline_row
+    from dfx.cli.tables import generalization_table
+    from dfx.report import headline_row
 
     document = result.to_dict()
     written = []

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.common import handle_errors, print_json, stdout
+from dfx.cli.console import print_json, stdout
+from dfx.cli.errors import handle_errors
 
 EPILOG = """\
 [bold]Examples[/bold]

@@ -8,20 +8,18 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.common import (
-    EXIT_INPUT_FAILED,
+from dfx.cli.console import RichProgress, print_json, stdout
+from dfx.cli.errors import EXIT_INPUT_FAILED, handle_errors
+from dfx.cli.options import (
     Compile,
     Device,
     InferenceBatchSize,
     MaxPixels,
+    ModelOption,
     Precision,
-    RichProgress,
+    ThresholdOption,
     Workers,
-    handle_errors,
-    print_json,
-    stdout,
 )
-from dfx.cli.evaluate import ModelOption, ThresholdOption
 from dfx.limits import DEFAULT_MAX_PIXELS
 
 EPILOG = """\
@@ -61,13 +59,14 @@ def predict_command(
 ) -> None:
     """Say whether images are real, GAN-generated or diffusion-generated."""
     from dfx.api import Prediction, load_detector
+    from dfx.cli.tables import predictions_table
     from dfx.data.images import expand_inputs
-    from dfx.report import predictions_table, to_json
+    from dfx.report import to_json
 
     detector = load_detector(model, device, precision, compile)
     arguments = _read_stdin_paths(paths)
     inputs, problems = expand_inputs(arguments)
-    batch_size = batch_size or detector.runtime.default_batch_size()
+    batch_size = detector.batch_size(batch_size)
     table_rows = []  # JSON lines are not kept: a stream of millions stays small
     failed = bool(problems)
     with RichProgress(enabled=len(inputs) > batch_size) as progress:

@@ -7,24 +7,10 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.common import (
-    AllowChanged,
-    Device,
-    MaxPixels,
-    Precision,
-    RichProgress,
-    Seed,
-    Workers,
-    check_outputs,
-    exit_if_failures,
-    handle_errors,
-    report_failures,
-    report_skipped,
-    stdout,
-    write_outputs,
-)
-from dfx.cli.evaluate import ModelOption, ThresholdOption
-from dfx.limits import DEFAULT_MAX_PIXELS
+from dfx.cli.console import RichProgress, report_failures, report_labelled_sets, stdout
+from dfx.cli.errors import exit_if_failures, handle_errors
+from dfx.cli.options import EVALUATION_OPTIONS, ModelOption, evaluation_options, with_options
+from dfx.cli.outputs import check_outputs, write_outputs
 
 JPEG_EPILOG = """\
 [bold]Examples[/bold]
@@ -54,27 +40,14 @@ blurk:3,7,15, resize:0.5,2, mirror:b, rotate:45,135); field (jpeg 100..30, blur 
 resize 0.5). See docs/robustness.md.
 """
 
-ManifestOpt = Annotated[
-    Path | None, typer.Option("--manifest", "-m", help="Manifest CSV from 'dfx split'.")
-]
-SplitOpt = Annotated[str, typer.Option("--split", help="Manifest role to evaluate.")]
-DataOpt = Annotated[
+DataOption = Annotated[
     Path | None,
     typer.Option("--data", help="Labelled folder instead of a manifest (either layout)."),
 ]
-BalancedOpt = Annotated[
-    bool, typer.Option("--balanced/--no-balanced", help="Balance classes by sampling.")
-]
-JsonOpt = Annotated[
-    str | None, typer.Option("--json", help="Write the rows as JSON to FILE ('-': stdout).")
-]
-CsvOpt = Annotated[
-    str | None, typer.Option("--csv", help="Write one CSV line per row to FILE ('-': stdout).")
-]
-PlotOpt = Annotated[
+PlotOption = Annotated[
     Path | None, typer.Option("--plot", help="Write accuracy per row as a PNG plot to FILE.")
 ]
-BatchOpt = Annotated[
+VariantBatchSize = Annotated[
     int | None,
     typer.Option(
         "--batch-size",
@@ -85,55 +58,27 @@ BatchOpt = Annotated[
 
 
 @handle_errors
+@with_options(EVALUATION_OPTIONS)
 def jpeg_robustness_command(
     model: ModelOption,
-    manifest: ManifestOpt = None,
-    split: SplitOpt = "test",
-    data: DataOpt = None,
+    data: DataOption = None,
     qf: Annotated[
         list[int] | None,
         typer.Option("--qf", min=1, max=100, help="JPEG quality (repeat; default 90 80 70 60 50)."),
     ] = None,
-    balanced: BalancedOpt = True,
-    threshold: ThresholdOption = None,
-    json_path: JsonOpt = None,
-    csv_path: CsvOpt = None,
-    plot: PlotOpt = None,
-    batch_size: BatchOpt = None,
-    device: Device = "auto",
-    precision: Precision = "auto",
-    workers: Workers = None,
-    seed: Seed = 0,
-    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
-    allow_changed: AllowChanged = False,
+    plot: PlotOption = None,
+    batch_size: VariantBatchSize = None,
+    **options,
 ) -> None:
     """Accuracy raw and after JPEG compression at each quality factor (paper Tables 2–3)."""
     from dfx.data.perturbations import DEFAULT_QFS, jpeg_grid
 
     perturbations = jpeg_grid(list(qf) if qf else list(DEFAULT_QFS))
-    _run(
-        "JPEG robustness",
-        perturbations,
-        model=model,
-        manifest=manifest,
-        split=split,
-        data=data,
-        balanced=balanced,
-        threshold=threshold,
-        json_path=json_path,
-        csv_path=csv_path,
-        plot=plot,
-        batch_size=batch_size,
-        device=device,
-        precision=precision,
-        workers=workers,
-        seed=seed,
-        max_pixels=max_pixels,
-        allow_changed=allow_changed,
-    )
+    _run("JPEG robustness", perturbations, model, data, plot, batch_size, options)
 
 
 @handle_errors
+@with_options(EVALUATION_OPTIONS)
 def robustness_command(
     model: ModelOption,
     perturb: Annotated[
@@ -145,92 +90,46 @@ def robustness_command(
             "default: official).",
         ),
     ] = None,
-    manifest: ManifestOpt = None,
-    split: SplitOpt = "test",
-    data: DataOpt = None,
-    balanced: BalancedOpt = True,
-    threshold: ThresholdOption = None,
-    json_path: JsonOpt = None,
-    csv_path: CsvOpt = None,
-    plot: PlotOpt = None,
-    batch_size: BatchOpt = None,
-    device: Device = "auto",
-    precision: Precision = "auto",
-    workers: Workers = None,
-    seed: Seed = 0,
-    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
-    allow_changed: AllowChanged = False,
+    data: DataOption = None,
+    plot: PlotOption = None,
+    batch_size: VariantBatchSize = None,
+    **options,
 ) -> None:
     """Accuracy raw and under each perturbation of a spec: JPEG, blur, resize, rotation, mirror."""
     from dfx.data.perturbations import parse_spec
 
     perturbations = parse_spec(" ".join(perturb) if perturb else "official")
-    _run(
-        "Robustness",
-        perturbations,
-        model=model,
-        manifest=manifest,
-        split=split,
-        data=data,
-        balanced=balanced,
-        threshold=threshold,
-        json_path=json_path,
-        csv_path=csv_path,
-        plot=plot,
-        batch_size=batch_size,
-        device=device,
-        precision=precision,
-        workers=workers,
-        seed=seed,
-        max_pixels=max_pixels,
-        allow_changed=allow_changed,
-    )
+    _run("Robustness", perturbations, model, data, plot, batch_size, options)
 
 
 def _run(
     title: str,
     perturbations: list,
-    *,
     model: Path,
-    manifest: Path | None,
-    split: str,
     data: Path | None,
-    balanced: bool,
-    threshold: float | None,
-    json_path: str | None,
-    csv_path: str | None,
     plot: Path | None,
     batch_size: int | None,
-    device: str,
-    precision: str,
-    workers: int | None,
-    seed: int,
-    max_pixels: int | None,
-    allow_changed: bool,
+    options: dict,
 ) -> None:
     """Both commands: check the data, load the model, run, render."""
     from dfx.api import load_detector
-    from dfx.cli.evaluate import load_images
-    from dfx.engine.robustness import robustness
+    from dfx.data.labelled import read_labelled_sets
+    from dfx.engine.robustness import measure_robustness
 
+    json_path, csv_path = options["json_path"], options["csv_path"]
     check_outputs([json_path, csv_path, plot])
-    images, skipped = load_images(
-        manifest, split, [data] if data is not None else [], allow_changed
+    labelled = read_labelled_sets(
+        options["manifest"],
+        options["split"],
+        [data] if data is not None else [],
+        options["allow_changed"],
     )
-    report_skipped(skipped)
-    detector = load_detector(model, device, precision)
+    report_labelled_sets(labelled)
+    detector = load_detector(model, options["device"], options["precision"])
+    settings = evaluation_options(options, batch_size)
     with RichProgress() as progress:
-        result = robustness(
-            detector,
-            images[0][2],
-            perturbations,
-            balanced=balanced,
-            seed=seed,
-            threshold=threshold,
-            batch_size=batch_size,
-            workers=workers,
-            progress=progress,
-            max_pixels=max_pixels,
+        result = measure_robustness(
+            detector, labelled.sets[0].images, perturbations, settings, progress=progress
         )
     report_failures(result.failures)
     render_robustness(result, title, json_path, csv_path, plot)
@@ -239,7 +138,8 @@ def _run(
 
 def render_robustness(result, title: str, json_path, csv_path, plot) -> None:
     """Tables on stdout (unless JSON or CSV goes there); JSON, CSV and plot files if asked."""
-    from dfx.report import forensic_table, headline_row, summary_table
+    from dfx.cli.tables import forensic_table, summary_table
+    from dfx.report import headline_row
 
     document = result.to_dict()
     written = []

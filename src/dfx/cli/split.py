@@ -7,17 +7,9 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.common import (
-    EXIT_INPUT_FAILED,
-    Seed,
-    fail,
-    handle_errors,
-    print_json,
-    report_list,
-    report_skipped,
-    stderr,
-    stdout,
-)
+from dfx.cli.console import print_json, report_list, report_skipped, stderr, stdout
+from dfx.cli.errors import EXIT_INPUT_FAILED, fail, handle_errors
+from dfx.cli.options import Seed
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -65,8 +57,9 @@ def split_command(
     ] = False,
 ) -> None:
     """Split a labelled data folder into base / fusion / test roles and write a manifest CSV."""
+    from dfx.cli.tables import split_table
     from dfx.data.manifest import DEFAULT_RATIOS, ROLES, make_manifest, write_manifest
-    from dfx.report import split_table, to_json
+    from dfx.report import to_json
 
     guidance = None
     if from_guidance is not None:

@@ -7,31 +7,11 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.common import (
-    AllowChanged,
-    Device,
-    Epochs,
-    LearningRate,
-    LrStep,
-    ManifestOption,
-    MaxPixels,
-    Precision,
-    Resume,
-    RichProgress,
-    Seed,
-    TrainBatchSize,
-    ValFraction,
-    WeightDecay,
-    Workers,
-    exit_if_failures,
-    failure_records,
-    handle_errors,
-    print_json,
-    report_failures,
-    report_manifest_checks,
-    stdout,
-)
-from dfx.limits import DEFAULT_MAX_PIXELS
+from dfx.cli.console import RichProgress, report_failures
+from dfx.cli.errors import exit_if_failures, handle_errors
+from dfx.cli.options import BACKBONE_TRAINING_OPTIONS, ManifestOption, config_from, with_options
+from dfx.cli.training import read_training_manifest, render_base_results
+from dfx.engine.configs import BaseTrainConfig
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -54,79 +34,32 @@ epoch and ends with the same weights as an uninterrupted run.
 
 
 @handle_errors
+@with_options(BACKBONE_TRAINING_OPTIONS)
 def train_base_command(
-    ctx: typer.Context,
     manifest: ManifestOption,
     target: Annotated[
         str, typer.Option("--target", "-t", help="Class to specialise in: dm, gan, real or all.")
     ] = "all",
-    backbone: Annotated[
-        str, typer.Option("--backbone", "-b", help="Backbone name ('dfx backbones' lists them).")
-    ] = "densenet121",
-    weights: Annotated[
-        str, typer.Option("--weights", help="Initial weights: imagenet, none or a state-dict file.")
-    ] = "imagenet",
-    image_size: Annotated[
-        int | None,
-        typer.Option("--image-size", min=16, help="Input side (default: backbone's)."),
-    ] = None,
-    epochs: Epochs = 50,
-    batch_size: TrainBatchSize = 32,
-    lr: LearningRate = 1e-4,
-    weight_decay: WeightDecay = 1e-3,
-    lr_step: LrStep = 0,
     negative_fraction: Annotated[
         float,
         typer.Option("--negative-fraction", help="Share of negatives in the training set."),
-    ] = 0.1,
-    val_fraction: ValFraction = 0.2,
+    ] = BaseTrainConfig.negative_fraction,
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for the base-model files.")
     ] = Path("base"),
-    device: Device = "auto",
-    precision: Precision = "auto",
-    workers: Workers = None,
-    seed: Seed = 0,
-    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
-    resume: Resume = False,
-    allow_changed: AllowChanged = False,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print the results as JSON instead of tables.")
-    ] = False,
+    **options,
 ) -> None:
     """Train base models: one backbone per class, each specialised in "its class vs the others"."""
     from dfx.classes import CLASSES
-    from dfx.data.manifest import read_manifest
-    from dfx.engine.base_training import (
-        BaseTrainConfig,
-        check_target,
-        state_path_of,
-        train_base,
-    )
+    from dfx.engine.base_training import check_target, state_path_of, train_base
     from dfx.errors import TrainingInterrupted
     from dfx.models.backbones import get_spec
 
     targets = list(CLASSES) if target == "all" else [check_target(target)]
-    get_spec(backbone)
-    config = BaseTrainConfig(
-        backbone=backbone,
-        weights=weights,
-        image_size=image_size,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        lr_step=lr_step,
-        negative_fraction=negative_fraction,
-        val_fraction=val_fraction,
-        seed=seed,
-        device=device,
-        precision=precision,
-        workers=workers,
-        max_pixels=max_pixels,
-    )
-    loaded = read_manifest(manifest, splits=("base", "test"), allow_changed=allow_changed)
-    report_manifest_checks(loaded)
+    config = config_from(BaseTrainConfig, options | {"negative_fraction": negative_fraction})
+    get_spec(config.backbone)
+    resume = options["resume"]
+    loaded = read_training_manifest(manifest, ("base", "test"), options["allow_changed"])
     # With --target all, the models after the interrupted one have no state yet: they
     # start from scratch, as long as some model of the run has a state to resume from.
     saved = {name: state_path_of(out, name).is_file() for name in targets}
@@ -149,39 +82,5 @@ def train_base_command(
     # Each model reads the same test images: name every unreadable file once.
     failures = list({f.source: f for r in results for f in r.failures}.values())
     report_failures(failures)
-    render_base_results(results, json_output)
+    render_base_results(results, options["json_output"])
     exit_if_failures(failures)
-
-
-def render_base_results(results, json_output: bool) -> None:
-    """Print Table 1 and the files written (or the same as JSON)."""
-    from dfx.report import base_metrics_table, to_json
-
-    if json_output:
-        print_json(
-            to_json(
-                {
-                    "models": [
-                        {
-                            "target": r.target,
-                            "path": str(r.path),
-                            "history": str(r.history_path),
-                            "best_epoch": r.best_epoch,
-                            "best_val_loss": r.best_val_loss,
-                            "counts": r.counts,
-                            "test": r.test_metrics,
-                            "seconds": r.seconds,
-                            "failures": failure_records(r.failures),
-                        }
-                        for r in results
-                    ]
-                }
-            )
-        )
-        return
-    console = stdout()
-    console.print(base_metrics_table([(r.target, r.test_metrics) for r in results]))
-    for r in results:
-        console.print(
-            f"wrote {r.path} (best epoch {r.best_epoch}, {r.seconds:.1f} s)", markup=False
-        )

@@ -7,31 +7,10 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.common import (
-    AllowChanged,
-    Device,
-    Epochs,
-    LearningRate,
-    LrStep,
-    ManifestOption,
-    MaxPixels,
-    Precision,
-    Resume,
-    RichProgress,
-    Seed,
-    TrainBatchSize,
-    ValFraction,
-    WeightDecay,
-    Workers,
-    exit_if_failures,
-    failure_records,
-    handle_errors,
-    print_json,
-    report_failures,
-    report_manifest_checks,
-    stdout,
-)
-from dfx.limits import DEFAULT_MAX_PIXELS
+from dfx.cli.console import RichProgress, report_failures
+from dfx.cli.errors import exit_if_failures, handle_errors
+from dfx.cli.options import BACKBONE_TRAINING_OPTIONS, ManifestOption, config_from, with_options
+from dfx.cli.training import read_training_manifest, render_validated
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -52,94 +31,30 @@ epoch, and Ctrl-C prints that command.
 
 
 @handle_errors
+@with_options(BACKBONE_TRAINING_OPTIONS)
 def train_baseline_command(
-    ctx: typer.Context,
     manifest: ManifestOption,
-    backbone: Annotated[
-        str, typer.Option("--backbone", "-b", help="Backbone name ('dfx backbones' lists them).")
-    ] = "densenet121",
-    weights: Annotated[
-        str, typer.Option("--weights", help="Initial weights: imagenet, none or a state-dict file.")
-    ] = "imagenet",
-    image_size: Annotated[
-        int | None,
-        typer.Option("--image-size", min=16, help="Input side (default: backbone's)."),
-    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Detector file to write.")] = Path(
         "baseline.pt"
     ),
-    epochs: Epochs = 50,
-    batch_size: TrainBatchSize = 32,
-    lr: LearningRate = 1e-4,
-    weight_decay: WeightDecay = 1e-3,
-    lr_step: LrStep = 0,
-    val_fraction: ValFraction = 0.2,
-    device: Device = "auto",
-    precision: Precision = "auto",
-    workers: Workers = None,
-    seed: Seed = 0,
-    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
-    resume: Resume = False,
-    allow_changed: AllowChanged = False,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print the results as JSON instead of tables.")
-    ] = False,
+    **options,
 ) -> None:
     """Train a baseline detector: one backbone on the three classes, no fusion."""
-    from dfx.data.manifest import read_manifest
-    from dfx.engine.baseline_training import TRAIN_ROLES, BaselineTrainConfig, train_baseline
+    from dfx.engine.baseline_training import TRAIN_ROLES, train_baseline
+    from dfx.engine.configs import BaselineTrainConfig
     from dfx.models.backbones import get_spec
-    from dfx.report import summary_table, to_json
 
-    get_spec(backbone)
-    config = BaselineTrainConfig(
-        backbone=backbone,
-        weights=weights,
-        image_size=image_size,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        lr_step=lr_step,
-        val_fraction=val_fraction,
-        seed=seed,
-        device=device,
-        precision=precision,
-        workers=workers,
-        max_pixels=max_pixels,
-    )
-    loaded = read_manifest(manifest, splits=TRAIN_ROLES, allow_changed=allow_changed)
-    report_manifest_checks(loaded)
+    config = config_from(BaselineTrainConfig, options)
+    get_spec(config.backbone)
+    loaded = read_training_manifest(manifest, TRAIN_ROLES, options["allow_changed"])
     with RichProgress() as progress:
-        result = train_baseline(loaded, config, out, progress, resume=resume)
+        result = train_baseline(loaded, config, out, progress, resume=options["resume"])
     report_failures(result.failures)
-    if json_output:
-        print_json(
-            to_json(
-                {
-                    "path": str(result.path),
-                    "history": str(result.history_path),
-                    "best_epoch": result.best_epoch,
-                    "counts": result.counts,
-                    "validation": result.validation,
-                    "threshold": result.threshold,
-                    "seconds": result.seconds,
-                    "failures": failure_records(result.failures),
-                }
-            )
-        )
-    else:
-        validation = result.validation
-        console = stdout()
-        console.print(
-            summary_table(
-                [("validation", validation["multiclass"], validation["binary"])],
-                f"Baseline {backbone} on its validation images (n={validation['n']}, %)",
-            )
-        )
-        console.print(
-            f"wrote {result.path} (best epoch {result.best_epoch}, threshold "
-            f"{result.threshold['value']:.4g}, {result.seconds:.1f} s)",
-            markup=False,
-        )
+    render_validated(
+        result,
+        options["json_output"],
+        f"Baseline {config.backbone} on its validation images",
+        f"best epoch {result.best_epoch}, threshold {result.threshold['value']:.4g}, "
+        f"{result.seconds:.1f} s",
+    )
     exit_if_failures(result.failures)

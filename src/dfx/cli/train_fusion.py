@@ -7,32 +7,10 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.common import (
-    AllowChanged,
-    Compile,
-    Device,
-    Epochs,
-    LearningRate,
-    LrStep,
-    ManifestOption,
-    MaxPixels,
-    Precision,
-    Resume,
-    RichProgress,
-    Seed,
-    TrainBatchSize,
-    ValFraction,
-    WeightDecay,
-    Workers,
-    exit_if_failures,
-    failure_records,
-    handle_errors,
-    print_json,
-    report_failures,
-    report_manifest_checks,
-    stdout,
-)
-from dfx.limits import DEFAULT_MAX_PIXELS
+from dfx.cli.console import RichProgress, report_failures
+from dfx.cli.errors import exit_if_failures, handle_errors
+from dfx.cli.options import TRAINING_OPTIONS, Compile, ManifestOption, config_from, with_options
+from dfx.cli.training import read_training_manifest, render_fusion_result
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -53,8 +31,8 @@ are extracted again: they are the same in eval mode).
 
 
 @handle_errors
+@with_options(TRAINING_OPTIONS)
 def train_fusion_command(
-    ctx: typer.Context,
     manifest: ManifestOption,
     base_dir: Annotated[
         Path | None,
@@ -68,27 +46,12 @@ def train_fusion_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Detector file to write.")] = Path(
         "model.pt"
     ),
-    epochs: Epochs = 50,
-    batch_size: TrainBatchSize = 32,
-    lr: LearningRate = 1e-4,
-    weight_decay: WeightDecay = 1e-3,
-    lr_step: LrStep = 0,
-    val_fraction: ValFraction = 0.2,
-    device: Device = "auto",
-    precision: Precision = "auto",
     compile: Compile = False,
-    workers: Workers = None,
-    seed: Seed = 0,
-    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
-    resume: Resume = False,
-    allow_changed: AllowChanged = False,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print the results as JSON instead of tables.")
-    ] = False,
+    **options,
 ) -> None:
     """Train the fusion head on cached features of the frozen base models; write the detector."""
-    from dfx.data.manifest import read_manifest
-    from dfx.engine.fusion_training import FusionTrainConfig, train_fusion
+    from dfx.engine.configs import FusionTrainConfig
+    from dfx.engine.fusion_training import train_fusion
     from dfx.errors import DfxError
 
     explicit = {"dm": dm, "gan": gan, "real": real}
@@ -97,59 +60,10 @@ def train_fusion_command(
         if path is None and base_dir is None:
             raise DfxError(f"give --base-dir DIR or --{name} FILE for the {name} base model.")
         paths[name] = path if path is not None else base_dir / f"{name}.pt"
-    config = FusionTrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        lr_step=lr_step,
-        val_fraction=val_fraction,
-        seed=seed,
-        device=device,
-        precision=precision,
-        workers=workers,
-        max_pixels=max_pixels,
-        compile=compile,
-    )
-    loaded = read_manifest(manifest, splits=("fusion",), allow_changed=allow_changed)
-    report_manifest_checks(loaded)
+    config = config_from(FusionTrainConfig, options | {"compile": compile})
+    loaded = read_training_manifest(manifest, ("fusion",), options["allow_changed"])
     with RichProgress() as progress:
-        result = train_fusion(loaded, paths, config, out, progress, resume=resume)
+        result = train_fusion(loaded, paths, config, out, progress, resume=options["resume"])
     report_failures(result.failures)
-    render_fusion_result(result, json_output)
+    render_fusion_result(result, options["json_output"])
     exit_if_failures(result.failures)
-
-
-def render_fusion_result(result, json_output: bool) -> None:
-    """Print the validation metrics and timings (or the same as JSON)."""
-    from dfx.report import summary_table, to_json
-
-    if json_output:
-        print_json(
-            to_json(
-                {
-                    "path": str(result.path),
-                    "history": str(result.history_path),
-                    "best_epoch": result.best_epoch,
-                    "counts": result.counts,
-                    "validation": result.validation,
-                    "extraction_seconds": result.extraction_seconds,
-                    "training_seconds": result.training_seconds,
-                    "failures": failure_records(result.failures),
-                }
-            )
-        )
-        return
-    console = stdout()
-    validation = result.validation
-    console.print(
-        summary_table(
-            [("validation", validation["multiclass"], validation["binary"])],
-            f"Fusion model on its validation features (n={validation['n']}, %)",
-        )
-    )
-    console.print(
-        f"wrote {result.path} (best epoch {result.best_epoch}; features extracted once in "
-        f"{result.extraction_seconds:.1f} s, head trained in {result.training_seconds:.1f} s)",
-        markup=False,
-    )

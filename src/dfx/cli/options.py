@@ -1,0 +1,202 @@
+"""The options that several commands share, each declared once with one help text.
+
+Groups of options (training, backbone, evaluation) are appended to a command's signature
+by :func:`with_options`; the command receives them in ``**options`` and builds its config
+from them with :func:`config_from`. Defaults come from the torch-free configs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dfx.engine.configs import BackboneTrainConfig, TrainConfig
+from dfx.limits import DEFAULT_MAX_PIXELS
+
+_MANIFEST = typer.Option("--manifest", "-m", help="Manifest CSV written by 'dfx split'.")
+
+ManifestOption = Annotated[Path, _MANIFEST]
+OptionalManifest = Annotated[Path | None, _MANIFEST]
+ModelOption = Annotated[
+    Path,
+    typer.Option(
+        "--model", envvar="DFX_MODEL", help="Detector file (train-fusion or train-baseline)."
+    ),
+]
+ThresholdOption = Annotated[
+    float | None,
+    typer.Option(
+        "--threshold",
+        min=0.0,
+        max=1.0,
+        help="Call an image fake when P(fake) >= this (default: the model's calibrated one).",
+    ),
+]
+RoleOption = Annotated[str, typer.Option("--split", help="Manifest role to evaluate.")]
+Balanced = Annotated[
+    bool, typer.Option("--balanced/--no-balanced", help="Balance classes by sampling.")
+]
+JsonFile = Annotated[
+    str | None, typer.Option("--json", help="Write the results as JSON to FILE ('-': stdout).")
+]
+CsvFile = Annotated[
+    str | None,
+    typer.Option("--csv", help="Write the headline metrics as CSV to FILE ('-': stdout)."),
+]
+JsonFlag = Annotated[
+    bool, typer.Option("--json", help="Print the results as JSON instead of tables.")
+]
+Device = Annotated[str, typer.Option("--device", help="Where to run: auto, cpu, cuda or cuda:N.")]
+Precision = Annotated[
+    str,
+    typer.Option(
+        "--precision", help="Autocast: auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16."
+    ),
+]
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers", min=0, help="DataLoader worker processes (default: CPUs - 1, at most 16)."
+    ),
+]
+InferenceBatchSize = Annotated[
+    int | None,
+    typer.Option("--batch-size", min=1, help="Images per step (default: 32 on CPU, 256 on CUDA)."),
+]
+TrainBatchSize = Annotated[
+    int,
+    typer.Option(
+        "--batch-size",
+        min=1,
+        help="Samples per optimisation step; under torchrun, the global batch of all processes.",
+    ),
+]
+Compile = Annotated[
+    bool,
+    typer.Option(
+        "--compile", help="Compile the network with torch.compile (slow start, faster steps)."
+    ),
+]
+Seed = Annotated[int, typer.Option("--seed", help="Seed for sampling, initialisation, shuffling.")]
+Epochs = Annotated[int, typer.Option("--epochs", min=1, help="Training epochs.")]
+LearningRate = Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate.")]
+WeightDecay = Annotated[float, typer.Option("--weight-decay", min=0.0, help="Adam weight decay.")]
+LrStep = Annotated[
+    int, typer.Option("--lr-step", min=0, help="StepLR period in epochs (0: constant rate).")
+]
+ValFraction = Annotated[
+    float, typer.Option("--val-fraction", min=0.0, max=0.9, help="Share held out for validation.")
+]
+MaxPixels = Annotated[
+    int,
+    typer.Option(
+        "--max-pixels",
+        min=1,
+        help="Skip images with more pixels (width × height) as possible decompression bombs.",
+    ),
+]
+Resume = Annotated[
+    bool,
+    typer.Option("--resume", help="Continue from the state saved after the last completed epoch."),
+]
+AllowChanged = Annotated[
+    bool,
+    typer.Option(
+        "--allow-changed",
+        help="Skip manifest files that changed or vanished since 'dfx split' instead of stopping.",
+    ),
+]
+Backbone = Annotated[
+    str, typer.Option("--backbone", "-b", help="Backbone name ('dfx backbones' lists them).")
+]
+Weights = Annotated[
+    str, typer.Option("--weights", help="Initial weights: imagenet, none or a state-dict file.")
+]
+ImageSize = Annotated[
+    int | None, typer.Option("--image-size", min=16, help="Input side (default: backbone's).")
+]
+
+
+def _option(name: str, annotation, default) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+    )
+
+
+RUNTIME_OPTIONS = (
+    _option("device", Device, TrainConfig.device),
+    _option("precision", Precision, TrainConfig.precision),
+    _option("workers", Workers, TrainConfig.workers),
+    _option("seed", Seed, TrainConfig.seed),
+    _option("max_pixels", MaxPixels, DEFAULT_MAX_PIXELS),
+    _option("allow_changed", AllowChanged, False),
+)
+"""Where and how a manifest-reading command runs."""
+
+TRAINING_OPTIONS = (
+    _option("epochs", Epochs, TrainConfig.epochs),
+    _option("batch_size", TrainBatchSize, TrainConfig.batch_size),
+    _option("lr", LearningRate, TrainConfig.lr),
+    _option("weight_decay", WeightDecay, TrainConfig.weight_decay),
+    _option("lr_step", LrStep, TrainConfig.lr_step),
+    _option("val_fraction", ValFraction, TrainConfig.val_fraction),
+    *RUNTIME_OPTIONS,
+    _option("resume", Resume, False),
+    _option("json_output", JsonFlag, False),
+)
+"""The optimisation, runtime and output options of every training command."""
+
+BACKBONE_OPTIONS = (
+    _option("backbone", Backbone, BackboneTrainConfig.backbone),
+    _option("weights", Weights, BackboneTrainConfig.weights),
+    _option("image_size", ImageSize, BackboneTrainConfig.image_size),
+)
+"""The network of the commands that train a whole backbone."""
+
+BACKBONE_TRAINING_OPTIONS = (*BACKBONE_OPTIONS, *TRAINING_OPTIONS)
+"""Every option that train-base and train-baseline share."""
+
+EVALUATION_OPTIONS = (
+    _option("manifest", OptionalManifest, None),
+    _option("split", RoleOption, "test"),
+    _option("balanced", Balanced, True),
+    _option("threshold", ThresholdOption, None),
+    _option("json_path", JsonFile, None),
+    _option("csv_path", CsvFile, None),
+    *RUNTIME_OPTIONS,
+)
+"""The data, decision and output options of evaluate and the robustness commands."""
+
+
+def with_options(*groups: tuple[inspect.Parameter, ...]):
+    """Append option groups to a command's signature; it receives them in ``**options``."""
+
+    def decorate(command):
+        signature = inspect.signature(command, eval_str=True)
+        own = [
+            parameter
+            for parameter in signature.parameters.values()
+            if parameter.kind is not inspect.Parameter.VAR_KEYWORD
+        ]
+        shared = [parameter for group in groups for parameter in group]
+        command.__signature__ = signature.replace(parameters=[*own, *shared])
+        return command
+
+    return decorate
+
+
+def config_from(config_type, values: dict):
+    """A config dataclass from the command's option values (the fields it names)."""
+    names = {field.name for field in dataclasses.fields(config_type)}
+    return config_type(**{name: value for name, value in values.items() if name in names})
+
+
+def evaluation_options(values: dict, batch_size: int | None):
+    """The shared evaluation options of evaluate and the robustness commands."""
+    from dfx.engine.evaluation import EvaluationOptions
+
+    return config_from(EvaluationOptions, values | {"batch_size": batch_size})
