@@ -28,6 +28,7 @@ from dfx.cli.common import (
     stdout,
     write_outputs,
 )
+from dfx.cli.model_reference import ModelOption, Sha256Option, fetch_model
 from dfx.limits import DEFAULT_MAX_PIXELS
 
 EPILOG = """\
@@ -50,12 +51,6 @@ happens in memory (Pillow, 4:4:4 chroma): nothing is written. Exit codes: 0 ok,
 130 interrupted.
 """
 
-ModelOption = Annotated[
-    Path,
-    typer.Option(
-        "--model", envvar="DFX_MODEL", help="Detector file (train-fusion or train-baseline)."
-    ),
-]
 ThresholdOption = Annotated[
     float | None,
     typer.Option(
@@ -70,6 +65,7 @@ ThresholdOption = Annotated[
 @handle_errors
 def evaluate_command(
     model: ModelOption,
+    sha256: Sha256Option = None,
     manifest: Annotated[
         Path | None, typer.Option("--manifest", "-m", help="Manifest CSV from 'dfx split'.")
     ] = None,
@@ -126,7 +122,7 @@ def evaluate_command(
     # The cheap checks of the data come first, so a typo fails before a model loads.
     sets, skipped = load_images(manifest, split, data, allow_changed)
     report_skipped(skipped)
-    detector = load_detector(model, device, precision, compile)
+    detector = load_detector(fetch_model(model, sha256), device, precision, compile)
     options = {
         "qf": qf,
         "balanced": balanced,

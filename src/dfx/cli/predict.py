@@ -21,13 +21,15 @@ from dfx.cli.common import (
     print_json,
     stdout,
 )
-from dfx.cli.evaluate import ModelOption, ThresholdOption
+from dfx.cli.evaluate import ThresholdOption
+from dfx.cli.model_reference import ModelOption, Sha256Option, fetch_model
 from dfx.limits import DEFAULT_MAX_PIXELS
 
 EPILOG = """\
 [bold]Examples[/bold]
 
   dfx predict --model model.pt photo.jpg
+  dfx predict --model hf://ORG/REPO@v1/model.pt photo.jpg   # downloaded once, then cached
   export DFX_MODEL=model.pt; dfx predict downloads/          # folders are searched
   find . -name '*.png' | dfx predict - --json > verdicts.jsonl
   dfx predict suspicious.webp --json | jq -r 'select(.p_fake > 0.5) | .path'
@@ -48,6 +50,7 @@ def predict_command(
         ),
     ],
     model: ModelOption,
+    sha256: Sha256Option = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="One JSON object per input line on stdout.")
     ] = False,
@@ -64,7 +67,7 @@ def predict_command(
     from dfx.data.images import expand_inputs
     from dfx.report import predictions_table, to_json
 
-    detector = load_detector(model, device, precision, compile)
+    detector = load_detector(fetch_model(model, sha256), device, precision, compile)
     arguments = _read_stdin_paths(paths)
     inputs, problems = expand_inputs(arguments)
     batch_size = batch_size or detector.runtime.default_batch_size()

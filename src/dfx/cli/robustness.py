@@ -23,7 +23,8 @@ from dfx.cli.common import (
     stdout,
     write_outputs,
 )
-from dfx.cli.evaluate import ModelOption, ThresholdOption
+from dfx.cli.evaluate import ThresholdOption
+from dfx.cli.model_reference import ModelOption, Sha256Option, fetch_model
 from dfx.limits import DEFAULT_MAX_PIXELS
 
 JPEG_EPILOG = """\
@@ -87,6 +88,7 @@ BatchOpt = Annotated[
 @handle_errors
 def jpeg_robustness_command(
     model: ModelOption,
+    sha256: Sha256Option = None,
     manifest: ManifestOpt = None,
     split: SplitOpt = "test",
     data: DataOpt = None,
@@ -115,6 +117,7 @@ def jpeg_robustness_command(
         "JPEG robustness",
         perturbations,
         model=model,
+        sha256=sha256,
         manifest=manifest,
         split=split,
         data=data,
@@ -136,6 +139,7 @@ def jpeg_robustness_command(
 @handle_errors
 def robustness_command(
     model: ModelOption,
+    sha256: Sha256Option = None,
     perturb: Annotated[
         list[str] | None,
         typer.Option(
@@ -169,6 +173,7 @@ def robustness_command(
         "Robustness",
         perturbations,
         model=model,
+        sha256=sha256,
         manifest=manifest,
         split=split,
         data=data,
@@ -191,7 +196,8 @@ def _run(
     title: str,
     perturbations: list,
     *,
-    model: Path,
+    model: str,
+    sha256: str | None,
     manifest: Path | None,
     split: str,
     data: Path | None,
@@ -218,7 +224,7 @@ def _run(
         manifest, split, [data] if data is not None else [], allow_changed
     )
     report_skipped(skipped)
-    detector = load_detector(model, device, precision)
+    detector = load_detector(fetch_model(model, sha256), device, precision)
     with RichProgress() as progress:
         result = robustness(
             detector,
