@@ -157,9 +157,7 @@ def test_server_errors_and_bad_references_are_one_sentence(trained, served):
     assert_user_error(predict(trained, "hf://only-a-repo/model.pt"), "hf://ORG/REPO")
 
 
-def test_offline_uses_the_cache_and_names_url_and_folder_when_missing(
-    trained, served, monkeypatch
-):
+def test_offline_uses_the_cache_and_names_url_and_folder_when_missing(trained, served, monkeypatch):
     server, _, sha256 = served
     url = server.url("/det/model.pt") + f"#sha256={sha256}"
     monkeypatch.setenv("DFX_OFFLINE", "1")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from dfx._version import __version__
 from dfx.errors import DfxError
+from dfx.fingerprint import file_sha256
 from dfx.progress import ProgressReporter, or_null
 
 HUB_EXTRA_HINT = 'pip install "deepfeaturex[hub]"'
@@ -74,15 +75,6 @@ def is_offline() -> bool:
         os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
         for name in ("DFX_OFFLINE", "HF_HUB_OFFLINE")
     )
-
-
-def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file's bytes, as lower-case hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def resolve_model(
