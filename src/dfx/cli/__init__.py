@@ -9,6 +9,7 @@ import typer
 from dfx import __version__
 from dfx.cli import (
     backbones,
+    card,
     demo,
     evaluate,
     import_official,
@@ -74,6 +75,7 @@ _register(robustness, "robustness", robustness.robustness_command)
 _register(predict, "predict", predict.predict_command)
 _register(backbones, "backbones", backbones.backbones_command)
 _register(import_official, "import-official", import_official.import_official_command)
+_register(card, "card", card.card_command)
 
 
 def main() -> None:

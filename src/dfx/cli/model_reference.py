@@ -23,7 +23,7 @@ ModelOption = Annotated[
         envvar="DFX_MODEL",
         metavar="MODEL",
         help="Detector (train-fusion or train-baseline): a file, an https:// URL "
-        "(#sha256=... pins it) or hf://ORG/REPO[@REVISION]/FILE; downloads are cached.",
+        "(#sha256=... pins it) or hf://ORG/REPO\\[@REVISION]/FILE; downloads are cached.",
     ),
 ]
 Sha256Option = Annotated[
