@@ -155,6 +155,9 @@ def test_server_errors_and_bad_references_are_one_sentence(trained, served):
     url = server.url("/det/model.pt") + f"#sha256={sha256}"
     assert_user_error(predict(trained, url, "--sha256", WRONG_SHA256), "differs")
     assert_user_error(predict(trained, "hf://only-a-repo/model.pt"), "hf://ORG/REPO")
+    local = predict(trained, str(trained["model"]), "--sha256", WRONG_SHA256)
+    assert_user_error(local, sha256, WRONG_SHA256)
+    assert Path(trained["model"]).is_file()  # a local file is never deleted
 
 
 def test_offline_uses_the_cache_and_names_url_and_folder_when_missing(trained, served, monkeypatch):
@@ -229,6 +232,11 @@ def test_hub_reference_offline_from_the_cache(trained, offline_env, monkeypatch)
     assert_user_error(result, sha256, WRONG_SHA256)
     assert not (folder / "snapshots" / COMMIT / "model.pt").exists()
     assert not any((folder / "blobs").iterdir())
+    monkeypatch.delenv("HF_HUB_CACHE")  # the default cache is named, and never written
+    from huggingface_hub import constants
+
+    missing = predict(trained, "hf://lab/dfx-absent/model.pt")
+    assert_user_error(missing, constants.HF_HUB_CACHE)
 
 
 def test_hub_reference_without_the_extra_names_it(trained, offline_env, monkeypatch):

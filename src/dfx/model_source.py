@@ -284,7 +284,7 @@ def _mismatch(source: str, actual: str, expected: str) -> str:
 def _from_hub(reference: ModelReference, progress: ProgressReporter) -> Path:
     try:
         import huggingface_hub
-        from huggingface_hub import errors
+        from huggingface_hub import constants, errors
     except ImportError:
         raise DfxError(
             f"hf:// model references need the huggingface_hub package: {HUB_EXTRA_HINT}."
@@ -301,7 +301,7 @@ def _from_hub(reference: ModelReference, progress: ProgressReporter) -> Path:
     }
     if "tqdm_class" in inspect.signature(huggingface_hub.hf_hub_download).parameters:
         options["tqdm_class"] = _forwarding_tqdm(progress, reference.filename)
-    where = cache or huggingface_hub.constants.HF_HUB_CACHE
+    where = cache or constants.HF_HUB_CACHE
     try:
         path = Path(huggingface_hub.hf_hub_download(**options))
     except errors.LocalEntryNotFoundError:
