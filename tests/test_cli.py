@@ -41,6 +41,7 @@ COMMANDS = [
     "robustness",
     "predict",
     "import-official",
+    "card",
     "backbones",
 ]
 

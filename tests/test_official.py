@@ -14,7 +14,8 @@ from dfx.checkpoint import BASE_FORMAT, DETECTOR_FORMAT, load_model_file
 from dfx.classes import CLASSES
 from dfx.engine.fusion_training import assemble_extractors, load_base_models
 from dfx.errors import DfxError
-from dfx.interop.official import file_sha256, import_official
+from dfx.fingerprint import file_sha256
+from dfx.interop.official import import_official
 from dfx.models.backbones import get_spec
 from tests.test_cli import assert_user_error, invoke
 

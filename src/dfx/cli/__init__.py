@@ -9,6 +9,7 @@ import typer
 from dfx import __version__
 from dfx.cli import (
     backbones,
+    card,
     demo,
     evaluate,
     import_official,
@@ -93,6 +94,7 @@ _register("robustness", robustness.robustness_command, robustness.EPILOG, data_p
 _register("predict", predict.predict_command, predict.EPILOG)
 _register("backbones", backbones.backbones_command, None)
 _register("import-official", import_official.import_official_command, import_official.EPILOG)
+_register("card", card.card_command, card.EPILOG)
 
 
 def main() -> None:

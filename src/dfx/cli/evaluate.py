@@ -9,6 +9,7 @@ import typer
 
 from dfx.cli.console import RichProgress, report_failures, report_labelled_sets, stdout
 from dfx.cli.errors import EXIT_INPUT_FAILED, exit_if_failures, fail, handle_errors
+from dfx.cli.model_reference import fetch_model
 from dfx.cli.options import (
     EVALUATION_OPTIONS,
     Compile,
@@ -83,7 +84,9 @@ def evaluate_command(
         options["manifest"], options["split"], list(data or []), options["allow_changed"]
     )
     report_labelled_sets(labelled)
-    detector = load_detector(model, options["device"], options["precision"], compile)
+    detector = load_detector(
+        fetch_model(model, options["sha256"]), options["device"], options["precision"], compile
+    )
     settings = evaluation_options(options, batch_size)
     with RichProgress() as progress:
         if len(labelled.sets) == 1:

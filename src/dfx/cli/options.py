@@ -22,9 +22,22 @@ _MANIFEST = typer.Option("--manifest", "-m", help="Manifest CSV written by 'dfx 
 ManifestOption = Annotated[Path, _MANIFEST]
 OptionalManifest = Annotated[Path | None, _MANIFEST]
 ModelOption = Annotated[
-    Path,
+    str,
     typer.Option(
-        "--model", envvar="DFX_MODEL", help="Detector file (train-fusion or train-baseline)."
+        "--model",
+        envvar="DFX_MODEL",
+        metavar="MODEL",
+        help="Detector (train-fusion or train-baseline): a file, an https:// URL "
+        "(#sha256=... pins it) or hf://ORG/REPO\\[@REVISION]/FILE; downloads are cached.",
+    ),
+]
+Sha256Option = Annotated[
+    str | None,
+    typer.Option(
+        "--sha256",
+        metavar="HEX",
+        help="Expected SHA-256 of the model file; a download that differs is deleted "
+        "(needed for plain http:// URLs).",
     ),
 ]
 ThresholdOption = Annotated[
@@ -161,6 +174,7 @@ BACKBONE_TRAINING_OPTIONS = (*BACKBONE_OPTIONS, *TRAINING_OPTIONS)
 """Every option that train-base and train-baseline share."""
 
 EVALUATION_OPTIONS = (
+    _option("sha256", Sha256Option, None),
     _option("manifest", OptionalManifest, None),
     _option("split", RoleOption, "test"),
     _option("balanced", Balanced, True),

@@ -10,6 +10,7 @@ import typer
 
 from dfx.cli.console import RichProgress, print_json, stdout
 from dfx.cli.errors import EXIT_INPUT_FAILED, handle_errors
+from dfx.cli.model_reference import fetch_model
 from dfx.cli.options import (
     Compile,
     Device,
@@ -17,6 +18,7 @@ from dfx.cli.options import (
     MaxPixels,
     ModelOption,
     Precision,
+    Sha256Option,
     ThresholdOption,
     Workers,
 )
@@ -26,6 +28,7 @@ EPILOG = """\
 [bold]Examples[/bold]
 
   dfx predict --model model.pt photo.jpg
+  dfx predict --model hf://ORG/REPO@v1/model.pt photo.jpg   # downloaded once, then cached
   export DFX_MODEL=model.pt; dfx predict downloads/          # folders are searched
   find . -name '*.png' | dfx predict - --json > verdicts.jsonl
   dfx predict suspicious.webp --json | jq -r 'select(.p_fake > 0.5) | .path'
@@ -46,6 +49,7 @@ def predict_command(
         ),
     ],
     model: ModelOption,
+    sha256: Sha256Option = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="One JSON object per input line on stdout.")
     ] = False,
@@ -63,7 +67,7 @@ def predict_command(
     from dfx.data.images import expand_inputs
     from dfx.report import to_json
 
-    detector = load_detector(model, device, precision, compile)
+    detector = load_detector(fetch_model(model, sha256), device, precision, compile)
     arguments = _read_stdin_paths(paths)
     inputs, problems = expand_inputs(arguments)
     batch_size = detector.batch_size(batch_size)

@@ -9,6 +9,7 @@ import typer
 
 from dfx.cli.console import RichProgress, report_failures, report_labelled_sets, stdout
 from dfx.cli.errors import exit_if_failures, handle_errors
+from dfx.cli.model_reference import fetch_model
 from dfx.cli.options import EVALUATION_OPTIONS, ModelOption, evaluation_options, with_options
 from dfx.cli.outputs import check_outputs, write_outputs
 
@@ -105,7 +106,7 @@ def robustness_command(
 def _run(
     title: str,
     perturbations: list,
-    model: Path,
+    model: str,
     data: Path | None,
     plot: Path | None,
     batch_size: int | None,
@@ -125,7 +126,9 @@ def _run(
         options["allow_changed"],
     )
     report_labelled_sets(labelled)
-    detector = load_detector(model, options["device"], options["precision"])
+    detector = load_detector(
+        fetch_model(model, options["sha256"]), options["device"], options["precision"]
+    )
     settings = evaluation_options(options, batch_size)
     with RichProgress() as progress:
         result = measure_robustness(

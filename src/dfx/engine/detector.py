@@ -25,6 +25,7 @@ from dfx.engine.inference import Outputs, iter_network, run_network
 from dfx.errors import DfxError
 from dfx.limits import DEFAULT_MAX_PIXELS
 from dfx.metrics import p_fake_of
+from dfx.model_source import resolve_model
 from dfx.models.detector import PerVariant, build_detector_network
 from dfx.progress import ProgressReporter
 from dfx.threshold import Threshold, resolve_threshold
@@ -248,7 +249,17 @@ def _name(image: ImageInput, index: int) -> str:
 
 
 def load_detector(
-    path: str | Path, device: str = "auto", precision: str = "auto", compile: bool = False
+    path: str | Path,
+    device: str = "auto",
+    precision: str = "auto",
+    compile: bool = False,
+    *,
+    sha256: str | None = None,
+    progress: ProgressReporter | None = None,
 ) -> Detector:
-    """Load a detector file; ``device`` is auto, cpu, cuda or cuda:N."""
-    return Detector.load(path, device, precision, compile)
+    """Load a detector: a file, an ``https://`` URL or ``hf://ORG/REPO[@REVISION]/FILE``.
+
+    ``device`` is auto, cpu, cuda or cuda:N; ``sha256`` is checked against the file
+    (:func:`dfx.model_source.resolve_model`); ``progress`` hears of downloads.
+    """
+    return Detector.load(resolve_model(path, sha256, progress=progress), device, precision, compile)
