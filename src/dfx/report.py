@@ -172,7 +172,12 @@ def headline_row(document: dict) -> dict:
 
 
 def predictions_table(records: list[dict]) -> Table:
-    """One row per input of ``dfx predict``; ``fake`` is the decision at the threshold."""
+    """One row per input of ``dfx predict``; ``fake`` is the decision at the threshold.
+
+    A ``provenance`` column (what the files' metadata claims) is added when any input has
+    something to say.
+    """
+    cells = [_provenance_cell(record.get("provenance")) for record in records]
     table = Table(title=None)
     table.add_column("path", overflow="fold")
     table.add_column("label")
@@ -180,7 +185,10 @@ def predictions_table(records: list[dict]) -> Table:
         table.add_column(f"p_{name}", justify="right")
     table.add_column("p_fake", justify="right")
     table.add_column("fake")
-    for record in records:
+    with_provenance = any(cells)
+    if with_provenance:
+        table.add_column("provenance", overflow="fold")
+    for record, cell in zip(records, cells):
         if record.get("error"):
             table.add_row(
                 f"{escape(record['path'])}\n  [red]{escape(record['error'])}[/red]", "error"
@@ -193,8 +201,19 @@ def predictions_table(records: list[dict]) -> Table:
             *(f"{probs[name]:.3f}" for name in CLASSES),
             f"{record['p_fake']:.3f}",
             "yes" if record["fake"] else "no",
+            *([escape(cell)] if with_provenance else []),
         )
     return table
+
+
+def _provenance_cell(provenance: dict | None) -> str:
+    """The claims of a provenance record, one per line, and the JPEG quality estimate."""
+    if not provenance:
+        return ""
+    lines = [f"{c['source']} {c['name']}: {c['value']}" for c in provenance["claims"]]
+    if provenance.get("jpeg_quality") is not None:
+        lines.append(f"JPEG q≈{provenance['jpeg_quality']}")
+    return "\n".join(lines)
 
 
 def to_json(data, indent: int | None = 2) -> str:
