@@ -8,6 +8,7 @@ import typer
 
 from dfx import __version__
 from dfx.cli import (
+    audit,
     backbones,
     demo,
     evaluate,
@@ -65,6 +66,7 @@ def _register(module, name: str, function) -> None:
 
 _register(demo, "demo", demo.demo_command)
 _register(split, "split", split.split_command)
+_register(audit, "audit", audit.audit_command)
 _register(train_base, "train-base", train_base.train_base_command)
 _register(train_fusion, "train-fusion", train_fusion.train_fusion_command)
 _register(train_baseline, "train-baseline", train_baseline.train_baseline_command)
