@@ -137,4 +137,56 @@ def test_predict_reports_provenance_and_it_never_moves_the_scores(trained, files
 
     table = runner.invoke(app, ["predict", "--model", str(trained["model"]), str(files["sd.png"])])
     assert table.exit_code == 0
-    assert "provenance" in table.stdout and "png-text parameters: a" in table.stdout
+    assert "provenance" in table.stdout and "png-text" in table.stdout
+
+
+def test_rendered_prediction_table_with_provenance():
+    from rich.console import Console
+
+    from dfx.report import predictions_table
+
+    claims = [
+        {"source": "xmp", "name": "DigitalSourceType", "value": "trainedAlgorithmicMedia"},
+        {
+            "source": "png-text",
+            "name": "parameters",
+            "value": "a lighthouse at dusk, oil " + 40 * "x",
+        },
+    ]
+    records = [
+        {
+            "path": "a.jpg",
+            "label": "real",
+            "probs": {"dm": 0.1, "gan": 0.1, "real": 0.8},
+            "p_fake": 0.2,
+            "fake": False,
+            "provenance": {"claims": claims, "jpeg_quality": 90},
+            "error": None,
+        },
+        {
+            "path": "b.png",
+            "label": "gan",
+            "probs": {"dm": 0.1, "gan": 0.8, "real": 0.1},
+            "p_fake": 0.9,
+            "fake": True,
+            "provenance": {"claims": [], "jpeg_quality": None},
+            "error": None,
+        },
+    ]
+    console = Console(width=80, record=True, color_system=None, force_terminal=False)
+    console.print(predictions_table(records))
+    expected = """\
+┏━━━━━━━┳━━━━━━━┳━━━━━━━┳━━━━━━━┳━━━━━━━━┳━━━━━━━━┳━━━━━━┳━━━━━━━━━━━━━━━━━━━━━┓
+┃ path  ┃ label ┃  p_dm ┃ p_gan ┃ p_real ┃ p_fake ┃ fake ┃ provenance          ┃
+┡━━━━━━━╇━━━━━━━╇━━━━━━━╇━━━━━━━╇━━━━━━━━╇━━━━━━━━╇━━━━━━╇━━━━━━━━━━━━━━━━━━━━━┩
+│ a.jpg │ real  │ 0.100 │ 0.100 │  0.800 │  0.200 │ no   │ source type:        │
+│       │       │       │       │        │        │      │ trainedAlgorithmicM │
+│       │       │       │       │        │        │      │ edia                │
+│       │       │       │       │        │        │      │ parameters: a       │
+│       │       │       │       │        │        │      │ lighthouse at dusk, │
+│       │       │       │       │        │        │      │ oil x…              │
+│       │       │       │       │        │        │      │ JPEG q90            │
+│ b.png │ gan   │ 0.100 │ 0.800 │  0.100 │  0.900 │ yes  │                     │
+└───────┴───────┴───────┴───────┴────────┴────────┴──────┴─────────────────────┘
+"""
+    assert console.export_text() == expected

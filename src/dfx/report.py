@@ -206,13 +206,20 @@ def predictions_table(records: list[dict]) -> Table:
     return table
 
 
+_CLAIM_NAMES = {"claim_generator": "C2PA", "DigitalSourceType": "source type"}
+_CELL_LINE = 40
+
+
 def _provenance_cell(provenance: dict | None) -> str:
-    """The claims of a provenance record, one per line, and the JPEG quality estimate."""
+    """The claims of a provenance record, one short line each, and the JPEG quality."""
     if not provenance:
         return ""
-    lines = [f"{c['source']} {c['name']}: {c['value']}" for c in provenance["claims"]]
+    lines = []
+    for claim in provenance["claims"]:
+        line = f"{_CLAIM_NAMES.get(claim['name'], claim['name'])}: {claim['value']}"
+        lines.append(line if len(line) <= _CELL_LINE else line[: _CELL_LINE - 1] + "…")
     if provenance.get("jpeg_quality") is not None:
-        lines.append(f"JPEG q≈{provenance['jpeg_quality']}")
+        lines.append(f"JPEG q{provenance['jpeg_quality']}")
     return "\n".join(lines)
 
 

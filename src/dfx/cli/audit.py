@@ -10,7 +10,6 @@ import typer
 from dfx.cli.common import (
     EXIT_INPUT_FAILED,
     RichProgress,
-    Workers,
     check_outputs,
     fail,
     handle_errors,
@@ -57,7 +56,10 @@ def audit_command(
         Path | None,
         typer.Option("--plots", help="Write per-class histograms (PNG) of size and JPEG quality."),
     ] = None,
-    workers: Workers = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, help="Files read at once (default: CPUs, at most 8)."),
+    ] = None,
 ) -> None:
     """Audit a data set: container traits per class, a shortcut score, copies across roles."""
     from dfx.data.audit import AuditEntry, audit

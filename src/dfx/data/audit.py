@@ -34,6 +34,13 @@ SHORTCUT_WARNING = 0.8
 NEAR_DISTANCE = 4
 """Perceptual hashes that differ in at most this many of their 64 bits mark near-copies."""
 
+NEAR_COLOUR_DIFFERENCE = 12.0
+"""... and their 8 × 8 colour thumbnails by at most this mean absolute difference (0-255).
+
+The hash sees only the layout of light and dark; on smooth, featureless pictures two
+different images can share it, while a re-encoded or resized copy also keeps its colours.
+"""
+
 TRAITS: dict[str, tuple[str, ...]] = {
     "format": ("format",),
     "jpeg_quality": ("jpeg_quality",),
@@ -79,6 +86,8 @@ class AuditedFile:
     """Hash of the whole file (equal for byte-identical copies)."""
     phash: int
     """64-bit perceptual hash (DCT) of the decoded image, equal or close for near-copies."""
+    thumbnail: np.ndarray | None = field(repr=False, compare=False, default=None)
+    """8 × 8 RGB version (float), to confirm near-copies by colour."""
 
 
 @dataclass(frozen=True)
@@ -296,10 +305,12 @@ def _examine(root: Path, entry: AuditEntry) -> AuditedFile:
                 digest.update(block)
     except OSError as error:
         raise ImageReadError(f"cannot read it ({error.strerror or error})") from error
-    return AuditedFile(entry, facts, digest.hexdigest(), perceptual_hash(path))
+    image = load_rgb(path, target_size=32)
+    thumbnail = np.asarray(image.resize((8, 8), Image.Resampling.BOX), dtype=np.float32)
+    return AuditedFile(entry, facts, digest.hexdigest(), perceptual_hash(image), thumbnail)
 
 
-def perceptual_hash(path: str | Path) -> int:
+def perceptual_hash(image: Image.Image) -> int:
     """64-bit DCT hash: the signs of the 8 × 8 lowest frequencies of a 32 × 32 grey version.
 
     Re-encoding, resizing and small edits move few bits; different images differ in about
@@ -307,9 +318,8 @@ def perceptual_hash(path: str | Path) -> int:
     """
     from scipy.fft import dctn  # scipy comes with scikit-learn
 
-    grey = load_rgb(path, target_size=32).convert("L")
-    small = np.asarray(grey.resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
-    low = dctn(small, norm="ortho")[:8, :8].ravel()
+    grey = image.convert("L").resize((32, 32), Image.Resampling.LANCZOS)
+    low = dctn(np.asarray(grey, dtype=np.float64), norm="ortho")[:8, :8].ravel()
     bits = low > np.median(low[1:])  # the median leaves out the mean (DC) term
     return int("".join("1" if bit else "0" for bit in bits), 2)
 
@@ -439,12 +449,20 @@ def find_copies(files: list[AuditedFile], near_distance: int = NEAR_DISTANCE) ->
             xor = hashes[members][:, None] ^ hashes[members][None, :]
             distances = np.unpackbits(xor.view(np.uint8), axis=-1).reshape(*xor.shape, 64).sum(-1)
             for a, b in zip(*np.nonzero(np.triu(distances <= near_distance, k=1))):
+                if not _same_colours(files[distinct[members[a]]], files[distinct[members[b]]]):
+                    continue
                 # Every copy of either picture is a near-copy of every copy of the other.
                 for first in copies_of[distinct[members[a]]]:
                     for second in copies_of[distinct[members[b]]]:
                         pairs[min(first, second), max(first, second)] = int(distances[a, b])
     near = [_group(files, [a, b], "near", d) for (a, b), d in pairs.items()]
     return groups + sorted(near, key=lambda group: group.paths)
+
+
+def _same_colours(first: AuditedFile, second: AuditedFile) -> bool:
+    if first.thumbnail is None or second.thumbnail is None:
+        return True
+    return float(np.abs(first.thumbnail - second.thumbnail).mean()) <= NEAR_COLOUR_DIFFERENCE
 
 
 def _group(files: list[AuditedFile], members: list[int], kind: str, distance: int) -> CopyGroup:
