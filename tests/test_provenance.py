@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 import zlib
 from pathlib import Path
 
@@ -105,10 +106,22 @@ def test_jpeg_xmp_source_type_creator_tool_and_exif_software(files):
     assert provenance.jpeg_quality == 90
 
 
-def test_c2pa_box_is_found_with_its_claim_generator(files):
+def test_c2pa_box_is_found_with_its_claim_generator(files, monkeypatch):
     raw = files["c2pa.png"].read_bytes()
     assert has_c2pa_box(raw) and not has_c2pa_box(files["plain.png"].read_bytes())
-    assert _claims(files["c2pa.png"]) == [("c2pa", "claim_generator", "TestGen/1.0 c2pa-rs/0.0")]
+    monkeypatch.setitem(sys.modules, "c2pa", None)  # as without c2pa-python: read the box
+    assert _claims(files["c2pa.png"]) == [
+        ("c2pa", "claim_generator", "TestGen/1.0 c2pa-rs/0.0"),
+        ("c2pa", "validation", "not checked"),
+    ]
+
+
+def test_an_unsigned_c2pa_manifest_is_unreadable_to_the_sdk(files):
+    pytest.importorskip("c2pa")
+    assert _claims(files["c2pa.png"]) == [
+        ("c2pa", "claim_generator", "TestGen/1.0 c2pa-rs/0.0"),
+        ("c2pa", "validation", "unreadable (malformed or unsigned)"),
+    ]
     assert read_provenance(files["c2pa.png"]).c2pa
 
 

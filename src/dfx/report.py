@@ -206,7 +206,11 @@ def predictions_table(records: list[dict]) -> Table:
     return table
 
 
-_CLAIM_NAMES = {"claim_generator": "C2PA", "DigitalSourceType": "source type"}
+_CLAIM_NAMES = {
+    "claim_generator": "C2PA",
+    "validation": "C2PA signature",
+    "DigitalSourceType": "source type",
+}
 _CELL_LINE = 40
 
 

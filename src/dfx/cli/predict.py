@@ -16,9 +16,11 @@ from dfx.cli.common import (
     MaxPixels,
     Precision,
     RichProgress,
+    Settings,
     Workers,
     handle_errors,
     print_json,
+    stderr,
     stdout,
 )
 from dfx.cli.evaluate import ModelOption, ThresholdOption
@@ -70,6 +72,7 @@ def predict_command(
     batch_size = batch_size or detector.runtime.default_batch_size()
     table_rows = []  # JSON lines are not kept: a stream of millions stays small
     failed = bool(problems)
+    unchecked_c2pa = 0
     with RichProgress(enabled=len(inputs) > batch_size) as progress:
         batches = detector.iter_predict(
             inputs,
@@ -82,6 +85,7 @@ def predict_command(
         unusable = [Prediction(str(path), None, None, None, reason) for path, reason in problems]
         for batch in itertools.chain(batches, [unusable]):
             failed = failed or any(p.error for p in batch)
+            unchecked_c2pa += sum(_unchecked_c2pa(p) for p in batch)
             if json_output:  # JSON lines stream out batch by batch, for pipelines
                 for prediction in batch:
                     print_json(to_json(prediction.to_dict(), indent=None))
@@ -89,8 +93,21 @@ def predict_command(
                 table_rows += [prediction.to_dict() for prediction in batch]
     if not json_output:
         stdout().print(predictions_table(table_rows))
+    if unchecked_c2pa and not Settings.quiet:
+        stderr().print(
+            f"notice: {unchecked_c2pa} file(s) carry a C2PA manifest whose signature was not "
+            "checked; install c2pa-python (pip install 'dfx[c2pa]') to verify it.",
+            markup=False,
+        )
     if failed:
         raise typer.Exit(EXIT_INPUT_FAILED)
+
+
+def _unchecked_c2pa(prediction) -> bool:
+    claims = prediction.provenance.claims if prediction.provenance else []
+    from dfx.data.provenance import UNCHECKED_C2PA
+
+    return any(c.source == "c2pa" and c.value == UNCHECKED_C2PA for c in claims)
 
 
 def _read_stdin_paths(paths: list[str]) -> list[str]:

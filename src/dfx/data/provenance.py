@@ -9,6 +9,7 @@ claims; it never changes a probability or a verdict.
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -56,7 +57,8 @@ class ProvenanceClaim:
     source: str
     """Where it was found: ``c2pa``, ``png-text``, ``xmp`` or ``exif``."""
     name: str
-    """The field: ``claim_generator``, a PNG text key, ``DigitalSourceType``, ``Software`` ..."""
+    """The field: ``claim_generator`` or ``validation`` (C2PA), a PNG text key,
+    ``DigitalSourceType``, ``CreatorTool`` or ``Software``."""
     value: str
     """Its value, shortened to :data:`EXCERPT_CHARS` characters."""
 
@@ -175,24 +177,46 @@ def has_c2pa_box(raw: bytes) -> bool:
     return False
 
 
+UNCHECKED_C2PA = "not checked"
+"""Validation of a C2PA manifest read without c2pa-python."""
+
+UNREADABLE_C2PA = "unreadable (malformed or unsigned)"
+"""Validation of a C2PA manifest that c2pa-python could not read."""
+
+
+def c2pa_sdk_available() -> bool:
+    """Whether c2pa-python is installed, so that C2PA signatures can be checked."""
+    try:
+        import c2pa  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _c2pa_claims(path: Path, raw: bytes) -> list[ProvenanceClaim]:
     if not has_c2pa_box(raw):
         return []
-    generator = _c2pa_generator_from_sdk(path)
-    if generator is None:
-        info_at = raw.find(b"claim_generator_info")
-        generator = _cbor_text_after(raw, b"claim_generator") or (
-            _cbor_text_after(raw[info_at:], b"name") if info_at >= 0 else None
+    read = _c2pa_generator_from_sdk(path) if c2pa_sdk_available() else None
+    if read is not None:
+        generator, state = read
+        return [ProvenanceClaim("c2pa", "claim_generator", _excerpt(generator))] + (
+            [ProvenanceClaim("c2pa", "validation", state)] if state else []
         )
-    value = generator if generator else "present (claim generator not readable)"
-    return [ProvenanceClaim("c2pa", "claim_generator", _excerpt(value))]
+    # Without the SDK, or for a manifest it cannot read: the box's own text, unverified.
+    state = UNREADABLE_C2PA if c2pa_sdk_available() else UNCHECKED_C2PA
+    info_at = raw.find(b"claim_generator_info")
+    generator = _cbor_text_after(raw, b"claim_generator") or (
+        _cbor_text_after(raw[info_at:], b"name") if info_at >= 0 else None
+    )
+    return [
+        ProvenanceClaim("c2pa", "claim_generator", _excerpt(generator or "present")),
+        ProvenanceClaim("c2pa", "validation", state),
+    ]
 
 
-def _c2pa_generator_from_sdk(path: Path) -> str | None:
-    """The active manifest's claim generator and validation state through c2pa-python."""
+def _c2pa_generator_from_sdk(path: Path) -> tuple[str, str | None] | None:
+    """The active manifest's claim generator and validation state, through c2pa-python."""
     try:
-        import json
-
         import c2pa
     except ImportError:
         return None
@@ -209,7 +233,7 @@ def _c2pa_generator_from_sdk(path: Path) -> str | None:
         generator = " ".join(str(info[0].get(k, "")) for k in ("name", "version")).strip()
     if not generator:
         return None
-    return f"{generator} (signature {state.lower()})" if state else generator
+    return generator, (str(state).lower() if state else None)
 
 
 def _cbor_text_after(raw: bytes, key: bytes) -> str | None:
