@@ -34,7 +34,8 @@ tells the classes apart from container traits alone (format, JPEG quality, width
 height, colour mode, bytes per pixel): near chance (0.5 for real vs fake) is good; from
 0.8 on a warning is printed, because a detector trained on such data may learn the
 container instead of the generator. Copies are byte-identical files; near-copies have
-perceptual hashes within 4 of 64 bits. Nothing is written except --json and --plots.
+perceptual hashes within 4 of 64 bits and matching colours (re-encoded or resized
+copies). Nothing is written except --json and --plots.
 Exit codes: 0 ok, 1 some images unreadable, 2 bad input.
 """
 
@@ -43,7 +44,7 @@ Exit codes: 0 ok, 1 some images unreadable, 2 bad input.
 def audit_command(
     data: Annotated[
         Path | None,
-        typer.Argument(metavar="[DATA]", help="Data folder (dm/gan/real or 0_real/1_fake)."),
+        typer.Argument(metavar="DATA", help="Data folder (dm/gan/real or 0_real/1_fake)."),
     ] = None,
     manifest: Annotated[
         Path | None,
