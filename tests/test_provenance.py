@@ -203,3 +203,11 @@ def test_rendered_prediction_table_with_provenance():
 └───────┴───────┴───────┴───────┴────────┴────────┴──────┴─────────────────────┘
 """
     assert console.export_text() == expected
+
+
+def test_a_c2pa_box_after_megabytes_of_pixels_is_found(files, tmp_path):
+    # An ancillary private chunk stands in for 6 MB of image data before the manifest.
+    png = _with_png_chunk(files["plain.png"].read_bytes(), b"prVt", bytes(6 * 1024 * 1024))
+    big = tmp_path / "big.png"
+    big.write_bytes(_with_png_chunk(png, b"caBX", minimal_c2pa_store("LateGen/2")))
+    assert read_provenance(big).claims[0].value == "LateGen/2"

@@ -22,8 +22,16 @@ from dfx.data.metadata import jpeg_quality, xmp_packet
 EXCERPT_CHARS = 80
 """Longest value kept for a claim (generator settings can run to kilobytes)."""
 
-MAX_SCAN_BYTES = 64 * 1024 * 1024
-"""Bytes of a file searched for C2PA and XMP blocks that Pillow does not expose."""
+SCAN_HEAD_BYTES = 4 * 1024 * 1024
+"""Leading bytes searched for C2PA and XMP blocks that Pillow does not expose.
+
+Containers put metadata before the pixels (JPEG APP segments, PNG chunks before IDAT)
+or after them; the head and :data:`SCAN_TAIL_BYTES` of the end are searched, so that
+large files cost little beside the prediction.
+"""
+
+SCAN_TAIL_BYTES = 1024 * 1024
+"""Trailing bytes searched as well."""
 
 GENERATOR_TEXT_KEYS: tuple[str, ...] = (
     "parameters",  # AUTOMATIC1111, Forge, Fooocus, SD.Next
@@ -97,8 +105,7 @@ def read_provenance(path: str | Path) -> Provenance:
     """The origin claims of an image file; a file that cannot be read gives an empty result."""
     path = Path(path)
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_SCAN_BYTES)
+        raw = _head_and_tail(path)
     except OSError:
         return Provenance()
     provenance = Provenance(claims=_c2pa_claims(path, raw))
@@ -112,6 +119,16 @@ def read_provenance(path: str | Path) -> Provenance:
     except Exception:  # provenance is extra evidence; decoding reports a bad file
         pass
     return provenance
+
+
+def _head_and_tail(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        raw = handle.read(SCAN_HEAD_BYTES)
+        if len(raw) == SCAN_HEAD_BYTES:
+            end = handle.seek(0, 2)
+            handle.seek(max(SCAN_HEAD_BYTES, end - SCAN_TAIL_BYTES))
+            raw += handle.read()
+    return raw
 
 
 def _header_claims(image: Image.Image, raw: bytes) -> list[ProvenanceClaim]:
