@@ -28,7 +28,15 @@ def test_predict_paths_and_pil_images(trained):
     ]
     first, second, missing = predictions
     assert first.error is None and first.label in dfx.CLASSES
-    assert set(first.to_dict()) == {"path", "label", "probs", "p_fake", "fake", "error"}
+    assert set(first.to_dict()) == {
+        "path",
+        "label",
+        "probs",
+        "p_fake",
+        "fake",
+        "provenance",
+        "error",
+    }
     assert first.fake == (first.p_fake >= detector.threshold)
     assert json.loads(json.dumps(first.to_dict())) == first.to_dict()
     assert second.error is None

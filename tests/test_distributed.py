@@ -383,7 +383,7 @@ from dfx import distributed, load_detector
 distributed.activate()
 detector = load_detector(sys.argv[1], device="cpu")
 images = sys.argv[3:]
-predictions = [p.__dict__ for p in detector.predict(images, batch_size=2, workers=0)]
+predictions = [p.to_dict() for p in detector.predict(images, batch_size=2, workers=0)]
 if distributed.is_main():
     with open(sys.argv[2], "w") as out:
         json.dump({"predictions": predictions, "world": distributed.world_size()}, out)

@@ -52,7 +52,7 @@ def run_child(args, kill_in_epoch: int = 0, signal: str = "SIGKILL"):
         "PYTHONPATH": str(SRC),
         "OMP_NUM_THREADS": "1",
         "KILL_IN_EPOCH": str(kill_in_epoch),
-        "KILL_AFTER": "20",
+        "KILL_AFTER": "10",  # mid-epoch: the 'real' base model trains on about 20 images
         "KILL_SIGNAL": signal,
         "COLUMNS": "2000",
     }

@@ -151,3 +151,49 @@ def evaluation_plots(result, folder: str | Path) -> list[Path]:
         )
     written.append(write_json(document, folder / "curves.json"))
     return written
+
+
+def audit_plots(report, folder: str | Path) -> list[Path]:
+    """sizes.png (width and height) and jpeg_quality.png: per-class histograms of an audit.
+
+    Classes whose histograms do not overlap can be told apart by these traits alone.
+    """
+    folder = Path(folder)
+    by_label: dict[str, list] = {}
+    for file in report.files:
+        by_label.setdefault(file.entry.label, []).append(file.facts)
+    labels = sorted(by_label, key=lambda label: (label not in CLASSES, label))
+    figure = _figure(9.0, 3.8)
+    for position, (trait, title) in enumerate((("width", "width"), ("height", "height")), 1):
+        axes = figure.add_subplot(1, 2, position)
+        values = {label: [getattr(f, trait) for f in by_label[label]] for label in labels}
+        everything = [v for vs in values.values() for v in vs]
+        bins = np.histogram_bin_edges(everything, bins=min(30, max(1, len(set(everything)))))
+        for label in labels:
+            axes.hist(values[label], bins=bins, histtype="step", linewidth=1.5, label=label)
+        axes.set_xlabel(f"{title} (pixels)")
+        axes.set_ylabel("images")
+        axes.grid(alpha=0.3)
+        axes.legend()
+    written = [save_png(figure, folder / "sizes.png")]
+    figure = _figure(6.0, 3.8)
+    axes = figure.add_subplot()
+    bins = np.arange(0, 105, 5)
+    for label in labels:
+        qualities = [f.jpeg_quality for f in by_label[label] if f.jpeg_quality is not None]
+        others = len(by_label[label]) - len(qualities)
+        axes.hist(
+            qualities,
+            bins=bins,
+            histtype="step",
+            linewidth=1.5,
+            label=f"{label} ({len(qualities)} JPEG, {others} other)",
+        )
+    axes.set_xlim(0, 100)
+    axes.set_xlabel("estimated JPEG quality")
+    axes.set_ylabel("images")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    axes.set_title("JPEG quality per class")
+    written.append(save_png(figure, folder / "jpeg_quality.png"))
+    return written

@@ -8,6 +8,7 @@ import typer
 
 from dfx import __version__
 from dfx.cli import (
+    audit,
     backbones,
     card,
     demo,
@@ -73,6 +74,7 @@ def _register(name: str, function, epilog: str | None, data_parallel: bool = Fal
 
 _register("demo", demo.demo_command, demo.EPILOG)
 _register("split", split.split_command, split.EPILOG)
+_register("audit", audit.audit_command, audit.EPILOG)
 _register("train-base", train_base.train_base_command, train_base.EPILOG, data_parallel=True)
 _register(
     "train-fusion", train_fusion.train_fusion_command, train_fusion.EPILOG, data_parallel=True

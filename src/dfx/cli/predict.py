@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.console import RichProgress, print_json, stdout
+from dfx.cli.console import RichProgress, print_json, stderr, stdout
 from dfx.cli.errors import EXIT_INPUT_FAILED, handle_errors
+from dfx.cli.flags import GlobalFlags
 from dfx.cli.model_reference import fetch_model
 from dfx.cli.options import (
     Compile,
@@ -73,6 +74,7 @@ def predict_command(
     batch_size = detector.batch_size(batch_size)
     table_rows = []  # JSON lines are not kept: a stream of millions stays small
     failed = bool(problems)
+    unchecked_c2pa = 0
     with RichProgress(enabled=len(inputs) > batch_size) as progress:
         batches = detector.iter_predict(
             inputs,
@@ -85,6 +87,7 @@ def predict_command(
         unusable = [Prediction(str(path), None, None, None, reason) for path, reason in problems]
         for batch in itertools.chain(batches, [unusable]):
             failed = failed or any(p.error for p in batch)
+            unchecked_c2pa += sum(_unchecked_c2pa(p) for p in batch)
             if json_output:  # JSON lines stream out batch by batch, for pipelines
                 for prediction in batch:
                     print_json(to_json(prediction.to_dict(), indent=None))
@@ -92,8 +95,21 @@ def predict_command(
                 table_rows += [prediction.to_dict() for prediction in batch]
     if not json_output:
         stdout().print(predictions_table(table_rows))
+    if unchecked_c2pa and not GlobalFlags.quiet:
+        stderr().print(
+            f"notice: {unchecked_c2pa} file(s) carry a C2PA manifest whose signature was not "
+            "checked; install c2pa-python (pip install 'deepfeaturex[c2pa]') to verify it.",
+            markup=False,
+        )
     if failed:
         raise typer.Exit(EXIT_INPUT_FAILED)
+
+
+def _unchecked_c2pa(prediction) -> bool:
+    claims = prediction.provenance.claims if prediction.provenance else []
+    from dfx.data.provenance import UNCHECKED_C2PA
+
+    return any(c.source == "c2pa" and c.value == UNCHECKED_C2PA for c in claims)
 
 
 def _read_stdin_paths(paths: list[str]) -> list[str]:

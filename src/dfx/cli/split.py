@@ -18,10 +18,13 @@ EPILOG = """\
   dfx split data/ --out runs/manifest.csv --seed 1
   dfx split data/ --ratios 0.5 0.3 0.2 --json
   dfx split --from-guidance guidance.csv datasets/   # the official release's partition
+  dfx split data/ --drop-label-conflicts       # leave out files filed under two labels
 
 Layout: DATA/<class>/<generator>/.../<image>, class = dm | gan | real (or the official
-dm_generated / gan_generated). An image's role depends only on its relative path and
-the seed: re-running gives the same manifest, and adding images never moves old ones.
+dm_generated / gan_generated). An image's role depends only on its content and the
+seed: re-running gives the same manifest, adding images never moves old ones, and
+byte-identical copies share one role. Copies under different labels are refused
+(exit 2, the files named) unless --drop-label-conflicts leaves them all out.
 With --from-guidance the roles come from the official guidance.csv (label 0 base,
 1 fusion, 2 test; image_path relative to DATA with a leading '/', or absolute under it);
 rows naming no usable image are reported and left out (exit 1); images the file does
@@ -52,6 +55,13 @@ def split_command(
             help="Take the roles from the official release's guidance.csv instead of drawing them.",
         ),
     ] = None,
+    drop_label_conflicts: Annotated[
+        bool,
+        typer.Option(
+            "--drop-label-conflicts",
+            help="Leave out identical files that sit under different labels instead of failing.",
+        ),
+    ] = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the counts as JSON instead of a table.")
     ] = False,
@@ -63,17 +73,24 @@ def split_command(
 
     guidance = None
     if from_guidance is not None:
-        if tuple(ratios) != DEFAULT_RATIOS or seed != 0:
-            raise fail("--ratios and --seed do not apply with --from-guidance, which fixes roles.")
+        if tuple(ratios) != DEFAULT_RATIOS or seed != 0 or drop_label_conflicts:
+            raise fail(
+                "--ratios, --seed and --drop-label-conflicts do not apply with "
+                "--from-guidance, which fixes roles."
+            )
         from dfx.interop.guidance import manifest_from_guidance
 
         guidance = manifest_from_guidance(from_guidance, data)
         manifest = guidance.manifest
     else:
-        manifest = make_manifest(data, ratios, seed)
+        manifest = make_manifest(data, ratios, seed, drop_conflicts=drop_label_conflicts)
     target = out if out is not None else data.resolve().parent / "manifest.csv"
     write_manifest(manifest, target)
     report_skipped(manifest.skip_reasons)
+    report_list(
+        f"left out {len(manifest.conflicts)} set(s) of identical files under different labels:",
+        [conflict.describe() for conflict in manifest.conflicts],
+    )
     if guidance is not None:
         _report_guidance(guidance)
     counts = manifest.counts()
@@ -85,6 +102,8 @@ def split_command(
                     "n": len(manifest.rows),
                     "skipped": manifest.skipped,
                     "skip_reasons": manifest.skip_reasons,
+                    "duplicate_groups": manifest.copies,
+                    "label_conflicts": [c.to_dict() for c in manifest.conflicts],
                     "counts": [
                         {"label": label, "generator": generator, "split": split, "n": n}
                         for (label, generator, split), n in sorted(counts.items())
@@ -97,6 +116,13 @@ def split_command(
         console = stdout()
         console.print(split_table(counts, ROLES))
         console.print(f"wrote {target} ({len(manifest.rows)} images)", markup=False)
+        if manifest.copies:
+            copies = sum(len(group) for group in manifest.copies)
+            console.print(
+                f"{copies} images are byte-identical copies in {len(manifest.copies)} "
+                "group(s); each group has one role ('dfx audit' lists them).",
+                markup=False,
+            )
     if guidance is not None and guidance.left_out:
         raise typer.Exit(EXIT_INPUT_FAILED)
 

@@ -161,7 +161,12 @@ def per_generator_table(generators: dict[str, dict]) -> Table:
 
 
 def predictions_table(records: list[dict]) -> Table:
-    """One row per input of ``dfx predict``; ``fake`` is the decision at the threshold."""
+    """One row per input of ``dfx predict``; ``fake`` is the decision at the threshold.
+
+    A ``provenance`` column (what the files' metadata claims) is added when any input has
+    something to say.
+    """
+    cells = [_provenance_cell(record.get("provenance")) for record in records]
     table = Table(title=None)
     table.add_column("path", overflow="fold")
     table.add_column("label")
@@ -169,7 +174,10 @@ def predictions_table(records: list[dict]) -> Table:
         table.add_column(f"p_{name}", justify="right")
     table.add_column("p_fake", justify="right")
     table.add_column("fake")
-    for record in records:
+    with_provenance = any(cells)
+    if with_provenance:
+        table.add_column("provenance", overflow="fold")
+    for record, cell in zip(records, cells):
         if record.get("error"):
             table.add_row(
                 f"{escape(record['path'])}\n  [red]{escape(record['error'])}[/red]", "error"
@@ -182,5 +190,111 @@ def predictions_table(records: list[dict]) -> Table:
             *(f"{probs[name]:.3f}" for name in CLASSES),
             f"{record['p_fake']:.3f}",
             "yes" if record["fake"] else "no",
+            *([escape(cell)] if with_provenance else []),
         )
+    return table
+
+
+_CLAIM_NAMES = {
+    "claim_generator": "C2PA",
+    "validation": "C2PA signature",
+    "DigitalSourceType": "source type",
+}
+_CELL_LINE = 40
+
+
+def _provenance_cell(provenance: dict | None) -> str:
+    """The claims of a provenance record, one short line each, and the JPEG quality."""
+    if not provenance:
+        return ""
+    lines = []
+    for claim in provenance["claims"]:
+        line = f"{_CLAIM_NAMES.get(claim['name'], claim['name'])}: {claim['value']}"
+        lines.append(line if len(line) <= _CELL_LINE else line[: _CELL_LINE - 1] + "…")
+    if provenance.get("jpeg_quality") is not None:
+        lines.append(f"JPEG q{provenance['jpeg_quality']}")
+    return "\n".join(lines)
+
+
+def audit_traits_table(groups: list[dict]) -> Table:
+    """Container traits per class and generator (the ``generators`` of an audit document).
+
+    Sizes are width×height ranges; B/px is the median of file bytes per pixel.
+    """
+    table = Table(title="Container traits", title_justify="left")
+    table.add_column("class")
+    table.add_column("generator", overflow="fold")
+    table.add_column("n", justify="right")
+    for name in ("format", "JPEG q", "size", "B/px", "mode", "metadata"):
+        table.add_column(name, justify="right" if name == "B/px" else "left")
+    for group in groups:
+        quality = group["jpeg_quality"]
+        blocks = [f"{b.upper()} {100 * group[b]:.0f}%" for b in ("exif", "icc", "xmp") if group[b]]
+        table.add_row(
+            escape(group["label"]),
+            escape(group["generator"] or "all"),
+            str(group["n"]),
+            escape(_shares(group["formats"], group["n"])),
+            "—" if quality is None else _range(quality),
+            f"{_range(group['width'])}×{_range(group['height'])}",
+            f"{group['bytes_per_pixel']['median']:.2f}",
+            escape(_shares(group["modes"], group["n"])),
+            "\n".join(blocks) or "—",
+        )
+    return table
+
+
+def _shares(counts: dict[str, int], n: int) -> str:
+    if len(counts) == 1:
+        return next(iter(counts))
+    return "\n".join(f"{name} {100 * count / n:.0f}%" for name, count in counts.items())
+
+
+def _range(spread: dict) -> str:
+    low, high = f"{spread['min']:g}", f"{spread['max']:g}"
+    return low if low == high else f"{low}–{high}"
+
+
+def shortcut_table(document: dict) -> Table:
+    """The shortcut scores of an audit: overall, and for real vs fake per trait alone."""
+    table = Table(
+        title="Shortcut score (balanced accuracy from container traits alone)",
+        title_justify="left",
+    )
+    table.add_column("task")
+    table.add_column("traits")
+    table.add_column("score", justify="right")
+    table.add_column("chance", justify="right")
+    names = {"real_vs_fake": "real vs fake", "three_class": "dm / gan / real"}
+    chance = document["shortcut_score_chance"]
+    for task, score in document["shortcut_score"].items():
+        if score is not None:
+            table.add_row(names[task], "all", f"{score:.2f}", f"{chance[task]:.2f}")
+    for trait, score in document["shortcut_score_by_trait"].items():
+        if score is not None:
+            table.add_row(names["real_vs_fake"], trait, f"{score:.2f}", "0.50")
+    return table
+
+
+def copies_table(copies: list[dict], shown: int = 10) -> Table:
+    """The first copy groups that cross labels or roles, with their labels and roles."""
+    crossing = [group for group in copies if group["crosses"]]
+    table = Table(title="Copies across labels or roles", title_justify="left")
+    table.add_column("kind")
+    table.add_column("distance", justify="right")
+    table.add_column("files (label, role)", overflow="fold")
+    table.add_column("crosses")
+    for group in crossing[:shown]:
+        files = [
+            f"{path} ({label}{', ' + role if role else ''})"
+            for path, label, role in zip(group["paths"], group["labels"], group["roles"])
+        ]
+        table.add_row(
+            group["kind"],
+            str(group["distance"]),
+            escape("\n".join(files)),
+            ", ".join(group["crosses"]),
+        )
+    if len(crossing) > shown:
+        table.add_row("…", "", f"and {len(crossing) - shown} more (see --json)", "")
     return table

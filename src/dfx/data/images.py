@@ -25,11 +25,37 @@ _SIGNATURES: tuple[bytes, ...] = (
     b"MM\x00*",  # TIFF, big endian
 )
 
+# Major brands of the ISO base media "ftyp" box that mark a still image: HEIC/HEIF (the
+# default format of iPhone cameras) and AVIF.
+_FTYP_IMAGE_BRANDS = frozenset(
+    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
+)
+
+HEIF_HINT = "a HEIC/HEIF image; install pillow-heif to read it (pip install pillow-heif)"
+"""Why a HEIC file fails when the pillow-heif plugin is missing."""
+
+
+def _register_heif() -> bool:
+    """Teach Pillow to open HEIC/HEIF files through pillow-heif, once per process."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    # AVIF stays with Pillow's own decoder; libheif applies the irot/imir orientation boxes
+    # and resets EXIF orientation, so exif_transpose below does not rotate twice.
+    register_heif_opener()
+    return True
+
+
+HEIF_AVAILABLE = _register_heif()
+"""Whether HEIC/HEIF files can be decoded (pillow-heif is installed)."""
+
 
 NOT_AN_IMAGE = "not an image by its content"
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".jfif", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".apng"}
+    | {".heic", ".heif", ".avif"}
 )
 """Extensions that promise an image: such a file that is not one is reported, not ignored."""
 
@@ -46,7 +72,19 @@ def not_an_image(path: str | Path) -> str | None:
         return _open_failure(Path(path), error)
     if head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
         return None
+    if head[4:8] == b"ftyp" and head[8:12] in _FTYP_IMAGE_BRANDS:
+        return None
     return NOT_AN_IMAGE
+
+
+def is_heif(path: str | Path) -> bool:
+    """Whether a file is a HEIC/HEIF image by its ftyp box (AVIF excluded)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+    except OSError:
+        return False
+    return head[4:8] == b"ftyp" and head[8:12] in _FTYP_IMAGE_BRANDS - {b"avif", b"avis"}
 
 
 def not_a_file_with_content(path: str | Path) -> str | None:
@@ -146,6 +184,8 @@ def load_rgb(
     except ImageReadError:
         raise
     except UnidentifiedImageError as error:
+        if not HEIF_AVAILABLE and is_heif(path):
+            raise ImageReadError(HEIF_HINT) from error
         raise ImageReadError("not an image Pillow can decode") from error
     except OSError as error:
         if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)):

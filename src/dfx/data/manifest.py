@@ -1,7 +1,8 @@
 """The manifest: which image plays which role (base, fusion, test), stable across re-runs.
 
-An image's role depends only on its path relative to the data folder and the seed, so
-re-running ``dfx split`` writes the same file and adding images never moves old ones.
+An image's role depends only on its content and the seed, so re-running ``dfx split``
+writes the same file, adding images never moves old ones, and copies of one file share
+a role (a copy in the test role would otherwise be an image the detector trained on).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from dfx.atomic import atomic_write
 from dfx.classes import CLASS_FOLDER_ALIASES, CLASSES
+from dfx.data.dedup import LabelConflict, copy_groups, label_conflicts
 from dfx.data.layout import ImageRecord, ScanResult, scan_dataset
 from dfx.errors import DfxError, first_few
 from dfx.fingerprint import file_digest
@@ -72,6 +74,10 @@ class Manifest:
     """False for a manifest read without size and hash columns (changes go unnoticed)."""
     dropped: list[tuple[str, str]] = field(default_factory=list)
     """(path, reason) of rows left out on reading because their file changed or vanished."""
+    copies: list[list[str]] = field(default_factory=list)
+    """Groups of byte-identical files, each given one role (only when just drawn)."""
+    conflicts: list[LabelConflict] = field(default_factory=list)
+    """Copies under different labels, left out of the rows (only when just drawn)."""
 
     @property
     def skipped(self) -> list[str]:
@@ -91,9 +97,12 @@ class Manifest:
         return Counter((row.label, row.generator, row.role) for row in self.rows)
 
 
-def role_of(relative_path: str, seed: int, ratios: tuple[float, float, float]) -> str:
-    """The role of one image: a uniform draw from a hash of (seed, path) against the ratios."""
-    digest = hashlib.sha256(f"{seed}\0{relative_path}".encode()).digest()
+def role_of(key: str, seed: int, ratios: tuple[float, float, float]) -> str:
+    """The role of one image: a uniform draw from a hash of (seed, key) against the ratios.
+
+    ``key`` is the image's content fingerprint (its path when the file cannot be read).
+    """
+    digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
     draw = int.from_bytes(digest[:8], "big") / 2**64
     cumulative = 0.0
     for role, ratio in zip(ROLES, ratios):
@@ -119,9 +128,14 @@ def make_manifest(
     seed: int = 0,
     roles: Mapping[str, str] | None = None,
     scan: ScanResult | None = None,
+    *,
+    drop_conflicts: bool = False,
 ) -> Manifest:
     """Scan a class-layout data folder and give every image a role.
 
+    Drawn roles come from each file's content, so byte-identical copies share one. Copies
+    under different labels fail with :class:`LabelConflictError` naming them, or with
+    ``drop_conflicts`` are all left out (listed in ``conflicts``).
     ``roles`` (relative path → role), when given, fixes the roles instead of drawing them,
     as the official release's guidance.csv does, and keeps only the images it names.
     ``scan``, when given, is the caller's scan of ``data`` (it is not scanned again).
@@ -136,8 +150,33 @@ def make_manifest(
     if roles is not None:
         rows = [_row(r, roles[r.path]) for r in scan.records if r.path in roles]
         return Manifest(scan.root.resolve(), rows, None, None, scan.reasons)
-    rows = [_row(record, role_of(record.path, seed, ratios)) for record in scan.records]
-    return Manifest(scan.root.resolve(), rows, seed, ratios, scan.reasons)
+    root = scan.root.resolve()
+    rows = fingerprint_rows(root, [_row(record, "") for record in scan.records])
+    groups = copy_groups(root, {row.path: row.hash for row in rows if row.hash})
+    conflicts = label_conflicts(groups, {row.path: row.label for row in rows})
+    if conflicts and not drop_conflicts:
+        raise LabelConflictError(conflicts)
+    left_out = {path for conflict in conflicts for path in conflict.paths}
+    rows = [
+        replace(row, role=role_of(row.hash or row.path, seed, ratios))
+        for row in rows
+        if row.path not in left_out
+    ]
+    kept = [group for group in groups if group[0] not in left_out]
+    return Manifest(root, rows, seed, ratios, scan.reasons, copies=kept, conflicts=conflicts)
+
+
+class LabelConflictError(DfxError):
+    """Byte-identical files under different labels: the data set is mislabelled."""
+
+    def __init__(self, conflicts: list[LabelConflict]) -> None:
+        self.conflicts = conflicts
+        """Each set of copies and their labels."""
+        super().__init__(
+            f"{len(conflicts)} set(s) of identical files carry different labels "
+            f"({first_few([c.describe() for c in conflicts])}); correct the labels, or pass "
+            "--drop-label-conflicts to leave every such copy out of the manifest."
+        )
 
 
 def _row(record: ImageRecord, role: str) -> ManifestRow:

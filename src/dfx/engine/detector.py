@@ -20,6 +20,7 @@ from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, load_model_file, load_wei
 from dfx.classes import CLASSES
 from dfx.data.dataset import ImageDataset, VariantDataset, make_loader
 from dfx.data.perturbations import JpegCompression, Perturbation
+from dfx.data.provenance import Provenance, read_provenance
 from dfx.engine.device import Runtime, default_workers, resolve_runtime
 from dfx.engine.inference import Outputs, iter_network, run_network
 from dfx.errors import DfxError
@@ -49,6 +50,8 @@ class Prediction:
     """Why the input could not be classified (None on success)."""
     fake: bool | None = None
     """Whether P(fake) reaches the detector's threshold (calibrated, or given)."""
+    provenance: Provenance | None = None
+    """What the file's metadata says about its origin; it never enters the verdict."""
 
     def to_dict(self) -> dict:
         """The JSON record; a failed input keeps only its path and error."""
@@ -60,6 +63,7 @@ class Prediction:
             "probs": self.probs,
             "p_fake": self.p_fake,
             "fake": self.fake,
+            "provenance": self.provenance.to_dict() if self.provenance else None,
             "error": None,
         }
 
@@ -228,6 +232,7 @@ class Detector:
                 name = _name(images[index], index)
                 if index in found:
                     batch.append(_prediction(name, probs[found[index]], threshold))
+                    batch[-1].provenance = _provenance_of(images[index])
                 else:
                     batch.append(Prediction(name, None, None, None, failed[index].reason))
             yield batch
@@ -242,6 +247,10 @@ def _prediction(name: str, probs: np.ndarray, threshold: float) -> Prediction:
         p_fake,
         fake=bool(p_fake >= threshold),
     )
+
+
+def _provenance_of(image: ImageInput) -> Provenance | None:
+    return None if isinstance(image, Image.Image) else read_provenance(image)
 
 
 def _name(image: ImageInput, index: int) -> str:

@@ -1,0 +1,275 @@
+"""What an image file says about its own origin: evidence beside the pixel score, never in it.
+
+Many generators label their output: Stable Diffusion front ends write their settings into
+PNG text chunks, services embed a C2PA manifest or the IPTC digital source type
+``trainedAlgorithmicMedia`` in XMP, and editors name themselves in EXIF ``Software``.
+Such metadata is easy to strip and easy to forge, so it is reported as what the file
+claims; it never changes a probability or a verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from dfx.data.metadata import jpeg_quality, xmp_packet
+
+EXCERPT_CHARS = 80
+"""Longest value kept for a claim (generator settings can run to kilobytes)."""
+
+SCAN_HEAD_BYTES = 4 * 1024 * 1024
+"""Leading bytes searched for C2PA and XMP blocks that Pillow does not expose.
+
+Containers put metadata before the pixels (JPEG APP segments, PNG chunks before IDAT)
+or after them; the head and :data:`SCAN_TAIL_BYTES` of the end are searched, so that
+large files cost little beside the prediction.
+"""
+
+SCAN_TAIL_BYTES = 1024 * 1024
+"""Trailing bytes searched as well."""
+
+GENERATOR_TEXT_KEYS: tuple[str, ...] = (
+    "parameters",  # AUTOMATIC1111, Forge, Fooocus, SD.Next
+    "prompt",  # ComfyUI
+    "workflow",  # ComfyUI
+    "invokeai_metadata",  # InvokeAI
+    "sd-metadata",  # InvokeAI (older)
+    "Dream",  # InvokeAI (oldest)
+    "generation_data",  # various web front ends
+    "Software",  # NovelAI, editors
+    "Source",  # NovelAI
+    "Comment",  # NovelAI's settings
+    "Description",  # prompts of several services
+)
+"""PNG text chunks that generators and editors write about how an image was made."""
+
+_EXIF_SOFTWARE = 0x0131
+
+_DIGITAL_SOURCE_TYPE = re.compile(
+    rb"DigitalSourceType(?:\s*=\s*[\"']([^\"']*)[\"']|\s*>\s*([^<\s]+)\s*<"
+    rb"|[^>]*?rdf:resource\s*=\s*[\"']([^\"']*)[\"'])"
+)
+_CREATOR_TOOL = re.compile(rb"CreatorTool(?:\s*=\s*[\"']([^\"']*)[\"']|\s*>\s*([^<]+?)\s*<)")
+_XMP_PACKET = re.compile(rb"<x:xmpmeta.*?</x:xmpmeta>", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ProvenanceClaim:
+    """One statement a file makes about its origin."""
+
+    source: str
+    """Where it was found: ``c2pa``, ``png-text``, ``xmp`` or ``exif``."""
+    name: str
+    """The field: ``claim_generator`` or ``validation`` (C2PA), a PNG text key,
+    ``DigitalSourceType``, ``CreatorTool`` or ``Software``."""
+    value: str
+    """Its value, shortened to :data:`EXCERPT_CHARS` characters."""
+
+    def describe(self) -> str:
+        """One line, e.g. ``xmp DigitalSourceType: trainedAlgorithmicMedia``."""
+        return f"{self.source} {self.name}: {self.value}"
+
+    def to_dict(self) -> dict:
+        """Plain-data form for JSON."""
+        return {"source": self.source, "name": self.name, "value": self.value}
+
+
+@dataclass
+class Provenance:
+    """What a file says about its origin (claims, not proof) and how it was compressed."""
+
+    claims: list[ProvenanceClaim] = field(default_factory=list)
+    """Statements about its origin, in the order C2PA, PNG text, XMP, EXIF (empty: none)."""
+    jpeg_quality: int | None = None
+    """Estimated JPEG quality factor (None: not a JPEG)."""
+
+    @property
+    def c2pa(self) -> bool:
+        """Whether the file carries a C2PA manifest."""
+        return any(claim.source == "c2pa" for claim in self.claims)
+
+    def to_dict(self) -> dict:
+        """Plain-data form for JSON."""
+        return {
+            "claims": [claim.to_dict() for claim in self.claims],
+            "jpeg_quality": self.jpeg_quality,
+        }
+
+
+def read_provenance(path: str | Path) -> Provenance:
+    """The origin claims of an image file; a file that cannot be read gives an empty result."""
+    path = Path(path)
+    try:
+        raw = _head_and_tail(path)
+    except OSError:
+        return Provenance()
+    provenance = Provenance(claims=_c2pa_claims(path, raw))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                provenance.claims += _header_claims(image, raw)
+                if image.format in ("JPEG", "MPO"):
+                    provenance.jpeg_quality = jpeg_quality(getattr(image, "quantization", None))
+    except Exception:  # provenance is extra evidence; decoding reports a bad file
+        pass
+    return provenance
+
+
+def _head_and_tail(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        raw = handle.read(SCAN_HEAD_BYTES)
+        if len(raw) == SCAN_HEAD_BYTES:
+            end = handle.seek(0, 2)
+            handle.seek(max(SCAN_HEAD_BYTES, end - SCAN_TAIL_BYTES))
+            raw += handle.read()
+    return raw
+
+
+def _header_claims(image: Image.Image, raw: bytes) -> list[ProvenanceClaim]:
+    """Claims in PNG text chunks, XMP and EXIF, as Pillow reads them from the header."""
+    claims = _png_text_claims(image.info) if image.format == "PNG" else []
+    claims += _xmp_claims(xmp_packet(image.info) or _raw_xmp(raw))
+    software = image.getexif().get(_EXIF_SOFTWARE)
+    if software and not any(c.name == "Software" for c in claims):
+        claims.append(ProvenanceClaim("exif", "Software", _excerpt(software)))
+    return claims
+
+
+def _excerpt(value: object) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = " ".join(str(value).split())
+    return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
+
+
+def _png_text_claims(info: dict) -> list[ProvenanceClaim]:
+    wanted = {key.lower(): key for key in GENERATOR_TEXT_KEYS}
+    return [
+        ProvenanceClaim("png-text", key, _excerpt(value))
+        for key, value in info.items()
+        if isinstance(key, str) and key.lower() in wanted and isinstance(value, str) and value
+    ]
+
+
+def _raw_xmp(raw: bytes) -> bytes:
+    found = _XMP_PACKET.search(raw)
+    return found.group(0) if found else b""
+
+
+def _xmp_claims(xmp: bytes) -> list[ProvenanceClaim]:
+    claims = []
+    source_type = _DIGITAL_SOURCE_TYPE.search(xmp)
+    if source_type:
+        value = next(group for group in source_type.groups() if group is not None)
+        # IPTC's terms are URIs; the last segment (trainedAlgorithmicMedia) is the term.
+        term = value.decode("utf-8", "replace").rstrip("/").rsplit("/", 1)[-1]
+        claims.append(ProvenanceClaim("xmp", "DigitalSourceType", _excerpt(term)))
+    tool = _CREATOR_TOOL.search(xmp)
+    if tool:
+        value = next(group for group in tool.groups() if group is not None)
+        claims.append(ProvenanceClaim("xmp", "CreatorTool", _excerpt(value)))
+    return claims
+
+
+# --- C2PA ---------------------------------------------------------------------------------------
+
+
+def has_c2pa_box(raw: bytes) -> bool:
+    """Whether the bytes hold a JUMBF description box labelled ``c2pa`` (a C2PA manifest store).
+
+    The box is found the same way in every container (JPEG APP11, PNG caBX, ISO BMFF uuid,
+    WebP C2PA): ``jumd``, a 16-byte type UUID, a toggle byte, then the label.
+    """
+    start = raw.find(b"jumd")
+    while start >= 0:
+        if raw[start + 21 : start + 26] == b"c2pa\x00":
+            return True
+        start = raw.find(b"jumd", start + 4)
+    return False
+
+
+UNCHECKED_C2PA = "not checked"
+"""Validation of a C2PA manifest read without c2pa-python."""
+
+UNREADABLE_C2PA = "unreadable (malformed or unsigned)"
+"""Validation of a C2PA manifest that c2pa-python could not read."""
+
+
+def c2pa_sdk_available() -> bool:
+    """Whether c2pa-python is installed, so that C2PA signatures can be checked."""
+    try:
+        import c2pa  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _c2pa_claims(path: Path, raw: bytes) -> list[ProvenanceClaim]:
+    if not has_c2pa_box(raw):
+        return []
+    read = _c2pa_generator_from_sdk(path) if c2pa_sdk_available() else None
+    if read is not None:
+        generator, state = read
+        return [ProvenanceClaim("c2pa", "claim_generator", _excerpt(generator))] + (
+            [ProvenanceClaim("c2pa", "validation", state)] if state else []
+        )
+    # Without the SDK, or for a manifest it cannot read: the box's own text, unverified.
+    state = UNREADABLE_C2PA if c2pa_sdk_available() else UNCHECKED_C2PA
+    info_at = raw.find(b"claim_generator_info")
+    generator = _cbor_text_after(raw, b"claim_generator") or (
+        _cbor_text_after(raw[info_at:], b"name") if info_at >= 0 else None
+    )
+    return [
+        ProvenanceClaim("c2pa", "claim_generator", _excerpt(generator or "present")),
+        ProvenanceClaim("c2pa", "validation", state),
+    ]
+
+
+def _c2pa_generator_from_sdk(path: Path) -> tuple[str, str | None] | None:
+    """The active manifest's claim generator and validation state, through c2pa-python."""
+    try:
+        import c2pa
+    except ImportError:
+        return None
+    try:
+        with c2pa.Reader(str(path)) as reader:
+            store = json.loads(reader.json())
+            state = reader.get_validation_state()
+    except Exception:  # a malformed or unsigned manifest: fall back to reading the box
+        return None
+    manifest = store.get("manifests", {}).get(store.get("active_manifest"), {})
+    generator = manifest.get("claim_generator")
+    if not generator:
+        info = manifest.get("claim_generator_info") or [{}]
+        generator = " ".join(str(info[0].get(k, "")) for k in ("name", "version")).strip()
+    if not generator:
+        return None
+    return generator, (str(state).lower() if state else None)
+
+
+def _cbor_text_after(raw: bytes, key: bytes) -> str | None:
+    """The CBOR text string that follows the text key ``key`` (a map entry), if any."""
+    encoded = bytes([0x60 + len(key)]) + key if len(key) < 24 else b"\x78" + bytes([len(key)]) + key
+    at = raw.find(encoded)
+    if at < 0:
+        return None
+    at += len(encoded)
+    if at >= len(raw):
+        return None
+    head = raw[at]
+    if 0x60 <= head < 0x78:
+        length, at = head - 0x60, at + 1
+    elif head == 0x78 and at + 1 < len(raw):
+        length, at = raw[at + 1], at + 2
+    elif head == 0x79 and at + 2 < len(raw):
+        length, at = int.from_bytes(raw[at + 1 : at + 3], "big"), at + 3
+    else:
+        return None
+    text = raw[at : at + length].decode("utf-8", "replace")
+    return text or None
