@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dfx.cli import app
+from tests.compare import assert_same_up_to_rounding
 
 runner = CliRunner()
 
@@ -442,6 +443,35 @@ def test_demo_runs_end_to_end(tmp_path):
     ):
         assert (out / name).is_file(), name
     assert len(list((out / "data").rglob("*.png"))) == 72
+
+    # The numbers the demo wrote are those dfx evaluate computes on the same files.
+    report = out / "again.json"
+    again = invoke("evaluate", "--model", out / "model.pt", "-m", out / "manifest.csv",
+                   "--json", report, "--device", "cpu", "--workers", "0")  # fmt: skip
+    assert again.exit_code == 0, again.output
+    demo_numbers, evaluate_numbers = (
+        {k: v for k, v in json.loads(path.read_text()).items() if k in OUTCOME_KEYS}
+        for path in (out / "evaluation.json", report)
+    )
+    assert set(demo_numbers) == OUTCOME_KEYS
+    assert_same_up_to_rounding(demo_numbers, evaluate_numbers)
+
+    # The six predictions it printed are the model's, in the demo's sample order.
+    import dfx
+    from dfx.data.manifest import read_manifest
+    from dfx.engine.evaluation import images_from_manifest
+
+    test_images = images_from_manifest(read_manifest(out / "manifest.csv"), "test")
+    samples = [image.path for image in test_images[:: max(1, len(test_images) // 6)]][:6]
+    detector = dfx.load_detector(out / "model.pt", device="cpu")
+    position = 0
+    for prediction in detector.predict(samples):
+        for text in (prediction.label, f"{prediction.p_fake:.3f}"):
+            position = result.stdout.index(text, position)
+
+
+OUTCOME_KEYS = {"n", "counts", "multiclass", "binary", "per_generator"}
+"""The numbers of an evaluation report (not its timings, paths or settings)."""
 
 
 def test_unreadable_training_images_are_skipped(trained, tmp_path):
