@@ -43,9 +43,7 @@ def private_copy(manifest: Path, tmp_path: Path) -> Path:
 # --- exit codes and tracebacks ---
 
 
-def test_a_bug_exits_3_in_one_line_and_shows_its_traceback_only_with_debug(
-    monkeypatch, tmp_path
-):
+def test_a_bug_exits_3_in_one_line_and_shows_its_traceback_only_with_debug(monkeypatch, tmp_path):
     import dfx.data.manifest
 
     def broken(*args, **kwargs):
@@ -67,9 +65,11 @@ def test_a_bug_exits_3_in_one_line_and_shows_its_traceback_only_with_debug(
 
 @pytest.mark.parametrize("debug", ["", "1"])
 def test_dfx_debug_environment_variable_shows_tracebacks(tmp_path, debug):
-    env = {**os.environ, "DFX_DEBUG": debug} if debug else {
-        k: v for k, v in os.environ.items() if k != "DFX_DEBUG"
-    }
+    env = (
+        {**os.environ, "DFX_DEBUG": debug}
+        if debug
+        else {k: v for k, v in os.environ.items() if k != "DFX_DEBUG"}
+    )
     run = subprocess.run(
         [sys.executable, "-m", "dfx", "split", str(tmp_path / "missing")],
         env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
@@ -82,9 +82,7 @@ def test_dfx_debug_environment_variable_shows_tracebacks(tmp_path, debug):
 # --- --quiet and --val-fraction 0 ---
 
 
-def test_quiet_silences_notices_and_val_fraction_0_fits_on_training_images(
-    little_data, tmp_path
-):
+def test_quiet_silences_notices_and_val_fraction_0_fits_on_training_images(little_data, tmp_path):
     args = ["train-baseline", "-m", little_data, *TINY_RUN, "--val-fraction", "0", "--json"]
     loud = invoke(*args, "-o", tmp_path / "loud.pt")
     assert loud.exit_code == 0, loud.output
@@ -201,7 +199,9 @@ def test_allow_changed_leaves_changed_training_images_out(little_data, tmp_path)
 def _role_of(manifest: Path, image: Path) -> str:
     relative = image.relative_to(manifest.parent / "data").as_posix()
     return next(
-        line.split(",")[3] for line in manifest.read_text().splitlines() if line.startswith(relative)
+        line.split(",")[3]
+        for line in manifest.read_text().splitlines()
+        if line.startswith(relative)
     )
 
 

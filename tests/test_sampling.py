@@ -6,7 +6,11 @@ import numpy as np
 
 from dfx.engine.sampling import balance, group_by, holdout_split, sample_per_group
 
-ITEMS = [("gan", i) for i in range(40)] + [("dm", i) for i in range(20)] + [("real", i) for i in range(10)]
+ITEMS = (
+    [("gan", i) for i in range(40)]
+    + [("dm", i) for i in range(20)]
+    + [("real", i) for i in range(10)]
+)
 
 
 def label(item):
@@ -43,7 +47,9 @@ def test_sample_per_group_is_seeded():
 def test_holdout_split_holds_out_the_fraction_of_every_group():
     train, held = holdout_split(ITEMS, label, 0.2, np.random.default_rng(0))
     assert sorted(train + held) == sorted(ITEMS) and not set(train) & set(held)
-    held_counts = {name: sum(1 for item in held if item[0] == name) for name in ("gan", "dm", "real")}
+    held_counts = {
+        name: sum(1 for item in held if item[0] == name) for name in ("gan", "dm", "real")
+    }
     assert held_counts == {"gan": 8, "dm": 4, "real": 2}
     assert train == sorted(train, key=ITEMS.index) and held == sorted(held, key=ITEMS.index)
     again = holdout_split(ITEMS, label, 0.2, np.random.default_rng(0))
