@@ -9,8 +9,9 @@ import pytest
 from dfx import synthetic
 from dfx.classes import CLASSES
 from dfx.data.manifest import make_manifest, write_manifest
-from dfx.engine.base_training import BaseTrainConfig, train_base
-from dfx.engine.fusion_training import FusionTrainConfig, train_fusion
+from dfx.engine.base_training import train_base
+from dfx.engine.configs import BaseTrainConfig, FusionTrainConfig
+from dfx.engine.fusion_training import train_fusion
 
 IMAGE_SIZE = 32
 BASE_EPOCHS = 30

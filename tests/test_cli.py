@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dfx.cli import app
+from tests.compare import assert_same_up_to_rounding
 
 runner = CliRunner()
 
@@ -369,20 +372,24 @@ def test_predict_table_shows_the_decision_at_the_threshold(trained, images):
     assert decisions == {"0": ["yes"] * 3, "1": ["no"] * 3}
 
 
-def test_a_closed_pipe_ends_predict_quietly(trained):
-    """``dfx predict --json ... | head -1``: no error sentence, no traceback, exit 141."""
-    data = trained["manifest"].parent / "data"
+def test_a_closed_pipe_ends_predict_quietly(trained, images):
+    """``dfx predict --json ... | head -1``: no error sentence, no traceback, exit 141.
+
+    The reading end is closed before dfx writes anything, so the pipe is broken whatever the
+    output's size (a small output would otherwise fit the pipe's buffer and never break it).
+    """
     command = [sys.executable, "-m", "dfx", "predict", "--model", str(trained["model"]),
-               str(data), "--json", "--batch-size", "1", "--workers", "0"]  # fmt: skip
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as process:
-        first = json.loads(process.stdout.readline())
-        process.stdout.close()  # as head does once it has its line
-        errors = process.stderr.read()
-        code = process.wait(timeout=120)
-    assert first["label"] in ("dm", "gan", "real")
-    assert code == 141, errors
+               *map(str, images["good"][:2]), "--json", "--workers", "0"]  # fmt: skip
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as head does once it has its line
+    try:
+        process = subprocess.run(
+            command, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120
+        )
+    finally:
+        os.close(write_end)
+    errors = process.stderr
+    assert process.returncode == 141, errors
     assert "rror" not in errors and "Traceback" not in errors, errors
 
 
@@ -438,37 +445,63 @@ def test_demo_runs_end_to_end(tmp_path):
         assert (out / name).is_file(), name
     assert len(list((out / "data").rglob("*.png"))) == 72
 
+    # The numbers the demo wrote are those dfx evaluate computes on the same files.
+    report = out / "again.json"
+    again = invoke("evaluate", "--model", out / "model.pt", "-m", out / "manifest.csv",
+                   "--json", report, "--device", "cpu", "--workers", "0")  # fmt: skip
+    assert again.exit_code == 0, again.output
+    demo_numbers, evaluate_numbers = (
+        {k: v for k, v in json.loads(path.read_text()).items() if k in OUTCOME_KEYS}
+        for path in (out / "evaluation.json", report)
+    )
+    assert set(demo_numbers) == OUTCOME_KEYS
+    assert_same_up_to_rounding(demo_numbers, evaluate_numbers)
+
+    # The six predictions it printed are the model's, in the demo's sample order.
+    import dfx
+    from dfx.data.labelled import images_from_manifest
+    from dfx.data.manifest import read_manifest
+
+    test_images = images_from_manifest(read_manifest(out / "manifest.csv"), "test")
+    samples = [image.path for image in test_images[:: max(1, len(test_images) // 6)]][:6]
+    detector = dfx.load_detector(out / "model.pt", device="cpu")
+    position = 0
+    for prediction in detector.predict(samples):
+        for text in (prediction.label, f"{prediction.p_fake:.3f}"):
+            position = result.stdout.index(text, position)
+
+
+OUTCOME_KEYS = {"n", "counts", "multiclass", "binary", "per_generator"}
+"""The numbers of an evaluation report (not its timings, paths or settings)."""
+
 
 def test_unreadable_training_images_are_skipped(trained, tmp_path):
     """One corrupt file in the training set is reported and skipped, never fatal."""
     manifest = trained["manifest"]
     rows = manifest.read_text().splitlines()
-    data = manifest.parent / "data"
+    # A copy of the data folder, so that the session's shared one is never written to.
+    data = shutil.copytree(manifest.parent / "data", tmp_path / "data")
     bad = data / "real" / "photo" / "zz-corrupt.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
-    try:
-        copy = tmp_path / "m.csv"
-        root = Path(rows[0].split("root=")[1].split()[0])
-        header = f"# dfx-manifest root={(manifest.parent / root).resolve()}"
-        copy.write_text("\n".join([header, *rows[1:], "real/photo/zz-corrupt.png,real,photo,base"]))
-        result = invoke(
-            "train-base",
-            "-m",
-            copy,
-            "--target",
-            "real",
-            *TINY_RUN,
-            "--out",
-            tmp_path / "b",
-            "--negative-fraction",
-            "0.1",
-        )
-        # The run finishes and writes its model, names the bad file, and exits 1.
-        assert result.exit_code == 1, result.output
-        assert "zz-corrupt.png" in result.stderr
-        assert (tmp_path / "b" / "real.pt").is_file()
-    finally:
-        bad.unlink()
+    copy = tmp_path / "m.csv"
+    header = f"# dfx-manifest root={data.resolve()}"
+    copy.write_text("\n".join([header, *rows[1:], "real/photo/zz-corrupt.png,real,photo,base"]))
+    result = invoke(
+        "train-base",
+        "-m",
+        copy,
+        "--target",
+        "real",
+        *TINY_RUN,
+        "--out",
+        tmp_path / "b",
+        "--negative-fraction",
+        "0.1",
+    )
+    # The run finishes and writes its model, names the bad file, and exits 1.
+    assert result.exit_code == 1, result.output
+    assert "zz-corrupt.png" in result.stderr
+    assert (tmp_path / "b" / "real.pt").is_file()
 
 
 def test_rendered_prediction_table():

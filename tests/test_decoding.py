@@ -6,6 +6,7 @@ import builtins
 import json
 import os
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +130,8 @@ def test_scans_follow_linked_folders_once_and_never_open_pipes(tmp_path):
     pipe = data / "real" / "photo" / "pipe.png"
     os.mkfifo(pipe)
 
-    scan = scan_dataset(data)
+    # Opening the FIFO would block until a writer comes: run with a deadline, never hang.
+    scan = within_seconds(10, lambda: scan_dataset(data), release=pipe)
     assert [r.path for r in scan.records] == [
         "dm/ldm/a.png",
         "gan/stylegan/a.png",  # the linked generator folder is scanned
@@ -137,13 +139,40 @@ def test_scans_follow_linked_folders_once_and_never_open_pipes(tmp_path):
     ]
     assert scan.reasons["real/photo/pipe.png"].startswith("not a regular file")
     with pytest.raises(ImageReadError, match="not a regular file"):
-        load_rgb(pipe)
+        within_seconds(10, lambda: load_rgb(pipe), release=pipe)
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    files, problems = expand_inputs([empty, pipe])
+    files, problems = within_seconds(10, lambda: expand_inputs([empty, pipe]), release=pipe)
     assert files == [pipe]  # named explicitly: tried, and reported by the decoder
     assert problems == [(str(empty), "a folder with no image files in it")]
+
+
+def within_seconds(seconds: float, call, *, release: Path):
+    """``call()``'s result or exception; fails the test if it blocks longer than ``seconds``.
+
+    A call stuck opening the FIFO ``release`` for reading is let go by opening its other end.
+    """
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as error:  # handed to the test's thread below
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        try:
+            os.close(os.open(release, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+        pytest.fail(f"the call blocked for more than {seconds} seconds (it opened {release}?)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 # --- The commands over the corpus -------------------------------------------------------

@@ -77,11 +77,26 @@ def test_atomic_write_follows_symlinks_and_streams_into_pipes(tmp_path):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     received = []
-    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+
+    def write() -> None:
+        with atomic_write(fifo) as handle:
+            handle.write("through the pipe")
+
+    # Both ends run in daemon threads with a deadline: opening a FIFO blocks until the
+    # other end is open, and a test must fail rather than hang.
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    writer = threading.Thread(target=write, daemon=True)
     reader.start()
-    with atomic_write(fifo) as handle:
-        handle.write("through the pipe")
+    writer.start()
+    writer.join(timeout=10)
     reader.join(timeout=10)
+    if writer.is_alive() or reader.is_alive():
+        for flags in (os.O_RDONLY | os.O_NONBLOCK, os.O_WRONLY | os.O_NONBLOCK):
+            try:  # release whichever end still waits, so that no thread outlives the test
+                os.close(os.open(fifo, flags))
+            except OSError:
+                pass
+        pytest.fail("writing through the FIFO blocked for more than 10 seconds")
     assert received == ["through the pipe"] and fifo.exists() and not fifo.is_file()
 
     with pytest.raises(IsADirectoryError):

@@ -196,7 +196,8 @@ def test_interrupt_in_the_first_epoch_says_nothing_to_resume(trained, tmp_path, 
 
 def test_library_raises_training_interrupted(trained, tmp_path, monkeypatch):
     from dfx.data.manifest import read_manifest
-    from dfx.engine.fusion_training import FusionTrainConfig, train_fusion
+    from dfx.engine.configs import FusionTrainConfig
+    from dfx.engine.fusion_training import train_fusion
 
     calls = []
     original_iter = TensorBatches.__iter__

@@ -121,7 +121,8 @@ def test_loading_a_base_model_where_a_detector_is_needed_fails(trained):
 
 
 def test_seed_makes_training_repeatable(manifest_path, tmp_path):
-    from dfx.engine.base_training import BaseTrainConfig, train_base
+    from dfx.engine.base_training import train_base
+    from dfx.engine.configs import BaseTrainConfig
 
     manifest = read_manifest(manifest_path)
     config = BaseTrainConfig(

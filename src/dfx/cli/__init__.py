@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -60,7 +61,8 @@ def root(
     ] = False,
 ) -> None:
     """dfx: tell real, GAN-generated and diffusion-generated images apart."""
-    GlobalFlags.debug = GlobalFlags.debug or debug
+    # Per invocation: a --debug run must not leave tracebacks on for the next one in-process.
+    GlobalFlags.debug = debug or bool(os.environ.get("DFX_DEBUG"))
     GlobalFlags.quiet = quiet
     check_launch(context.invoked_subcommand, DATA_PARALLEL_COMMANDS)
 
