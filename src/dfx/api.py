@@ -231,6 +231,16 @@ class Detector:
                     batch.append(Prediction(name, None, None, None, failed[index].reason))
             yield batch
 
+    def explain(self, images: Sequence[ImageInput], target: str | None = None, **options) -> list:
+        """One :class:`dfx.engine.explain.Explanation` per input: heatmaps and shares.
+
+        ``target``: None (the predicted class) or dm, gan, real; ``method``: gradcam or
+        hirescam; other options as :meth:`predict`. Needs ``pip install "dfx[explain]"``.
+        """
+        from dfx.engine.explain import explain
+
+        return explain(self, images, target=target, **options)
+
 
 def _prediction(name: str, probs: np.ndarray, threshold: float) -> Prediction:
     p_fake = float(p_fake_of(probs[None, :])[0])

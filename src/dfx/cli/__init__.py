@@ -11,6 +11,7 @@ from dfx.cli import (
     backbones,
     demo,
     evaluate,
+    explain,
     import_official,
     predict,
     robustness,
@@ -72,6 +73,7 @@ _register(evaluate, "evaluate", evaluate.evaluate_command)
 app.command("jpeg-robustness", epilog=robustness.JPEG_EPILOG)(robustness.jpeg_robustness_command)
 _register(robustness, "robustness", robustness.robustness_command)
 _register(predict, "predict", predict.predict_command)
+_register(explain, "explain", explain.explain_command)
 _register(backbones, "backbones", backbones.backbones_command)
 _register(import_official, "import-official", import_official.import_official_command)
 
