@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,6 +35,9 @@ from dfx.limits import DEFAULT_MAX_PIXELS
 from dfx.models.backbones import get_spec, set_module
 from dfx.progress import ProgressReporter, or_null
 
+if TYPE_CHECKING:
+    from dfx.api import Prediction
+
 METHODS: tuple[str, ...] = ("gradcam", "hirescam")
 """Heatmap methods: Grad-CAM (channel-averaged gradients) and HiResCAM (gradient × activation)."""
 
@@ -45,9 +49,10 @@ BASELINE_KEY = "detector"
 
 INSTALL_HINT = 'dfx explain needs captum: pip install "dfx[explain]".'
 
-# Integration steps over the fusion head (captum's Gauss-Legendre rule): the head's FLOPs grow
-# with every step, and at 16 the attributions add up to the logit difference within 1%
-# (tests/test_explain.py).
+# Integration steps over the fusion head (captum's Gauss-Legendre rule). Each step runs the
+# head forward and back, which for D = 1024 costs more than the backbone itself. Measured on
+# the tiny test model, the attributions add up to the logit difference within 1.2% (median;
+# 8% at worst) at 16 steps, 0.6% (3%) at 32.
 SHARE_STEPS = 16
 
 
@@ -57,7 +62,7 @@ class Explanation:
 
     path: str
     """The input's path (or ``<image #i>`` for an in-memory image)."""
-    prediction: object
+    prediction: Prediction
     """The :class:`dfx.api.Prediction` of the input (carries the error of a failed input)."""
     target: str | None = None
     """The class the heatmaps and shares explain (None if the input failed)."""
