@@ -40,6 +40,7 @@ COMMANDS = [
     "jpeg-robustness",
     "robustness",
     "predict",
+    "explain",
     "import-official",
     "backbones",
 ]
@@ -87,6 +88,7 @@ def test_backbones_lists_the_registry_as_json():
     rows = json.loads(result.stdout)
     assert {row["name"] for row in rows} >= {"densenet121", "vit_b_16", "tiny"}
     assert next(r for r in rows if r["name"] == "vit_b_16")["crop"] == 224
+    assert next(r for r in rows if r["name"] == "resnet50")["attribution_layer"] == "layer4"
 
 
 def test_split_writes_a_manifest_and_prints_counts(data_dir, tmp_path):
@@ -436,6 +438,8 @@ def test_demo_runs_end_to_end(tmp_path):
     ):
         assert (out / name).is_file(), name
     assert len(list((out / "data").rglob("*.png"))) == 72
+    sheets = sorted(p.name.split("-")[0] for p in (out / "explain").glob("*.sheet.png"))
+    assert sheets == ["dm", "gan", "real"]  # one test image of each class
 
 
 def test_unreadable_training_images_are_skipped(trained, tmp_path):
