@@ -209,7 +209,13 @@ def test_explain_command_json_lines_files_and_exit_codes(trained, test_images, t
         assert Image.open(record["files"][0]).size == (32, 32)  # overlays: the image's size
         assert Image.open(record["files"][-1]).width > 4 * 256  # image + 3 overlays
     good = invoke(
-        "explain", "--model", trained["model"], "--out", out, test_images[0], env={"COLUMNS": "250"}
+        "explain",
+        "--model",
+        trained["model"],
+        "--out",
+        out,
+        test_images[0],
+        env={"COLUMNS": "2000"},
     )
     assert good.exit_code == 0, good.output
     assert "share dm" in good.stdout and "sheet.png" in good.stdout
