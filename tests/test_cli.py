@@ -43,6 +43,7 @@ COMMANDS = [
     "jpeg-robustness",
     "robustness",
     "predict",
+    "explain",
     "import-official",
     "card",
     "backbones",
@@ -91,6 +92,7 @@ def test_backbones_lists_the_registry_as_json():
     rows = json.loads(result.stdout)
     assert {row["name"] for row in rows} >= {"densenet121", "vit_b_16", "tiny"}
     assert next(r for r in rows if r["name"] == "vit_b_16")["crop"] == 224
+    assert next(r for r in rows if r["name"] == "resnet50")["attribution_layer"] == "layer4"
 
 
 def test_split_writes_a_manifest_and_prints_counts(data_dir, tmp_path):
@@ -444,6 +446,8 @@ def test_demo_runs_end_to_end(tmp_path):
     ):
         assert (out / name).is_file(), name
     assert len(list((out / "data").rglob("*.png"))) == 72
+    sheets = sorted(p.name.split("-")[0] for p in (out / "explain").glob("*.sheet.png"))
+    assert sheets == ["dm", "gan", "real"]  # one test image of each class
 
     # The numbers the demo wrote are those dfx evaluate computes on the same files.
     report = out / "again.json"

@@ -125,8 +125,35 @@ def demo_command(
     for record in records:
         record["path"] = os.path.relpath(record["path"])
     console.print(predictions_table(records))
+    _explain_examples(detector, test_images, out / "explain", console)
     console.print(
         f"\nNext: [bold]dfx predict --model {escape(str(fusion.path))} IMAGE...[/bold]  (or "
         f"[bold]dfx evaluate --model {escape(str(fusion.path))} "
         f"-m {escape(str(out / 'manifest.csv'))} --qf 50[/bold])"
     )
+
+
+def _explain_examples(detector, test_images, folder: Path, console) -> None:
+    """Write the explanation of the first test image of each class to ``folder``."""
+    from rich.markup import escape
+
+    from dfx.classes import CLASSES
+    from dfx.data.images import load_rgb
+    from dfx.engine.explain import check_available, explain
+    from dfx.errors import DfxError
+    from dfx.overlays import write_explanation
+
+    try:
+        check_available()
+    except DfxError as missing:  # the demo's other results stand without it
+        console.print(f"[yellow]explanations skipped:[/yellow] {escape(str(missing))}")
+        return
+    firsts = {}
+    for image in test_images:
+        firsts.setdefault(image.label, image.path)
+    threshold = detector.resolve_threshold().value
+    for explanation in explain(detector, [firsts[c] for c in CLASSES if c in firsts]):
+        if explanation.error is None:
+            image = load_rgb(explanation.path)
+            write_explanation(explanation, image, folder, Path(explanation.path).stem, threshold)
+    console.print(f"Explanations of one test image per class: {escape(str(folder))}/")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -214,3 +215,14 @@ def evaluation_options(values: dict, batch_size: int | None):
     from dfx.engine.evaluation import EvaluationOptions
 
     return config_from(EvaluationOptions, values | {"batch_size": batch_size})
+
+
+def read_stdin_paths(paths: list[str]) -> list[str]:
+    """The PATH arguments with each ``-`` replaced by the paths read from stdin, one a line."""
+    expanded = []
+    for argument in paths:
+        if argument == "-":
+            expanded.extend(line.strip() for line in sys.stdin if line.strip())
+        else:
+            expanded.append(argument)
+    return expanded

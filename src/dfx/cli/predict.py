@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import sys
 from typing import Annotated
 
 import typer
@@ -22,6 +21,7 @@ from dfx.cli.options import (
     Sha256Option,
     ThresholdOption,
     Workers,
+    read_stdin_paths,
 )
 from dfx.limits import DEFAULT_MAX_PIXELS
 
@@ -69,7 +69,7 @@ def predict_command(
     from dfx.report import to_json
 
     detector = load_detector(fetch_model(model, sha256), device, precision, compile)
-    arguments = _read_stdin_paths(paths)
+    arguments = read_stdin_paths(paths)
     inputs, problems = expand_inputs(arguments)
     batch_size = detector.batch_size(batch_size)
     table_rows = []  # JSON lines are not kept: a stream of millions stays small
@@ -110,13 +110,3 @@ def _unchecked_c2pa(prediction) -> bool:
     from dfx.data.provenance import UNCHECKED_C2PA
 
     return any(c.source == "c2pa" and c.value == UNCHECKED_C2PA for c in claims)
-
-
-def _read_stdin_paths(paths: list[str]) -> list[str]:
-    expanded = []
-    for argument in paths:
-        if argument == "-":
-            expanded.extend(line.strip() for line in sys.stdin if line.strip())
-        else:
-            expanded.append(argument)
-    return expanded

@@ -298,3 +298,38 @@ def copies_table(copies: list[dict], shown: int = 10) -> Table:
     if len(crossing) > shown:
         table.add_row("…", "", f"and {len(crossing) - shown} more (see --json)", "")
     return table
+
+
+def explanations_table(records: list[dict]):
+    """One row per input: verdict, target, each specialist's share and the contact sheet."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from dfx.classes import CLASSES
+
+    table = Table(title=None)
+    table.add_column("path", overflow="fold")
+    table.add_column("label")
+    table.add_column("p_fake", justify="right")
+    table.add_column("fake")
+    table.add_column("target")
+    for name in CLASSES:
+        table.add_column(f"share {name}", justify="right")
+    table.add_column("contact sheet", overflow="fold")
+    for record in records:
+        if record.get("error"):
+            table.add_row(
+                f"{escape(record['path'])}\n  [red]{escape(record['error'])}[/red]", "error"
+            )
+            continue
+        shares = record["shares"] or {}
+        table.add_row(
+            escape(record["path"]),
+            record["label"],
+            f"{record['p_fake']:.3f}",
+            "yes" if record["fake"] else "no",
+            record["target"],
+            *(f"{shares[name]:.0%}" if name in shares else "—" for name in CLASSES),
+            escape(record["files"][-1]),
+        )
+    return table

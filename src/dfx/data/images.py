@@ -200,6 +200,23 @@ def load_rgb(
         raise ImageReadError(reason) from error
 
 
+# EXIF orientations that turn the stored image by a quarter turn (width and height swap).
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})
+
+
+def displayed_size(image: str | Path | Image.Image) -> tuple[int, int]:
+    """(width, height) of an image as shown, EXIF orientation applied, as :func:`load_rgb` gives.
+
+    A file's header is read, not its pixels; an in-memory image is used as it is.
+    """
+    if isinstance(image, Image.Image):
+        return image.size
+    with Image.open(image) as opened:
+        width, height = opened.size
+        orientation = opened.getexif().get(0x0112)  # the EXIF Orientation tag
+    return (height, width) if orientation in _QUARTER_TURNS else (width, height)
+
+
 def _check_pixels(size: tuple[int, int], max_pixels: int | None) -> None:
     pixels = size[0] * size[1]
     if max_pixels is not None and pixels > max_pixels:

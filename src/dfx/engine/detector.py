@@ -229,16 +229,27 @@ class Detector:
             failed = {f.index: f for f in part.failures}
             batch = []
             for index in sorted([*found, *failed]):
-                name = _name(images[index], index)
+                name = input_name(images[index], index)
                 if index in found:
-                    batch.append(_prediction(name, probs[found[index]], threshold))
+                    batch.append(make_prediction(name, probs[found[index]], threshold))
                     batch[-1].provenance = _provenance_of(images[index])
                 else:
                     batch.append(Prediction(name, None, None, None, failed[index].reason))
             yield batch
 
+    def explain(self, images: Sequence[ImageInput], target: str | None = None, **options) -> list:
+        """One :class:`dfx.engine.explain.Explanation` per input: heatmaps and shares.
 
-def _prediction(name: str, probs: np.ndarray, threshold: float) -> Prediction:
+        ``target``: None (the predicted class) or dm, gan, real; ``method``: gradcam or
+        hirescam; other options as :meth:`predict`. Needs ``pip install "deepfeaturex[explain]"``.
+        """
+        from dfx.engine.explain import explain
+
+        return explain(self, images, target=target, **options)
+
+
+def make_prediction(name: str, probs: np.ndarray, threshold: float) -> Prediction:
+    """The prediction of one input from its class probabilities, fake at ``threshold``."""
     p_fake = float(p_fake_of(probs[None, :])[0])
     return Prediction(
         name,
@@ -253,7 +264,8 @@ def _provenance_of(image: ImageInput) -> Provenance | None:
     return None if isinstance(image, Image.Image) else read_provenance(image)
 
 
-def _name(image: ImageInput, index: int) -> str:
+def input_name(image: ImageInput, index: int) -> str:
+    """How an input is named in results: its path, or ``<image #i>`` in memory."""
     return str(image) if not isinstance(image, Image.Image) else f"<image #{index}>"
 
 

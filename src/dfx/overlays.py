@@ -1,0 +1,120 @@
+"""Heatmap overlays and contact sheets of ``dfx explain`` as PNG files (Pillow; no printing).
+
+An overlay is the image with its heatmap painted over it in the turbo colour map, more
+opaque where the map is hotter, so that cold regions show the image unchanged. A contact
+sheet puts the image and its overlays side by side with the verdict in a caption.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from dfx.atomic import atomic_write
+from dfx.classes import CLASSES
+
+MAX_OPACITY = 0.6
+"""Opacity of the colour where the heatmap is 1 (where it is 0, the image shows as it is)."""
+
+PANEL_SIDE = 256
+"""Longer side of each panel of a contact sheet, in pixels."""
+
+_MARGIN = 8
+_LINE = 18
+
+
+def overlay(image: Image.Image, heatmap: np.ndarray) -> Image.Image:
+    """``image`` (RGB) with ``heatmap`` (H×W in [0, 1], the image's size) painted over it."""
+    from matplotlib import colormaps
+
+    heat = np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0)
+    if heat.shape != (image.height, image.width):
+        raise ValueError(f"heatmap {heat.shape} does not match image {image.size}")
+    colour = colormaps["turbo"](heat)[..., :3]
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    alpha = (MAX_OPACITY * heat)[..., None]
+    blended = (1.0 - alpha) * pixels + alpha * colour
+    return Image.fromarray(np.rint(blended * 255.0).astype(np.uint8), "RGB")
+
+
+def contact_sheet(image: Image.Image, explanation, threshold: float) -> Image.Image:
+    """The image, then each specialist's overlay, titled, with the verdict as caption."""
+    titles, panels = ["image"], [image]
+    for key, heatmap in explanation.heatmaps.items():
+        share = explanation.shares.get(key) if explanation.shares else None
+        titles.append(f"{key} specialist" + (f" · share {share:.0%}" if share is not None else ""))
+        panels.append(overlay(image, heatmap))
+    panels = [_panel(p) for p in panels]
+    font = _font(13)
+    caption = caption_lines(explanation, threshold)
+    width = sum(p.width for p in panels) + _MARGIN * (len(panels) + 1)
+    top = _MARGIN + _LINE
+    height = top + max(p.height for p in panels) + _MARGIN + _LINE * len(caption) + _MARGIN
+    sheet = Image.new("RGB", (max(width, 560), height), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    left = _MARGIN
+    for title, panel in zip(titles, panels):
+        draw.text((left, _MARGIN), title, fill=(0, 0, 0), font=font)
+        sheet.paste(panel, (left, top))
+        left += panel.width + _MARGIN
+    y = top + max(p.height for p in panels) + _MARGIN
+    for line in caption:
+        draw.text((_MARGIN, y), line, fill=(0, 0, 0), font=font)
+        y += _LINE
+    return sheet
+
+
+def caption_lines(explanation, threshold: float) -> list[str]:
+    """The verdict, probabilities, P(fake) at the threshold and shares, as caption lines."""
+    prediction = explanation.prediction
+    verdict = "fake" if prediction.fake else "not fake"
+    probs = "  ".join(f"P({c}) {prediction.probs[c]:.3f}" for c in CLASSES)
+    lines = [
+        f"{Path(explanation.path).name}: {prediction.label}  ·  {probs}",
+        f"P(fake) {prediction.p_fake:.3f}: {verdict} at threshold {threshold:.3f}"
+        f"  ·  maps explain: {explanation.target} ({explanation.method})",
+    ]
+    if explanation.shares:
+        shares = "  ".join(f"{k} {v:.0%}" for k, v in explanation.shares.items())
+        lines.append(f"shares of the {explanation.target} score: {shares}")
+    return lines
+
+
+def write_explanation(
+    explanation, image: Image.Image, folder: str | Path, stem: str, threshold: float
+) -> list[Path]:
+    """Write ``<stem>.<specialist>.png`` overlays and ``<stem>.sheet.png``; return the paths.
+
+    ``image`` is the input as displayed (EXIF orientation applied), the heatmaps' size.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for key, heatmap in explanation.heatmaps.items():
+        written.append(_save(overlay(image, heatmap), folder / f"{stem}.{key}.png"))
+    sheet = contact_sheet(image, explanation, threshold)
+    written.append(_save(sheet, folder / f"{stem}.sheet.png"))
+    return written
+
+
+def _panel(image: Image.Image) -> Image.Image:
+    """Scaled so its longer side is :data:`PANEL_SIDE`; small images keep sharp pixels."""
+    scale = PANEL_SIDE / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    resample = Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.LANCZOS
+    return image.resize(size, resample)
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has one fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def _save(image: Image.Image, path: Path) -> Path:
+    with atomic_write(path, "wb") as handle:
+        image.save(handle, format="PNG")
+    return path
