@@ -17,9 +17,9 @@ from dfx.api import Detector, load_detector
 from dfx.checkpoint import DETECTOR_FORMAT, ModelFile
 from dfx.classes import CLASSES
 from dfx.data.images import displayed_size
+from dfx.data.labelled import images_from_manifest
 from dfx.data.manifest import read_manifest
 from dfx.engine.device import resolve_runtime
-from dfx.engine.evaluation import images_from_manifest
 from dfx.engine.explain import BASELINE_KEY, normalised_shares
 from dfx.models.backbones import REGISTRY, get_spec
 from dfx.models.detector import build_detector_network
