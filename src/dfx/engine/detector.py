@@ -160,6 +160,18 @@ class Detector:
         description = f"{len(variants)} variants per image"
         return self._probabilities(PerVariant(self.network), loader, progress, description)
 
+    def image_batches(
+        self,
+        images: Sequence[ImageInput],
+        batch_size: int,
+        workers: int | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ):
+        """The decoded images as this detector's input batches (:class:`dfx.data.dataset.Batch`),
+        for code that runs the network its own way (explanations)."""
+        dataset = ImageDataset(images, None, self.preprocessing, max_pixels=max_pixels)
+        return self._loader(dataset, batch_size, workers)
+
     def _loader(self, dataset, images_per_step: int, workers: int | None):
         # No worker processes when everything fits in one step: starting them costs more.
         if workers is None:

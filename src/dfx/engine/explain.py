@@ -117,7 +117,6 @@ def iter_explain(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> Iterator[list[Explanation]]:
     """:func:`explain` one batch at a time, in input order, as soon as each is done."""
-    from dfx.data.dataset import ImageDataset
     from dfx.engine.detector import Prediction, input_name, make_prediction
 
     check_available()
@@ -127,10 +126,9 @@ def iter_explain(
     threshold = detector.resolve_threshold(threshold).value
     explainer = _Explainer(detector, method)
     batch_size = batch_size or default_batch_size(detector.runtime)
-    dataset = ImageDataset(images, None, detector.preprocessing, max_pixels=max_pixels)
-    loader = detector.data_loader(dataset, batch_size, workers)
+    loader = detector.image_batches(images, batch_size, workers, max_pixels)
     progress = or_null(progress)
-    progress.start("explain", len(dataset), "explain")
+    progress.start("explain", len(images), "explain")
     for batch in loader:
         explained = {}
         if len(batch.indices):
