@@ -178,7 +178,9 @@ def test_train_base_trains_on_90_to_10_sets(manifest_path, tmp_path):
         positives = sum(1 for r in manifest.select("base") if r.label == name)
         assert counts["positives"] == positives
         share = counts["negatives"] / (counts["positives"] + counts["negatives"])
-        assert abs(share - 0.10) < 0.012, (name, counts)  # 85:15 would give 0.15
+        # Negatives are drawn per (class, generator) group and rounded there, so a small set
+        # misses 0.10 by up to one image; 85:15 would give 0.15.
+        assert abs(share - 0.10) < 0.025, (name, counts)
         assert counts["train"] + counts["val"] == counts["positives"] + counts["negatives"]
 
 
