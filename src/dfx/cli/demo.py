@@ -12,6 +12,7 @@ from dfx.cli.console import RichProgress, stdout
 from dfx.cli.errors import handle_errors
 from dfx.cli.evaluate import render_evaluation
 from dfx.cli.options import Device, Seed
+from dfx.cli.outputs import check_outputs
 from dfx.cli.training import render_base_results, render_fusion_result
 
 EPILOG = """\
@@ -64,6 +65,7 @@ def demo_command(
     from dfx.engine.evaluation import EvaluationOptions, evaluate
     from dfx.engine.fusion_training import train_fusion
 
+    check_outputs(folders={"--out": out})
     console = stdout()
     console.print(
         "[bold]dfx demo[/bold]: a scaled-down DeepFeatureX run (tiny backbone, "
@@ -101,7 +103,7 @@ def demo_command(
         results = [
             train_base(manifest, name, base_config, out / "base", progress) for name in CLASSES
         ]
-    render_base_results(results, json_output=False)
+    render_base_results(results, json_path=None)
 
     fusion_config = FusionTrainConfig(
         epochs=fusion_epochs, lr=1e-3, seed=seed, device=device, workers=0
@@ -110,7 +112,7 @@ def demo_command(
         fusion = train_fusion(
             manifest, {r.target: r.path for r in results}, fusion_config, out / "model.pt", progress
         )
-    render_fusion_result(fusion, json_output=False)
+    render_fusion_result(fusion, json_path=None)
 
     detector = load_detector(fusion.path, device)
     test_images = images_from_manifest(manifest, "test")
@@ -126,7 +128,7 @@ def demo_command(
         record["path"] = os.path.relpath(record["path"])
     console.print(predictions_table(records))
     console.print(
-        f"\nNext: [bold]dfx predict --model {escape(str(fusion.path))} IMAGE...[/bold]  (or "
-        f"[bold]dfx evaluate --model {escape(str(fusion.path))} "
+        f"\nNext: [bold]dfx predict -M {escape(str(fusion.path))} IMAGE...[/bold]  (or "
+        f"[bold]dfx evaluate -M {escape(str(fusion.path))} "
         f"-m {escape(str(out / 'manifest.csv'))} --qf 50[/bold])"
     )

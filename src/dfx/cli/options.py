@@ -17,14 +17,20 @@ import typer
 from dfx.engine.configs import BackboneTrainConfig, TrainConfig
 from dfx.limits import DEFAULT_MAX_PIXELS
 
-_MANIFEST = typer.Option("--manifest", "-m", help="Manifest CSV written by 'dfx split'.")
+_MANIFEST = typer.Option(
+    "--manifest", "-m", metavar="FILE", help="Manifest CSV written by 'dfx split'."
+)
 
 ManifestOption = Annotated[Path, _MANIFEST]
 OptionalManifest = Annotated[Path | None, _MANIFEST]
 ModelOption = Annotated[
     Path,
     typer.Option(
-        "--model", envvar="DFX_MODEL", help="Detector file (train-fusion or train-baseline)."
+        "--model",
+        "-M",
+        metavar="FILE",
+        envvar="DFX_MODEL",
+        help="Detector file (train-fusion or train-baseline).",
     ),
 ]
 ThresholdOption = Annotated[
@@ -40,16 +46,32 @@ RoleOption = Annotated[str, typer.Option("--split", help="Manifest role to evalu
 Balanced = Annotated[
     bool, typer.Option("--balanced/--no-balanced", help="Balance classes by sampling.")
 ]
-JsonFile = Annotated[
-    str | None, typer.Option("--json", help="Write the results as JSON to FILE ('-': stdout).")
+JSON_METAVAR = "[FILE|-]"
+JsonOutput = Annotated[
+    str | None,
+    typer.Option(
+        "--json",
+        metavar=JSON_METAVAR,
+        is_flag=False,
+        flag_value="-",
+        help="Results as JSON: to stdout instead of tables (--json alone, or --json -), "
+        "or to FILE besides the tables.",
+    ),
 ]
+"""``--json [FILE|-]``, the same on every command that outputs data."""
 CsvFile = Annotated[
     str | None,
-    typer.Option("--csv", help="Write the headline metrics as CSV to FILE ('-': stdout)."),
+    typer.Option(
+        "--csv",
+        metavar="FILE|-",
+        help="Headline metrics as CSV to FILE, or to stdout instead of tables ('-').",
+    ),
 ]
-JsonFlag = Annotated[
-    bool, typer.Option("--json", help="Print the results as JSON instead of tables.")
+PlotsOption = Annotated[
+    Path | None,
+    typer.Option("--plots", metavar="DIR", help="Write the plots (PNG) and their points to DIR."),
 ]
+"""``--plots DIR``, the same on every command that draws plots."""
 Device = Annotated[str, typer.Option("--device", help="Where to run: auto, cpu, cuda or cuda:N.")]
 Precision = Annotated[
     str,
@@ -146,7 +168,7 @@ TRAINING_OPTIONS = (
     _option("val_fraction", ValFraction, TrainConfig.val_fraction),
     *RUNTIME_OPTIONS,
     _option("resume", Resume, False),
-    _option("json_output", JsonFlag, False),
+    _option("json_path", JsonOutput, None),
 )
 """The optimisation, runtime and output options of every training command."""
 
@@ -165,8 +187,9 @@ EVALUATION_OPTIONS = (
     _option("split", RoleOption, "test"),
     _option("balanced", Balanced, True),
     _option("threshold", ThresholdOption, None),
-    _option("json_path", JsonFile, None),
+    _option("json_path", JsonOutput, None),
     _option("csv_path", CsvFile, None),
+    _option("plots", PlotsOption, None),
     *RUNTIME_OPTIONS,
 )
 """The data, decision and output options of evaluate and the robustness commands."""
@@ -200,3 +223,43 @@ def evaluation_options(values: dict, batch_size: int | None):
     from dfx.engine.evaluation import EvaluationOptions
 
     return config_from(EvaluationOptions, values | {"batch_size": batch_size})
+
+
+def readable_metavars(command) -> None:
+    """Give every option of a command a plain metavar (FILE, N, X, TEXT; none for flags).
+
+    The framework would show Python types (``<bool>``, ``<list[str]>``, ``<int range>``);
+    an option that names its own metavar keeps it.
+    """
+    for parameter in command.params:
+        if parameter.param_type_name == "argument":
+            _plain_argument(parameter)
+            continue
+        if parameter.metavar is not None:
+            continue
+        descriptor = getattr(parameter, "type_descriptor", None)
+        annotation = descriptor.annotation if descriptor is not None else str
+        parameter.metavar = _metavar_of(annotation)
+
+
+def _plain_argument(argument) -> None:
+    """``PATH...`` in the usage line instead of ``{PATH}...``, and no Python type beside it."""
+    words = (argument.metavar or argument.name.upper()) + ("..." if argument.nargs != 1 else "")
+    usage = words if argument.required else f"[{words}]"
+    argument._usage_display_name = lambda: usage
+    argument.display_type_rich = lambda ctx: None
+
+
+_WORDS = {bool: "", int: "N", float: "X", str: "TEXT", Path: "PATH"}
+
+
+def _metavar_of(annotation) -> str:
+    import typing
+
+    arguments = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        return " ".join(_metavar_of(a) for a in arguments)
+    if arguments:  # list[X] (repeated: the help says so) or X | None
+        return _metavar_of(arguments[0])
+    return _WORDS.get(annotation, "TEXT")

@@ -9,6 +9,7 @@ import typer
 
 from dfx.cli.console import RichProgress, report_failures
 from dfx.cli.errors import exit_if_failures, handle_errors
+from dfx.cli.outputs import check_outputs
 from dfx.cli.options import BACKBONE_TRAINING_OPTIONS, ManifestOption, config_from, with_options
 from dfx.cli.training import read_training_manifest, render_base_results
 from dfx.engine.configs import BaseTrainConfig
@@ -55,6 +56,7 @@ def train_base_command(
     from dfx.errors import TrainingInterrupted
     from dfx.models.backbones import get_spec
 
+    check_outputs({"--json": options["json_path"]}, {"--out": out})
     targets = list(CLASSES) if target == "all" else [check_target(target)]
     config = config_from(BaseTrainConfig, options | {"negative_fraction": negative_fraction})
     get_spec(config.backbone)
@@ -82,5 +84,5 @@ def train_base_command(
     # Each model reads the same test images: name every unreadable file once.
     failures = list({f.source: f for r in results for f in r.failures}.values())
     report_failures(failures)
-    render_base_results(results, options["json_output"])
+    render_base_results(results, options["json_path"])
     exit_if_failures(failures)

@@ -9,6 +9,7 @@ import typer
 
 from dfx.cli.console import RichProgress, report_failures
 from dfx.cli.errors import exit_if_failures, handle_errors
+from dfx.cli.outputs import check_outputs
 from dfx.cli.options import BACKBONE_TRAINING_OPTIONS, ManifestOption, config_from, with_options
 from dfx.cli.training import read_training_manifest, render_validated
 
@@ -44,6 +45,7 @@ def train_baseline_command(
     from dfx.engine.configs import BaselineTrainConfig
     from dfx.models.backbones import get_spec
 
+    check_outputs({"--out": out, "--json": options["json_path"]})
     config = config_from(BaselineTrainConfig, options)
     get_spec(config.backbone)
     loaded = read_training_manifest(manifest, TRAIN_ROLES, options["allow_changed"])
@@ -52,7 +54,7 @@ def train_baseline_command(
     report_failures(result.failures)
     render_validated(
         result,
-        options["json_output"],
+        options["json_path"],
         f"Baseline {config.backbone} on its validation images",
         f"best epoch {result.best_epoch}, threshold {result.threshold['value']:.4g}, "
         f"{result.seconds:.1f} s",
