@@ -134,7 +134,7 @@ def test_train_base_errors(manifest_path, tmp_path):
         "densenet121",
         "vit_b_32",
     )
-    assert_user_error(invoke("train-base", "-m", manifest_path, "--target", "cat"), "--target")
+    assert_user_error(invoke("train-base", "-m", manifest_path, "--target", "cat"), "target 'cat'")
     assert_user_error(invoke("train-base", "-m", tmp_path / "none.csv"), "does not exist")
     assert_user_error(
         invoke(

@@ -31,7 +31,7 @@ from dfx.cli.errors import (
 )
 from dfx.cli.flags import GlobalFlags
 from dfx.cli.launch import check_launch
-from dfx.cli.options import readable_metavars
+from dfx.cli.options import fill_optional_values, readable_metavars
 
 
 class DfxGroup(TyperGroup):
@@ -42,6 +42,7 @@ class DfxGroup(TyperGroup):
             from typer import rich_utils
 
             rich_utils.COLOR_SYSTEM = None
+        args = fill_optional_values(sys.argv[1:] if args is None else list(args))
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         if stdout_reader_gone():  # nobody will read the results: do no work

@@ -177,5 +177,7 @@ def usage_error_message(error) -> str:
             f"as in '{program} {name} {context.info_name} ...'."
         )
     message = " ".join(error.format_message().split()).rstrip(".")
+    if name == "-m" and context is not None and any("-M" in p.opts for p in context.command.params):
+        message += "; -m is the manifest: the model is -M or --model"
     help_hint = f" (see '{command} --help')" if context is not None else ""
     return f"{message}{help_hint}."

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from dfx.checkpoint import check_model_path
 from dfx.cli.console import (
     RichProgress,
     report_failures,
@@ -74,17 +75,20 @@ def evaluate_command(
     **options,
 ) -> None:
     """Evaluate a detector: 3-class and binary metrics, AP, AUC, EER, per-generator accuracy."""
-    from dfx.api import load_detector
-    from dfx.data.labelled import read_labelled_sets
-    from dfx.engine.evaluation import evaluate, evaluate_sets
-
     json_path, csv_path, plots = options["json_path"], options["csv_path"], options["plots"]
     check_outputs({"--json": json_path, "--csv": csv_path}, {"--plots": plots})
-    # The cheap checks of the data come first, so a typo fails before a model loads.
+    check_model_path(model)  # before torch loads: a wrong path fails at once
+
+    from dfx.data.labelled import read_labelled_sets
+
+    # The cheap checks of the data come first (torch-free), so a typo fails at once.
     labelled = read_labelled_sets(
         options["manifest"], options["split"], list(data or []), options["allow_changed"]
     )
     report_labelled_sets(labelled)
+    from dfx.api import load_detector
+    from dfx.engine.evaluation import evaluate, evaluate_sets
+
     detector = load_detector(model, options["device"], options["precision"], compile)
     settings = evaluation_options(options, batch_size)
     with RichProgress() as progress:

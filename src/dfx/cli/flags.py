@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-
 TRUE_WORDS = ("1", "true", "yes")
 """Values of an environment switch such as ``DFX_DEBUG`` that turn it on (any case)."""
 

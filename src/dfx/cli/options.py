@@ -52,13 +52,34 @@ JsonOutput = Annotated[
     typer.Option(
         "--json",
         metavar=JSON_METAVAR,
-        is_flag=False,
-        flag_value="-",
         help="Results as JSON: to stdout instead of tables (--json alone, or --json -), "
         "or to FILE besides the tables.",
     ),
 ]
-"""``--json [FILE|-]``, the same on every command that outputs data."""
+"""``--json [FILE|-]``, the same on every command that outputs data (value optional)."""
+
+OPTIONAL_VALUES = {"--json": "-"}
+"""Options whose value may be left out, and the value they then take."""
+
+
+def fill_optional_values(args: list[str]) -> list[str]:
+    """The command line with the left-out value of each optional-value option filled in.
+
+    ``--json`` at the end, or followed by another option, becomes ``--json -`` (stdout), as
+    a flag-like ``--json`` always meant; ``--json FILE`` and ``--json -`` stay as they are.
+    """
+    filled: list[str] = []
+    for position, word in enumerate(args):
+        if word == "--":  # everything after it is an argument
+            return filled + args[position:]
+        filled.append(word)
+        if word in OPTIONAL_VALUES:
+            following = args[position + 1] if position + 1 < len(args) else None
+            if following is None or (following.startswith("-") and following != "-"):
+                filled.append(OPTIONAL_VALUES[word])
+    return filled
+
+
 CsvFile = Annotated[
     str | None,
     typer.Option(

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from dfx.checkpoint import check_model_path
 from dfx.cli.console import (
     RichProgress,
     report_failures,
@@ -79,10 +80,20 @@ def jpeg_robustness_command(
     **options,
 ) -> None:
     """Accuracy raw and after JPEG compression at each quality factor (paper Tables 2–3)."""
-    from dfx.data.perturbations import DEFAULT_QFS, jpeg_grid
+    _check_first(model, plot, options)
+    from dfx.data.perturbations import DEFAULT_QFS, jpeg_grid  # loads torch
 
     perturbations = jpeg_grid(list(qf) if qf else list(DEFAULT_QFS))
-    _run("JPEG robustness", "jpeg-robustness.png", perturbations, model, data, plot, batch_size, options)
+    _run(
+        "JPEG robustness",
+        "jpeg-robustness.png",
+        perturbations,
+        model,
+        data,
+        plot,
+        batch_size,
+        options,
+    )
 
 
 @handle_errors
@@ -104,10 +115,20 @@ def robustness_command(
     **options,
 ) -> None:
     """Accuracy raw and under each perturbation of a spec: JPEG, blur, resize, rotation, mirror."""
+    _check_first(model, plot, options)
     from dfx.data.perturbations import parse_spec
 
     perturbations = parse_spec(" ".join(perturb) if perturb else "official")
     _run("Robustness", "robustness.png", perturbations, model, data, plot, batch_size, options)
+
+
+def _check_first(model: Path, plot: Path | None, options: dict) -> None:
+    """The outputs and the model path, checked before torch loads: mistakes fail at once."""
+    check_outputs(
+        {"--json": options["json_path"], "--csv": options["csv_path"], "--plot": plot},
+        {"--plots": options["plots"]},
+    )
+    check_model_path(model)
 
 
 def _run(
@@ -126,7 +147,6 @@ def _run(
     from dfx.engine.robustness import measure_robustness
 
     json_path, csv_path, plots = options["json_path"], options["csv_path"], options["plots"]
-    check_outputs({"--json": json_path, "--csv": csv_path, "--plot": plot}, {"--plots": plots})
     plot_files = [p for p in (plot, plots / plot_name if plots is not None else None) if p]
     labelled = read_labelled_sets(
         options["manifest"],

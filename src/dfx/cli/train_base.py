@@ -9,8 +9,8 @@ import typer
 
 from dfx.cli.console import RichProgress, report_failures
 from dfx.cli.errors import exit_if_failures, handle_errors
-from dfx.cli.outputs import check_outputs
 from dfx.cli.options import BACKBONE_TRAINING_OPTIONS, ManifestOption, config_from, with_options
+from dfx.cli.outputs import check_outputs
 from dfx.cli.training import read_training_manifest, render_base_results
 from dfx.engine.configs import BaseTrainConfig
 
@@ -51,12 +51,12 @@ def train_base_command(
     **options,
 ) -> None:
     """Train base models: one backbone per class, each specialised in "its class vs the others"."""
+    check_outputs({"--json": options["json_path"]}, {"--out": out})
     from dfx.classes import CLASSES
     from dfx.engine.base_training import check_target, state_path_of, train_base
     from dfx.errors import TrainingInterrupted
     from dfx.models.backbones import get_spec
 
-    check_outputs({"--json": options["json_path"]}, {"--out": out})
     targets = list(CLASSES) if target == "all" else [check_target(target)]
     config = config_from(BaseTrainConfig, options | {"negative_fraction": negative_fraction})
     get_spec(config.backbone)

@@ -9,8 +9,8 @@ import typer
 
 from dfx.cli.console import RichProgress, report_failures
 from dfx.cli.errors import exit_if_failures, handle_errors
-from dfx.cli.outputs import check_outputs
 from dfx.cli.options import BACKBONE_TRAINING_OPTIONS, ManifestOption, config_from, with_options
+from dfx.cli.outputs import check_outputs
 from dfx.cli.training import read_training_manifest, render_validated
 
 EPILOG = """\
@@ -41,11 +41,11 @@ def train_baseline_command(
     **options,
 ) -> None:
     """Train a baseline detector: one backbone on the three classes, no fusion."""
+    check_outputs({"--out": out, "--json": options["json_path"]})
     from dfx.engine.baseline_training import TRAIN_ROLES, train_baseline
     from dfx.engine.configs import BaselineTrainConfig
     from dfx.models.backbones import get_spec
 
-    check_outputs({"--out": out, "--json": options["json_path"]})
     config = config_from(BaselineTrainConfig, options)
     get_spec(config.backbone)
     loaded = read_training_manifest(manifest, TRAIN_ROLES, options["allow_changed"])

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dfx.atomic import atomic_write
 from dfx.classes import CLASS_FOLDER_ALIASES, CLASSES
+from dfx.data.images import decode_failures
 from dfx.data.layout import ImageRecord, ScanResult, scan_dataset
 from dfx.errors import DfxError, first_few
 from dfx.fingerprint import file_digest
@@ -68,6 +69,9 @@ class Manifest:
     """Split ratios (base, fusion, test) it was drawn with."""
     skip_reasons: dict[str, str] = field(default_factory=dict)
     """Files under the data folder that were not images → why (only when just made)."""
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    """Image files the scan found but could not read (relative path, reason): left out of
+    the rows and reported as failures by ``dfx split`` (only when just made)."""
     fingerprinted: bool = True
     """False for a manifest read without size and hash columns (changes go unnoticed)."""
     dropped: list[tuple[str, str]] = field(default_factory=list)
@@ -119,12 +123,17 @@ def make_manifest(
     seed: int = 0,
     roles: Mapping[str, str] | None = None,
     scan: ScanResult | None = None,
+    *,
+    check_decoding: bool = True,
+    on_file=None,
 ) -> Manifest:
     """Scan a class-layout data folder and give every image a role.
 
     ``roles`` (relative path → role), when given, fixes the roles instead of drawing them,
     as the official release's guidance.csv does, and keeps only the images it names.
     ``scan``, when given, is the caller's scan of ``data`` (it is not scanned again).
+    With ``check_decoding`` every image is decoded once (``on_file`` called after each), so
+    truncated files join the empty and unreadable ones in ``unreadable`` instead of the rows.
     """
     ratios = check_ratios(ratios)
     scan = scan or scan_dataset(data)
@@ -133,11 +142,20 @@ def make_manifest(
             f"{data} uses the binary 0_real/1_fake layout, which has no dm/gan labels to train "
             "on; split needs class folders dm, gan and real (use it with 'dfx evaluate --data')."
         )
+    records = [r for r in scan.records if roles is None or r.path in roles]
+    unreadable = [
+        (r.path, reason) for r, reason in scan.unreadable if roles is None or r.path in roles
+    ]
+    if check_decoding:
+        failed = decode_failures([scan.root / r.path for r in records], None, on_file)
+        unreadable += [(records[i].path, reason) for i, reason in failed.items()]
+        records = [r for i, r in enumerate(records) if i not in failed]
+    unreadable.sort()
     if roles is not None:
-        rows = [_row(r, roles[r.path]) for r in scan.records if r.path in roles]
-        return Manifest(scan.root.resolve(), rows, None, None, scan.reasons)
-    rows = [_row(record, role_of(record.path, seed, ratios)) for record in scan.records]
-    return Manifest(scan.root.resolve(), rows, seed, ratios, scan.reasons)
+        rows = [_row(r, roles[r.path]) for r in records]
+        return Manifest(scan.root.resolve(), rows, None, None, scan.reasons, unreadable)
+    rows = [_row(record, role_of(record.path, seed, ratios)) for record in records]
+    return Manifest(scan.root.resolve(), rows, seed, ratios, scan.reasons, unreadable)
 
 
 def _row(record: ImageRecord, role: str) -> ManifestRow:
@@ -211,8 +229,13 @@ def read_manifest(
     naming them, or with ``allow_changed`` leaves those rows out (listed in ``dropped``).
     """
     path = Path(path)
+    if path.is_dir():
+        raise DfxError(f"manifest {path} is a folder; a manifest is one CSV file.")
     if not path.is_file():
         raise DfxError(f"manifest {path} does not exist; create one with 'dfx split DATA'.")
+    with open(path, "rb") as handle:
+        if handle.read(4) == b"PK\x03\x04":  # the zip archive torch.save writes
+            raise DfxError(f"manifest {path} is a PyTorch file (a model?), not a manifest CSV.")
     try:
         # utf-8-sig: a spreadsheet program may have saved it with a byte-order mark.
         with open(path, encoding="utf-8-sig", newline="") as handle:
