@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from dfx.checkpoint import check_model_path
 from dfx.cli.console import (
     RichProgress,
     report_failures,
@@ -77,6 +76,8 @@ def evaluate_command(
     """Evaluate a detector: 3-class and binary metrics, AP, AUC, EER, per-generator accuracy."""
     json_path, csv_path, plots = options["json_path"], options["csv_path"], options["plots"]
     check_outputs({"--json": json_path, "--csv": csv_path}, {"--plots": plots})
+    from dfx.checkpoint import check_model_path  # torch-free: before torch loads
+
     check_model_path(model)  # before torch loads: a wrong path fails at once
 
     from dfx.data.labelled import read_labelled_sets

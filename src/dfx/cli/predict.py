@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 
-from dfx.checkpoint import check_model_path
 from dfx.cli.console import RichProgress, notice, print_text, report_written, stdout
 from dfx.cli.errors import EXIT_INPUT_FAILED, handle_errors
 from dfx.cli.options import (
@@ -65,6 +64,8 @@ def predict_command(
 ) -> None:
     """Say whether images are real, GAN-generated or diffusion-generated."""
     check_outputs({"--json": json_path})
+    from dfx.checkpoint import check_model_path  # torch-free: before torch loads
+
     check_model_path(model)  # before torch loads: a wrong path fails at once
 
     from dfx.api import Prediction, load_detector

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from dfx.checkpoint import check_model_path
 from dfx.cli.console import (
     RichProgress,
     report_failures,
@@ -128,6 +127,8 @@ def _check_first(model: Path, plot: Path | None, options: dict) -> None:
         {"--json": options["json_path"], "--csv": options["csv_path"], "--plot": plot},
         {"--plots": options["plots"]},
     )
+    from dfx.checkpoint import check_model_path  # torch-free: before torch loads
+
     check_model_path(model)
 
 
