@@ -42,6 +42,7 @@ class DfxGroup(TyperGroup):
             from typer import rich_utils
 
             rich_utils.COLOR_SYSTEM = None
+        readable_metavars(self)
         args = fill_optional_values(sys.argv[1:] if args is None else list(args))
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)

@@ -252,6 +252,17 @@ def readable_metavars(command) -> None:
     The framework would show Python types (``<bool>``, ``<list[str]>``, ``<int range>``);
     an option that names its own metavar keeps it.
     """
+    if not getattr(command, "_dfx_metavars", False):  # once per command object
+        command._dfx_metavars = True
+        framework_help = command.get_help_option
+
+        def help_option(context):
+            option = framework_help(context)
+            if option is not None:
+                option.metavar = ""
+            return option
+
+        command.get_help_option = help_option
     for parameter in command.params:
         if parameter.param_type_name == "argument":
             _plain_argument(parameter)
