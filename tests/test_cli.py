@@ -362,9 +362,10 @@ def test_predict_table_shows_the_decision_at_the_threshold(trained, images):
         result = invoke("predict", "--model", trained["model"], *images["good"],
                         "--threshold", threshold)  # fmt: skip
         assert result.exit_code == 0, result.output
-        cells = [line.split("│") for line in result.stdout.splitlines() if line[:1] == "│"]
-        labelled = [row for row in cells if row[2].strip() in ("dm", "gan", "real")]
-        decisions[threshold] = [row[-2].strip() for row in labelled]
+        # Not a terminal: tab-separated lines under a header; "fake" is the 7th column.
+        header, *rows = [line.split("\t") for line in result.stdout.splitlines()]
+        assert header[6] == "fake"
+        decisions[threshold] = [row[6] for row in rows]
     assert decisions == {"0": ["yes"] * 3, "1": ["no"] * 3}
 
 

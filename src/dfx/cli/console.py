@@ -98,8 +98,9 @@ def stdout_reader_gone() -> bool:
 class RichProgress:
     """A :class:`dfx.progress.ProgressReporter` on stderr: bars on a terminal, else log lines.
 
-    When stderr is a file or a pipe (a log, CI), each task writes plain lines instead of a
-    live bar: when it starts, every 10% (or 30 s), and when it ends.
+    When stderr is a file or a pipe (a log, CI), tasks write plain lines instead of live
+    bars: a task starts, every 10% of it (or 30 s), and ends; the epochs of training one
+    line each. A task inside another (an epoch's batches) writes a line every 30 s only.
     """
 
     _kept = ("epochs",)
@@ -141,21 +142,24 @@ class RichProgress:
         self.finish(task)
         self.tasks[task] = self.progress.add_task(description, total=total, info="")
         if self.lines and self.enabled:
-            self.logged[task] = _LoggedTask(description, total)
-            self._log(f"{description}: started" + (f", {total} steps" if total else ""))
+            logged = _LoggedTask(description, total, every_step=task in self._kept,
+                                 nested=bool(self.logged))  # fmt: skip
+            self.logged[task] = logged
+            if not logged.nested:
+                self._log(f"{description}: started" + (f", {total} steps" if total else ""))
 
     def advance(self, task: str, steps: int = 1, **fields: object) -> None:
         if task in self.tasks:
             info = "  ".join(f"{k} {_fmt(v)}" for k, v in fields.items())
             self.progress.update(self.tasks[task], advance=steps, info=info)
             logged = self.logged.get(task)
-            if logged is not None and logged.step(steps, bool(fields)):
+            if logged is not None and logged.step(steps):
                 self._log(logged.line(info))
 
     def finish(self, task: str) -> None:
         task_id = self.tasks.pop(task, None)
         logged = self.logged.pop(task, None)
-        if logged is not None and not logged.reported_last:
+        if logged is not None and not logged.nested and not logged.reported_last:
             self._log(logged.line(""))
         if task_id is not None and task not in self._kept:
             self.progress.remove_task(task_id)
@@ -169,23 +173,27 @@ class RichProgress:
 
 
 class _LoggedTask:
-    """When a task shown as log lines is worth another line: every 10%, 30 s, or live figures."""
+    """When a task shown as log lines is worth another line."""
 
     EVERY_SECONDS = 30.0
 
-    def __init__(self, description: str, total: int | None) -> None:
+    def __init__(self, description: str, total: int | None, every_step: bool, nested: bool):
         self.description = description
         self.total = total
+        self.every_step = every_step
+        self.nested = nested
         self.done = 0
         self.started = self.last = time.monotonic()
         self.next_share = 0.1
         self.reported_last = False
 
-    def step(self, steps: int, has_fields: bool) -> bool:
+    def step(self, steps: int) -> bool:
         self.done += steps
         now = time.monotonic()
         share = self.done / self.total if self.total else 0.0
-        due = has_fields or now - self.last >= self.EVERY_SECONDS or share >= self.next_share
+        due = now - self.last >= self.EVERY_SECONDS
+        if not self.nested:
+            due = due or self.every_step or (bool(self.total) and share >= self.next_share)
         if due:
             self.last = now
             while self.total and share >= self.next_share:

@@ -9,7 +9,7 @@ import typer
 
 from dfx.cli.console import notice
 from dfx.cli.errors import handle_errors
-from dfx.cli.options import JsonOutput
+from dfx.cli.options import ImageSize, JsonOutput
 from dfx.cli.outputs import check_outputs, emit_json
 
 EPILOG = """\
@@ -46,14 +46,7 @@ def import_official_command(
     real: Annotated[
         Path | None, typer.Option("--real", help="Official real base-model file.")
     ] = None,
-    image_size: Annotated[
-        int | None,
-        typer.Option(
-            "--image-size",
-            min=8,
-            help="Input side (default: the backbone's, as the release used: 256, ViT 224).",
-        ),
-    ] = None,
+    image_size: ImageSize = None,
     json_path: JsonOutput = None,
 ) -> None:
     """Convert the official release's state dicts into a dfx detector (or base-model) file."""
