@@ -55,7 +55,7 @@ def click_command(name: str):
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory, data_dir) -> Path:
-    """A labelled folder (4 dm, 4 gan, 8 real) plus an empty and a truncated real image."""
+    """A labelled folder (4 dm, 4 gan, 8 real), an empty, a truncated and a misnamed image."""
     root = tmp_path_factory.mktemp("broken") / "data"
     for label, generator, count in (("dm", "toydm-a", 4), ("gan", "toygan-a", 4),
                                     ("real", "photo", 8)):  # fmt: skip
@@ -66,6 +66,8 @@ def folder(tmp_path_factory, data_dir) -> Path:
     good = next((root / "real" / "photo").iterdir())
     (root / "real" / "photo" / "empty.png").write_bytes(b"")
     (root / "real" / "photo" / "truncated.png").write_bytes(good.read_bytes()[:120])
+    (root / "real" / "photo" / "misnamed.png").write_text("a text file named like an image")
+    (root / "real" / "photo" / "README.txt").write_text("passed over: not an image")
     return root
 
 
@@ -75,9 +77,13 @@ def api_reasons(trained, folder) -> dict[str, str]:
     import dfx
 
     detector = dfx.load_detector(trained["model"], device="cpu")
-    broken = [folder / "real" / "photo" / name for name in ("empty.png", "truncated.png")]
+    broken = [folder / "real" / "photo" / name for name in BROKEN]
     predictions = detector.predict([*broken, folder / "missing.png"], workers=0)
     return {Path(p.path).name: p.to_dict() for p in predictions}
+
+
+BROKEN = ("empty.png", "truncated.png", "misnamed.png")
+"""The unreadable image files of :func:`folder`."""
 
 
 # Streams: results on stdout, everything else on stderr, nothing at all into a closed pipe.
@@ -287,13 +293,13 @@ def test_evaluate_counts_empty_and_truncated_files(trained, folder, api_reasons,
                     "--json", "--workers", "0")  # fmt: skip
     assert result.exit_code == 1, result.output
     failures = {Path(f["path"]).name: f["error"] for f in json.loads(result.stdout)["failures"]}
-    assert failures == {name: api_reasons[name]["error"] for name in ("empty.png", "truncated.png")}
+    assert failures == {name: api_reasons[name]["error"] for name in BROKEN}
 
 
 def test_predict_split_and_robustness_count_them_with_the_same_reasons(
     trained, folder, api_reasons, tmp_path
 ):
-    expected = {name: api_reasons[name]["error"] for name in ("empty.png", "truncated.png")}
+    expected = {name: api_reasons[name]["error"] for name in BROKEN}
     predicted = invoke("predict", "-M", trained["model"], folder, "--json", "--workers", "0")
     records = [json.loads(line) for line in predicted.stdout.splitlines()]
     assert predicted.exit_code == 1

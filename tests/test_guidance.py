@@ -100,7 +100,7 @@ def test_guidance_problems_are_reported_and_left_out(official_data, tmp_path):
     # An image-named file that is no image is an unreadable image: a failure, not a skip.
     assert report["skip_reasons"] == {}
     assert report["failures"] == [
-        {"path": "real/FFHQ/notes.png", "error": "not an image by its content"}
+        {"path": "real/FFHQ/notes.png", "error": "not an image Pillow can decode"}
     ]
     assert "left out 7 of 12 guidance row(s):" in result.stderr
     assert "line 5: /dm_generated/latent_diffusion/0001.png: model 'dalle2'" in result.stderr

@@ -106,7 +106,8 @@ def _make_manifest(data: Path, ratios, seed: int):
     check_ratios(ratios)
     scan = scan_dataset(data)
     with RichProgress() as progress:
-        progress.start("decode", len(scan.records), "check that each image decodes")
+        total = len(scan.records) + len(scan.unreadable)
+        progress.start("decode", total, "check that each image decodes")
         manifest = make_manifest(
             data, ratios, seed, scan=scan, on_file=lambda: progress.advance("decode")
         )

@@ -27,6 +27,7 @@ _SIGNATURES: tuple[bytes, ...] = (
 
 
 NOT_AN_IMAGE = "not an image by its content"
+NOT_DECODABLE = "not an image Pillow can decode"
 MISSING = "no such file or folder"
 """The reason given for a path that names nothing, by the library and every command alike."""
 
@@ -192,7 +193,7 @@ def load_rgb(
     except ImageReadError:
         raise
     except UnidentifiedImageError as error:
-        raise ImageReadError("not an image Pillow can decode") from error
+        raise ImageReadError(NOT_DECODABLE) from error
     except OSError as error:
         if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)):
             raise ImageReadError(_open_failure(path, error)) from error
@@ -259,9 +260,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def expand_inputs(arguments: list[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Files as given, and the image files found in folders (recursively, by content).
 
-    Returns the inputs to classify and (path, reason) for arguments that name nothing and
-    for files in folders that cannot be images although they should be (an image extension,
-    an empty or unreadable file, a dangling link). Other non-image files are passed over.
+    Returns the inputs to classify and (path, reason) for arguments that name nothing.
+    Files in folders that should be images (an image extension, or empty, unreadable, a
+    dangling link) are inputs even when they cannot be images, so that decoding them gives
+    the reason the Python API gives; other non-image files are passed over.
     """
     files: list[Path] = []
     problems: list[tuple[str, str]] = []
@@ -271,11 +273,9 @@ def expand_inputs(arguments: list[str | Path]) -> tuple[list[Path], list[tuple[s
             found = len(files) + len(problems)
             for file in iter_files(path):
                 reason = not_an_image(file)
-                if reason is None:
-                    files.append(file)
-                elif unreadable_image(file, reason):
+                if reason is None or unreadable_image(file, reason):
                     # README.txt is passed over quietly; a broken photo.jpg is reported.
-                    problems.append((str(file), reason))
+                    files.append(file)
             if len(files) + len(problems) == found:
                 problems.append((str(argument), "a folder with no image files in it"))
         elif path.exists() or path.is_symlink():

@@ -147,8 +147,11 @@ def make_manifest(
         (r.path, reason) for r, reason in scan.unreadable if roles is None or r.path in roles
     ]
     if check_decoding:
-        failed = decode_failures([scan.root / r.path for r in records], None, on_file)
-        unreadable += [(records[i].path, reason) for i, reason in failed.items()]
+        # The scan's broken files are decoded too, so their reasons read as the API's do.
+        broken = [r for r, _ in scan.unreadable if roles is None or r.path in roles]
+        candidates = [*records, *broken]
+        failed = decode_failures([scan.root / r.path for r in candidates], None, on_file)
+        unreadable = [(candidates[i].path, reason) for i, reason in failed.items()]
         records = [r for i, r in enumerate(records) if i not in failed]
     unreadable.sort()
     if roles is not None:
