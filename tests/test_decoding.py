@@ -137,7 +137,8 @@ def test_scans_follow_linked_folders_once_and_never_open_pipes(tmp_path):
         "gan/stylegan/a.png",  # the linked generator folder is scanned
         "real/photo/a.png",  # once: the cycle through photo/up is not entered again
     ]
-    assert scan.reasons["real/photo/pipe.png"].startswith("not a regular file")
+    unreadable = {record.path: reason for record, reason in scan.unreadable}
+    assert unreadable["real/photo/pipe.png"].startswith("not a regular file")
     with pytest.raises(ImageReadError, match="not a regular file"):
         load_rgb(pipe)
 

@@ -52,6 +52,7 @@ def demo_command(
     seed: Seed = 0,
 ) -> None:
     """Run the whole pipeline on a small simulated data set (tiny backbone, small images)."""
+    check_outputs(folders={"--out": out})  # before torch loads: a bad folder fails at once
     from rich.markup import escape
 
     from dfx import synthetic
@@ -65,7 +66,6 @@ def demo_command(
     from dfx.engine.evaluation import EvaluationOptions, evaluate
     from dfx.engine.fusion_training import train_fusion
 
-    check_outputs(folders={"--out": out})
     console = stdout()
     console.print(
         "[bold]dfx demo[/bold]: a scaled-down DeepFeatureX run (tiny backbone, "
