@@ -76,7 +76,7 @@ def handle_errors(command):
         except typer.Abort:
             raise
         except TrainingInterrupted as interrupt:
-            context = click.get_current_context(silent=True)
+            context = current_context()
             raise fail(interrupted_message(interrupt, context), EXIT_INTERRUPTED) from None
         except DfxError as error:
             if GlobalFlags.debug:
@@ -109,6 +109,15 @@ def handle_errors(command):
         return result
 
     return wrapper
+
+
+def current_context():
+    """The running command's context, or None; Typer parses with its own copy of click."""
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:  # a Typer that uses click itself
+        get_current_context = click.get_current_context
+    return get_current_context(silent=True)
 
 
 def interrupted_message(interrupt, context: click.Context | None = None) -> str:

@@ -48,11 +48,13 @@ def _check_one(name: str, path: Path, kind: str) -> None:
     optional = " (--json takes an optional FILE: put it last, or write --json -)"
     hint = optional if name == "--json" else ""
     if kind == "file" and path.is_dir():
-        raise DfxError(f"{name} {path} is a folder, and a file is needed{hint}.")
+        raise DfxError(f"cannot write {path} ({name}): it is a folder, and a file is needed{hint}.")
     if kind == "file" and path.is_file() and not_an_image(path) is None:
-        raise DfxError(f"{name} {path} is an image; dfx does not write over images{hint}.")
+        raise DfxError(
+            f"cannot write {path} ({name}): it is an image, and dfx never writes over one{hint}."
+        )
     if kind == "folder" and path.exists() and not path.is_dir():
-        raise DfxError(f"{name} {path} is a file, and a folder is needed.")
+        raise DfxError(f"cannot write into {path} ({name}): it is a file, and a folder is needed.")
     existing = path if kind == "folder" and path.is_dir() else path.parent
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
