@@ -292,13 +292,13 @@ def test_torchrun_trains_base_models_and_fusion_writing_each_file_once(manifest_
     # Rank 0 alone prints: one table, one "wrote" line per model.
     assert result.stdout.count("Base models on the test split") == 1
     for name in ("dm", "gan", "real"):
-        assert result.stdout.count(f"wrote {base / name}.pt") == 1
+        assert result.stderr.count(f"wrote {base / name}.pt") == 1
         assert len((base / f"{name}.history.jsonl").read_text().splitlines()) == 2
     assert not [p for p in base.iterdir() if p.name.startswith(".")]  # no temporary litter
 
     model = tmp_path / "model.pt"
     result = succeeded(torchrun("train-fusion", *train, "--base-dir", base, "-o", model))
-    assert result.stdout.count(f"wrote {model}") == 1
+    assert result.stderr.count(f"wrote {model}") == 1
     history = [json.loads(line) for line in model.with_suffix(".history.jsonl").open()]
     assert [record["epoch"] for record in history] == [1, 2]
     counts = torch.load(model, weights_only=True)["metrics"]["counts"]

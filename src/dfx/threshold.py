@@ -89,7 +89,7 @@ def resolve_threshold(override: float | None, calibrated: float | None) -> Thres
     """``override`` if given, else the model file's ``calibrated`` threshold, else 0.5."""
     if override is not None:
         if not 0.0 <= override <= 1.0:
-            raise DfxError(f"--threshold must be between 0 and 1, got {override}.")
+            raise DfxError(f"a threshold on P(fake) must be between 0 and 1, got {override}.")
         return Threshold(float(override), "option")
     if calibrated is not None:
         return Threshold(calibrated, "model")

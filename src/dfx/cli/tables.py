@@ -333,3 +333,39 @@ def explanations_table(records: list[dict]):
             escape(record["files"][-1]),
         )
     return table
+
+
+PREDICTION_COLUMNS = (
+    "path",
+    "label",
+    *(f"p_{name}" for name in CLASSES),
+    "p_fake",
+    "fake",
+    "error",
+)
+"""The columns of ``dfx predict``'s tab-separated lines."""
+
+
+def predictions_tsv(records: list[dict]) -> str:
+    """``dfx predict``'s verdicts as tab-separated lines with a header, for pipes and files.
+
+    One line per input, whatever the terminal width; tabs and newlines in paths become
+    spaces so that every input stays one line.
+    """
+    lines = ["\t".join(PREDICTION_COLUMNS)]
+    for record in records:
+        path = " ".join(record["path"].replace("\t", " ").splitlines())
+        if record.get("error"):
+            cells = [path, "", "", "", "", "", "", record["error"]]
+        else:
+            probs = record["probs"]
+            cells = [
+                path,
+                record["label"],
+                *(f"{probs[name]:.4f}" for name in CLASSES),
+                f"{record['p_fake']:.4f}",
+                "yes" if record["fake"] else "no",
+                "",
+            ]
+        lines.append("\t".join(cells))
+    return "\n".join(lines)
