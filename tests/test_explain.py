@@ -234,4 +234,4 @@ def test_explain_command_rejects_bad_options(trained, test_images, tmp_path):
 def test_explain_command_names_the_extra_when_captum_is_missing(trained, test_images, monkeypatch):
     monkeypatch.setitem(sys.modules, "captum.attr", None)
     result = invoke("explain", "--model", trained["model"], test_images[0])
-    assert_user_error(result, 'pip install "dfx[explain]"')
+    assert_user_error(result, 'pip install "deepfeaturex[explain]"')
