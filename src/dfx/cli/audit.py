@@ -49,7 +49,7 @@ def audit_command(
     plots: PlotsOption = None,
     workers: Annotated[
         int | None,
-        typer.Option("--workers", min=1, help="Files read at once (default: CPUs, at most 8)."),
+        typer.Option("--threads", min=1, help="Files read at once (default: CPUs, at most 8)."),
     ] = None,
 ) -> None:
     """Audit a data set: container traits per class, a shortcut score, copies across roles."""
