@@ -20,6 +20,7 @@ from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, load_model_file, load_wei
 from dfx.classes import CLASSES
 from dfx.data.dataset import ImageDataset, VariantDataset, make_loader
 from dfx.data.perturbations import JpegCompression, Perturbation
+from dfx.data.shuffle import ShardSampler
 from dfx.engine.device import Runtime, default_workers, resolve_runtime
 from dfx.engine.inference import Outputs, iter_network, run_network
 from dfx.errors import DfxError
@@ -197,8 +198,15 @@ class Detector:
         )
         own = [prediction for batch in batches for prediction in batch]
         shares = distributed.gather_objects(own)
-        # Process r classified positions r, r + world, ... (ShardSampler), one prediction each.
-        return [shares[i % len(shares)][i // len(shares)] for i in range(len(images))]
+        if len(shares) == 1:
+            return shares[0]
+        # Each process classified whole batches (ShardSampler), one prediction per input.
+        size, step = len(images), self.batch_size(batch_size)
+        placed: list[Prediction | None] = [None] * size
+        for rank, share in enumerate(shares):
+            for position, prediction in zip(ShardSampler(size, rank, len(shares), step), share):
+                placed[position] = prediction
+        return placed
 
     def iter_predict(
         self,
@@ -213,7 +221,7 @@ class Detector:
         """:meth:`predict` one batch at a time, in input order, as soon as each is done.
 
         In a data-parallel run each process yields the predictions of its own share of
-        ``images`` only: positions rank, rank + world size, and so on.
+        ``images`` only: the batches rank, rank + world size, and so on.
         """
         threshold = self.resolve_threshold(threshold).value
         dataset = ImageDataset(images, None, self.preprocessing, max_pixels=max_pixels)
