@@ -11,6 +11,7 @@ from dfx.cli import (
     backbones,
     demo,
     evaluate,
+    export,
     import_official,
     predict,
     robustness,
@@ -91,6 +92,7 @@ _register(
 )
 _register("robustness", robustness.robustness_command, robustness.EPILOG, data_parallel=True)
 _register("predict", predict.predict_command, predict.EPILOG)
+_register("export", export.export_command, export.EPILOG)
 _register("backbones", backbones.backbones_command, None)
 _register("import-official", import_official.import_official_command, import_official.EPILOG)
 

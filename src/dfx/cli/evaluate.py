@@ -28,6 +28,8 @@ EPILOG = """\
   dfx evaluate --model model.pt --data sets/a --data sets/b --csv table4.csv
   dfx evaluate --model model.pt -m manifest.csv --plots plots/ --threshold 0.3
   dfx evaluate --model model.pt -m manifest.csv --json report.json --min-accuracy 0.9
+  dfx evaluate --model model.onnx -m manifest.csv               # 'dfx export' file, ONNX Runtime
+  dfx evaluate --model model.pt -m manifest.csv --runtime openvino --precision bf16
   torchrun --standalone --nproc-per-node 8 -m dfx evaluate --model model.pt -m manifest.csv
 
 Test sets are balanced to the smallest class by seeded sampling (--no-balanced to
@@ -83,7 +85,9 @@ def evaluate_command(
         options["manifest"], options["split"], list(data or []), options["allow_changed"]
     )
     report_labelled_sets(labelled)
-    detector = load_detector(model, options["device"], options["precision"], compile)
+    detector = load_detector(
+        model, options["device"], options["precision"], compile, options["runtime"]
+    )
     settings = evaluation_options(options, batch_size)
     with RichProgress() as progress:
         if len(labelled.sets) == 1:

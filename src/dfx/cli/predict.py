@@ -14,6 +14,7 @@ from dfx.cli.options import (
     Compile,
     Device,
     InferenceBatchSize,
+    InferenceRuntime,
     MaxPixels,
     ModelOption,
     Precision,
@@ -29,6 +30,8 @@ EPILOG = """\
   export DFX_MODEL=model.pt; dfx predict downloads/          # folders are searched
   find . -name '*.png' | dfx predict - --json > verdicts.jsonl
   dfx predict suspicious.webp --json | jq -r 'select(.p_fake > 0.5) | .path'
+  dfx predict --model model.onnx photos/                    # 'dfx export' file: ONNX Runtime
+  dfx predict --model model.pt --runtime openvino --precision bf16 photos/
 
 With --json, one object per input line: path, label, probs {dm, gan, real}, p_fake
 (= p_dm + p_gan), fake (p_fake >= the model's calibrated threshold, or --threshold)
@@ -54,6 +57,7 @@ def predict_command(
     device: Device = "auto",
     precision: Precision = "auto",
     compile: Compile = False,
+    runtime: InferenceRuntime = "auto",
     workers: Workers = None,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
@@ -63,7 +67,7 @@ def predict_command(
     from dfx.data.images import expand_inputs
     from dfx.report import to_json
 
-    detector = load_detector(model, device, precision, compile)
+    detector = load_detector(model, device, precision, compile, runtime)
     arguments = _read_stdin_paths(paths)
     inputs, problems = expand_inputs(arguments)
     batch_size = detector.batch_size(batch_size)

@@ -125,7 +125,9 @@ def _run(
         options["allow_changed"],
     )
     report_labelled_sets(labelled)
-    detector = load_detector(model, options["device"], options["precision"])
+    detector = load_detector(
+        model, options["device"], options["precision"], runtime=options["runtime"]
+    )
     settings = evaluation_options(options, batch_size)
     with RichProgress() as progress:
         result = measure_robustness(
