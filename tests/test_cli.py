@@ -40,6 +40,7 @@ COMMANDS = [
     "jpeg-robustness",
     "robustness",
     "predict",
+    "export",
     "import-official",
     "backbones",
 ]
