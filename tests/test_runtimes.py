@@ -84,7 +84,7 @@ def test_evaluate_and_robustness_run_an_onnx_file(trained, exported):
         "jpeg-robustness", "--model", exported[0], "-m", manifest, "--qf", "50", "--json", "-"
     )
     assert result.exit_code == 0, result.output
-    assert [row["perturbation"] for row in json.loads(result.stdout)["rows"]] == ["raw", "jpeg50"]
+    assert [row["perturbation"] for row in json.loads(result.stdout)["rows"]] == ["raw", "jpeg:50"]
 
 
 def test_a_pt_file_runs_under_onnxruntime_through_the_cache(trained, data_dir, tmp_path):

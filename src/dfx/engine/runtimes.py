@@ -83,15 +83,26 @@ def cpu_has_native_bf16() -> bool:
 
 
 def session_precision(runtime: str, precision: str) -> str:
-    """``--precision`` for a session runtime: auto and fp32 are fp32 (exact); bf16 is kept."""
+    """``--precision`` for a session runtime, checked before any export or compilation.
+
+    auto and fp32 are fp32 (exact); bf16 is OpenVINO's inference hint, on CPUs that
+    compute bf16 natively.
+    """
     precision = precision.strip().lower()
     if precision in ("auto", "fp32"):
         return "fp32"
-    if precision == "bf16":
-        return precision
-    raise DfxError(
-        f"--runtime {runtime} supports --precision auto, fp32 or bf16 (OpenVINO), not {precision}."
-    )
+    if precision != "bf16" or runtime == "onnxruntime":
+        others = "openvino or torch" if runtime == "onnxruntime" else "torch"
+        raise DfxError(
+            f"--runtime {runtime} runs fp32{' or bf16' if runtime == 'openvino' else ' only'}; "
+            f"use --runtime {others} for --precision {precision}."
+        )
+    if not cpu_has_native_bf16():
+        raise DfxError(
+            "--precision bf16 with OpenVINO needs a CPU with native bf16 (AVX-512-bf16 or "
+            "AMX); this one has neither."
+        )
+    return precision
 
 
 def session_network(
@@ -134,11 +145,6 @@ def onnxruntime_network(
     onnxruntime-gpu package.
     """
     ort = require("onnxruntime")
-    if precision != "fp32":
-        raise DfxError(
-            f"--runtime onnxruntime runs fp32 only; use --runtime openvino or torch for "
-            f"--precision {precision}."
-        )
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -174,12 +180,6 @@ def openvino_network(graph: Path, threads: int, device: torch.device, precision:
     if device.type != "cpu":
         raise DfxError("--runtime openvino runs on the CPU here; use --device cpu.")
     hints = {"fp32": "f32", "bf16": "bf16"}
-    if precision not in hints:
-        raise DfxError(f"--runtime openvino supports --precision fp32 or bf16, not {precision}.")
-    if precision == "bf16" and not cpu_has_native_bf16():
-        raise DfxError(
-            "--precision bf16 with OpenVINO needs a CPU with native bf16 (AVX-512-bf16 or AMX)."
-        )
     core = ov.Core()
     config = {
         "INFERENCE_PRECISION_HINT": hints[precision],
