@@ -51,7 +51,11 @@ def graph_bytes(network: nn.Module, input_size: int) -> bytes:
     network = network.eval()
     example = torch.zeros(2, 3, input_size, input_size)
     buffer = io.BytesIO()
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
+        # nn.MultiheadAttention's fused inference kernel (ViT) has no ONNX form; the
+        # unfused path computes the same attention from exportable operators.
+        torch.backends.mha.set_fastpath_enabled(False)
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")  # the exporter's notes on tracing are not ours
             # The TorchScript exporter: several times faster than the dynamo one on these
@@ -69,6 +73,8 @@ def graph_bytes(network: nn.Module, input_size: int) -> bytes:
     except Exception as error:  # the exporter raises many types; each means "cannot"
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DfxError(f"this network does not export to ONNX: {reason[:300]}") from error
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     return buffer.getvalue()
 
 
