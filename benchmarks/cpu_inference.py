@@ -12,8 +12,9 @@ Prints the CPU (model, the flags that matter, load average), then one row per pa
 
 For each: images/s end to end (decoding included), ratio to the official loop, ratio to
 its own model-only rate (the same batches already decoded), max |Δp| of the class
-probabilities against torch fp32, and the share of decisions (argmax, and P(fake) >= 0.5)
-that agree with torch fp32. A line gives decode + preprocessing images/s on one core.
+probabilities against torch fp32, and the share of decisions (argmax, and P(fake) >= t at
+the detector's threshold t) that agree with torch fp32. A line gives decode +
+preprocessing images/s on one core.
 
 Weights are random unless --model names a detector file; images are synthetic PNG files
 at the input size unless --data names a folder. Ratios are comparable within one run
@@ -181,6 +182,7 @@ def main() -> None:
         paths = [image.path for image in labelled_images(folder, args.images)]
         workers = default_workers() if args.workers is None else args.workers
         reference = load_detector(model, "cpu", "fp32", runtime="torch")
+        threshold = reference.resolve_threshold().value
         print(
             f"setting: {model_file.backbone} ({model_file.architecture}) at {size} px, "
             f"{len(paths)} images from {folder if args.data else 'synthetic PNG'}, "
@@ -232,12 +234,13 @@ def main() -> None:
     exact = rows[1].probs  # torch fp32, batch 32: the reference
     print(
         f"\n{'path':<34} {'img/s':>7} {'model img/s':>11} {'x official':>10} {'/ model-only':>12} "
-        f"{'max|dp|':>9} {'argmax =':>9} {'p>=0.5 =':>9}"
+        f"{'max|dp|':>9} {'argmax =':>9} {'p>=t =':>9}"
     )
     for row in rows:
         delta = float(np.abs(row.probs - exact).max())
         argmax = float((row.probs.argmax(1) == exact.argmax(1)).mean())
-        decision = float(((p_fake_of(row.probs) >= 0.5) == (p_fake_of(exact) >= 0.5)).mean())
+        decision = p_fake_of(row.probs) >= threshold
+        decision = float((decision == (p_fake_of(exact) >= threshold)).mean())
         own = (
             row.images_per_s / row.model_only_per_s
             if row.model_only_per_s == row.model_only_per_s
@@ -248,6 +251,7 @@ def main() -> None:
             f"{row.images_per_s / official_rate:10.2f} "
             f"{own:12.2f} {delta:9.2g} {argmax:9.1%} {decision:9.1%}"
         )
+    print(f"decisions p>=t at the detector's threshold t = {threshold:.4g}")
     print(f"\nload average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 
