@@ -31,9 +31,33 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DFX_CACHE_DIR", str(tmp_path / "cache"))
 
 
+def write_detector(path, backbone: str, architecture: str = "deepfeaturex", seed: int = 0):
+    """A detector file with random weights at 32 px and a calibrated threshold of 0.42."""
+    torch.manual_seed(seed)
+    network = build_detector_network(architecture, backbone, 32).eval()
+    model_file = ModelFile(
+        format=DETECTOR_FORMAT,
+        backbone=backbone,
+        classes=["dm", "gan", "real"],
+        preprocessing=get_spec(backbone).preprocessing(32),
+        state_dict=network.state_dict(),
+        config={},
+        metrics={"threshold": {"value": 0.42, "rule": "test"}},
+        architecture=architecture,
+    )
+    return save_model_file(model_file, path), network
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, manifest_path):
+    """A tiny detector file (random weights: the runtimes must agree on any weights)."""
+    path, _ = write_detector(tmp_path_factory.mktemp("pt") / "model.pt", "tiny")
+    return {"model": path, "manifest": manifest_path}
+
+
 @pytest.fixture(scope="module")
 def exported(trained, tmp_path_factory):
-    """The trained tiny detector exported with ``dfx export --json``."""
+    """The tiny detector exported with ``dfx export --json``."""
     out = tmp_path_factory.mktemp("onnx") / "model.onnx"
     result = invoke("export", "--model", trained["model"], "--out", out, "--json")
     assert result.exit_code == 0, result.output
@@ -53,7 +77,7 @@ def test_export_records_the_detector_in_the_onnx_metadata(trained, exported):
     described = read_onnx_detector(out)
     assert described.preprocessing == source.preprocessing
     assert (described.backbone, described.architecture) == ("tiny", "deepfeaturex")
-    assert described.threshold == source.threshold is not None
+    assert described.threshold == source.threshold == 0.42
 
 
 def test_the_onnx_file_predicts_like_the_pt_file(trained, exported, data_dir):
@@ -100,19 +124,7 @@ def test_a_pt_file_runs_under_onnxruntime_through_the_cache(trained, data_dir, t
 @pytest.mark.parametrize("architecture", ["deepfeaturex", "baseline"])
 def test_a_paper_backbone_exports_and_matches_torch(architecture, tmp_path):
     """resnet18 at 32 px with random weights: the torchvision graph survives the export."""
-    torch.manual_seed(0)
-    network = build_detector_network(architecture, "resnet18", 32).eval()
-    model_file = ModelFile(
-        format=DETECTOR_FORMAT,
-        backbone="resnet18",
-        classes=["dm", "gan", "real"],
-        preprocessing=get_spec("resnet18").preprocessing(32),
-        state_dict=network.state_dict(),
-        config={},
-        metrics={},
-        architecture=architecture,
-    )
-    pt = save_model_file(model_file, tmp_path / "model.pt")
+    pt, network = write_detector(tmp_path / "model.pt", "resnet18", architecture)
     result = export_detector(pt, tmp_path / "model.onnx")
     assert result.max_abs_dp <= 1e-5
     images = torch.randn(5, 3, 32, 32)
