@@ -14,8 +14,9 @@ from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, save_model_file
 from dfx.engine import runtimes
 from dfx.engine.detector import choose_runtime
 from dfx.engine.export import export_detector
-from dfx.engine.onnx_file import read_metadata, read_onnx_detector, sha256_of
+from dfx.engine.onnx_file import read_metadata, read_onnx_detector
 from dfx.errors import DfxError
+from dfx.fingerprint import file_sha256
 from dfx.models.backbones import get_spec
 from dfx.models.detector import build_detector_network
 from tests.test_cli import assert_user_error, invoke
@@ -70,7 +71,7 @@ def test_export_records_the_detector_in_the_onnx_metadata(trained, exported):
     assert report["max_abs_dp"] <= 1e-5
     metadata = read_metadata(out)
     source = dfx.load_detector(trained["model"], device="cpu")
-    assert metadata["dfx.source_sha256"] == sha256_of(trained["model"]) == report["source_sha256"]
+    assert metadata["dfx.source_sha256"] == file_sha256(trained["model"]) == report["source_sha256"]
     assert metadata["dfx.version"] == dfx.__version__
     assert json.loads(metadata["dfx.classes"]) == ["dm", "gan", "real"]
     assert float(metadata["dfx.parity_max_abs_dp"]) == report["max_abs_dp"]

@@ -1,4 +1,4 @@
-"""A fast content fingerprint of a file: its size and a hash of its head and tail."""
+"""File hashes: a fast content fingerprint (size, head and tail) and the full sha256."""
 
 from __future__ import annotations
 
@@ -23,4 +23,13 @@ def file_digest(path: str | Path) -> str:
         if size > CHUNK:
             handle.seek(max(CHUNK, size - CHUNK))
             digest.update(handle.read(CHUNK))
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a whole file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
     return digest.hexdigest()

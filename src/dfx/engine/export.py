@@ -10,9 +10,10 @@ import torch
 
 from dfx.atomic import atomic_write
 from dfx.engine.detector import Detector
-from dfx.engine.onnx_file import graph_bytes, metadata_of, set_metadata, sha256_of
+from dfx.engine.onnx_file import graph_bytes, metadata_of, set_metadata
 from dfx.engine.runtimes import require, require_onnx
 from dfx.errors import DfxError
+from dfx.fingerprint import file_sha256
 from dfx.progress import ProgressReporter, or_null
 
 FORMATS: tuple[str, ...] = ("onnx",)
@@ -80,7 +81,7 @@ def export_detector(
     except DfxError as error:
         raise DfxError(f"{file.backbone} detectors cannot be exported: {error}") from error
     progress.advance("export", 1)
-    source_sha256 = sha256_of(model)
+    source_sha256 = file_sha256(model)
     set_metadata(graph, metadata_of(file, source_sha256))
     max_abs_dp = _parity(detector, graph.SerializeToString(), size, seed)
     progress.advance("export", 1)

@@ -10,7 +10,6 @@ nothing else.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -23,9 +22,9 @@ from torch import nn
 from dfx._version import __version__
 from dfx.atomic import atomic_write
 from dfx.checkpoint import DETECTOR_FORMAT, ModelFile
-from dfx.data.transforms import Preprocessing
 from dfx.engine.runtimes import require_onnx
 from dfx.errors import DfxError
+from dfx.fingerprint import file_sha256
 
 OPSET = 17
 """ONNX opset of exported graphs (ONNX Runtime ≥ 1.12, OpenVINO ≥ 2022.1, TensorRT ≥ 8.5)."""
@@ -35,15 +34,6 @@ INPUT_NAME, OUTPUT_NAME = "images", "logits"
 
 MARKER = "dfx.format"
 """The metadata key that makes an ONNX file a dfx detector."""
-
-
-def sha256_of(path: str | Path) -> str:
-    """The sha256 of a file's bytes, hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def graph_bytes(network: nn.Module, input_size: int) -> bytes:
@@ -132,18 +122,7 @@ def read_onnx_detector(path: str | Path) -> ModelFile:
         )
     try:
         payload = json.loads(metadata["dfx.model_file"])
-        return ModelFile(
-            format=payload["format"],
-            backbone=payload["backbone"],
-            classes=list(payload["classes"]),
-            preprocessing=Preprocessing.from_dict(payload["preprocessing"]),
-            state_dict={},
-            config=payload.get("config") or {},
-            metrics=payload.get("metrics") or {},
-            dfx_version=payload.get("dfx_version", "unknown"),
-            target=payload.get("target"),
-            architecture=payload.get("architecture") or "deepfeaturex",
-        )
+        return ModelFile.from_payload(payload, state_dict={})
     except (KeyError, TypeError, ValueError) as error:
         raise DfxError(f"{path} has damaged dfx metadata ({error}).") from error
 
@@ -162,7 +141,7 @@ def cached_graph(source: Path, network: nn.Module, model_file: ModelFile) -> Pat
     The cache key is the file's sha256, the dfx and torch versions and the opset, so a
     changed file or a new exporter exports again.
     """
-    digest = sha256_of(source)
+    digest = file_sha256(source)
     key = f"{digest[:24]}-dfx{__version__}-torch{torch.__version__.split('+')[0]}-op{OPSET}"
     path = cache_dir() / "onnx" / f"{key}.onnx"
     if path.is_file():

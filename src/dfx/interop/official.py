@@ -15,7 +15,6 @@ weights, and the ``module.`` prefix that ``nn.DataParallel`` adds to every key.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from dfx.checkpoint import (
 )
 from dfx.classes import CLASSES
 from dfx.errors import DfxError
+from dfx.fingerprint import file_sha256
 from dfx.models.backbones import build_network, get_spec
 from dfx.models.detector import DeepFeatureX
 
@@ -74,15 +74,6 @@ class ImportResult:
     """The official files read, with their hashes."""
     tensors: int = 0
     """Number of tensors in the written detector (or in each base model)."""
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
