@@ -26,7 +26,7 @@ graph, input 'images' (B, 3, H, W) float32 after the model's preprocessing, outp
 backbone, preprocessing, calibrated threshold, dfx version and the .pt file's sha256 go
 into the ONNX metadata. Export runs both networks on a few random inputs and prints and
 stores the largest class-probability difference (dfx.parity_max_abs_dp). Needs
-pip install "dfx[onnx]".
+pip install "dfx\\[onnx]".
 """
 
 

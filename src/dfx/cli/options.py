@@ -62,7 +62,7 @@ InferenceRuntime = Annotated[
     typer.Option(
         "--runtime",
         help="What runs the network: auto (torch for .pt, ONNX Runtime for .onnx), torch, "
-        "onnxruntime or openvino (pip install 'dfx[onnx]' / 'dfx[openvino]').",
+        "onnxruntime or openvino (pip install 'dfx\\[onnx]' / 'dfx\\[openvino]').",
     ),
 ]
 Workers = Annotated[
