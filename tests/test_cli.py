@@ -44,6 +44,7 @@ COMMANDS = [
     "robustness",
     "predict",
     "explain",
+    "export",
     "import-official",
     "card",
     "backbones",

@@ -64,6 +64,23 @@ class ModelFile:
         """The threshold on P(fake) calibrated at training time (None in older files)."""
         return Calibration.value_in(self.metrics.get("threshold"))
 
+    @classmethod
+    def from_payload(cls, payload: dict, state_dict: dict) -> ModelFile:
+        """Inverse of :meth:`to_payload`, with ``state_dict`` as the weights (KeyError,
+        TypeError or ValueError for a damaged payload)."""
+        return cls(
+            format=payload["format"],
+            backbone=payload["backbone"],
+            classes=list(payload["classes"]),
+            preprocessing=Preprocessing.from_dict(payload["preprocessing"]),
+            state_dict=state_dict,
+            config=payload.get("config") or {},
+            metrics=payload.get("metrics") or {},
+            dfx_version=payload.get("dfx_version", "unknown"),
+            target=payload.get("target"),
+            architecture=payload.get("architecture") or "deepfeaturex",
+        )
+
     def to_payload(self) -> dict:
         """Plain-data form written to disk."""
         return {
@@ -179,21 +196,9 @@ def load_model_file(path: str | Path, expected: str) -> ModelFile:
         )
     if not isinstance(payload.get("state_dict"), dict):
         raise DfxError(f"{path} is a damaged dfx model file (its weights are not a mapping).")
-    from dfx.data.transforms import Preprocessing
 
     try:
-        return ModelFile(
-            format=payload["format"],
-            backbone=payload["backbone"],
-            classes=list(payload["classes"]),
-            preprocessing=Preprocessing.from_dict(payload["preprocessing"]),
-            state_dict=payload["state_dict"],
-            config=payload.get("config") or {},
-            metrics=payload.get("metrics") or {},
-            dfx_version=payload.get("dfx_version", "unknown"),
-            target=payload.get("target"),
-            architecture=payload.get("architecture") or "deepfeaturex",
-        )
+        return ModelFile.from_payload(payload, payload["state_dict"])
     except (KeyError, TypeError, ValueError) as error:
         raise DfxError(f"{path} is a damaged dfx model file (bad field {error}).") from error
 

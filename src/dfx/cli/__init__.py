@@ -16,6 +16,7 @@ from dfx.cli import (
     demo,
     evaluate,
     explain,
+    export,
     import_official,
     predict,
     robustness,
@@ -146,6 +147,7 @@ _register(
 _register("robustness", robustness.robustness_command, robustness.EPILOG, data_parallel=True)
 _register("predict", predict.predict_command, predict.EPILOG)
 _register("explain", explain.explain_command, explain.EPILOG)
+_register("export", export.export_command, export.EPILOG)
 _register("backbones", backbones.backbones_command, None)
 _register("import-official", import_official.import_official_command, import_official.EPILOG)
 _register("card", card.card_command, card.EPILOG)

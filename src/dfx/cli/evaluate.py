@@ -35,6 +35,8 @@ EPILOG = """\
   dfx evaluate -M model.pt --data sets/a --data sets/b --csv table4.csv
   dfx evaluate -M model.pt -m manifest.csv --plots plots/ --threshold 0.3
   dfx evaluate -M model.pt -m manifest.csv --json report.json --min-accuracy 0.9
+  dfx evaluate -M model.onnx -m manifest.csv                 # 'dfx export' file, ONNX Runtime
+  dfx evaluate -M model.pt -m manifest.csv --runtime openvino --precision bf16
   torchrun --standalone --nproc-per-node 8 -m dfx evaluate -M model.pt -m manifest.csv
 
 Test sets are balanced to the smallest class by seeded sampling (--no-balanced to
@@ -92,7 +94,11 @@ def evaluate_command(
     from dfx.engine.evaluation import evaluate, evaluate_sets
 
     detector = load_detector(
-        fetch_model(model, options["sha256"]), options["device"], options["precision"], compile
+        fetch_model(model, options["sha256"]),
+        options["device"],
+        options["precision"],
+        compile,
+        runtime=options["runtime"],
     )
     settings = evaluation_options(options, batch_size)
     with RichProgress() as progress:

@@ -111,6 +111,14 @@ Precision = Annotated[
         "--precision", help="Autocast: auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16."
     ),
 ]
+InferenceRuntime = Annotated[
+    str,
+    typer.Option(
+        "--runtime",
+        help="What runs the network: auto (torch for .pt, ONNX Runtime for .onnx), torch, "
+        "onnxruntime or openvino (pip install 'dfx\\[onnx]' / 'dfx\\[openvino]').",
+    ),
+]
 Workers = Annotated[
     int | None,
     typer.Option(
@@ -223,6 +231,7 @@ EVALUATION_OPTIONS = (
     _option("json_path", JsonOutput, None),
     _option("csv_path", CsvFile, None),
     _option("plots", PlotsOption, None),
+    _option("runtime", InferenceRuntime, "auto"),
     *RUNTIME_OPTIONS,
 )
 """The data, decision and output options of evaluate and the robustness commands."""

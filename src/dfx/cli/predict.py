@@ -16,6 +16,7 @@ from dfx.cli.options import (
     Compile,
     Device,
     InferenceBatchSize,
+    InferenceRuntime,
     JsonOutput,
     MaxPixels,
     ModelOption,
@@ -37,6 +38,8 @@ EPILOG = """\
   find . -name '*.png' | dfx predict - --json > verdicts.jsonl
   dfx predict suspicious.webp --json | jq -r 'select(.p_fake > 0.5) | .path'
   dfx predict inbox/ > verdicts.tsv                           # tab-separated in a file
+  dfx predict -M model.onnx photos/                         # 'dfx export' file: ONNX Runtime
+  dfx predict -M model.pt --runtime openvino --precision bf16 photos/
 
 With --json, one object per input line: path, label, probs {dm, gan, real}, p_fake
 (= p_dm + p_gan), fake (p_fake >= the model's calibrated threshold, or --threshold)
@@ -63,6 +66,7 @@ def predict_command(
     device: Device = "auto",
     precision: Precision = "auto",
     compile: Compile = False,
+    runtime: InferenceRuntime = "auto",
     workers: Workers = None,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
@@ -77,7 +81,9 @@ def predict_command(
     from dfx.data.images import expand_inputs
     from dfx.report import to_json
 
-    detector = load_detector(fetch_model(model, sha256), device, precision, compile)
+    detector = load_detector(
+        fetch_model(model, sha256), device, precision, compile, runtime=runtime
+    )
     decision = detector.resolve_threshold(threshold)
     arguments = read_stdin_paths(paths)
     inputs, problems = expand_inputs(arguments)

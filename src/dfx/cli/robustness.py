@@ -158,7 +158,10 @@ def _run(
     )
     report_labelled_sets(labelled)
     detector = load_detector(
-        fetch_model(model, options["sha256"]), options["device"], options["precision"]
+        fetch_model(model, options["sha256"]),
+        options["device"],
+        options["precision"],
+        runtime=options["runtime"],
     )
     settings = evaluation_options(options, batch_size)
     with RichProgress() as progress:
