@@ -68,6 +68,8 @@ class ModelFile:
     def from_payload(cls, payload: dict, state_dict: dict) -> ModelFile:
         """Inverse of :meth:`to_payload`, with ``state_dict`` as the weights (KeyError,
         TypeError or ValueError for a damaged payload)."""
+        from dfx.data.transforms import Preprocessing
+
         return cls(
             format=payload["format"],
             backbone=payload["backbone"],

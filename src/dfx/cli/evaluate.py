@@ -15,7 +15,7 @@ from dfx.cli.console import (
     stdout,
 )
 from dfx.cli.errors import EXIT_INPUT_FAILED, exit_if_failures, fail, handle_errors
-from dfx.cli.model_reference import fetch_model
+from dfx.cli.model_reference import check_model, fetch_model
 from dfx.cli.options import (
     EVALUATION_OPTIONS,
     Compile,
@@ -79,9 +79,7 @@ def evaluate_command(
     """Evaluate a detector: 3-class and binary metrics, AP, AUC, EER, per-generator accuracy."""
     json_path, csv_path, plots = options["json_path"], options["csv_path"], options["plots"]
     check_outputs({"--json": json_path, "--csv": csv_path}, {"--plots": plots})
-    from dfx.checkpoint import check_model_path  # torch-free: before torch loads
-
-    check_model_path(model)  # before torch loads: a wrong path fails at once
+    check_model(model, options["sha256"])  # before torch loads: a wrong path fails at once
 
     from dfx.data.labelled import read_labelled_sets
 

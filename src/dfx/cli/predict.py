@@ -11,7 +11,7 @@ import typer
 
 from dfx.cli.console import RichProgress, notice, print_text, report_written, stdout
 from dfx.cli.errors import EXIT_INPUT_FAILED, handle_errors
-from dfx.cli.model_reference import fetch_model
+from dfx.cli.model_reference import check_model, fetch_model
 from dfx.cli.options import (
     Compile,
     Device,
@@ -72,9 +72,7 @@ def predict_command(
 ) -> None:
     """Say whether images are real, GAN-generated or diffusion-generated."""
     check_outputs({"--json": json_path})
-    from dfx.checkpoint import check_model_path  # torch-free: before torch loads
-
-    check_model_path(model)  # before torch loads: a wrong path fails at once
+    check_model(model, sha256)  # before torch loads: a wrong path fails at once
 
     from dfx.api import Prediction, load_detector
     from dfx.atomic import atomic_write

@@ -15,7 +15,7 @@ from dfx.cli.console import (
     stdout,
 )
 from dfx.cli.errors import exit_if_failures, handle_errors
-from dfx.cli.model_reference import fetch_model
+from dfx.cli.model_reference import check_model, fetch_model
 from dfx.cli.options import EVALUATION_OPTIONS, ModelOption, evaluation_options, with_options
 from dfx.cli.outputs import check_outputs, write_outputs
 
@@ -128,9 +128,7 @@ def _check_first(model: Path, plot: Path | None, options: dict) -> None:
         {"--json": options["json_path"], "--csv": options["csv_path"], "--plot": plot},
         {"--plots": options["plots"]},
     )
-    from dfx.checkpoint import check_model_path  # torch-free: before torch loads
-
-    check_model_path(model)
+    check_model(model, options["sha256"])
 
 
 def _run(

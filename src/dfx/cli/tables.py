@@ -352,8 +352,10 @@ def predictions_tsv(records: list[dict]) -> str:
     One line per input, whatever the terminal width; tabs and newlines in paths become
     spaces so that every input stays one line.
     """
-    lines = ["\t".join(PREDICTION_COLUMNS)]
-    for record in records:
+    provenance = [_provenance_cell(record.get("provenance")) for record in records]
+    with_provenance = any(provenance)  # a column only when some file says something
+    lines = ["\t".join([*PREDICTION_COLUMNS, *(["provenance"] if with_provenance else [])])]
+    for record, claims in zip(records, provenance):
         path = " ".join(record["path"].replace("\t", " ").splitlines())
         if record.get("error"):
             cells = [path, "", "", "", "", "", "", record["error"]]
@@ -367,5 +369,7 @@ def predictions_tsv(records: list[dict]) -> str:
                 "yes" if record["fake"] else "no",
                 "",
             ]
+        if with_provenance:
+            cells.append("; ".join(claims.splitlines()))
         lines.append("\t".join(cells))
     return "\n".join(lines)

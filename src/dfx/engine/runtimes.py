@@ -65,7 +65,8 @@ def require_onnx():
         return importlib.import_module("onnx")
     except ImportError:
         raise DfxError(
-            'ONNX export and .onnx detector files need the onnx package: pip install "deepfeaturex[onnx]".'
+            "ONNX export and .onnx detector files need the onnx package: "
+            'pip install "deepfeaturex[onnx]".'
         ) from None
 
 
