@@ -55,7 +55,7 @@ def require(runtime: str):
     except ImportError:
         raise DfxError(
             f"--runtime {runtime} needs {title}, which is not installed: "
-            f'pip install "dfx[{extra}]".'
+            f'pip install "deepfeaturex[{extra}]".'
         ) from None
 
 
