@@ -40,8 +40,8 @@ def test_predict_paths_and_pil_images(trained):
     assert first.fake == (first.p_fake >= detector.threshold)
     assert json.loads(json.dumps(first.to_dict())) == first.to_dict()
     assert second.error is None
-    assert missing.label is None and missing.error == "file not found"
-    assert missing.to_dict() == {"path": missing.path, "error": "file not found"}
+    assert missing.label is None and missing.error == "no such file or folder"
+    assert missing.to_dict() == {"path": missing.path, "error": "no such file or folder"}
 
 
 def test_batching_does_not_change_results(trained):
@@ -63,7 +63,7 @@ def test_iter_predict_streams_batches_in_input_order(trained):
     assert [len(batch) for batch in batches] == [2, 2, 1]
     streamed = [p for batch in batches for p in batch]
     assert [p.path for p in streamed] == [str(p) for p in paths]
-    assert streamed[1].error == "file not found"
+    assert streamed[1].error == "no such file or folder"
     assert [p.probs for p in streamed] == [p.probs for p in detector.predict(paths, batch_size=2)]
 
 

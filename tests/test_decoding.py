@@ -110,9 +110,11 @@ def test_folder_scan_survives_a_symlink_cycle(tmp_path):
     # The cycle link inside the corpus is not followed, so every file appears once.
     assert len(scan.records) == len(names)
     assert set(awkward.DECODABLE) <= names
-    assert scan.reasons["real/awkward/empty.png"] == "empty file (0 bytes)"
-    assert scan.reasons["real/awkward/dangling.png"] == "dangling symbolic link"
-    assert scan.reasons["real/awkward/README.txt"] == "not an image by its content"
+    # Image files that cannot be read are failures to report; README.txt is passed over.
+    unreadable = {record.path: reason for record, reason in scan.unreadable}
+    assert unreadable["real/awkward/empty.png"] == "empty file (0 bytes)"
+    assert unreadable["real/awkward/dangling.png"] == "dangling symbolic link"
+    assert scan.reasons == {"real/awkward/README.txt": "not an image by its content"}
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs symbolic links and FIFOs")
@@ -137,7 +139,8 @@ def test_scans_follow_linked_folders_once_and_never_open_pipes(tmp_path):
         "gan/stylegan/a.png",  # the linked generator folder is scanned
         "real/photo/a.png",  # once: the cycle through photo/up is not entered again
     ]
-    assert scan.reasons["real/photo/pipe.png"].startswith("not a regular file")
+    unreadable = {record.path: reason for record, reason in scan.unreadable}
+    assert unreadable["real/photo/pipe.png"].startswith("not a regular file")
     with pytest.raises(ImageReadError, match="not a regular file"):
         within_seconds(10, lambda: load_rgb(pipe), release=pipe)
 
@@ -193,18 +196,21 @@ def test_split_over_the_corpus(tmp_path):
 
     data = class_layout_with_corpus(tmp_path)
     result = invoke("split", data, "--out", tmp_path / "m.csv", "--json")
-    assert result.exit_code == 0, result.output
+    # The manifest of the readable images is written; the unreadable ones make it exit 1.
+    assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)
-    reasons = report["skip_reasons"]
-    assert reasons["real/awkward/empty.png"] == "empty file (0 bytes)"
-    assert reasons["real/awkward/text_named.png"] == "not an image by its content"
-    assert reasons["real/awkward/dangling.png"] == "dangling symbolic link"
+    assert report["skip_reasons"] == {"real/awkward/README.txt": "not an image by its content"}
+    failed = {Path(f["path"]).name: f["error"] for f in report["failures"]}
+    for name, reason in awkward.BROKEN.items():
+        assert reason in failed[name], name
     if not awkward.running_as_root():
-        assert reasons["real/awkward/no_permission.png"] == "permission denied"
+        assert failed["no_permission.png"] == "permission denied"
     assert "dangling symbolic link" in result.stderr
     manifest = (tmp_path / "m.csv").read_text()
-    for name in (*awkward.DECODABLE, awkward.BIG, "truncated.png"):
+    for name in (*awkward.DECODABLE, awkward.BIG):
         assert f"real/awkward/{name}," in manifest
+    for name in awkward.BROKEN:
+        assert f"real/awkward/{name}," not in manifest
     assert "cycle/" not in manifest
 
 
@@ -255,4 +261,6 @@ def test_evaluate_over_the_corpus(trained, tmp_path):
     # 8 dm + 8 gan + 8 real synthetic images and every decodable corpus file.
     readable = len(awkward.DECODABLE) + (0 if not awkward.running_as_root() else 1)
     assert document["n"] == 24 + readable
-    assert "empty.png" in result.stderr  # skipped at the scan, with the others
+    # Empty, misnamed and dangling image files are failures too, with the API's reasons.
+    for name, reason in awkward.BROKEN.items():
+        assert reason in failed[name], name

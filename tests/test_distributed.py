@@ -35,6 +35,23 @@ def test_evaluation_shards_hold_every_position_exactly_once(size, world):
     ]
 
 
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("size", [0, 1, 7, 8, 43])
+def test_evaluation_shards_run_the_single_process_batches_whole(size, world):
+    """Exactness on every CPU: each process runs some of one process's batches, unchanged."""
+    dataset = list(range(size))
+    single = [batch.tolist() for batch in torch.utils.data.DataLoader(dataset, batch_size=4)]
+    runs = []
+    for rank in range(world):
+        sampler = ShardSampler(size, rank, world, batch_size=4)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=4, sampler=sampler)
+        runs.append([batch.tolist() for batch in loader])
+        assert len(sampler) == sum(len(batch) for batch in runs[-1])
+    assert [batch for rank in range(world) for batch in runs[rank]] == [
+        batch for rank in range(world) for batch in single[rank::world]
+    ]
+
+
 @pytest.mark.parametrize("size", [1, 11, 12, 45])
 @pytest.mark.parametrize("world", [2, 3])
 def test_training_shards_make_up_the_single_process_batches(size, world):
@@ -292,13 +309,13 @@ def test_torchrun_trains_base_models_and_fusion_writing_each_file_once(manifest_
     # Rank 0 alone prints: one table, one "wrote" line per model.
     assert result.stdout.count("Base models on the test split") == 1
     for name in ("dm", "gan", "real"):
-        assert result.stdout.count(f"wrote {base / name}.pt") == 1
+        assert result.stderr.count(f"wrote {base / name}.pt") == 1
         assert len((base / f"{name}.history.jsonl").read_text().splitlines()) == 2
     assert not [p for p in base.iterdir() if p.name.startswith(".")]  # no temporary litter
 
     model = tmp_path / "model.pt"
     result = succeeded(torchrun("train-fusion", *train, "--base-dir", base, "-o", model))
-    assert result.stdout.count(f"wrote {model}") == 1
+    assert result.stderr.count(f"wrote {model}") == 1
     history = [json.loads(line) for line in model.with_suffix(".history.jsonl").open()]
     assert [record["epoch"] for record in history] == [1, 2]
     counts = torch.load(model, weights_only=True)["metrics"]["counts"]

@@ -32,7 +32,8 @@ def test_guidance_roles_become_the_manifest(data_dir, tmp_path):
     out = tmp_path / "manifest.csv"
     result = invoke("split", "--from-guidance", guidance, data_dir, "--out", out)
     assert result.exit_code == 0, result.output
-    assert "Images per role" in result.stdout and result.stderr == ""
+    assert "Images per role" in result.stdout
+    assert result.stderr.strip() == f"wrote {out} (600 images)"  # a notice, no warnings
     manifest = read_manifest(out)
     assert len(manifest.rows) == len(records) == 600
     assert {row.path: row.role for row in manifest.rows} == {
@@ -97,7 +98,11 @@ def test_guidance_problems_are_reported_and_left_out(official_data, tmp_path):
     }
     assert [i["line"] for i in report["guidance"]["model_mismatches"]] == [5]
     assert report["guidance"]["unlisted"] == 9 - 5
-    assert report["skip_reasons"] == {"real/FFHQ/notes.png": "not an image by its content"}
+    # An image-named file that is no image is an unreadable image: a failure, not a skip.
+    assert report["skip_reasons"] == {}
+    assert report["failures"] == [
+        {"path": "real/FFHQ/notes.png", "error": "not an image Pillow can decode"}
+    ]
     assert "left out 7 of 12 guidance row(s):" in result.stderr
     assert "line 5: /dm_generated/latent_diffusion/0001.png: model 'dalle2'" in result.stderr
     manifest = read_manifest(out)

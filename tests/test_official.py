@@ -155,7 +155,7 @@ def test_base_files_alone_become_dfx_base_models(official, tmp_path):
         "--real", paths["real"], "--out", tmp_path / "base", "--image-size", SIZE,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "wrote base model" in result.stdout
+    assert "wrote base model" in result.stderr  # a notice; results alone go to stdout
     files = load_base_models({name: tmp_path / "base" / f"{name}.pt" for name in CLASSES})
     assert {f.format for f in files.values()} == {BASE_FORMAT}
     assert files["gan"].classes == ["others", "gan"]
@@ -253,7 +253,7 @@ def test_imported_detector_runs_in_predict_and_tolerates_old_checkpoints(officia
     assert "extractors.dm.bn1.num_batches_tracked" in model_file.state_dict
     image = tmp_path / "a.png"
     Image.new("RGB", (40, 30), (120, 30, 200)).save(image)
-    result = invoke("predict", "--model", out, "--device", "cpu", "--json", image)
+    result = invoke("predict", "--model", out, "--device", "cpu", image, "--json")
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["label"] in CLASSES and abs(sum(record["probs"].values()) - 1) < 1e-5

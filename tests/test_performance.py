@@ -141,7 +141,7 @@ def test_compile_without_a_compiler_fails_in_one_sentence(monkeypatch, trained):
         app, ["predict", "--model", str(trained["model"]), "--compile", str(image)]
     )
     assert result.exit_code == 2
-    assert "--compile on CPU needs a C++ compiler" in result.output
+    assert "compiling on CPU needs a C++ compiler" in result.output
     assert "Traceback" not in result.output
 
 

@@ -44,12 +44,12 @@ def private_copy(manifest: Path, tmp_path: Path) -> Path:
 
 
 def test_a_bug_exits_3_in_one_line_and_shows_its_traceback_only_with_debug(monkeypatch, tmp_path):
-    import dfx.data.manifest
+    import dfx.data.layout
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(dfx.data.manifest, "make_manifest", broken)
+    monkeypatch.setattr(dfx.data.layout, "scan_dataset", broken)
     (tmp_path / "data").mkdir()
     plain = invoke("split", tmp_path / "data")
     assert plain.exit_code == 3

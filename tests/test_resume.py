@@ -181,7 +181,7 @@ def test_resume_refuses_other_settings_and_missing_state(trained, tmp_path):
     assert longer.exit_code == 0, longer.output
     assert len((tmp_path / "m.history.jsonl").read_text().splitlines()) == 6
     absent = invoke(*fusion_args(trained, tmp_path / "new.pt", "--resume"))
-    assert_user_error(absent, "no saved training state", "start without --resume")
+    assert_user_error(absent, "no saved training state", "start afresh")
 
 
 def test_interrupt_in_the_first_epoch_says_nothing_to_resume(trained, tmp_path, monkeypatch):

@@ -13,15 +13,18 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from dfx import distributed
 from dfx._version import __version__
 from dfx.atomic import atomic_write
-from dfx.data.transforms import Preprocessing
 from dfx.errors import DfxError, first_few
 from dfx.threshold import Calibration
+
+if TYPE_CHECKING:  # torch is imported where a file is read or written: paths check fast
+    import torch
+
+    from dfx.data.transforms import Preprocessing
 
 FORMAT_VERSION = 1
 """Version of the file layout this dfx writes and reads."""
@@ -61,6 +64,25 @@ class ModelFile:
         """The threshold on P(fake) calibrated at training time (None in older files)."""
         return Calibration.value_in(self.metrics.get("threshold"))
 
+    @classmethod
+    def from_payload(cls, payload: dict, state_dict: dict) -> ModelFile:
+        """Inverse of :meth:`to_payload`, with ``state_dict`` as the weights (KeyError,
+        TypeError or ValueError for a damaged payload)."""
+        from dfx.data.transforms import Preprocessing
+
+        return cls(
+            format=payload["format"],
+            backbone=payload["backbone"],
+            classes=list(payload["classes"]),
+            preprocessing=Preprocessing.from_dict(payload["preprocessing"]),
+            state_dict=state_dict,
+            config=payload.get("config") or {},
+            metrics=payload.get("metrics") or {},
+            dfx_version=payload.get("dfx_version", "unknown"),
+            target=payload.get("target"),
+            architecture=payload.get("architecture") or "deepfeaturex",
+        )
+
     def to_payload(self) -> dict:
         """Plain-data form written to disk."""
         return {
@@ -86,6 +108,8 @@ def save_model_file(model_file: ModelFile, path: str | Path) -> Path:
     state = {k: v.detach().cpu().contiguous() for k, v in model_file.state_dict.items()}
     payload = model_file.to_payload() | {"state_dict": state}
     with atomic_write(path, "wb") as handle:
+        import torch
+
         torch.save(payload, handle)
     return path
 
@@ -96,6 +120,8 @@ def safe_load(path: str | Path, what: str, hint: str = "") -> object:
     A file that needs anything else (a pickled class, a function call) or is not a torch
     file fails with one sentence saying it is not ``what``; ``hint`` ends that sentence.
     """
+    import torch
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's advice to load unsafely is not ours
@@ -118,12 +144,45 @@ def safe_load(path: str | Path, what: str, hint: str = "") -> object:
         ) from error
 
 
+TRAIN_STATE_FORMAT = "dfx-train-state"
+"""The format marker of a training resume state (written by :mod:`dfx.engine.train_state`)."""
+
+
+def check_model_path(path: str | Path) -> None:
+    """Fail with one sentence naming what ``path`` is when it cannot be a model file.
+
+    A model reference (``https://``, ``http://``, ``hf://``) is checked when it is resolved.
+    """
+    import stat
+
+    if "://" in str(path):
+        return
+    path = Path(path)
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        raise DfxError(f"model file {path} does not exist.") from None
+    except OSError as error:
+        raise DfxError(f"cannot read model file {path}: {error.strerror or error}.") from None
+    if stat.S_ISDIR(status.st_mode):
+        raise DfxError(f"model file {path} is a folder; a model is one file (e.g. model.pt).")
+    if not stat.S_ISREG(status.st_mode):
+        raise DfxError(f"model file {path} is not a regular file (a device, pipe or socket).")
+    if status.st_size == 0:
+        raise DfxError(f"model file {path} is empty (0 bytes).")
+
+
 def load_model_file(path: str | Path, expected: str) -> ModelFile:
     """Read a model file of the ``expected`` format, failing with one sentence otherwise."""
     path = Path(path)
-    if not path.is_file():
-        raise DfxError(f"model file {path} does not exist.")
+    check_model_path(path)
     payload = safe_load(path, "a dfx model file")
+    if isinstance(payload, dict) and payload.get("format") == TRAIN_STATE_FORMAT:
+        model = path.with_name(path.name.removesuffix(".state.pt") + ".pt")
+        raise DfxError(
+            f"{path} is a training resume state, not a model; the model that training "
+            f"writes beside it is {model}."
+        )
     if not isinstance(payload, dict) or payload.get("format") not in _DESCRIPTIONS:
         raise DfxError(f"{path} is not a dfx model file (no dfx format marker).")
     if payload["format"] != expected:
@@ -139,19 +198,9 @@ def load_model_file(path: str | Path, expected: str) -> ModelFile:
         )
     if not isinstance(payload.get("state_dict"), dict):
         raise DfxError(f"{path} is a damaged dfx model file (its weights are not a mapping).")
+
     try:
-        return ModelFile(
-            format=payload["format"],
-            backbone=payload["backbone"],
-            classes=list(payload["classes"]),
-            preprocessing=Preprocessing.from_dict(payload["preprocessing"]),
-            state_dict=payload["state_dict"],
-            config=payload.get("config") or {},
-            metrics=payload.get("metrics") or {},
-            dfx_version=payload.get("dfx_version", "unknown"),
-            target=payload.get("target"),
-            architecture=payload.get("architecture") or "deepfeaturex",
-        )
+        return ModelFile.from_payload(payload, payload["state_dict"])
     except (KeyError, TypeError, ValueError) as error:
         raise DfxError(f"{path} is a damaged dfx model file (bad field {error}).") from error
 
@@ -193,4 +242,6 @@ def state_differences(
 
 
 def _shape(value) -> list[int] | str:
+    import torch
+
     return list(value.shape) if isinstance(value, torch.Tensor) else "not a tensor"

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from dfx.errors import DfxError
 
 DEFAULT_THRESHOLD = 0.5
@@ -89,19 +87,21 @@ def resolve_threshold(override: float | None, calibrated: float | None) -> Thres
     """``override`` if given, else the model file's ``calibrated`` threshold, else 0.5."""
     if override is not None:
         if not 0.0 <= override <= 1.0:
-            raise DfxError(f"--threshold must be between 0 and 1, got {override}.")
+            raise DfxError(f"a threshold on P(fake) must be between 0 and 1, got {override}.")
         return Threshold(float(override), "option")
     if calibrated is not None:
         return Threshold(calibrated, "model")
     return Threshold.default()
 
 
-def calibrate(is_fake: np.ndarray, p_fake: np.ndarray, rule: str = VALIDATION_RULE) -> Calibration:
+def calibrate(is_fake, p_fake, rule: str = VALIDATION_RULE) -> Calibration:
     """The threshold on P(fake) that maximises balanced accuracy on held-out data.
 
     Candidates are 0, 1 and the midpoints between consecutive distinct scores (a decision
     is ``p_fake >= t``); among equally good ones, the one nearest 0.5 wins.
     """
+    import numpy as np  # here: the command line reads thresholds before numpy is needed
+
     is_fake = np.asarray(is_fake, dtype=bool)
     p_fake = np.asarray(p_fake, dtype=float)
     scores = np.unique(p_fake)

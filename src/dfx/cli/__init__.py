@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
+import sys
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from dfx import __version__
 from dfx.cli import (
@@ -15,6 +16,7 @@ from dfx.cli import (
     demo,
     evaluate,
     explain,
+    export,
     import_official,
     predict,
     robustness,
@@ -23,10 +25,57 @@ from dfx.cli import (
     train_baseline,
     train_fusion,
 )
-from dfx.cli.flags import GlobalFlags
+from dfx.cli.console import plain_text, stdout_reader_gone
+from dfx.cli.errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    end_quietly_on_broken_pipe,
+    fail,
+    usage_error_message,
+)
+from dfx.cli.flags import GlobalFlags, env_switch
 from dfx.cli.launch import check_launch
+from dfx.cli.options import fill_optional_values, readable_metavars
+
+
+class DfxGroup(TyperGroup):
+    """The ``dfx`` group: usage errors as one dfx-style line, broken pipes as exit 141."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if plain_text():  # help pages too: no colour, bold or italic under NO_COLOR
+            from typer import rich_utils
+
+            rich_utils.COLOR_SYSTEM = None
+        readable_metavars(self)
+        args = fill_optional_values(sys.argv[1:] if args is None else list(args))
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        if stdout_reader_gone():  # nobody will read the results: do no work
+            end_quietly_on_broken_pipe()
+            sys.exit(EXIT_BROKEN_PIPE)
+        from typer._click.exceptions import ClickException
+
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except ClickException as error:
+            fail(usage_error_message(error), error.exit_code)
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            fail("interrupted.", EXIT_INTERRUPTED)
+            sys.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:  # while printing help: dfx --help | head -1
+            sys.exit(end_quietly_on_broken_pipe().exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def get_command(self, ctx, cmd_name):
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            readable_metavars(command)
+        return command
+
 
 app = typer.Typer(
+    cls=DfxGroup,
     name="dfx",
     help="Detect AI-generated images: real, GAN-generated or diffusion-generated "
     "(DeepFeatureX Net, ICPR 2024).",
@@ -63,7 +112,7 @@ def root(
 ) -> None:
     """dfx: tell real, GAN-generated and diffusion-generated images apart."""
     # Per invocation: a --debug run must not leave tracebacks on for the next one in-process.
-    GlobalFlags.debug = debug or bool(os.environ.get("DFX_DEBUG"))
+    GlobalFlags.debug = debug or env_switch("DFX_DEBUG")
     GlobalFlags.quiet = quiet
     check_launch(context.invoked_subcommand, DATA_PARALLEL_COMMANDS)
 
@@ -98,6 +147,7 @@ _register(
 _register("robustness", robustness.robustness_command, robustness.EPILOG, data_parallel=True)
 _register("predict", predict.predict_command, predict.EPILOG)
 _register("explain", explain.explain_command, explain.EPILOG)
+_register("export", export.export_command, export.EPILOG)
 _register("backbones", backbones.backbones_command, None)
 _register("import-official", import_official.import_official_command, import_official.EPILOG)
 _register("card", card.card_command, card.EPILOG)

@@ -16,6 +16,7 @@ from dfx.cli.console import (
     stdout,
 )
 from dfx.cli.errors import EXIT_INPUT_FAILED, fail, handle_errors
+from dfx.cli.options import JsonOutput, OptionalManifest, PlotsOption
 from dfx.cli.outputs import check_outputs, write_outputs
 
 EPILOG = """\
@@ -43,20 +44,12 @@ def audit_command(
         Path | None,
         typer.Argument(metavar="DATA", help="Data folder (dm/gan/real or 0_real/1_fake)."),
     ] = None,
-    manifest: Annotated[
-        Path | None,
-        typer.Option("--manifest", "-m", help="Manifest CSV from 'dfx split' instead of DATA."),
-    ] = None,
-    json_path: Annotated[
-        str | None, typer.Option("--json", help="Write the audit as JSON to FILE ('-': stdout).")
-    ] = None,
-    plots: Annotated[
-        Path | None,
-        typer.Option("--plots", help="Write per-class histograms (PNG) of size and JPEG quality."),
-    ] = None,
+    manifest: OptionalManifest = None,
+    json_path: JsonOutput = None,
+    plots: PlotsOption = None,
     workers: Annotated[
         int | None,
-        typer.Option("--workers", min=1, help="Files read at once (default: CPUs, at most 8)."),
+        typer.Option("--threads", min=1, help="Files read at once (default: CPUs, at most 8)."),
     ] = None,
 ) -> None:
     """Audit a data set: container traits per class, a shortcut score, copies across roles."""
@@ -64,7 +57,7 @@ def audit_command(
 
     if (data is None) == (manifest is None):
         raise fail("give either a data folder DATA or --manifest, not both or neither.")
-    check_outputs([json_path], plots)
+    check_outputs({"--json": json_path}, {"--plots": plots})
     if manifest is not None:
         from dfx.data.manifest import read_manifest
 

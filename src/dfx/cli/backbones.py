@@ -1,38 +1,23 @@
-"""dfx backbones: list the selectable backbones."""
+"""dfx backbones: list the selectable backbones (a static table: no torch import)."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import typer
-
-from dfx.cli.console import print_json, stdout
+from dfx.cli.console import stdout
 from dfx.cli.errors import handle_errors
+from dfx.cli.options import JsonOutput
+from dfx.cli.outputs import check_outputs, emit_json
 
 
 @handle_errors
-def backbones_command(
-    json_output: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
-) -> None:
+def backbones_command(json_path: JsonOutput = None) -> None:
     """List the backbones with their feature size, default input and explained layer."""
     from rich.table import Table
 
-    from dfx.models.backbones import REGISTRY
-    from dfx.report import to_json
+    from dfx.models.registry import REGISTRY
 
-    rows = [
-        {
-            "name": s.name,
-            "feature_dim": s.feature_dim,
-            "resize": s.preprocessing().resize,
-            "crop": s.preprocessing().crop,
-            "imagenet_weights": s.torchvision_name is not None,
-            "attribution_layer": s.attribution_layer,
-        }
-        for s in REGISTRY.values()
-    ]
-    if json_output:
-        print_json(to_json(rows))
+    check_outputs({"--json": json_path})
+    rows = [spec.to_dict() for spec in REGISTRY.values()]
+    if emit_json(rows, json_path):
         return
     table = Table("backbone", "features", "input", "ImageNet weights", "explained layer")
     for row in rows:

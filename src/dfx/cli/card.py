@@ -68,7 +68,7 @@ def card_command(
     from dfx.model_source import parse_reference
     from dfx.report import write_text
 
-    check_outputs([out])
+    check_outputs({"--out": out})
     documents = [(path.stem, _read_results(path)) for path in results or []]
     reference = parse_reference(model, sha256)
     if repo is not None and repo.count("/") != 1:

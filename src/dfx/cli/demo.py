@@ -12,6 +12,7 @@ from dfx.cli.console import RichProgress, stdout
 from dfx.cli.errors import handle_errors
 from dfx.cli.evaluate import render_evaluation
 from dfx.cli.options import Device, Seed
+from dfx.cli.outputs import check_outputs
 from dfx.cli.training import render_base_results, render_fusion_result
 
 EPILOG = """\
@@ -51,6 +52,7 @@ def demo_command(
     seed: Seed = 0,
 ) -> None:
     """Run the whole pipeline on a small simulated data set (tiny backbone, small images)."""
+    check_outputs(folders={"--out": out})  # before torch loads: a bad folder fails at once
     from rich.markup import escape
 
     from dfx import synthetic
@@ -101,7 +103,7 @@ def demo_command(
         results = [
             train_base(manifest, name, base_config, out / "base", progress) for name in CLASSES
         ]
-    render_base_results(results, json_output=False)
+    render_base_results(results, json_path=None)
 
     fusion_config = FusionTrainConfig(
         epochs=fusion_epochs, lr=1e-3, seed=seed, device=device, workers=0
@@ -110,7 +112,7 @@ def demo_command(
         fusion = train_fusion(
             manifest, {r.target: r.path for r in results}, fusion_config, out / "model.pt", progress
         )
-    render_fusion_result(fusion, json_output=False)
+    render_fusion_result(fusion, json_path=None)
 
     detector = load_detector(fusion.path, device)
     test_images = images_from_manifest(manifest, "test")
@@ -127,8 +129,8 @@ def demo_command(
     console.print(predictions_table(records))
     _explain_examples(detector, test_images, out / "explain", console)
     console.print(
-        f"\nNext: [bold]dfx predict --model {escape(str(fusion.path))} IMAGE...[/bold]  (or "
-        f"[bold]dfx evaluate --model {escape(str(fusion.path))} "
+        f"\nNext: [bold]dfx predict -M {escape(str(fusion.path))} IMAGE...[/bold]  (or "
+        f"[bold]dfx evaluate -M {escape(str(fusion.path))} "
         f"-m {escape(str(out / 'manifest.csv'))} --qf 50[/bold])"
     )
 

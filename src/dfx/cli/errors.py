@@ -13,9 +13,9 @@ import traceback
 
 import click
 import typer
-from rich.console import Console
 
 from dfx import distributed
+from dfx.cli.console import DfxConsole, plain_text
 from dfx.cli.flags import GlobalFlags
 
 EXIT_INPUT_FAILED = 1
@@ -36,10 +36,22 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     where = f"rank {distributed.launched_rank()}: " if distributed.is_launched() else ""
     from rich.markup import escape
 
-    Console(stderr=True, highlight=False).print(
+    DfxConsole(stderr=True, highlight=False, color_system=None if plain_text() else "auto").print(
         f"[bold red]error:[/bold red] {escape(where + message)}", markup=True, soft_wrap=True
     )
     return typer.Exit(code)
+
+
+def end_quietly_on_broken_pipe() -> typer.Exit:
+    """The reader of stdout went away (``dfx ... | head``): exit 141 without a message.
+
+    stdout is pointed at /dev/null first, so Python's own flush at exit does not fail again.
+    """
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # no real file (a test runner's buffer)
+        pass
+    return typer.Exit(EXIT_BROKEN_PIPE)
 
 
 def exit_if_failures(failures) -> None:
@@ -73,9 +85,7 @@ def handle_errors(command):
         except KeyboardInterrupt:
             raise fail("interrupted.", EXIT_INTERRUPTED) from None
         except BrokenPipeError:  # the reader of stdout went away (dfx predict ... | head)
-            # Python's own flush at exit would fail again and print a traceback.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise typer.Exit(EXIT_BROKEN_PIPE) from None
+            raise end_quietly_on_broken_pipe() from None
         except OSError as error:  # the file system said no: a full disk, a read-only folder
             if GlobalFlags.debug:
                 traceback.print_exc()
@@ -155,3 +165,28 @@ def _option_words(option, value) -> list[str]:
         return [option.secondary_opts[0]] if option.secondary_opts else []
     values = value if isinstance(value, (list, tuple)) else [value]
     return [option.opts[0], *(str(v) for v in values)]
+
+
+GLOBAL_OPTIONS = ("--debug", "--quiet", "-q", "--version")
+"""Options of ``dfx`` itself, which go before the command."""
+
+
+def usage_error_message(error) -> str:
+    """One dfx-style sentence for a command-line usage error of the framework (click).
+
+    A global option given after the command is named as such, with where it goes.
+    """
+    context = getattr(error, "ctx", None)
+    command = context.command_path if context is not None else "dfx"
+    name = getattr(error, "option_name", None)
+    if name in GLOBAL_OPTIONS and context is not None and context.parent is not None:
+        program = context.parent.command_path
+        return (
+            f"{name} is an option of dfx itself: put it before the command, "
+            f"as in '{program} {name} {context.info_name} ...'."
+        )
+    message = " ".join(error.format_message().split()).rstrip(".")
+    if name == "-m" and context is not None and any("-M" in p.opts for p in context.command.params):
+        message += "; -m is the manifest: the model is -M or --model"
+    help_hint = f" (see '{command} --help')" if context is not None else ""
+    return f"{message}{help_hint}."

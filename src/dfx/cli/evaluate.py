@@ -7,9 +7,15 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.console import RichProgress, report_failures, report_labelled_sets, stdout
+from dfx.cli.console import (
+    RichProgress,
+    report_failures,
+    report_labelled_sets,
+    report_written,
+    stdout,
+)
 from dfx.cli.errors import EXIT_INPUT_FAILED, exit_if_failures, fail, handle_errors
-from dfx.cli.model_reference import fetch_model
+from dfx.cli.model_reference import check_model, fetch_model
 from dfx.cli.options import (
     EVALUATION_OPTIONS,
     Compile,
@@ -23,13 +29,15 @@ from dfx.cli.outputs import check_outputs, write_outputs
 EPILOG = """\
 [bold]Examples[/bold]
 
-  dfx evaluate --model model.pt -m manifest.csv                 # the test split
-  dfx evaluate --model model.pt -m manifest.csv --qf 50         # after JPEG at quality 50
-  dfx evaluate --model model.pt --data ~/sets/wang2020/progan   # 0_real/1_fake layout
-  dfx evaluate --model model.pt --data sets/a --data sets/b --csv table4.csv
-  dfx evaluate --model model.pt -m manifest.csv --plots plots/ --threshold 0.3
-  dfx evaluate --model model.pt -m manifest.csv --json report.json --min-accuracy 0.9
-  torchrun --standalone --nproc-per-node 8 -m dfx evaluate --model model.pt -m manifest.csv
+  dfx evaluate -M model.pt -m manifest.csv                 # the test split
+  dfx evaluate -M model.pt -m manifest.csv --qf 50         # after JPEG at quality 50
+  dfx evaluate -M model.pt --data ~/sets/wang2020/progan   # 0_real/1_fake layout
+  dfx evaluate -M model.pt --data sets/a --data sets/b --csv table4.csv
+  dfx evaluate -M model.pt -m manifest.csv --plots plots/ --threshold 0.3
+  dfx evaluate -M model.pt -m manifest.csv --json report.json --min-accuracy 0.9
+  dfx evaluate -M model.onnx -m manifest.csv                 # 'dfx export' file, ONNX Runtime
+  dfx evaluate -M model.pt -m manifest.csv --runtime openvino --precision bf16
+  torchrun --standalone --nproc-per-node 8 -m dfx evaluate -M model.pt -m manifest.csv
 
 Test sets are balanced to the smallest class by seeded sampling (--no-balanced to
 keep all). Besides the argmax decision, images are called fake when P(fake) >= t,
@@ -54,10 +62,6 @@ def evaluate_command(
     qf: Annotated[
         int | None, typer.Option("--qf", min=1, max=100, help="JPEG quality applied first.")
     ] = None,
-    plots: Annotated[
-        Path | None,
-        typer.Option("--plots", help="Write confusion, ROC and PR plots (PNG) and points to DIR."),
-    ] = None,
     min_accuracy: Annotated[
         float | None,
         typer.Option(
@@ -73,19 +77,26 @@ def evaluate_command(
     **options,
 ) -> None:
     """Evaluate a detector: 3-class and binary metrics, AP, AUC, EER, per-generator accuracy."""
-    from dfx.api import load_detector
-    from dfx.data.labelled import read_labelled_sets
-    from dfx.engine.evaluation import evaluate, evaluate_sets
+    json_path, csv_path, plots = options["json_path"], options["csv_path"], options["plots"]
+    check_outputs({"--json": json_path, "--csv": csv_path}, {"--plots": plots})
+    check_model(model, options["sha256"])  # before torch loads: a wrong path fails at once
 
-    json_path, csv_path = options["json_path"], options["csv_path"]
-    check_outputs([json_path, csv_path], plots)
-    # The cheap checks of the data come first, so a typo fails before a model loads.
+    from dfx.data.labelled import read_labelled_sets
+
+    # The cheap checks of the data come first (torch-free), so a typo fails at once.
     labelled = read_labelled_sets(
         options["manifest"], options["split"], list(data or []), options["allow_changed"]
     )
     report_labelled_sets(labelled)
+    from dfx.api import load_detector
+    from dfx.engine.evaluation import evaluate, evaluate_sets
+
     detector = load_detector(
-        fetch_model(model, options["sha256"]), options["device"], options["precision"], compile
+        fetch_model(model, options["sha256"]),
+        options["device"],
+        options["precision"],
+        compile,
+        runtime=options["runtime"],
     )
     settings = evaluation_options(options, batch_size)
     with RichProgress() as progress:
@@ -121,6 +132,7 @@ def render_evaluation(result, json_path: str | None, csv_path=None, plots=None) 
     files, used_stdout = write_outputs(document, [headline_row(document)], json_path, csv_path)
     written += files
     if used_stdout:
+        report_written(written)
         return
     console = stdout()
     setting = "raw" if result.qf is None else f"JPEG QF {result.qf}"
@@ -135,8 +147,7 @@ def render_evaluation(result, json_path: str | None, csv_path=None, plots=None) 
     if result.multiclass is not None:
         console.print(confusion_table(result.multiclass["confusion"]))
     console.print(per_generator_table(result.generators))
-    for path in written:
-        console.print(f"wrote {path}", markup=False)
+    report_written(written)
 
 
 def render_generalization(result, json_path, csv_path, plots) -> None:
@@ -158,6 +169,7 @@ def render_generalization(result, json_path, csv_path, plots) -> None:
     files, used_stdout = write_outputs(document, rows, json_path, csv_path)
     written += files
     if used_stdout:
+        report_written(written)
         return
     console = stdout()
     console.print(generalization_table(document["sets"], document["mean"]))
@@ -166,8 +178,7 @@ def render_generalization(result, json_path, csv_path, plots) -> None:
         f"acc @ t: decision P(fake) >= {threshold['value']:.4g} ({threshold['source']})",
         markup=False,
     )
-    for path in written:
-        console.print(f"wrote {path}", markup=False)
+    report_written(written)
 
 
 def _folder_name(name: str) -> str:

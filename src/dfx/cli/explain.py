@@ -7,11 +7,12 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.console import RichProgress, print_json, stdout
+from dfx.cli.console import RichProgress, print_json, report_written, stdout
 from dfx.cli.errors import EXIT_INPUT_FAILED, handle_errors
 from dfx.cli.model_reference import fetch_model
 from dfx.cli.options import (
     Device,
+    JsonOutput,
     MaxPixels,
     ModelOption,
     Precision,
@@ -60,9 +61,7 @@ def explain_command(
     method: Annotated[
         str, typer.Option("--method", help="Heatmap method: gradcam or hirescam.")
     ] = "gradcam",
-    json_output: Annotated[
-        bool, typer.Option("--json", help="One JSON object per input line on stdout.")
-    ] = False,
+    json_path: JsonOutput = None,
     batch_size: Annotated[
         int | None,
         typer.Option(
@@ -83,7 +82,7 @@ def explain_command(
     from dfx.report import to_json
 
     check_available()
-    check_outputs([], out)
+    check_outputs({"--json": json_path}, {"--out": out})
     detector = load_detector(fetch_model(model, sha256), device, precision)
     chosen = detector.resolve_threshold(threshold).value
     inputs, problems = expand_inputs(read_stdin_paths(paths))
@@ -106,10 +105,15 @@ def explain_command(
             for explanation in batch:
                 record = _write(explanation, out, stems, chosen, max_pixels)
                 failed = failed or record.get("error") is not None
-                _emit(record, json_output, records, to_json)
+                _emit(record, json_path, records, to_json)
     for path, reason in problems:
-        _emit({"path": str(path), "error": reason}, json_output, records, to_json)
-    if not json_output:
+        _emit({"path": str(path), "error": reason}, json_path, records, to_json)
+    if json_path not in (None, "-"):
+        from dfx.report import write_text
+
+        write_text("".join(to_json(r, indent=None) + "\n" for r in records), json_path)
+        report_written([json_path])
+    if json_path != "-":
         stdout().print(explanations_table(records))
     if failed:
         raise typer.Exit(EXIT_INPUT_FAILED)
@@ -143,8 +147,8 @@ def _unique_stem(stem: str, used: set) -> str:
     return candidate
 
 
-def _emit(record: dict, json_output: bool, records: list, to_json) -> None:
-    if json_output:  # JSON lines stream out as each input is done, for pipelines
+def _emit(record: dict, json_path: str | None, records: list, to_json) -> None:
+    if json_path == "-":  # JSON lines stream out as each input is done, for pipelines
         print_json(to_json(record, indent=None))
     else:
         records.append(record)

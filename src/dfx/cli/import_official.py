@@ -7,8 +7,10 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.console import print_json, stdout
+from dfx.cli.console import notice
 from dfx.cli.errors import handle_errors
+from dfx.cli.options import ImageSize, JsonOutput
+from dfx.cli.outputs import check_outputs, emit_json
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -44,46 +46,35 @@ def import_official_command(
     real: Annotated[
         Path | None, typer.Option("--real", help="Official real base-model file.")
     ] = None,
-    image_size: Annotated[
-        int | None,
-        typer.Option(
-            "--image-size",
-            min=8,
-            help="Input side (default: the backbone's, as the release used: 256, ViT 224).",
-        ),
-    ] = None,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print what was written as JSON.")
-    ] = False,
+    image_size: ImageSize = None,
+    json_path: JsonOutput = None,
 ) -> None:
     """Convert the official release's state dicts into a dfx detector (or base-model) file."""
+    if complete is not None:
+        check_outputs({"--out": out, "--json": json_path})
+    else:
+        check_outputs({"--json": json_path}, {"--out": out})
     from dfx.checkpoint import DETECTOR_FORMAT
     from dfx.interop.official import import_official
-    from dfx.report import to_json
 
     result = import_official(
         backbone, out, complete=complete, dm=dm, gan=gan, real=real, image_size=image_size
     )
-    if json_output:
-        print_json(
-            to_json(
-                {
-                    "format": result.format,
-                    "backbone": result.backbone,
-                    "written": [str(path) for path in result.written],
-                    "tensors": result.tensors,
-                    "sources": [
-                        {"role": s.role, "path": s.path, "sha256": s.sha256} for s in result.sources
-                    ],
-                }
-            )
-        )
-        return
-    console = stdout()
+    # What was read and written are notices; the JSON document is the result.
     for source in result.sources:
-        console.print(
-            f"read {source.role}: {source.path} (sha256 {source.sha256[:12]}…)", markup=False
-        )
+        notice(f"read {source.role}: {source.path} (sha256 {source.sha256[:12]}…)")
     what = "detector" if result.format == DETECTOR_FORMAT else "base model"
     for path in result.written:
-        console.print(f"wrote {what} {path} ({result.backbone})", markup=False)
+        notice(f"wrote {what} {path} ({result.backbone})")
+    emit_json(
+        {
+            "format": result.format,
+            "backbone": result.backbone,
+            "written": [str(path) for path in result.written],
+            "tensors": result.tensors,
+            "sources": [
+                {"role": s.role, "path": s.path, "sha256": s.sha256} for s in result.sources
+            ],
+        },
+        json_path,
+    )

@@ -53,6 +53,16 @@ class DownloadBar:
             self.console.print(message, markup=False, highlight=False)
 
 
+def check_model(model: str, sha256: str | None = None) -> None:
+    """A --model reference and --sha256 checked for form, and a local file for being one,
+    without a download or torch: mistakes fail at once."""
+    from dfx.checkpoint import check_model_path
+    from dfx.model_source import parse_reference
+
+    if parse_reference(model, sha256).kind == "path":
+        check_model_path(model)
+
+
 def fetch_model(model: str, sha256: str | None = None) -> str:
     """The local file of a --model reference, downloaded into the cache if need be."""
     from dfx.model_source import resolve_model

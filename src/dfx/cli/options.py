@@ -18,7 +18,9 @@ import typer
 from dfx.engine.configs import BackboneTrainConfig, TrainConfig
 from dfx.limits import DEFAULT_MAX_PIXELS
 
-_MANIFEST = typer.Option("--manifest", "-m", help="Manifest CSV written by 'dfx split'.")
+_MANIFEST = typer.Option(
+    "--manifest", "-m", metavar="FILE", help="Manifest CSV written by 'dfx split'."
+)
 
 ManifestOption = Annotated[Path, _MANIFEST]
 OptionalManifest = Annotated[Path | None, _MANIFEST]
@@ -26,6 +28,7 @@ ModelOption = Annotated[
     str,
     typer.Option(
         "--model",
+        "-M",
         envvar="DFX_MODEL",
         metavar="MODEL",
         help="Detector (train-fusion or train-baseline): a file, an https:// URL "
@@ -54,21 +57,66 @@ RoleOption = Annotated[str, typer.Option("--split", help="Manifest role to evalu
 Balanced = Annotated[
     bool, typer.Option("--balanced/--no-balanced", help="Balance classes by sampling.")
 ]
-JsonFile = Annotated[
-    str | None, typer.Option("--json", help="Write the results as JSON to FILE ('-': stdout).")
+JSON_METAVAR = "[FILE|-]"
+JsonOutput = Annotated[
+    str | None,
+    typer.Option(
+        "--json",
+        metavar=JSON_METAVAR,
+        help="Results as JSON: to stdout instead of tables (--json alone, or --json -), "
+        "or to FILE besides the tables.",
+    ),
 ]
+"""``--json [FILE|-]``, the same on every command that outputs data (value optional)."""
+
+OPTIONAL_VALUES = {"--json": "-"}
+"""Options whose value may be left out, and the value they then take."""
+
+
+def fill_optional_values(args: list[str]) -> list[str]:
+    """The command line with the left-out value of each optional-value option filled in.
+
+    ``--json`` at the end, or followed by another option, becomes ``--json -`` (stdout), as
+    a flag-like ``--json`` always meant; ``--json FILE`` and ``--json -`` stay as they are.
+    """
+    filled: list[str] = []
+    for position, word in enumerate(args):
+        if word == "--":  # everything after it is an argument
+            return filled + args[position:]
+        filled.append(word)
+        if word in OPTIONAL_VALUES:
+            following = args[position + 1] if position + 1 < len(args) else None
+            if following is None or (following.startswith("-") and following != "-"):
+                filled.append(OPTIONAL_VALUES[word])
+    return filled
+
+
 CsvFile = Annotated[
     str | None,
-    typer.Option("--csv", help="Write the headline metrics as CSV to FILE ('-': stdout)."),
+    typer.Option(
+        "--csv",
+        metavar="FILE|-",
+        help="Headline metrics as CSV to FILE, or to stdout instead of tables ('-').",
+    ),
 ]
-JsonFlag = Annotated[
-    bool, typer.Option("--json", help="Print the results as JSON instead of tables.")
+PlotsOption = Annotated[
+    Path | None,
+    typer.Option("--plots", metavar="DIR", help="Write the plots (PNG) and their points to DIR."),
 ]
+"""``--plots DIR``, the same on every command that draws plots."""
 Device = Annotated[str, typer.Option("--device", help="Where to run: auto, cpu, cuda or cuda:N.")]
 Precision = Annotated[
     str,
     typer.Option(
         "--precision", help="Autocast: auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16."
+    ),
+]
+InferenceRuntime = Annotated[
+    str,
+    typer.Option(
+        "--runtime",
+        help="What runs the network: auto (torch for .pt, ONNX Runtime for .onnx), torch, "
+        "onnxruntime or openvino (pip install 'dfx\\[onnx]' / 'dfx\\[openvino]').",
     ),
 ]
 Workers = Annotated[
@@ -160,7 +208,7 @@ TRAINING_OPTIONS = (
     _option("val_fraction", ValFraction, TrainConfig.val_fraction),
     *RUNTIME_OPTIONS,
     _option("resume", Resume, False),
-    _option("json_output", JsonFlag, False),
+    _option("json_path", JsonOutput, None),
 )
 """The optimisation, runtime and output options of every training command."""
 
@@ -180,8 +228,10 @@ EVALUATION_OPTIONS = (
     _option("split", RoleOption, "test"),
     _option("balanced", Balanced, True),
     _option("threshold", ThresholdOption, None),
-    _option("json_path", JsonFile, None),
+    _option("json_path", JsonOutput, None),
     _option("csv_path", CsvFile, None),
+    _option("plots", PlotsOption, None),
+    _option("runtime", InferenceRuntime, "auto"),
     *RUNTIME_OPTIONS,
 )
 """The data, decision and output options of evaluate and the robustness commands."""
@@ -226,3 +276,54 @@ def read_stdin_paths(paths: list[str]) -> list[str]:
         else:
             expanded.append(argument)
     return expanded
+
+
+def readable_metavars(command) -> None:
+    """Give every option of a command a plain metavar (FILE, N, X, TEXT; none for flags).
+
+    The framework would show Python types (``<bool>``, ``<list[str]>``, ``<int range>``);
+    an option that names its own metavar keeps it.
+    """
+    if not getattr(command, "_dfx_metavars", False):  # once per command object
+        command._dfx_metavars = True
+        framework_help = command.get_help_option
+
+        def help_option(context):
+            option = framework_help(context)
+            if option is not None:
+                option.metavar = ""
+            return option
+
+        command.get_help_option = help_option
+    for parameter in command.params:
+        if parameter.param_type_name == "argument":
+            _plain_argument(parameter)
+            continue
+        if parameter.metavar is not None:
+            continue
+        descriptor = getattr(parameter, "type_descriptor", None)
+        annotation = descriptor.annotation if descriptor is not None else str
+        parameter.metavar = _metavar_of(annotation)
+
+
+def _plain_argument(argument) -> None:
+    """``PATH...`` in the usage line instead of ``{PATH}...``, and no Python type beside it."""
+    words = (argument.metavar or argument.name.upper()) + ("..." if argument.nargs != 1 else "")
+    usage = words if argument.required else f"[{words}]"
+    argument._usage_display_name = lambda: usage
+    argument.display_type_rich = lambda ctx: None
+
+
+_WORDS = {bool: "", int: "N", float: "X", str: "TEXT", Path: "PATH"}
+
+
+def _metavar_of(annotation) -> str:
+    import typing
+
+    arguments = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        return " ".join(_metavar_of(a) for a in arguments)
+    if arguments:  # list[X] (repeated: the help says so) or X | None
+        return _metavar_of(arguments[0])
+    return _WORDS.get(annotation, "TEXT")

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import itertools
+from collections import Counter
+from contextlib import nullcontext
 from typing import Annotated
 
 import typer
 
-from dfx.cli.console import RichProgress, print_json, stderr, stdout
+from dfx.cli.console import RichProgress, notice, print_text, report_written, stdout
 from dfx.cli.errors import EXIT_INPUT_FAILED, handle_errors
-from dfx.cli.flags import GlobalFlags
-from dfx.cli.model_reference import fetch_model
+from dfx.cli.model_reference import check_model, fetch_model
 from dfx.cli.options import (
     Compile,
     Device,
     InferenceBatchSize,
+    InferenceRuntime,
+    JsonOutput,
     MaxPixels,
     ModelOption,
     Precision,
@@ -23,21 +26,27 @@ from dfx.cli.options import (
     Workers,
     read_stdin_paths,
 )
+from dfx.cli.outputs import STDOUT, check_outputs
 from dfx.limits import DEFAULT_MAX_PIXELS
 
 EPILOG = """\
 [bold]Examples[/bold]
 
-  dfx predict --model model.pt photo.jpg
-  dfx predict --model hf://ORG/REPO@v1/model.pt photo.jpg   # downloaded once, then cached
+  dfx predict -M model.pt photo.jpg
+  dfx predict -M hf://ORG/REPO@v1/model.pt photo.jpg   # downloaded once, then cached
   export DFX_MODEL=model.pt; dfx predict downloads/          # folders are searched
   find . -name '*.png' | dfx predict - --json > verdicts.jsonl
   dfx predict suspicious.webp --json | jq -r 'select(.p_fake > 0.5) | .path'
+  dfx predict inbox/ > verdicts.tsv                           # tab-separated in a file
+  dfx predict -M model.onnx photos/                         # 'dfx export' file: ONNX Runtime
+  dfx predict -M model.pt --runtime openvino --precision bf16 photos/
 
 With --json, one object per input line: path, label, probs {dm, gan, real}, p_fake
 (= p_dm + p_gan), fake (p_fake >= the model's calibrated threshold, or --threshold)
 and error (null). An unreadable input gives {path, error} and the
-others still run; the exit code is then 1.
+others still run; the exit code is then 1. --json FILE writes the same lines to FILE
+and still prints the verdicts. Without --json: a table on a terminal, tab-separated
+lines (with a header) in a pipe or file; a summary with the threshold goes to stderr.
 """
 
 
@@ -51,57 +60,73 @@ def predict_command(
     ],
     model: ModelOption,
     sha256: Sha256Option = None,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="One JSON object per input line on stdout.")
-    ] = False,
+    json_path: JsonOutput = None,
     batch_size: InferenceBatchSize = None,
     threshold: ThresholdOption = None,
     device: Device = "auto",
     precision: Precision = "auto",
     compile: Compile = False,
+    runtime: InferenceRuntime = "auto",
     workers: Workers = None,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Say whether images are real, GAN-generated or diffusion-generated."""
+    check_outputs({"--json": json_path})
+    check_model(model, sha256)  # before torch loads: a wrong path fails at once
+
     from dfx.api import Prediction, load_detector
-    from dfx.cli.tables import predictions_table
+    from dfx.atomic import atomic_write
     from dfx.data.images import expand_inputs
     from dfx.report import to_json
 
-    detector = load_detector(fetch_model(model, sha256), device, precision, compile)
+    detector = load_detector(
+        fetch_model(model, sha256), device, precision, compile, runtime=runtime
+    )
+    decision = detector.resolve_threshold(threshold)
     arguments = read_stdin_paths(paths)
     inputs, problems = expand_inputs(arguments)
     batch_size = detector.batch_size(batch_size)
+    to_stdout = json_path == STDOUT
+    json_file = atomic_write(json_path) if json_path not in (None, STDOUT) else nullcontext()
     table_rows = []  # JSON lines are not kept: a stream of millions stays small
-    failed = bool(problems)
+    counts = Counter()
     unchecked_c2pa = 0
-    with RichProgress(enabled=len(inputs) > batch_size) as progress:
+    with RichProgress(enabled=len(inputs) > batch_size) as progress, json_file as handle:
         batches = detector.iter_predict(
             inputs,
             batch_size=batch_size,
             workers=workers,
             progress=progress,
-            threshold=threshold,
+            threshold=decision.value,
             max_pixels=max_pixels,
         )
         unusable = [Prediction(str(path), None, None, None, reason) for path, reason in problems]
         for batch in itertools.chain(batches, [unusable]):
-            failed = failed or any(p.error for p in batch)
+            counts.update(_verdict(p) for p in batch)
             unchecked_c2pa += sum(_unchecked_c2pa(p) for p in batch)
-            if json_output:  # JSON lines stream out batch by batch, for pipelines
-                for prediction in batch:
-                    print_json(to_json(prediction.to_dict(), indent=None))
-            else:
-                table_rows += [prediction.to_dict() for prediction in batch]
-    if not json_output:
-        stdout().print(predictions_table(table_rows))
-    if unchecked_c2pa and not GlobalFlags.quiet:
-        stderr().print(
-            f"notice: {unchecked_c2pa} file(s) carry a C2PA manifest whose signature was not "
-            "checked; install c2pa-python (pip install 'deepfeaturex[c2pa]') to verify it.",
-            markup=False,
+            for prediction in batch:
+                record = prediction.to_dict()
+                if to_stdout:  # JSON lines stream out batch by batch, for pipelines
+                    print_text(to_json(record, indent=None))
+                    continue
+                if handle is not None:
+                    handle.write(to_json(record, indent=None) + "\n")
+                table_rows.append(record)
+    if not to_stdout:
+        render_predictions(table_rows)
+    if handle is not None:
+        report_written([json_path])
+    notice(
+        f"{sum(counts.values())} input(s): {counts['fake']} fake, {counts['real']} real, "
+        f"{counts['failed']} failed; fake means P(fake) >= {decision.value:.4g} "
+        f"({decision.label})."
+    )
+    if unchecked_c2pa:
+        notice(
+            f"{unchecked_c2pa} file(s) carry a C2PA manifest whose signature was not checked; "
+            "install c2pa-python (pip install 'deepfeaturex[c2pa]') to verify it."
         )
-    if failed:
+    if counts["failed"]:
         raise typer.Exit(EXIT_INPUT_FAILED)
 
 
@@ -110,3 +135,20 @@ def _unchecked_c2pa(prediction) -> bool:
     from dfx.data.provenance import UNCHECKED_C2PA
 
     return any(c.source == "c2pa" and c.value == UNCHECKED_C2PA for c in claims)
+
+
+def _verdict(prediction) -> str:
+    if prediction.error is not None:
+        return "failed"
+    return "fake" if prediction.fake else "real"
+
+
+def render_predictions(records: list[dict]) -> None:
+    """A table on a terminal; tab-separated lines, one per input, in a pipe or a file."""
+    from dfx.cli.tables import predictions_table, predictions_tsv
+
+    console = stdout()
+    if console.is_terminal:
+        console.print(predictions_table(records))
+    else:
+        print_text(predictions_tsv(records))

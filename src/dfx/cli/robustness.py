@@ -7,18 +7,24 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.console import RichProgress, report_failures, report_labelled_sets, stdout
+from dfx.cli.console import (
+    RichProgress,
+    report_failures,
+    report_labelled_sets,
+    report_written,
+    stdout,
+)
 from dfx.cli.errors import exit_if_failures, handle_errors
-from dfx.cli.model_reference import fetch_model
+from dfx.cli.model_reference import check_model, fetch_model
 from dfx.cli.options import EVALUATION_OPTIONS, ModelOption, evaluation_options, with_options
 from dfx.cli.outputs import check_outputs, write_outputs
 
 JPEG_EPILOG = """\
 [bold]Examples[/bold]
 
-  dfx jpeg-robustness --model model.pt -m manifest.csv                # raw, QF 90 ... 50
-  dfx jpeg-robustness --model model.pt -m manifest.csv --qf 95 --qf 75 --plot jpeg.png
-  dfx jpeg-robustness --model model.pt --data ~/sets/test --json - | jq '.rows[].binary.accuracy'
+  dfx jpeg-robustness -M model.pt -m manifest.csv                # raw, QF 90 ... 50
+  dfx jpeg-robustness -M model.pt -m manifest.csv --qf 95 --qf 75 --plots plots/
+  dfx jpeg-robustness -M model.pt --data ~/sets/test --json - | jq '.rows[].binary.accuracy'
 
 Each image is read once; every variant (raw and one per QF) is compressed in memory
 with Pillow (4:4:4 chroma) and classified. Nothing is written beside the data.
@@ -28,9 +34,9 @@ Exit codes: 0 ok, 1 some images unreadable, 2 bad input, 3 internal error.
 EPILOG = """\
 [bold]Examples[/bold]
 
-  dfx robustness --model model.pt -m manifest.csv                     # the official release's tests
-  dfx robustness --model model.pt -m manifest.csv -p "jpeg:90,50 blur:1,2 resize:0.5 mirror"
-  dfx robustness --model model.pt -m manifest.csv -p field --csv field.csv --plot field.png
+  dfx robustness -M model.pt -m manifest.csv                     # the official release's tests
+  dfx robustness -M model.pt -m manifest.csv -p "jpeg:90,50 blur:1,2 resize:0.5 mirror"
+  dfx robustness -M model.pt -m manifest.csv -p field --csv field.csv --plots plots/
 
 Spec: space-separated kind[:values] tokens. jpeg:QF,... (1-100); blur:SIGMA,...
 (pixels); blurk:KERNEL,... (odd kernel side with sigma 4, as the official release
@@ -45,9 +51,11 @@ DataOption = Annotated[
     Path | None,
     typer.Option("--data", help="Labelled folder instead of a manifest (either layout)."),
 ]
-PlotOption = Annotated[
-    Path | None, typer.Option("--plot", help="Write accuracy per row as a PNG plot to FILE.")
+PlotFile = Annotated[
+    Path | None,
+    typer.Option("--plot", metavar="FILE", hidden=True, help="Old name: the plot as FILE."),
 ]
+"""The plot file of dfx 0.x (``--plot FILE``), kept hidden beside ``--plots DIR``."""
 VariantBatchSize = Annotated[
     int | None,
     typer.Option(
@@ -67,15 +75,25 @@ def jpeg_robustness_command(
         list[int] | None,
         typer.Option("--qf", min=1, max=100, help="JPEG quality (repeat; default 90 80 70 60 50)."),
     ] = None,
-    plot: PlotOption = None,
+    plot: PlotFile = None,
     batch_size: VariantBatchSize = None,
     **options,
 ) -> None:
     """Accuracy raw and after JPEG compression at each quality factor (paper Tables 2–3)."""
-    from dfx.data.perturbations import DEFAULT_QFS, jpeg_grid
+    _check_first(model, plot, options)
+    from dfx.data.perturbations import DEFAULT_QFS, jpeg_grid  # loads torch
 
     perturbations = jpeg_grid(list(qf) if qf else list(DEFAULT_QFS))
-    _run("JPEG robustness", perturbations, model, data, plot, batch_size, options)
+    _run(
+        "JPEG robustness",
+        "jpeg-robustness.png",
+        perturbations,
+        model,
+        data,
+        plot,
+        batch_size,
+        options,
+    )
 
 
 @handle_errors
@@ -92,19 +110,30 @@ def robustness_command(
         ),
     ] = None,
     data: DataOption = None,
-    plot: PlotOption = None,
+    plot: PlotFile = None,
     batch_size: VariantBatchSize = None,
     **options,
 ) -> None:
     """Accuracy raw and under each perturbation of a spec: JPEG, blur, resize, rotation, mirror."""
+    _check_first(model, plot, options)
     from dfx.data.perturbations import parse_spec
 
     perturbations = parse_spec(" ".join(perturb) if perturb else "official")
-    _run("Robustness", perturbations, model, data, plot, batch_size, options)
+    _run("Robustness", "robustness.png", perturbations, model, data, plot, batch_size, options)
+
+
+def _check_first(model: Path, plot: Path | None, options: dict) -> None:
+    """The outputs and the model path, checked before torch loads: mistakes fail at once."""
+    check_outputs(
+        {"--json": options["json_path"], "--csv": options["csv_path"], "--plot": plot},
+        {"--plots": options["plots"]},
+    )
+    check_model(model, options["sha256"])
 
 
 def _run(
     title: str,
+    plot_name: str,
     perturbations: list,
     model: str,
     data: Path | None,
@@ -117,8 +146,8 @@ def _run(
     from dfx.data.labelled import read_labelled_sets
     from dfx.engine.robustness import measure_robustness
 
-    json_path, csv_path = options["json_path"], options["csv_path"]
-    check_outputs([json_path, csv_path, plot])
+    json_path, csv_path, plots = options["json_path"], options["csv_path"], options["plots"]
+    plot_files = [p for p in (plot, plots / plot_name if plots is not None else None) if p]
     labelled = read_labelled_sets(
         options["manifest"],
         options["split"],
@@ -127,7 +156,10 @@ def _run(
     )
     report_labelled_sets(labelled)
     detector = load_detector(
-        fetch_model(model, options["sha256"]), options["device"], options["precision"]
+        fetch_model(model, options["sha256"]),
+        options["device"],
+        options["precision"],
+        runtime=options["runtime"],
     )
     settings = evaluation_options(options, batch_size)
     with RichProgress() as progress:
@@ -135,18 +167,18 @@ def _run(
             detector, labelled.sets[0].images, perturbations, settings, progress=progress
         )
     report_failures(result.failures)
-    render_robustness(result, title, json_path, csv_path, plot)
+    render_robustness(result, title, json_path, csv_path, plot_files)
     exit_if_failures(result.failures)
 
 
-def render_robustness(result, title: str, json_path, csv_path, plot) -> None:
+def render_robustness(result, title: str, json_path, csv_path, plots: list[Path]) -> None:
     """Tables on stdout (unless JSON or CSV goes there); JSON, CSV and plot files if asked."""
     from dfx.cli.tables import forensic_table, summary_table
     from dfx.report import headline_row
 
     document = result.to_dict()
     written = []
-    if plot is not None:
+    for plot in plots:
         from dfx.plots import robustness_plot
 
         n = result.rows[0].n
@@ -154,6 +186,7 @@ def render_robustness(result, title: str, json_path, csv_path, plot) -> None:
     rows = [headline_row(row) for row in document["rows"]]
     files, used_stdout = write_outputs(document, rows, json_path, csv_path)
     written += files
+    report_written(written)
     if used_stdout:
         return
     console = stdout()
@@ -171,5 +204,3 @@ def render_robustness(result, title: str, json_path, csv_path, plot) -> None:
             "Real/fake",
         )
     )
-    for path in written:
-        console.print(f"wrote {path}", markup=False)

@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.console import print_json, report_list, report_skipped, stderr, stdout
+from dfx.cli.console import RichProgress, notice, report_list, report_skipped, stdout
 from dfx.cli.errors import EXIT_INPUT_FAILED, fail, handle_errors
-from dfx.cli.options import Seed
+from dfx.cli.options import JsonOutput, Seed
+from dfx.cli.outputs import check_outputs, emit_json
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -62,15 +63,14 @@ def split_command(
             help="Leave out identical files that sit under different labels instead of failing.",
         ),
     ] = False,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print the counts as JSON instead of a table.")
-    ] = False,
+    json_path: JsonOutput = None,
 ) -> None:
     """Split a labelled data folder into base / fusion / test roles and write a manifest CSV."""
     from dfx.cli.tables import split_table
-    from dfx.data.manifest import DEFAULT_RATIOS, ROLES, make_manifest, write_manifest
-    from dfx.report import to_json
+    from dfx.data.manifest import DEFAULT_RATIOS, ROLES, write_manifest
 
+    target = out if out is not None else data.resolve().parent / "manifest.csv"
+    check_outputs({"--out": target, "--json": json_path})
     guidance = None
     if from_guidance is not None:
         if tuple(ratios) != DEFAULT_RATIOS or seed != 0 or drop_label_conflicts:
@@ -83,10 +83,13 @@ def split_command(
         guidance = manifest_from_guidance(from_guidance, data)
         manifest = guidance.manifest
     else:
-        manifest = make_manifest(data, ratios, seed, drop_conflicts=drop_label_conflicts)
-    target = out if out is not None else data.resolve().parent / "manifest.csv"
+        manifest = _make_manifest(data, ratios, seed, drop_label_conflicts)
     write_manifest(manifest, target)
     report_skipped(manifest.skip_reasons)
+    report_list(
+        f"left out {len(manifest.unreadable)} unreadable image(s):",
+        [f"{path}: {reason}" for path, reason in manifest.unreadable],
+    )
     report_list(
         f"left out {len(manifest.conflicts)} set(s) of identical files under different labels:",
         [conflict.describe() for conflict in manifest.conflicts],
@@ -94,37 +97,52 @@ def split_command(
     if guidance is not None:
         _report_guidance(guidance)
     counts = manifest.counts()
-    if json_output:
-        print_json(
-            to_json(
-                {
-                    "manifest": str(target),
-                    "n": len(manifest.rows),
-                    "skipped": manifest.skipped,
-                    "skip_reasons": manifest.skip_reasons,
-                    "duplicate_groups": manifest.copies,
-                    "label_conflicts": [c.to_dict() for c in manifest.conflicts],
-                    "counts": [
-                        {"label": label, "generator": generator, "split": split, "n": n}
-                        for (label, generator, split), n in sorted(counts.items())
-                    ],
-                }
-                | ({"guidance": _guidance_json(from_guidance, guidance)} if guidance else {})
-            )
+    notice(f"wrote {target} ({len(manifest.rows)} images)")
+    document = {
+        "manifest": str(target),
+        "n": len(manifest.rows),
+        "skipped": manifest.skipped,
+        "skip_reasons": manifest.skip_reasons,
+        "failures": [{"path": path, "error": reason} for path, reason in manifest.unreadable],
+        "duplicate_groups": manifest.copies,
+        "label_conflicts": [c.to_dict() for c in manifest.conflicts],
+        "counts": [
+            {"label": label, "generator": generator, "split": split, "n": n}
+            for (label, generator, split), n in sorted(counts.items())
+        ],
+    } | ({"guidance": _guidance_json(from_guidance, guidance)} if guidance else {})
+    if not emit_json(document, json_path):
+        stdout().print(split_table(counts, ROLES))
+    if manifest.copies:
+        copies = sum(len(group) for group in manifest.copies)
+        notice(
+            f"{copies} images are byte-identical copies in {len(manifest.copies)} "
+            "group(s); each group has one role ('dfx audit' lists them)."
         )
-    else:
-        console = stdout()
-        console.print(split_table(counts, ROLES))
-        console.print(f"wrote {target} ({len(manifest.rows)} images)", markup=False)
-        if manifest.copies:
-            copies = sum(len(group) for group in manifest.copies)
-            console.print(
-                f"{copies} images are byte-identical copies in {len(manifest.copies)} "
-                "group(s); each group has one role ('dfx audit' lists them).",
-                markup=False,
-            )
-    if guidance is not None and guidance.left_out:
+    if manifest.unreadable or (guidance is not None and guidance.left_out):
         raise typer.Exit(EXIT_INPUT_FAILED)
+
+
+def _make_manifest(data: Path, ratios, seed: int, drop_label_conflicts: bool):
+    """The manifest of ``data``, under a progress bar of the images decoded once each."""
+    from dfx.data.layout import scan_dataset
+    from dfx.data.manifest import check_ratios, make_manifest
+
+    check_ratios(ratios)
+    scan = scan_dataset(data)
+    with RichProgress() as progress:
+        total = len(scan.records) + len(scan.unreadable)
+        progress.start("decode", total, "check that each image decodes")
+        manifest = make_manifest(
+            data,
+            ratios,
+            seed,
+            scan=scan,
+            drop_conflicts=drop_label_conflicts,
+            on_file=lambda: progress.advance("decode"),
+        )
+        progress.finish("decode")
+    return manifest
 
 
 def _report_guidance(guidance) -> None:
@@ -139,9 +157,9 @@ def _report_guidance(guidance) -> None:
         [f"line {i.line}: {i.image_path}: {i.reason}" for i in guidance.model_mismatches],
     )
     if guidance.unlisted:
-        stderr().print(
-            f"[yellow]{len(guidance.unlisted)} image(s) under DATA are not in the guidance "
-            "file and are not in the manifest.[/yellow]"
+        notice(
+            f"{len(guidance.unlisted)} image(s) under DATA are not in the guidance "
+            "file and are not in the manifest."
         )
 
 

@@ -333,3 +333,43 @@ def explanations_table(records: list[dict]):
             escape(record["files"][-1]),
         )
     return table
+
+
+PREDICTION_COLUMNS = (
+    "path",
+    "label",
+    *(f"p_{name}" for name in CLASSES),
+    "p_fake",
+    "fake",
+    "error",
+)
+"""The columns of ``dfx predict``'s tab-separated lines."""
+
+
+def predictions_tsv(records: list[dict]) -> str:
+    """``dfx predict``'s verdicts as tab-separated lines with a header, for pipes and files.
+
+    One line per input, whatever the terminal width; tabs and newlines in paths become
+    spaces so that every input stays one line.
+    """
+    provenance = [_provenance_cell(record.get("provenance")) for record in records]
+    with_provenance = any(provenance)  # a column only when some file says something
+    lines = ["\t".join([*PREDICTION_COLUMNS, *(["provenance"] if with_provenance else [])])]
+    for record, claims in zip(records, provenance):
+        path = " ".join(record["path"].replace("\t", " ").splitlines())
+        if record.get("error"):
+            cells = [path, "", "", "", "", "", "", record["error"]]
+        else:
+            probs = record["probs"]
+            cells = [
+                path,
+                record["label"],
+                *(f"{probs[name]:.4f}" for name in CLASSES),
+                f"{record['p_fake']:.4f}",
+                "yes" if record["fake"] else "no",
+                "",
+            ]
+        if with_provenance:
+            cells.append("; ".join(claims.splitlines()))
+        lines.append("\t".join(cells))
+    return "\n".join(lines)

@@ -10,6 +10,7 @@ import typer
 from dfx.cli.console import RichProgress, report_failures
 from dfx.cli.errors import exit_if_failures, handle_errors
 from dfx.cli.options import BACKBONE_TRAINING_OPTIONS, ManifestOption, config_from, with_options
+from dfx.cli.outputs import check_outputs
 from dfx.cli.training import read_training_manifest, render_base_results
 from dfx.engine.configs import BaseTrainConfig
 
@@ -50,6 +51,7 @@ def train_base_command(
     **options,
 ) -> None:
     """Train base models: one backbone per class, each specialised in "its class vs the others"."""
+    check_outputs({"--json": options["json_path"]}, {"--out": out})
     from dfx.classes import CLASSES
     from dfx.engine.base_training import check_target, state_path_of, train_base
     from dfx.errors import TrainingInterrupted
@@ -82,5 +84,5 @@ def train_base_command(
     # Each model reads the same test images: name every unreadable file once.
     failures = list({f.source: f for r in results for f in r.failures}.values())
     report_failures(failures)
-    render_base_results(results, options["json_output"])
+    render_base_results(results, options["json_path"])
     exit_if_failures(failures)

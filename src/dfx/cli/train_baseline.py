@@ -10,6 +10,7 @@ import typer
 from dfx.cli.console import RichProgress, report_failures
 from dfx.cli.errors import exit_if_failures, handle_errors
 from dfx.cli.options import BACKBONE_TRAINING_OPTIONS, ManifestOption, config_from, with_options
+from dfx.cli.outputs import check_outputs
 from dfx.cli.training import read_training_manifest, render_validated
 
 EPILOG = """\
@@ -40,6 +41,7 @@ def train_baseline_command(
     **options,
 ) -> None:
     """Train a baseline detector: one backbone on the three classes, no fusion."""
+    check_outputs({"--out": out, "--json": options["json_path"]})
     from dfx.engine.baseline_training import TRAIN_ROLES, train_baseline
     from dfx.engine.configs import BaselineTrainConfig
     from dfx.models.backbones import get_spec
@@ -52,7 +54,7 @@ def train_baseline_command(
     report_failures(result.failures)
     render_validated(
         result,
-        options["json_output"],
+        options["json_path"],
         f"Baseline {config.backbone} on its validation images",
         f"best epoch {result.best_epoch}, threshold {result.threshold['value']:.4g}, "
         f"{result.seconds:.1f} s",

@@ -10,6 +10,7 @@ import typer
 from dfx.cli.console import RichProgress, report_failures
 from dfx.cli.errors import exit_if_failures, handle_errors
 from dfx.cli.options import TRAINING_OPTIONS, Compile, ManifestOption, config_from, with_options
+from dfx.cli.outputs import check_outputs
 from dfx.cli.training import read_training_manifest, render_fusion_result
 
 EPILOG = """\
@@ -50,6 +51,7 @@ def train_fusion_command(
     **options,
 ) -> None:
     """Train the fusion head on cached features of the frozen base models; write the detector."""
+    check_outputs({"--out": out, "--json": options["json_path"]})
     from dfx.engine.configs import FusionTrainConfig
     from dfx.engine.fusion_training import train_fusion
     from dfx.errors import DfxError
@@ -65,5 +67,5 @@ def train_fusion_command(
     with RichProgress() as progress:
         result = train_fusion(loaded, paths, config, out, progress, resume=options["resume"])
     report_failures(result.failures)
-    render_fusion_result(result, options["json_output"])
+    render_fusion_result(result, options["json_path"])
     exit_if_failures(result.failures)

@@ -173,15 +173,17 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader with dfx's collate function and a shuffle fixed by (seed, epoch).
 
-    In a data-parallel run the loader yields this process's share of the data set
-    (padded when shuffling for training, exact otherwise) and ``batch_size`` is per process.
+    In a data-parallel run the loader yields this process's share of the data set and
+    ``batch_size`` is per process: when shuffling for training, every ``world``-th position
+    of each epoch's order, padded; otherwise whole batches of a single process's run, so
+    that every batch holds the same inputs as in one process (:class:`ShardSampler`).
     """
     generator = torch.Generator().manual_seed(seed)
     rank, world = distributed.rank(), distributed.world_size()
     if shuffle:
         sampler = EpochShuffleSampler(len(dataset), seed, num_replicas=world, rank=rank)
     else:
-        sampler = ShardSampler(len(dataset), rank, world) if world > 1 else None
+        sampler = ShardSampler(len(dataset), rank, world, batch_size) if world > 1 else None
     return DataLoader(
         dataset,
         batch_size=batch_size,

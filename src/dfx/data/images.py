@@ -52,6 +52,9 @@ HEIF_AVAILABLE = _register_heif()
 
 
 NOT_AN_IMAGE = "not an image by its content"
+NOT_DECODABLE = "not an image Pillow can decode"
+MISSING = "no such file or folder"
+"""The reason given for a path that names nothing, by the library and every command alike."""
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".jfif", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".apng"}
@@ -107,12 +110,56 @@ def not_a_file_with_content(path: str | Path) -> str | None:
 
 def _open_failure(path: Path, error: OSError) -> str:
     if isinstance(error, FileNotFoundError):
-        return "dangling symbolic link" if path.is_symlink() else "file not found"
+        return "dangling symbolic link" if path.is_symlink() else MISSING
     if isinstance(error, PermissionError):
         return "permission denied"
     if isinstance(error, IsADirectoryError):
         return "is a folder, not an image file"
     return f"cannot open ({error.strerror or error})"
+
+
+def unreadable_image(path: str | Path, reason: str | None) -> bool:
+    """Whether a file that failed the content check (``reason``) is an image that failed.
+
+    Empty, unreadable or vanished files, and files with an image extension, are reported
+    as unreadable images; other files that are not images (README.txt) are passed over.
+    """
+    return reason is not None and (
+        reason != NOT_AN_IMAGE or Path(path).suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+CHECK_SIDE = 32
+"""Target side of a decode check: JPEGs decode at reduced scale, every byte is still read."""
+
+
+def decode_failures(
+    paths: list[str | Path], max_pixels: int | None = DEFAULT_MAX_PIXELS, on_file=None
+) -> dict[int, str]:
+    """Why each of ``paths`` that does not decode fails (position → the reason).
+
+    The same decoding as classification, with the same reasons, so a file that a run did
+    not read (left out by balanced sampling, or written into a manifest) is judged as it
+    would be. Files are decoded in threads (Pillow decodes without holding the GIL);
+    ``on_file`` is called after each.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check(path) -> str | None:
+        try:
+            load_rgb(path, max_pixels, target_size=CHECK_SIDE)
+            return None
+        except ImageReadError as error:
+            return str(error)
+        finally:
+            if on_file is not None:
+                on_file()
+
+    if not paths:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        reasons = list(pool.map(check, paths))
+    return {i: reason for i, reason in enumerate(reasons) if reason is not None}
 
 
 def walk(root: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
@@ -186,7 +233,7 @@ def load_rgb(
     except UnidentifiedImageError as error:
         if not HEIF_AVAILABLE and is_heif(path):
             raise ImageReadError(HEIF_HINT) from error
-        raise ImageReadError("not an image Pillow can decode") from error
+        raise ImageReadError(NOT_DECODABLE) from error
     except OSError as error:
         if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)):
             raise ImageReadError(_open_failure(path, error)) from error
@@ -270,9 +317,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def expand_inputs(arguments: list[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Files as given, and the image files found in folders (recursively, by content).
 
-    Returns the inputs to classify and (path, reason) for arguments that name nothing and
-    for files in folders that cannot be images although they should be (an image extension,
-    an empty or unreadable file, a dangling link). Other non-image files are passed over.
+    Returns the inputs to classify and (path, reason) for arguments that name nothing.
+    Files in folders that should be images (an image extension, or empty, unreadable, a
+    dangling link) are inputs even when they cannot be images, so that decoding them gives
+    the reason the Python API gives; other non-image files are passed over.
     """
     files: list[Path] = []
     problems: list[tuple[str, str]] = []
@@ -282,15 +330,13 @@ def expand_inputs(arguments: list[str | Path]) -> tuple[list[Path], list[tuple[s
             found = len(files) + len(problems)
             for file in iter_files(path):
                 reason = not_an_image(file)
-                if reason is None:
-                    files.append(file)
-                elif reason != NOT_AN_IMAGE or file.suffix.lower() in IMAGE_SUFFIXES:
+                if reason is None or unreadable_image(file, reason):
                     # README.txt is passed over quietly; a broken photo.jpg is reported.
-                    problems.append((str(file), reason))
+                    files.append(file)
             if len(files) + len(problems) == found:
                 problems.append((str(argument), "a folder with no image files in it"))
         elif path.exists() or path.is_symlink():
             files.append(path)
         else:
-            problems.append((str(argument), "no such file or folder"))
+            problems.append((str(argument), MISSING))
     return files, problems

@@ -73,10 +73,13 @@ def images_from_manifest(manifest: Manifest, role: str | None = "test") -> list[
 def images_from_folder(data: str | Path) -> tuple[list[LabelledImage], dict[str, str]]:
     """The labelled images of a data folder in either layout, and the files passed over.
 
-    The second value maps each non-image file (relative path) to the reason.
+    The second value maps each non-image file (relative path) to the reason. Image files
+    that cannot be read (an empty ``x.png``) are among the images, so that a run reports
+    them as failures with the reason its decoding gives, as for any other unreadable image.
     """
     scan = scan_dataset(data)
-    images = [LabelledImage(scan.root / r.path, r.label, r.generator) for r in scan.records]
+    records = sorted([*scan.records, *(r for r, _ in scan.unreadable)], key=lambda r: r.path)
+    images = [LabelledImage(scan.root / r.path, r.label, r.generator) for r in records]
     return images, dict(scan.reasons)
 
 

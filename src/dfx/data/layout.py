@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dfx.classes import BINARY_FOLDERS, CLASS_FOLDER_ALIASES
-from dfx.data.images import iter_files, not_an_image, walk
+from dfx.data.images import iter_files, not_an_image, unreadable_image, walk
 from dfx.errors import DfxError
 
 NO_GENERATOR = "-"
@@ -42,7 +42,10 @@ class ScanResult:
     """Every image file found, sorted by path."""
     reasons: dict[str, str] = field(default_factory=dict)
     """Relative path → why it was passed over, for files that are not images by content
-    (or cannot be opened), in scan order."""
+    and do not claim to be (README.txt), in scan order."""
+    unreadable: list[tuple[ImageRecord, str]] = field(default_factory=list)
+    """Image files that cannot be read (empty, unreadable, or not an image despite an image
+    extension), with the reason: failures to report, not files to pass over."""
 
     @property
     def skipped(self) -> list[str]:
@@ -69,7 +72,7 @@ def scan_dataset(root: str | Path) -> ScanResult:
         for folder in _folders(root):
             if folder.name in BINARY_FOLDERS:
                 _scan_into(result, folder, BINARY_FOLDERS[folder.name])
-        if not result.records and not result.reasons:
+        if not result.records and not result.reasons and not result.unreadable:
             raise DfxError(
                 f"data folder {root} has neither class folders (dm, gan, real) "
                 "nor 0_real/1_fake folders; see 'dfx split --help' for the layout."
@@ -84,10 +87,13 @@ def _scan_into(result: ScanResult, label_dir: Path, label: str) -> None:
     for file in iter_files(label_dir):
         relative = file.relative_to(result.root).as_posix()
         reason = not_an_image(file)
-        if reason is not None:
+        record = ImageRecord(relative, label, _generator_of(result, label_dir, file))
+        if unreadable_image(file, reason):
+            result.unreadable.append((record, reason))
+        elif reason is not None:
             result.reasons[relative] = reason
-            continue
-        result.records.append(ImageRecord(relative, label, _generator_of(result, label_dir, file)))
+        else:
+            result.records.append(record)
 
 
 def _folders(root: Path) -> list[Path]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from dfx.atomic import atomic_write
 from dfx.classes import CLASS_FOLDER_ALIASES, CLASSES
 from dfx.data.dedup import LabelConflict, copy_groups, label_conflicts
+from dfx.data.images import decode_failures
 from dfx.data.layout import ImageRecord, ScanResult, scan_dataset
 from dfx.errors import DfxError, first_few
 from dfx.fingerprint import file_digest
@@ -70,6 +71,9 @@ class Manifest:
     """Split ratios (base, fusion, test) it was drawn with."""
     skip_reasons: dict[str, str] = field(default_factory=dict)
     """Files under the data folder that were not images → why (only when just made)."""
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    """Image files the scan found but could not read (relative path, reason): left out of
+    the rows and reported as failures by ``dfx split`` (only when just made)."""
     fingerprinted: bool = True
     """False for a manifest read without size and hash columns (changes go unnoticed)."""
     dropped: list[tuple[str, str]] = field(default_factory=list)
@@ -130,6 +134,8 @@ def make_manifest(
     scan: ScanResult | None = None,
     *,
     drop_conflicts: bool = False,
+    check_decoding: bool = True,
+    on_file=None,
 ) -> Manifest:
     """Scan a class-layout data folder and give every image a role.
 
@@ -139,6 +145,8 @@ def make_manifest(
     ``roles`` (relative path → role), when given, fixes the roles instead of drawing them,
     as the official release's guidance.csv does, and keeps only the images it names.
     ``scan``, when given, is the caller's scan of ``data`` (it is not scanned again).
+    With ``check_decoding`` every image is decoded once (``on_file`` called after each), so
+    truncated files join the empty and unreadable ones in ``unreadable`` instead of the rows.
     """
     ratios = check_ratios(ratios)
     scan = scan or scan_dataset(data)
@@ -147,11 +155,23 @@ def make_manifest(
             f"{data} uses the binary 0_real/1_fake layout, which has no dm/gan labels to train "
             "on; split needs class folders dm, gan and real (use it with 'dfx evaluate --data')."
         )
+    records = [r for r in scan.records if roles is None or r.path in roles]
+    unreadable = [
+        (r.path, reason) for r, reason in scan.unreadable if roles is None or r.path in roles
+    ]
+    if check_decoding:
+        # The scan's broken files are decoded too, so their reasons read as the API's do.
+        broken = [r for r, _ in scan.unreadable if roles is None or r.path in roles]
+        candidates = [*records, *broken]
+        failed = decode_failures([scan.root / r.path for r in candidates], None, on_file)
+        unreadable = [(candidates[i].path, reason) for i, reason in failed.items()]
+        records = [r for i, r in enumerate(records) if i not in failed]
+    unreadable.sort()
     if roles is not None:
-        rows = [_row(r, roles[r.path]) for r in scan.records if r.path in roles]
-        return Manifest(scan.root.resolve(), rows, None, None, scan.reasons)
+        rows = [_row(r, roles[r.path]) for r in records]
+        return Manifest(scan.root.resolve(), rows, None, None, scan.reasons, unreadable)
     root = scan.root.resolve()
-    rows = fingerprint_rows(root, [_row(record, "") for record in scan.records])
+    rows = fingerprint_rows(root, [_row(record, "") for record in records])
     groups = copy_groups(root, {row.path: row.hash for row in rows if row.hash})
     conflicts = label_conflicts(groups, {row.path: row.label for row in rows})
     if conflicts and not drop_conflicts:
@@ -163,7 +183,9 @@ def make_manifest(
         if row.path not in left_out
     ]
     kept = [group for group in groups if group[0] not in left_out]
-    return Manifest(root, rows, seed, ratios, scan.reasons, copies=kept, conflicts=conflicts)
+    return Manifest(
+        root, rows, seed, ratios, scan.reasons, unreadable, copies=kept, conflicts=conflicts
+    )
 
 
 class LabelConflictError(DfxError):
@@ -250,8 +272,13 @@ def read_manifest(
     naming them, or with ``allow_changed`` leaves those rows out (listed in ``dropped``).
     """
     path = Path(path)
+    if path.is_dir():
+        raise DfxError(f"manifest {path} is a folder; a manifest is one CSV file.")
     if not path.is_file():
         raise DfxError(f"manifest {path} does not exist; create one with 'dfx split DATA'.")
+    with open(path, "rb") as handle:
+        if handle.read(4) == b"PK\x03\x04":  # the zip archive torch.save writes
+            raise DfxError(f"manifest {path} is a PyTorch file (a model?), not a manifest CSV.")
     try:
         # utf-8-sig: a spreadsheet program may have saved it with a byte-order mark.
         with open(path, encoding="utf-8-sig", newline="") as handle:

@@ -1,8 +1,10 @@
 """Samplers whose orders are a function of (seed, epoch) alone, split among processes.
 
-A resumed run sees the same orders as an uninterrupted one. In a data-parallel run each
-process takes every ``world``-th position of the order (see :func:`shard`), so the
-processes' batches together are exactly the single-process batch of the same step.
+A resumed run sees the same orders as an uninterrupted one. In a data-parallel training
+run each process takes every ``world``-th position of the order (see :func:`shard`), so
+the processes' batches together are exactly the single-process batch of the same step.
+Evaluation shards whole batches instead (:class:`ShardSampler`), so that every process
+runs exactly the batches a single process would.
 """
 
 from __future__ import annotations
@@ -66,13 +68,26 @@ class EpochShuffleSampler(DistributedSampler):
 
 
 class ShardSampler(Sampler[int]):
-    """This process's share of a data set in order, for evaluation: no padding, no repeats."""
+    """This process's share of a data set in order, for evaluation: no padding, no repeats.
 
-    def __init__(self, size: int, rank: int, world: int) -> None:
-        self.size, self.rank, self.world = size, rank, world
+    The data set is cut into the batches of ``batch_size`` a single process would run, and
+    process ``rank`` takes batches ``rank``, ``rank + world``, ... whole. A network's float
+    results can depend on which inputs share a batch (oneDNN picks its kernels by batch
+    shape), so running the single process's batches is what makes a data-parallel
+    evaluation equal one process's byte for byte. A DataLoader with the same ``batch_size``
+    regroups the positions into exactly those batches: only the data set's last batch can
+    be short, and it comes last in its process's share.
+    """
+
+    def __init__(self, size: int, rank: int, world: int, batch_size: int = 1) -> None:
+        self.size, self.rank, self.world, self.batch_size = size, rank, world, batch_size
 
     def __len__(self) -> int:
-        return shard_length(self.size, self.rank, self.world, pad=False)
+        return sum(len(batch) for batch in self._batches())
 
     def __iter__(self):
-        return iter(range(self.rank, self.size, self.world))
+        return (position for batch in self._batches() for position in batch)
+
+    def _batches(self):
+        starts = range(self.rank * self.batch_size, self.size, self.world * self.batch_size)
+        return (range(start, min(start + self.batch_size, self.size)) for start in starts)

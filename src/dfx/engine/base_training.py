@@ -97,7 +97,7 @@ class BaseTrainResult:
 def check_target(target: str) -> str:
     """Validate a class name for ``--target``."""
     if target not in CLASSES:
-        raise DfxError(f"--target {target!r} is not one of {', '.join(CLASSES)} or all.")
+        raise DfxError(f"target {target!r} is not one of {', '.join(CLASSES)} or all.")
     return target
 
 
@@ -111,7 +111,7 @@ def select_base_rows(
 ) -> tuple[list[ManifestRow], list[ManifestRow]]:
     """All ``base`` images of the target class, and a small stratified share of the others."""
     if not 0 < negative_fraction < 1:
-        raise DfxError("--negative-fraction must lie strictly between 0 and 1.")
+        raise DfxError("the negative fraction must lie strictly between 0 and 1.")
     rows = manifest.select("base")
     positives = [row for row in rows if row.label == target]
     others = [row for row in rows if row.label != target]

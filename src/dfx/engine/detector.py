@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from dfx import distributed
 from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, load_model_file, load_weights
@@ -21,8 +22,12 @@ from dfx.classes import CLASSES
 from dfx.data.dataset import ImageDataset, VariantDataset, make_loader
 from dfx.data.perturbations import JpegCompression, Perturbation
 from dfx.data.provenance import Provenance, read_provenance
+from dfx.data.shuffle import ShardSampler
+from dfx.engine import runtimes
 from dfx.engine.device import Runtime, default_workers, resolve_runtime
 from dfx.engine.inference import Outputs, iter_network, run_network
+from dfx.engine.onnx_file import cached_graph, read_onnx_detector
+from dfx.engine.runtimes import SESSION_RUNTIMES
 from dfx.errors import DfxError
 from dfx.limits import DEFAULT_MAX_PIXELS
 from dfx.metrics import p_fake_of
@@ -71,31 +76,64 @@ class Prediction:
 class Detector:
     """A trained detector (DeepFeatureX fusion or a baseline backbone), ready to run on a device."""
 
-    def __init__(self, model_file: ModelFile, runtime: Runtime) -> None:
+    def __init__(
+        self, model_file: ModelFile, runtime: Runtime, network: nn.Module | None = None
+    ) -> None:
         if list(model_file.classes) != list(CLASSES):
             raise DfxError(f"model classes {model_file.classes} differ from {list(CLASSES)}.")
         self.model_file = model_file
         self.runtime = runtime
         self.preprocessing = model_file.preprocessing
-        # Built on the meta device and then given the file's tensors: no wasted random init.
-        with torch.device("meta"):
-            self.network = build_detector_network(
-                model_file.architecture, model_file.backbone, model_file.preprocessing.input_size
-            )
-        load_weights(
-            self.network,
-            model_file.state_dict,
-            f"the detector's {model_file.backbone} weights",
-        )
+        self.network = network if network is not None else torch_network(model_file)
+        """Images (B, 3, H, W) → logits (B, 3): the torch module or a runtime's session."""
         runtime.prepare(self.network).eval()
 
     @classmethod
     def load(
-        cls, path: str | Path, device: str = "auto", precision: str = "auto", compile: bool = False
+        cls,
+        path: str | Path,
+        device: str = "auto",
+        precision: str = "auto",
+        compile: bool = False,
+        runtime: str = "auto",
     ) -> Detector:
-        """Load a detector file written by ``dfx train-fusion`` (``compile``: torch.compile)."""
-        runtime = resolve_runtime(device, precision, compile)
-        return cls(load_model_file(path, DETECTOR_FORMAT), runtime)
+        """Load a ``.pt`` detector (train-fusion, train-baseline) or a ``dfx export`` ``.onnx``.
+
+        ``runtime``: torch, onnxruntime, openvino, or auto (see :func:`choose_runtime`). A
+        ``.pt`` file runs under ONNX Runtime or OpenVINO through a graph exported once into
+        the cache (:func:`dfx.engine.onnx_file.cached_graph`). ``compile``: torch.compile.
+        """
+        path = Path(path)
+        is_onnx = path.suffix.lower() == ".onnx"
+        name = choose_runtime(runtime, is_onnx, precision)
+        if name == "torch":
+            if is_onnx:
+                raise DfxError(
+                    f"{path} is an ONNX graph: run it with --runtime onnxruntime or openvino, "
+                    "or give the .pt file to --runtime torch."
+                )
+            torch_runtime = resolve_runtime(device, precision, compile)
+            return cls(load_model_file(path, DETECTOR_FORMAT), torch_runtime)
+        if compile:
+            raise DfxError(f"--compile applies to the torch runtime only, not to {name}.")
+        session_precision = runtimes.session_precision(name, precision)
+        runtimes.require(name)
+        chosen = resolve_runtime(device, "fp32")  # checks the device, joins torchrun's group
+        if is_onnx:
+            model_file, graph = read_onnx_detector(path), path
+        else:
+            model_file = load_model_file(path, DETECTOR_FORMAT)
+            graph = cached_graph(path, torch_network(model_file), model_file)
+        network = runtimes.session_network(
+            name, graph, torch.get_num_threads(), chosen.device, session_precision
+        )
+        # The session does the arithmetic; torch only decodes and batches on the CPU.
+        return cls(model_file, Runtime(torch.device("cpu"), None), network)
+
+    @property
+    def runtime_name(self) -> str:
+        """The runtime doing the arithmetic: torch, onnxruntime or openvino."""
+        return getattr(self.network, "runtime", "torch")
 
     @property
     def threshold(self) -> float | None:
@@ -214,8 +252,15 @@ class Detector:
         )
         own = [prediction for batch in batches for prediction in batch]
         shares = distributed.gather_objects(own)
-        # Process r classified positions r, r + world, ... (ShardSampler), one prediction each.
-        return [shares[i % len(shares)][i // len(shares)] for i in range(len(images))]
+        if len(shares) == 1:
+            return shares[0]
+        # Each process classified whole batches (ShardSampler), one prediction per input.
+        size, step = len(images), self.batch_size(batch_size)
+        placed: list[Prediction | None] = [None] * size
+        for rank, share in enumerate(shares):
+            for position, prediction in zip(ShardSampler(size, rank, len(shares), step), share):
+                placed[position] = prediction
+        return placed
 
     def iter_predict(
         self,
@@ -230,7 +275,7 @@ class Detector:
         """:meth:`predict` one batch at a time, in input order, as soon as each is done.
 
         In a data-parallel run each process yields the predictions of its own share of
-        ``images`` only: positions rank, rank + world size, and so on.
+        ``images`` only: the batches rank, rank + world size, and so on.
         """
         threshold = self.resolve_threshold(threshold).value
         dataset = ImageDataset(images, None, self.preprocessing, max_pixels=max_pixels)
@@ -281,6 +326,34 @@ def input_name(image: ImageInput, index: int) -> str:
     return str(image) if not isinstance(image, Image.Image) else f"<image #{index}>"
 
 
+def torch_network(model_file: ModelFile) -> nn.Module:
+    """A detector file's network as a torch module with the file's weights, on the CPU."""
+    # Built on the meta device and then given the file's tensors: no wasted random init.
+    with torch.device("meta"):
+        network = build_detector_network(
+            model_file.architecture, model_file.backbone, model_file.preprocessing.input_size
+        )
+    load_weights(network, model_file.state_dict, f"the detector's {model_file.backbone} weights")
+    return network
+
+
+def choose_runtime(runtime: str, is_onnx: bool, precision: str = "auto") -> str:
+    """The runtime ``auto`` stands for, or ``runtime`` itself once checked.
+
+    ``auto`` runs a ``.pt`` file with torch, and a ``.onnx`` file with ONNX Runtime, or with
+    OpenVINO when ONNX Runtime is not installed or ``precision`` is bf16 (which ONNX
+    Runtime does not run on the CPU).
+    """
+    name = runtimes.check_runtime_name(runtime)
+    if name != "auto":
+        return name
+    if not is_onnx:
+        return "torch"
+    order = ("openvino", "onnxruntime") if precision.lower() == "bf16" else SESSION_RUNTIMES
+    installed = [candidate for candidate in order if runtimes.is_installed(candidate)]
+    return installed[0] if installed else order[0]
+
+
 def load_detector(
     path: str | Path,
     device: str = "auto",
@@ -289,10 +362,14 @@ def load_detector(
     *,
     sha256: str | None = None,
     progress: ProgressReporter | None = None,
+    runtime: str = "auto",
 ) -> Detector:
-    """Load a detector: a file, an ``https://`` URL or ``hf://ORG/REPO[@REVISION]/FILE``.
+    """Load a detector: a file (``.pt`` or ``.onnx``), an ``https://`` URL or
+    ``hf://ORG/REPO[@REVISION]/FILE``.
 
-    ``device`` is auto, cpu, cuda or cuda:N; ``sha256`` is checked against the file
-    (:func:`dfx.model_source.resolve_model`); ``progress`` hears of downloads.
+    ``device`` is auto, cpu, cuda or cuda:N; ``runtime`` auto, torch, onnxruntime or
+    openvino; ``sha256`` is checked against the file (:func:`dfx.model_source.resolve_model`);
+    ``progress`` hears of downloads.
     """
-    return Detector.load(resolve_model(path, sha256, progress=progress), device, precision, compile)
+    local = resolve_model(path, sha256, progress=progress)
+    return Detector.load(local, device, precision, compile, runtime)

@@ -79,18 +79,18 @@ def resolve_runtime(
     try:
         chosen = torch.device(name)
     except RuntimeError:
-        raise DfxError(f"--device {device!r} is not a device; use auto, cpu or cuda[:N].") from None
+        raise DfxError(f"device {device!r} is not a device; use auto, cpu or cuda[:N].") from None
     if chosen.type == "cuda":
         if not torch.cuda.is_available():
-            raise DfxError(f"--device {device}: CUDA is not available on this machine.")
+            raise DfxError(f"device {device}: CUDA is not available on this machine.")
         if chosen.index is not None and chosen.index >= torch.cuda.device_count():
             raise DfxError(
-                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here."
+                f"device {device}: only {torch.cuda.device_count()} CUDA device(s) here."
             )
     elif chosen.type == "mps" and not torch.backends.mps.is_available():
-        raise DfxError(f"--device {device}: MPS is not available on this machine.")
+        raise DfxError(f"device {device}: MPS is not available on this machine.")
     elif chosen.type not in ("cpu", "cuda", "mps"):
-        raise DfxError(f"--device {device!r} is not supported; use auto, cpu or cuda[:N].")
+        raise DfxError(f"device {device!r} is not supported; use auto, cpu or cuda[:N].")
     chosen = distributed.setup(chosen)
     if compile:
         _check_compile(chosen)
@@ -107,15 +107,15 @@ def _check_compile(device: torch.device) -> None:
     import torch._dynamo
 
     if not torch._dynamo.is_dynamo_supported():
-        raise DfxError("--compile: torch.compile does not support this Python; leave it out.")
+        raise DfxError("torch.compile does not support this Python; run without compiling.")
     if device.type == "cpu" and not any(
         shutil.which(name) for name in (os.environ.get("CXX", "g++"), "c++", "clang++")
     ):
-        raise DfxError("--compile on CPU needs a C++ compiler (g++ or clang++); none was found.")
+        raise DfxError("compiling on CPU needs a C++ compiler (g++ or clang++); none was found.")
     if device.type == "cuda" and importlib.util.find_spec("triton") is None:
-        raise DfxError("--compile on CUDA needs the triton package; install it or leave it out.")
+        raise DfxError("compiling on CUDA needs the triton package; install it, or do not compile.")
     if device.type == "mps":
-        raise DfxError("--compile is not supported on MPS; leave it out.")
+        raise DfxError("compiling is not supported on MPS; run without compiling.")
 
 
 def _amp_dtype(device: torch.device, precision: str) -> torch.dtype | None:
@@ -128,7 +128,7 @@ def _amp_dtype(device: torch.device, precision: str) -> torch.dtype | None:
         return torch.bfloat16 if native_bf16 else torch.float16
     table = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in table:
-        raise DfxError(f"--precision {precision!r} is not one of auto, fp32, bf16, fp16.")
+        raise DfxError(f"precision {precision!r} is not one of auto, fp32, bf16, fp16.")
     return table[precision]
 
 

@@ -9,13 +9,14 @@ import numpy as np
 
 from dfx.classes import CLASSES, REAL, class_index
 from dfx.data.dataset import Failure
+from dfx.data.images import decode_failures
 from dfx.data.labelled import LabelledImage, LabelledSet
 from dfx.engine.detector import Detector
 from dfx.engine.sampling import balance
 from dfx.errors import DfxError
 from dfx.limits import DEFAULT_MAX_PIXELS
 from dfx.metrics import binary_metrics, grouped_accuracy, multiclass_metrics, p_fake_of
-from dfx.progress import ProgressReporter
+from dfx.progress import ProgressReporter, or_null
 from dfx.threshold import Threshold
 
 
@@ -153,6 +154,32 @@ def select_images(
     return images, all(image.label in CLASSES for image in images)
 
 
+def unreadable_left_out(
+    images: list[LabelledImage],
+    drawn: list[LabelledImage],
+    max_pixels: int | None,
+    progress: ProgressReporter | None = None,
+) -> list[Failure]:
+    """The unreadable files among the images that balanced sampling did not draw.
+
+    They are not classified, but each is decoded once, so a broken file is reported
+    whether or not the draw picked it, with the reason classification would give.
+    """
+    chosen = {id(image) for image in drawn}
+    left_out = [image for image in images if id(image) not in chosen]
+    if not left_out:
+        return []
+    progress = or_null(progress)
+    progress.start("left-out", len(left_out), "check images left out by balancing")
+    failed = decode_failures(
+        [image.path for image in left_out],
+        max_pixels,
+        on_file=lambda: progress.advance("left-out"),
+    )
+    progress.finish("left-out")
+    return [Failure(-1, reason, str(left_out[i].path)) for i, reason in sorted(failed.items())]
+
+
 def label_counts(images: list[LabelledImage]) -> dict[str, int]:
     """Images per label, labels sorted."""
     return {
@@ -176,8 +203,9 @@ def evaluate(
     """
     options = options or EvaluationOptions()
     if qf is not None and not 1 <= qf <= 100:
-        raise DfxError(f"--qf must be between 1 and 100, got {qf}.")
+        raise DfxError(f"a JPEG quality factor must be between 1 and 100, got {qf}.")
     chosen_threshold = detector.resolve_threshold(options.threshold)
+    every_image = images
     images, three_class = select_images(images, options.balanced, options.seed)
     targets = [class_index(image.label) if three_class else -1 for image in images]
     outputs = detector.run(
@@ -200,7 +228,8 @@ def evaluate(
         per_generator=measured.per_generator,
         counts=label_counts(kept),
         balanced=options.balanced,
-        failures=outputs.failures,
+        failures=outputs.failures
+        + unreadable_left_out(every_image, images, options.max_pixels, progress),
         threshold=chosen_threshold,
         generators=measured.generators,
         is_fake=measured.is_fake,

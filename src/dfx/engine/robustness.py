@@ -20,6 +20,7 @@ from dfx.engine.evaluation import (
     measure,
     readable_images,
     select_images,
+    unreadable_left_out,
 )
 from dfx.progress import ProgressReporter
 from dfx.threshold import Threshold
@@ -96,6 +97,7 @@ def measure_robustness(
     options = options or EvaluationOptions()
     variants: list[Perturbation] = [Raw(), *(p for p in perturbations if p != Raw())]
     chosen_threshold = detector.resolve_threshold(options.threshold)
+    every_image = images
     images, three_class = select_images(images, options.balanced, options.seed)
     outputs = detector.run_variants(
         [image.path for image in images],
@@ -122,6 +124,7 @@ def measure_robustness(
                 per_generator=measured.per_generator,
             )
         )
-    return RobustnessResult(
-        rows, label_counts(kept), options.balanced, chosen_threshold, outputs.failures
+    failures = outputs.failures + unreadable_left_out(
+        every_image, images, options.max_pixels, progress
     )
+    return RobustnessResult(rows, label_counts(kept), options.balanced, chosen_threshold, failures)

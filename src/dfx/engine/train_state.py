@@ -15,10 +15,10 @@ import torch
 
 from dfx._version import __version__
 from dfx.atomic import atomic_write
-from dfx.checkpoint import safe_load
+from dfx.checkpoint import TRAIN_STATE_FORMAT, safe_load
 from dfx.errors import DfxError
 
-STATE_FORMAT = "dfx-train-state"
+STATE_FORMAT = TRAIN_STATE_FORMAT
 STATE_FORMAT_VERSION = 1
 
 RESUMABLE_CHANGES = frozenset(
@@ -117,7 +117,7 @@ def require_state(path: Path | None) -> Path:
     """``path`` when it holds a saved training state to resume from; one sentence if not."""
     if path is None or not Path(path).is_file():
         raise DfxError(
-            f"there is no saved training state {path} to resume from; start without --resume."
+            f"there is no saved training state {path} to resume from; start afresh instead."
         )
     return Path(path)
 
@@ -153,7 +153,7 @@ def check_compatible(saved: dict, current: dict, path: Path) -> None:
             f"cannot resume from {path}: the run used other settings ("
             + "; ".join(differences[:4])
             + (" ..." if len(differences) > 4 else "")
-            + "); use the same ones, or start afresh without --resume."
+            + "); use the same ones, or start afresh."
         )
 
 
@@ -163,7 +163,7 @@ def load_resume_state(state_path: Path | None, config: dict, epochs: int) -> Tra
     check_compatible(state.config, config, state_path)
     if state.epoch > epochs:
         raise DfxError(
-            f"{state_path} already holds {state.epoch} epochs, more than --epochs {epochs}."
+            f"{state_path} already holds {state.epoch} epochs, more than the {epochs} asked for."
         )
     return state
 
@@ -181,5 +181,5 @@ def restore_training(state: TrainState, model, optimizer, scheduler, scaler) -> 
         reason = (str(error).splitlines() or [""])[0] or type(error).__name__
         raise DfxError(
             f"the saved training state does not fit this run or is damaged ({reason}); "
-            "start afresh without --resume."
+            "start afresh."
         ) from error

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from dfx.classes import CLASS_FOLDER_ALIASES
+from dfx.data.images import NOT_AN_IMAGE, NOT_DECODABLE
 from dfx.data.layout import scan_dataset
 from dfx.data.manifest import Manifest, make_manifest
 from dfx.errors import DfxError
@@ -86,9 +87,13 @@ def manifest_from_guidance(guidance: str | Path, data: str | Path) -> GuidanceRe
     manifest = make_manifest(data, roles=roles, scan=scan)
     kept = {row.path: row for row in manifest.rows}
     skipped = set(manifest.skipped)
+    unreadable = dict(manifest.unreadable)
     for relative in roles.keys() - kept.keys():
         line, image_path, _ = models[relative]
-        left_out.append(GuidanceIssue(line, image_path, _why_absent(root, relative, skipped)))
+        reason = unreadable.get(relative) or _why_absent(root, relative, skipped)
+        if reason in (NOT_AN_IMAGE, NOT_DECODABLE):  # this file's own, older wording
+            reason = "not an image file"
+        left_out.append(GuidanceIssue(line, image_path, reason))
     left_out.sort(key=lambda issue: issue.line)
     if not manifest.rows:
         raise DfxError(_nothing_usable(guidance, data, len(entries), left_out))

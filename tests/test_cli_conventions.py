@@ -1,0 +1,442 @@
+"""One command line: shared options mean the same everywhere; streams, pipes, errors as documented.
+
+Each test checks one promise of docs/usage.md#conventions across the commands it concerns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+
+from dfx.cli import app
+from tests.test_cli import TINY_RUN, assert_user_error, invoke
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def run_dfx(*args, env: dict | None = None, stdout=subprocess.PIPE, timeout: int = 300):
+    """``python -m dfx ARGS`` from the source tree; reports whether torch was imported."""
+    probe = (
+        "import atexit, runpy, sys\n"
+        "atexit.register(lambda: sys.stderr.write(f\"\\nTORCH={'torch' in sys.modules}\\n\"))\n"
+        f"sys.argv = ['dfx', *{[str(a) for a in args]!r}]\n"
+        "runpy.run_module('dfx', run_name='__main__')\n"
+    )
+    inherited = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+    environment = inherited | {"PYTHONPATH": str(SRC), "COLUMNS": "100"} | (env or {})
+    return subprocess.run(
+        [sys.executable, "-c", probe],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+        timeout=timeout,
+    )
+
+
+def stderr_of(done) -> tuple[str, bool]:
+    """The stderr of :func:`run_dfx` without its probe line, and whether torch was loaded."""
+    text, _, probe = done.stderr.rpartition("\nTORCH=")
+    return text.strip(), probe.strip() == "True"
+
+
+def click_command(name: str):
+    return typer.main.get_command(app).get_command(None, name)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, data_dir) -> Path:
+    """A labelled folder (4 dm, 4 gan, 8 real), an empty, a truncated and a misnamed image."""
+    root = tmp_path_factory.mktemp("broken") / "data"
+    for label, generator, count in (("dm", "toydm-a", 4), ("gan", "toygan-a", 4),
+                                    ("real", "photo", 8)):  # fmt: skip
+        target = root / label / generator
+        target.mkdir(parents=True)
+        for path in sorted((data_dir / label / generator).iterdir())[:count]:
+            shutil.copy(path, target / path.name)
+    good = next((root / "real" / "photo").iterdir())
+    (root / "real" / "photo" / "empty.png").write_bytes(b"")
+    (root / "real" / "photo" / "truncated.png").write_bytes(good.read_bytes()[:120])
+    (root / "real" / "photo" / "misnamed.png").write_text("a text file named like an image")
+    (root / "real" / "photo" / "README.txt").write_text("passed over: not an image")
+    return root
+
+
+@pytest.fixture(scope="module")
+def api_reasons(trained, folder) -> dict[str, str]:
+    """What the Python API says of the broken files (and of a missing one)."""
+    import dfx
+
+    detector = dfx.load_detector(trained["model"], device="cpu")
+    broken = [folder / "real" / "photo" / name for name in BROKEN]
+    predictions = detector.predict([*broken, folder / "missing.png"], workers=0)
+    return {Path(p.path).name: p.to_dict() for p in predictions}
+
+
+BROKEN = ("empty.png", "truncated.png", "misnamed.png")
+"""The unreadable image files of :func:`folder`."""
+
+
+# Streams: results on stdout, everything else on stderr, nothing at all into a closed pipe.
+
+
+def command_lines(trained, data_dir, tmp_path) -> dict[str, list]:
+    """A working invocation of every command that prints results."""
+    model, manifest = trained["model"], trained["manifest"]
+    base = trained["base"]["dm"].path.parent
+    image = next((data_dir / "gan" / "toygan-a").iterdir())
+    cpu = ["--device", "cpu", "--workers", "0"]
+    return {
+        "backbones": ["backbones"],
+        "split": ["split", data_dir, "--out", tmp_path / "m.csv"],
+        "train-base": ["train-base", "-m", manifest, "-t", "gan", *TINY_RUN, "-o", tmp_path / "b"],
+        "train-fusion": ["train-fusion", "-m", manifest, "--base-dir", base, "--epochs", "1",
+                         "-o", tmp_path / "f.pt", *cpu],
+        "train-baseline": ["train-baseline", "-m", manifest, *TINY_RUN, "-o", tmp_path / "l.pt"],
+        "evaluate": ["evaluate", "-M", model, "-m", manifest, *cpu],
+        "jpeg-robustness": ["jpeg-robustness", "-M", model, "-m", manifest, "--qf", "50", *cpu],
+        "robustness": ["robustness", "-M", model, "-m", manifest, "-p", "mirror", *cpu],
+        "predict": ["predict", "-M", model, image, *cpu],
+        "predict --json": ["predict", "-M", model, image, "--json", *cpu],
+        "demo": ["demo", "--out", tmp_path / "demo", "--per-generator", "10"],
+    }  # fmt: skip
+
+
+def test_every_command_under_a_closed_pipe_exits_141_silently(trained, data_dir, tmp_path):
+    """``dfx COMMAND | head`` after head has gone: exit 141, nothing on stderr, no work.
+
+    The reader is gone before dfx writes anything, so the outcome does not depend on the
+    size of the output (a pipe buffers 64 KiB).
+    """
+    for name, args in command_lines(trained, data_dir, tmp_path).items():
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            done = run_dfx(*args, stdout=write_end)
+        finally:
+            os.close(write_end)
+        errors, torch_loaded = stderr_of(done)
+        assert done.returncode == 141, (name, errors)
+        assert errors == "", name
+        assert not torch_loaded, name  # it stopped before any work
+    assert not (tmp_path / "m.csv").exists() and not (tmp_path / "demo").exists()
+
+
+def test_a_reader_leaving_mid_run_ends_any_command_with_141(trained, monkeypatch):
+    """A write into a pipe that closes during the run: exit 141, not rich's exit 1."""
+    from dfx.cli import outputs
+
+    def closed(text):
+        raise BrokenPipeError
+
+    monkeypatch.setattr(outputs, "print_json", closed)
+    result = invoke("evaluate", "-M", trained["model"], "-m", trained["manifest"], "--json",
+                    "--workers", "0")  # fmt: skip
+    assert result.exit_code == 141 and "error" not in result.stderr
+
+
+def test_rich_output_into_a_closed_pipe_raises_instead_of_exiting_1():
+    from dfx.cli.console import DfxConsole
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    closed = open(write_end, "w")
+    console = DfxConsole(file=closed)
+    with pytest.raises(BrokenPipeError):
+        console.print("a table line")
+    with contextlib.suppress(BrokenPipeError):  # the close flushes into the pipe again
+        closed.close()
+
+
+def test_quiet_leaves_results_alone_on_stdout(trained, data_dir, tmp_path):
+    """``dfx -q COMMAND 2>/dev/null``: results only; notices such as "wrote" go to stderr."""
+    model, manifest = trained["model"], trained["manifest"]
+    image = next((data_dir / "gan" / "toygan-a").iterdir())
+    runs = {
+        "split": ["split", data_dir, "--out", tmp_path / "m.csv", "--json"],
+        "evaluate": ["evaluate", "-M", model, "-m", manifest, "--workers", "0",
+                     "--json", tmp_path / "r.json", "--plots", tmp_path / "plots"],
+        "predict": ["predict", "-M", model, image, "--workers", "0"],
+        "train-fusion": ["train-fusion", "-m", manifest, "--base-dir",
+                         trained["base"]["dm"].path.parent, "--epochs", "1", "-o",
+                         tmp_path / "f.pt", "--workers", "0", "--json"],
+    }  # fmt: skip
+    for name, args in runs.items():
+        loud = invoke(*args)
+        assert loud.exit_code == 0, (name, loud.output)
+        assert "wrote " not in loud.stdout and loud.stderr.strip(), name  # notices: stderr
+        assert ("wrote " in loud.stderr) == (name != "predict"), name
+        quiet = invoke("-q", *args)
+        assert quiet.exit_code == 0, (name, quiet.output)
+        assert quiet.stderr == "", (name, quiet.stderr)
+        assert quiet.stdout == loud.stdout or name == "train-fusion", name
+    assert json.loads(invoke("-q", *runs["split"]).stdout)["n"] == 600
+    assert json.loads(invoke("-q", *runs["train-fusion"]).stdout)["path"] == str(tmp_path / "f.pt")
+
+
+def test_plain_text_under_no_color_and_off_a_terminal(tmp_path):
+    """NO_COLOR: no colour and no bold/italic escapes, in results, errors and help."""
+    forced = {"FORCE_COLOR": "1", "TTY_COMPATIBLE": "1"}
+    coloured = run_dfx("backbones", env=forced)
+    assert "\x1b[" in coloured.stdout  # the check below can fail
+    for args in (["backbones"], ["evaluate", "--help"], ["predict", "-M", tmp_path, "x.png"]):
+        done = run_dfx(*args, env=forced | {"NO_COLOR": "1"})
+        assert "\x1b[" not in done.stdout + done.stderr, args
+    assert "\x1b[" not in invoke("backbones").stdout  # CliRunner: not a terminal
+
+
+# One meaning per option.
+
+
+def test_json_takes_an_optional_file_on_every_command_that_outputs_data(
+    trained, data_dir, tmp_path
+):
+    """``--json`` alone or ``--json -``: JSON on stdout only; ``--json FILE``: file + tables."""
+    model, manifest = trained["model"], trained["manifest"]
+    image = next((data_dir / "gan" / "toygan-a").iterdir())
+    runs = {
+        "backbones": ["backbones"],
+        "split": ["split", data_dir, "--out", tmp_path / "m.csv"],
+        "evaluate": ["evaluate", "-M", model, "-m", manifest, "--workers", "0"],
+        "robustness": ["robustness", "-M", model, "-m", manifest, "-p", "mirror", "--workers", "0"],
+        "predict": ["predict", "-M", model, image, "--workers", "0"],
+    }
+    for name, args in runs.items():
+        alone, dash = invoke(*args, "--json"), invoke(*args, "--json", "-")
+        assert alone.exit_code == 0 and dash.exit_code == 0, (name, alone.output)
+        assert alone.stdout == dash.stdout, name
+        json.loads(alone.stdout.splitlines()[0] if name == "predict" else alone.stdout)
+        report = tmp_path / f"{name}.json"
+        to_file = invoke(*args, "--json", report)
+        assert to_file.exit_code == 0, (name, to_file.output)
+        assert report.read_text().strip().startswith(("{", "[")), name
+        assert to_file.stdout.strip() and to_file.stdout != alone.stdout, name  # tables stay
+        assert f"wrote {report}" in to_file.stderr, name
+
+
+def test_json_never_swallows_an_image_argument(trained, data_dir):
+    image, other = sorted((data_dir / "gan" / "toygan-a").iterdir())[:2]
+    before = image.read_bytes()
+    result = invoke("predict", "-M", trained["model"], "--json", image, other)
+    assert_user_error(result, "is an image", "--json -")
+    assert image.read_bytes() == before
+
+
+def test_plots_is_one_folder_option_and_plot_a_hidden_alias(trained, tmp_path):
+    common = ["-M", trained["model"], "-m", trained["manifest"], "--workers", "0"]
+    assert invoke("evaluate", *common, "--plots", tmp_path / "e").exit_code == 0
+    assert (tmp_path / "e" / "roc.png").is_file()
+    result = invoke("jpeg-robustness", *common, "--qf", "50", "--plots", tmp_path / "j")
+    assert result.exit_code == 0 and (tmp_path / "j" / "jpeg-robustness.png").is_file()
+    old = invoke("robustness", *common, "-p", "mirror", "--plot", tmp_path / "old.png")
+    assert old.exit_code == 0 and (tmp_path / "old.png").is_file()
+    assert "--plot " not in invoke("robustness", "--help").stdout
+    assert "--plots" in invoke("robustness", "--help").stdout
+
+
+def test_model_has_the_short_form_M_and_m_points_there(trained, data_dir):
+    image = next((data_dir / "gan" / "toygan-a").iterdir())
+    assert invoke("predict", "-M", trained["model"], image).exit_code == 0
+    assert_user_error(invoke("predict", "-m", trained["model"], image), "-M or --model")
+    assert_user_error(
+        invoke("evaluate", "-M", trained["model"], "-m", trained["model"]),
+        "is a PyTorch file",
+        "not a manifest",
+    )
+
+
+def test_shared_options_have_one_help_text_and_one_validation():
+    """Every option name used by several commands has the same help, default rule and range."""
+    group = typer.main.get_command(app)
+    seen: dict[str, tuple] = {}
+    # Options whose meaning differs by command, each documented with its command.
+    differing = {"--out", "--batch-size", "--data", "--qf", "--dm", "--gan", "--real",
+                 "--backbone", "--image-size", "--target"}  # fmt: skip
+    for name in group.list_commands(None):
+        for option in group.get_command(None, name).params:
+            if option.param_type_name != "option" or option.opts[0] in differing:
+                continue
+            facts = (option.help, option.opts, getattr(option, "min", None), option.metavar)
+            assert seen.setdefault(option.opts[0], facts) == facts, (name, option.opts[0])
+    assert {"--json", "--model", "--manifest", "--threshold", "--device", "--seed"} <= set(seen)
+
+
+def test_help_shows_readable_metavars():
+    for name in typer.main.get_command(app).list_commands(None):
+        page = invoke(name, "--help").stdout
+        assert not re.search(r"<(bool|path|str|int|float|list)", page), name
+        assert "{" not in page.split("\n", 3)[1], name  # the usage line: PATH..., not {PATH}...
+    assert "[FILE|-]" in invoke("predict", "--help").stdout
+
+
+# Unreadable files: reported the same way by every command and by the API.
+
+
+def test_a_missing_file_reads_the_same_in_the_api_and_predict(trained, api_reasons):
+    result = invoke("predict", "-M", trained["model"], "missing.png", "--json")
+    assert result.exit_code == 1
+    line = json.loads(result.stdout)
+    assert line == api_reasons["missing.png"] | {"path": "missing.png"}
+
+
+@pytest.mark.parametrize("balanced", ["--balanced", "--no-balanced"])
+def test_evaluate_counts_empty_and_truncated_files(trained, folder, api_reasons, balanced):
+    result = invoke("evaluate", "-M", trained["model"], "--data", folder, balanced,
+                    "--json", "--workers", "0")  # fmt: skip
+    assert result.exit_code == 1, result.output
+    failures = {Path(f["path"]).name: f["error"] for f in json.loads(result.stdout)["failures"]}
+    assert failures == {name: api_reasons[name]["error"] for name in BROKEN}
+
+
+def test_predict_split_and_robustness_count_them_with_the_same_reasons(
+    trained, folder, api_reasons, tmp_path
+):
+    expected = {name: api_reasons[name]["error"] for name in BROKEN}
+    predicted = invoke("predict", "-M", trained["model"], folder, "--json", "--workers", "0")
+    records = [json.loads(line) for line in predicted.stdout.splitlines()]
+    assert predicted.exit_code == 1
+    assert {Path(r["path"]).name: r["error"] for r in records if r["error"]} == expected
+    split = invoke("split", folder, "--out", tmp_path / "m.csv", "--json")
+    assert split.exit_code == 1, split.output
+    document = json.loads(split.stdout)
+    assert {Path(f["path"]).name: f["error"] for f in document["failures"]} == expected
+    assert document["n"] == 16 and "empty.png" in split.stderr
+    robust = invoke("robustness", "-M", trained["model"], "--data", folder, "-p", "mirror",
+                    "--json", "--workers", "0")  # fmt: skip
+    assert robust.exit_code == 1, robust.output
+    failures = json.loads(robust.stdout)["failures"]
+    assert {Path(f["path"]).name: f["error"] for f in failures} == expected
+
+
+# Outputs checked before any work; messages that name the real problem.
+
+
+def test_outputs_are_checked_before_any_work(trained, data_dir, tmp_path):
+    """A bad output fails with exit 2 before torch is even imported (so within a second)."""
+    model, manifest = trained["model"], trained["manifest"]
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file where a folder should be")
+    inside = blocker / "r.json"
+    runs = {
+        "split": ["split", data_dir, "--out", inside],
+        "train-base": ["train-base", "-m", manifest, "--out", blocker],
+        "train-fusion": ["train-fusion", "-m", manifest, "--base-dir", tmp_path, "-o", inside],
+        "train-baseline": ["train-baseline", "-m", manifest, "-o", inside],
+        "evaluate": ["evaluate", "-M", model, "-m", manifest, "--json", inside],
+        "jpeg-robustness": ["jpeg-robustness", "-M", model, "-m", manifest, "--plots", blocker],
+        "robustness": ["robustness", "-M", model, "-m", manifest, "--csv", inside],
+        "predict": ["predict", "-M", model, data_dir, "--json", inside],
+        "import-official": ["import-official", "-b", "tiny", "--complete", model, "-o", inside],
+        "backbones": ["backbones", "--json", inside],
+        "demo": ["demo", "--out", blocker],
+    }
+    for name, args in runs.items():
+        done = run_dfx(*args)
+        errors, torch_loaded = stderr_of(done)
+        assert done.returncode == 2, (name, errors)
+        assert errors.startswith("error:") and str(blocker) in errors, (name, errors)
+        assert not torch_loaded, name
+    assert "notes.txt is a file, so it cannot hold" in stderr_of(run_dfx(*runs["evaluate"]))[0]
+    assert blocker.read_text() == "a file where a folder should be"
+
+
+def test_model_paths_that_are_no_model_files_are_named(trained, tmp_path):
+    manifest = trained["manifest"]
+    state = trained["base"]["dm"].path.with_suffix(".state.pt")
+    assert state.is_file()
+    cases = {
+        tmp_path: "is a folder",
+        Path(os.devnull): "not a regular file",
+        state: f"is a training resume state, not a model; the model that training writes "
+        f"beside it is {state.with_name('dm.pt')}",
+        tmp_path / "absent.pt": "does not exist",
+    }
+    for path, message in cases.items():
+        assert_user_error(invoke("evaluate", "-M", path, "-m", manifest), message)
+
+
+def test_framework_errors_are_one_dfx_line(trained):
+    """Bad values and unknown options: one "error:" line, exit 2, no boxed panel."""
+    for args, fragment in (
+        (["evaluate", "-M", "x.pt", "--qf", "abc"], "'--qf'"),
+        (["train-base", "-m", "x.csv", "--val-fraction", "0.95"], "'--val-fraction'"),
+        (["evaluate", "-M", "x.pt", "--no-such-thing"], "No such option: --no-such-thing"),
+    ):
+        result = invoke(*args)
+        assert_user_error(result, fragment, "--help")
+        assert len(result.stderr.strip().splitlines()) == 1 and "╭" not in result.output
+
+
+def test_a_global_option_after_the_command_says_where_it_goes(trained):
+    result = invoke("evaluate", "-M", trained["model"], "-m", trained["manifest"], "--quiet")
+    assert_user_error(result, "--quiet is an option of dfx itself", "before the command")
+
+
+def test_library_errors_name_no_command_line_option(trained):
+    import dfx
+    from dfx.errors import DfxError
+
+    detector = dfx.load_detector(trained["model"], device="cpu")
+    with pytest.raises(DfxError) as raised:
+        detector.resolve_threshold(1.5)
+    assert "--" not in str(raised.value) and "between 0 and 1" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "on"), [("1", True), ("true", True), ("YES", True), ("0", False), ("no", False),
+                      ("false", False), ("", False)]
+)  # fmt: skip
+def test_dfx_debug_takes_one_true_or_yes(value, on, monkeypatch):
+    from dfx.cli.flags import env_switch
+
+    monkeypatch.setenv("DFX_DEBUG", value)
+    assert env_switch("DFX_DEBUG") is on
+
+
+def test_dfx_debug_zero_shows_no_traceback(tmp_path):
+    done = run_dfx("predict", "-M", tmp_path, "x.png", env={"DFX_DEBUG": "0"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    done = run_dfx("predict", "-M", tmp_path, "x.png", env={"DFX_DEBUG": "1"})
+    assert done.returncode == 2 and "Traceback" in done.stderr
+
+
+# Fast and readable output.
+
+
+def test_backbones_prints_its_static_table_without_torch():
+    done = run_dfx("backbones")
+    errors, torch_loaded = stderr_of(done)
+    assert done.returncode == 0 and "densenet121" in done.stdout and errors == ""
+    assert not torch_loaded
+
+
+def test_predict_off_a_terminal_prints_one_tab_separated_line_per_input(trained, data_dir):
+    images = sorted((data_dir / "gan" / "toygan-a").iterdir())[:3]
+    long_name = "x" * 150
+    result = invoke("predict", "-M", trained["model"], *images, long_name, "--threshold", "0.4")
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].split("\t") == ["path", "label", "p_dm", "p_gan", "p_real", "p_fake",
+                                    "fake", "error"]  # fmt: skip
+    assert len(lines) == 5 and all(line.count("\t") == 7 for line in lines)
+    assert lines[-1] == f"{long_name}\t\t\t\t\t\t\tno such file or folder"
+    summary = result.stderr.strip().splitlines()[-1]
+    assert summary.startswith("4 input(s):") and "P(fake) >= 0.4 (--threshold)" in summary
+
+
+def test_progress_off_a_terminal_is_plain_log_lines(trained):
+    result = invoke("evaluate", "-M", trained["model"], "-m", trained["manifest"], "--workers",
+                    "0", "--batch-size", "8")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("evaluate:")]
+    assert lines[0].startswith("evaluate: started, ") and "elapsed" in lines[-1]
+    assert "\r" not in result.stderr and "\x1b" not in result.stderr and "…" not in result.stderr

@@ -1,0 +1,224 @@
+"""ONNX export and the runtimes: round trips, metadata, runtime choice, errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import pytest
+import torch
+
+import dfx
+from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, save_model_file
+from dfx.engine import runtimes
+from dfx.engine.detector import choose_runtime
+from dfx.engine.export import export_detector
+from dfx.engine.onnx_file import read_metadata, read_onnx_detector
+from dfx.errors import DfxError
+from dfx.fingerprint import file_sha256
+from dfx.models.backbones import get_spec
+from dfx.models.detector import build_detector_network
+from tests.test_cli import assert_user_error, invoke
+
+onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
+needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Graphs exported on the fly go to a test folder, never to the user's cache."""
+    monkeypatch.setenv("DFX_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def write_detector(path, backbone: str, architecture: str = "deepfeaturex", seed: int = 0):
+    """A detector file with random weights at 32 px and a calibrated threshold of 0.42."""
+    torch.manual_seed(seed)
+    network = build_detector_network(architecture, backbone, 32).eval()
+    model_file = ModelFile(
+        format=DETECTOR_FORMAT,
+        backbone=backbone,
+        classes=["dm", "gan", "real"],
+        preprocessing=get_spec(backbone).preprocessing(32),
+        state_dict=network.state_dict(),
+        config={},
+        metrics={"threshold": {"value": 0.42, "rule": "test"}},
+        architecture=architecture,
+    )
+    return save_model_file(model_file, path), network
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, manifest_path):
+    """A tiny detector file (random weights: the runtimes must agree on any weights)."""
+    path, _ = write_detector(tmp_path_factory.mktemp("pt") / "model.pt", "tiny")
+    return {"model": path, "manifest": manifest_path}
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    """The tiny detector exported with ``dfx export --json``."""
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    result = invoke("export", "--model", trained["model"], "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.stdout)
+
+
+def test_export_records_the_detector_in_the_onnx_metadata(trained, exported):
+    out, report = exported
+    assert report["path"] == str(out) and report["backbone"] == "tiny"
+    assert report["max_abs_dp"] <= 1e-5
+    metadata = read_metadata(out)
+    source = dfx.load_detector(trained["model"], device="cpu")
+    assert metadata["dfx.source_sha256"] == file_sha256(trained["model"]) == report["source_sha256"]
+    assert metadata["dfx.version"] == dfx.__version__
+    assert json.loads(metadata["dfx.classes"]) == ["dm", "gan", "real"]
+    assert float(metadata["dfx.parity_max_abs_dp"]) == report["max_abs_dp"]
+    described = read_onnx_detector(out)
+    assert described.preprocessing == source.preprocessing
+    assert (described.backbone, described.architecture) == ("tiny", "deepfeaturex")
+    assert described.threshold == source.threshold == 0.42
+
+
+def test_the_onnx_file_predicts_like_the_pt_file(trained, exported, data_dir):
+    images = sorted(data_dir.rglob("*.png"))[:37]
+    torch_run = dfx.load_detector(trained["model"], device="cpu").predict(images, batch_size=8)
+    onnx_detector = dfx.load_detector(exported[0], device="cpu")
+    assert onnx_detector.runtime_name == "onnxruntime"
+    onnx_run = onnx_detector.predict(images, batch_size=8)
+    for expected, got in zip(torch_run, onnx_run, strict=True):
+        assert got.path == expected.path
+        assert got.label == expected.label and got.fake == expected.fake
+        assert abs(got.p_fake - expected.p_fake) <= 1e-5
+        assert max(abs(got.probs[c] - expected.probs[c]) for c in got.probs) <= 1e-5
+
+
+def test_evaluate_and_robustness_run_an_onnx_file(trained, exported):
+    manifest = trained["manifest"]
+    reports = {}
+    for model in (trained["model"], exported[0]):
+        result = invoke(
+            "evaluate", "--model", model, "-m", manifest, "--device", "cpu", "--json", "-"
+        )
+        assert result.exit_code == 0, result.output
+        reports[model.suffix] = json.loads(result.stdout)
+    assert reports[".onnx"]["n"] == reports[".pt"]["n"]
+    assert reports[".onnx"]["multiclass"]["accuracy"] == reports[".pt"]["multiclass"]["accuracy"]
+    result = invoke(
+        "jpeg-robustness", "--model", exported[0], "-m", manifest, "--qf", "50", "--json", "-"
+    )
+    assert result.exit_code == 0, result.output
+    assert [row["perturbation"] for row in json.loads(result.stdout)["rows"]] == ["raw", "jpeg:50"]
+
+
+def test_a_pt_file_runs_under_onnxruntime_through_the_cache(trained, data_dir, tmp_path):
+    images = sorted(data_dir.rglob("*.png"))[:5]
+    expected = dfx.load_detector(trained["model"], device="cpu").run(images).values
+    for _ in range(2):
+        detector = dfx.load_detector(trained["model"], device="cpu", runtime="onnxruntime")
+        assert detector.runtime_name == "onnxruntime"
+        assert torch.allclose(detector.run(images).values, expected, atol=1e-5, rtol=0)
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 1  # exported once
+
+
+def test_a_paper_backbone_exports_and_matches_torch(tmp_path):
+    """A resnet18 baseline at 32 px with random weights: a torchvision graph survives the
+    export (the fusion around it is the tiny detector's; three resnet18s only cost time)."""
+    pt, network = write_detector(tmp_path / "model.pt", "resnet18", "baseline")
+    result = export_detector(pt, tmp_path / "model.onnx")
+    assert result.max_abs_dp <= 1e-5
+    images = torch.randn(5, 3, 32, 32)
+    session = dfx.load_detector(tmp_path / "model.onnx", device="cpu")
+    with torch.inference_mode():
+        assert torch.allclose(session.network(images), network(images), atol=1e-4, rtol=0)
+
+
+def test_auto_picks_torch_for_pt_files_and_a_session_runtime_for_onnx(monkeypatch):
+    assert choose_runtime("auto", is_onnx=False) == "torch"
+    assert choose_runtime("auto", is_onnx=True) == "onnxruntime"
+    assert choose_runtime("OpenVINO", is_onnx=False) == "openvino"
+    monkeypatch.setattr(runtimes, "is_installed", lambda name: name == "openvino")
+    assert choose_runtime("auto", is_onnx=True) == "openvino"
+    monkeypatch.setattr(runtimes, "is_installed", lambda name: True)
+    assert choose_runtime("auto", is_onnx=True, precision="bf16") == "openvino"
+    with pytest.raises(DfxError, match="not one of auto, torch, onnxruntime, openvino"):
+        choose_runtime("tensorflow", is_onnx=False)
+
+
+@pytest.fixture
+def without(monkeypatch):
+    """Make the named packages fail to import, as if their extra were not installed."""
+
+    def hide(*names: str) -> None:
+        for name in names:
+            monkeypatch.setitem(sys.modules, name, None)  # import raises ImportError
+
+    return hide
+
+
+def test_a_missing_runtime_names_its_extra(trained, without, exported):
+    without("onnxruntime", "openvino")
+    result = invoke("predict", "--model", trained["model"], "--runtime", "openvino", "x.png")
+    assert_user_error(result, 'pip install "deepfeaturex[openvino]"')
+    result = invoke("predict", "--model", exported[0], "x.png")
+    assert_user_error(result, "ONNX Runtime", 'pip install "deepfeaturex[onnx]"')
+
+
+def test_export_without_the_onnx_extra_names_it(trained, without, tmp_path):
+    without("onnx")
+    result = invoke("export", "--model", trained["model"], "--out", tmp_path / "m.onnx")
+    assert_user_error(result, 'pip install "deepfeaturex[onnx]"')
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_corrupt_and_foreign_onnx_files_are_one_sentence(tmp_path, data_dir):
+    import onnx
+    from onnx import helper
+
+    image = next(data_dir.rglob("*.png"))
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07 this is not a protobuf \xff\xff")
+    result = invoke("predict", "--model", corrupt, image)
+    assert_user_error(result, "is not a readable ONNX file")
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "foreign",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph), foreign)
+    result = invoke("evaluate", "--model", foreign, "--data", data_dir)
+    assert_user_error(result, "not a dfx detector", "dfx export")
+
+
+def test_runtime_options_that_cannot_work_are_refused(trained, exported):
+    image = str(next(trained["manifest"].parent.rglob("*.png")))
+    cases = [
+        (["--model", exported[0], "--runtime", "torch"], "is an ONNX graph"),
+        (["--model", trained["model"], "--runtime", "onnxruntime", "--precision", "bf16"],
+         "runs fp32 only"),
+        (["--model", exported[0], "--compile"], "--compile applies to the torch runtime only"),
+        (["--model", trained["model"], "--runtime", "jax"], "is not one of"),
+    ]  # fmt: skip
+    for options, fragment in cases:
+        assert_user_error(invoke("predict", *options, image), fragment)
+    result = invoke("export", "--model", exported[0], "--out", exported[0].with_name("x.onnx"))
+    assert_user_error(result, "already an ONNX graph")
+    result = invoke("export", "--model", trained["model"], "--out", "m.tflite", "--format", "tf")
+    assert_user_error(result, "--format 'tf' is not one of onnx")
+
+
+@needs_openvino
+def test_openvino_runs_the_onnx_file_like_torch(trained, exported, data_dir):
+    images = sorted(data_dir.rglob("*.png"))[:12]
+    expected = dfx.load_detector(trained["model"], device="cpu").run(images, batch_size=4)
+    detector = dfx.load_detector(exported[0], device="cpu", runtime="openvino")
+    assert detector.runtime_name == "openvino"
+    got = detector.run(images, batch_size=4)
+    assert torch.allclose(got.values, expected.values, atol=1e-5, rtol=0)
+    if runtimes.cpu_has_native_bf16():
+        bf16 = dfx.load_detector(exported[0], "cpu", "bf16", runtime="openvino")
+        assert bf16.network.precision == "bf16"
+        assert torch.allclose(bf16.run(images, batch_size=4).values, expected.values, atol=0.05)
