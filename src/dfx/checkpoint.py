@@ -149,14 +149,9 @@ TRAIN_STATE_FORMAT = "dfx-train-state"
 
 
 def check_model_path(path: str | Path) -> None:
-    """Fail with one sentence naming what ``path`` is when it cannot be a model file.
-
-    A model reference (``https://``, ``http://``, ``hf://``) is checked when it is resolved.
-    """
+    """Fail with one sentence naming what ``path`` is when it cannot be a model file."""
     import stat
 
-    if "://" in str(path):
-        return
     path = Path(path)
     try:
         status = path.stat()
