@@ -223,12 +223,20 @@ def test_json_takes_an_optional_file_on_every_command_that_outputs_data(
         assert f"wrote {report}" in to_file.stderr, name
 
 
-def test_json_never_swallows_an_image_argument(trained, data_dir):
+def test_json_never_swallows_an_image_argument(trained, data_dir, tmp_path):
+    """``--json IMAGE`` means results on stdout for IMAGE, never JSON written over it."""
     image, other = sorted((data_dir / "gan" / "toygan-a").iterdir())[:2]
     before = image.read_bytes()
-    result = invoke("predict", "-M", trained["model"], "--json", image, other)
-    assert_user_error(result, "is an image", "--json -")
+    for inputs in ([image], [image, other]):
+        result = invoke("predict", "-M", trained["model"], "--json", *inputs)
+        assert result.exit_code == 0, result.output
+        records = [json.loads(line) for line in result.stdout.splitlines()]
+        assert records and all("p_fake" in r for r in records)
+        assert records[0]["path"] == str(inputs[0]) or len(inputs) == 1
     assert image.read_bytes() == before
+    # A folder after --json is refused with the hint, as it cannot take the JSON either.
+    result = invoke("predict", "-M", trained["model"], "--json", data_dir / "gan", image)
+    assert_user_error(result, "is a folder", "--json -")
 
 
 def test_plots_is_one_folder_option_and_plot_a_hidden_alias(trained, tmp_path):
@@ -389,6 +397,58 @@ def test_library_errors_name_no_command_line_option(trained):
     with pytest.raises(DfxError) as raised:
         detector.resolve_threshold(1.5)
     assert "--" not in str(raised.value) and "between 0 and 1" in str(raised.value)
+
+
+def _raised_texts(tree) -> list[str]:
+    """The string pieces of every ``raise X(...)`` in a module's syntax tree."""
+    import ast
+
+    texts = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+            for part in ast.walk(node.exc):
+                if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                    texts.append(part.value)
+    return texts
+
+
+def test_no_library_message_spells_a_command_line_option():
+    """Library errors name settings as `name`; only the command line turns them into --name."""
+    import ast
+    import re
+
+    library = [p for p in (SRC / "dfx").rglob("*.py") if "cli" not in p.relative_to(SRC).parts]
+    offenders = [
+        f"{path.relative_to(SRC)}: {text!r}"
+        for path in library
+        for text in _raised_texts(ast.parse(path.read_text()))
+        # A command quoted whole ('dfx split --help') is a pointer, torchrun's options are not ours.
+        if re.search(r"(^|[\s(])--[a-z]", re.sub(r"'dfx [^']*'|torchrun --[a-z-]+", "", text))
+    ]
+    assert len(library) > 40 and not offenders, offenders
+
+
+def test_the_command_line_names_its_options_in_library_messages(trained, tmp_path):
+    from dfx.engine.runtimes import check_runtime_name
+    from dfx.errors import DfxError
+
+    with pytest.raises(DfxError, match="^`runtime` 'nope' is not one of"):
+        check_runtime_name("nope")
+    result = invoke("predict", "-M", trained["model"], "--runtime", "nope", tmp_path)
+    assert_user_error(result, "--runtime 'nope' is not one of")
+    result = invoke(
+        "train-base", "-m", trained["manifest"], "-b", "tiny", "--weights", tmp_path / "none.pt",
+        "--epochs", "1", "--out", tmp_path / "base",
+    )  # fmt: skip
+    assert_user_error(result, f"--weights {tmp_path / 'none.pt'}: no such file")
+
+
+def test_robustness_reads_its_data_before_torch_loads(trained, tmp_path):
+    absent = tmp_path / "absent.csv"
+    for command in ("robustness", "jpeg-robustness"):
+        done = run_dfx(command, "-M", trained["model"], "-m", absent)
+        errors, torch_loaded = stderr_of(done)
+        assert done.returncode == 2 and str(absent) in errors and not torch_loaded, errors
 
 
 @pytest.mark.parametrize(

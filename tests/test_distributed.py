@@ -388,11 +388,11 @@ def test_resume_under_torchrun_repeats_the_uninterrupted_run(manifest_path, tmp_
 
 
 def test_each_process_takes_its_local_gpu_and_no_other(monkeypatch):
-    with pytest.raises(DfxError, match="pass --device cuda"):
+    with pytest.raises(DfxError, match="pass `device` cuda"):
         distributed._local_gpu(torch.device("cuda", 1))
     monkeypatch.setenv("LOCAL_RANK", str(torch.cuda.device_count()))
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(torch.cuda.device_count() + 1))
-    with pytest.raises(DfxError, match="--nproc-per-node"):
+    with pytest.raises(DfxError, match=r"run at most \d+ per machine"):
         distributed._local_gpu(torch.device("cuda"))
 
 

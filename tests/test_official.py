@@ -206,7 +206,7 @@ def test_import_official_usage_errors(official, tmp_path):
     paths = official["paths"]
     assert_user_error(
         invoke("import-official", "-b", BACKBONE, "--dm", paths["dm"], "--out", tmp_path / "b"),
-        "give --complete FILE",
+        "give --complete (with optional --dm, --gan or --real",
     )
     assert_user_error(
         invoke("import-official", "-b", "nope", "--complete", paths["complete"], "--out", "m.pt"),

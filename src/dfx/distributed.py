@@ -132,14 +132,14 @@ def _local_gpu(requested):
 
     if requested.index is not None:
         raise DfxError(
-            f"--device {requested}: under torchrun each process uses the GPU of its local "
-            "rank; pass --device cuda (or auto) and choose GPUs with CUDA_VISIBLE_DEVICES."
+            f"`device` {requested}: under torchrun each process uses the GPU of its local "
+            "rank; pass `device` cuda (or auto) and choose GPUs with CUDA_VISIBLE_DEVICES."
         )
     local_rank, count = _env_int("LOCAL_RANK", 0), torch.cuda.device_count()
     if local_rank >= count:
         raise DfxError(
             f"torchrun started {local_processes()} processes on this machine but it has "
-            f"{count} visible GPU(s); use --nproc-per-node {count} or fewer."
+            f"{count} visible GPU(s); run at most {count} per machine."
         )
     return torch.device("cuda", local_rank)
 
@@ -179,7 +179,7 @@ def per_process_batch_size(global_batch_size: int) -> int:
         lower = global_batch_size - global_batch_size % processes
         nearest = " or ".join(str(n) for n in (lower, lower + processes) if n > 0)
         raise DfxError(
-            f"--batch-size {global_batch_size} is the global batch and must divide evenly "
+            f"`batch_size` {global_batch_size} is the global batch and must divide evenly "
             f"among the {processes} processes; use a multiple of {processes}, such as "
             f"{nearest}."
         )

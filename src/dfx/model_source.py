@@ -105,11 +105,11 @@ def resolve_model(
 def parse_reference(reference: str | Path, sha256: str | None = None) -> ModelReference:
     """Split a reference into its kind, location and expected SHA-256, checking its form."""
     if isinstance(reference, Path):
-        return ModelReference("path", str(reference), _checked_sha256(sha256, "--sha256"))
+        return ModelReference("path", str(reference), _checked_sha256(sha256, "`sha256`"))
     text = str(reference)
     scheme = _SCHEME.match(text)
     if scheme is None:
-        return ModelReference("path", text, _checked_sha256(sha256, "--sha256"))
+        return ModelReference("path", text, _checked_sha256(sha256, "`sha256`"))
     kind = scheme.group(1).lower()
     if kind not in ("https", "http", "hf"):
         raise DfxError(
@@ -123,7 +123,7 @@ def parse_reference(reference: str | Path, sha256: str | None = None) -> ModelRe
     if kind == "http" and expected is None:
         raise DfxError(
             f"the plain-http URL {location} needs a SHA-256 (#sha256=... in the URL, or "
-            "--sha256), because nothing else protects the download from tampering."
+            "`sha256`), because nothing else protects the download from tampering."
         )
     return ModelReference("url", location, expected)
 
@@ -135,9 +135,9 @@ def _expected_sha256(text: str, fragment: str, option: str | None) -> str | None
         if name.lower() != "sha256":
             raise DfxError(f"the fragment #{fragment} of {text} is not #sha256=<64 hex digits>.")
         from_url = _checked_sha256(value, "the #sha256= of the URL")
-    from_option = _checked_sha256(option, "--sha256")
+    from_option = _checked_sha256(option, "`sha256`")
     if from_url and from_option and from_url != from_option:
-        raise DfxError(f"--sha256 {from_option} differs from the #sha256= in {text}.")
+        raise DfxError(f"`sha256` {from_option} differs from the #sha256= in {text}.")
     return from_url or from_option
 
 
@@ -211,7 +211,7 @@ def _from_url(reference: ModelReference, progress: ProgressReporter) -> Path:
     if reference.sha256 is None:
         progress.notice(
             f"downloaded {reference.text} (sha256 {digest}); "
-            f"pin it with --sha256 {digest} or #sha256={digest}"
+            f"pin it with `sha256` {digest} or #sha256={digest}"
         )
     return target
 
@@ -236,7 +236,7 @@ def _download(reference: ModelReference, target: Path, handle, progress) -> str:
         final = urllib.parse.urlsplit(response.geturl()).scheme
         if final != "https" and reference.sha256 is None:
             raise DfxError(
-                f"{url} redirects to plain http, which needs a SHA-256 (--sha256) to be trusted."
+                f"{url} redirects to plain http, which needs a SHA-256 (`sha256`) to be trusted."
             )
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None

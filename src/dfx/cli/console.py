@@ -17,6 +17,7 @@ from rich.console import Console
 
 from dfx import distributed
 from dfx.cli.flags import GlobalFlags
+from dfx.cli.option_names import with_option_names
 
 
 def plain_text() -> bool:
@@ -57,6 +58,7 @@ def stderr() -> Console:
 def notice(message: str) -> None:
     """A one-line notice on stderr ("wrote FILE", a chosen setting); silenced by --quiet."""
     if not GlobalFlags.quiet:
+        message = with_option_names(message)
         stderr().print(message, markup=False, highlight=False, soft_wrap=True)
 
 
@@ -166,7 +168,7 @@ class RichProgress:
 
     def notice(self, message: str) -> None:
         if not GlobalFlags.quiet:
-            self.progress.console.print(message, markup=False, highlight=False)
+            self.progress.console.print(with_option_names(message), markup=False, highlight=False)
 
     def _log(self, line: str) -> None:
         self.console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -17,6 +17,7 @@ import typer
 from dfx import distributed
 from dfx.cli.console import DfxConsole, plain_text
 from dfx.cli.flags import GlobalFlags
+from dfx.cli.option_names import current_context, with_option_names
 
 EXIT_INPUT_FAILED = 1
 EXIT_USAGE = 2
@@ -37,7 +38,9 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     from rich.markup import escape
 
     DfxConsole(stderr=True, highlight=False, color_system=None if plain_text() else "auto").print(
-        f"[bold red]error:[/bold red] {escape(where + message)}", markup=True, soft_wrap=True
+        f"[bold red]error:[/bold red] {escape(where + with_option_names(message))}",
+        markup=True,
+        soft_wrap=True,
     )
     return typer.Exit(code)
 
@@ -109,15 +112,6 @@ def handle_errors(command):
         return result
 
     return wrapper
-
-
-def current_context():
-    """The running command's context, or None; Typer parses with its own copy of click."""
-    try:
-        from typer._click.globals import get_current_context
-    except ImportError:  # a Typer that uses click itself
-        get_current_context = click.get_current_context
-    return get_current_context(silent=True)
 
 
 def interrupted_message(interrupt, context: click.Context | None = None) -> str:

@@ -13,6 +13,7 @@ from rich.progress import (
 
 from dfx.cli.console import stderr
 from dfx.cli.flags import GlobalFlags
+from dfx.cli.option_names import with_option_names
 
 
 class DownloadBar:
@@ -50,7 +51,7 @@ class DownloadBar:
 
     def notice(self, message: str) -> None:
         if not GlobalFlags.quiet:
-            self.console.print(message, markup=False, highlight=False)
+            self.console.print(with_option_names(message), markup=False, highlight=False)
 
 
 def check_model(model: str, sha256: str | None = None) -> None:

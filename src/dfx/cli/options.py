@@ -78,6 +78,8 @@ def fill_optional_values(args: list[str]) -> list[str]:
 
     ``--json`` at the end, or followed by another option, becomes ``--json -`` (stdout), as
     a flag-like ``--json`` always meant; ``--json FILE`` and ``--json -`` stay as they are.
+    It becomes ``--json -`` too before an existing image file (as in
+    ``dfx predict --json photo.png``): results are never written over an input.
     """
     filled: list[str] = []
     for position, word in enumerate(args):
@@ -86,9 +88,17 @@ def fill_optional_values(args: list[str]) -> list[str]:
         filled.append(word)
         if word in OPTIONAL_VALUES:
             following = args[position + 1] if position + 1 < len(args) else None
-            if following is None or (following.startswith("-") and following != "-"):
+            if following is None or _is_option_or_input(following):
                 filled.append(OPTIONAL_VALUES[word])
     return filled
+
+
+def _is_option_or_input(word: str) -> bool:
+    if word.startswith("-"):
+        return word != "-"
+    from dfx.data.images import IMAGE_SUFFIXES  # here: only commands given --json pay for it
+
+    return Path(word).suffix.lower() in IMAGE_SUFFIXES and Path(word).is_file()
 
 
 CsvFile = Annotated[

@@ -80,7 +80,7 @@ def jpeg_robustness_command(
     **options,
 ) -> None:
     """Accuracy raw and after JPEG compression at each quality factor (paper Tables 2–3)."""
-    _check_first(model, plot, options)
+    labelled = _check_first(model, data, plot, options)
     from dfx.data.perturbations import DEFAULT_QFS, jpeg_grid  # loads torch
 
     perturbations = jpeg_grid(list(qf) if qf else list(DEFAULT_QFS))
@@ -89,7 +89,7 @@ def jpeg_robustness_command(
         "jpeg-robustness.png",
         perturbations,
         model,
-        data,
+        labelled,
         plot,
         batch_size,
         options,
@@ -115,39 +115,22 @@ def robustness_command(
     **options,
 ) -> None:
     """Accuracy raw and under each perturbation of a spec: JPEG, blur, resize, rotation, mirror."""
-    _check_first(model, plot, options)
+    labelled = _check_first(model, data, plot, options)
     from dfx.data.perturbations import parse_spec
 
     perturbations = parse_spec(" ".join(perturb) if perturb else "official")
-    _run("Robustness", "robustness.png", perturbations, model, data, plot, batch_size, options)
+    _run("Robustness", "robustness.png", perturbations, model, labelled, plot, batch_size, options)
 
 
-def _check_first(model: Path, plot: Path | None, options: dict) -> None:
-    """The outputs and the model path, checked before torch loads: mistakes fail at once."""
+def _check_first(model: Path, data: Path | None, plot: Path | None, options: dict):
+    """Outputs, model path and data, checked before torch loads: mistakes fail at once."""
+    from dfx.data.labelled import read_labelled_sets
+
     check_outputs(
         {"--json": options["json_path"], "--csv": options["csv_path"], "--plot": plot},
         {"--plots": options["plots"]},
     )
     check_model(model, options["sha256"])
-
-
-def _run(
-    title: str,
-    plot_name: str,
-    perturbations: list,
-    model: str,
-    data: Path | None,
-    plot: Path | None,
-    batch_size: int | None,
-    options: dict,
-) -> None:
-    """Both commands: check the data, load the model, run, render."""
-    from dfx.api import load_detector
-    from dfx.data.labelled import read_labelled_sets
-    from dfx.engine.robustness import measure_robustness
-
-    json_path, csv_path, plots = options["json_path"], options["csv_path"], options["plots"]
-    plot_files = [p for p in (plot, plots / plot_name if plots is not None else None) if p]
     labelled = read_labelled_sets(
         options["manifest"],
         options["split"],
@@ -155,6 +138,25 @@ def _run(
         options["allow_changed"],
     )
     report_labelled_sets(labelled)
+    return labelled
+
+
+def _run(
+    title: str,
+    plot_name: str,
+    perturbations: list,
+    model: str,
+    labelled,
+    plot: Path | None,
+    batch_size: int | None,
+    options: dict,
+) -> None:
+    """Both commands, once their inputs are checked: load the model, run, render."""
+    from dfx.api import load_detector
+    from dfx.engine.robustness import measure_robustness
+
+    json_path, csv_path, plots = options["json_path"], options["csv_path"], options["plots"]
+    plot_files = [p for p in (plot, plots / plot_name if plots is not None else None) if p]
     detector = load_detector(
         fetch_model(model, options["sha256"]),
         options["device"],

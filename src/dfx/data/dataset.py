@@ -112,7 +112,7 @@ class VariantDataset(ImageDataset):
                     if width * height > self.max_pixels:
                         raise ImageReadError(
                             f"too many pixels after {perturb.name} ({width}×{height} > "
-                            f"--max-pixels {self.max_pixels:,})"
+                            f"the limit of {self.max_pixels:,})"
                         )
         return torch.stack([self.transform(perturb(image)) for perturb in self.perturbations])
 

@@ -268,7 +268,7 @@ def _check_pixels(size: tuple[int, int], max_pixels: int | None) -> None:
     pixels = size[0] * size[1]
     if max_pixels is not None and pixels > max_pixels:
         raise ImageReadError(
-            f"too many pixels ({size[0]}×{size[1]} = {pixels:,} > --max-pixels {max_pixels:,})"
+            f"too many pixels ({size[0]}×{size[1]} = {pixels:,} > the limit of {max_pixels:,})"
         )
 
 

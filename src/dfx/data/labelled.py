@@ -58,7 +58,7 @@ class LabelledSets:
 def check_role(role: str | None) -> None:
     """Fail with one sentence unless ``role`` is a manifest role (None: all roles)."""
     if role is not None and role not in ROLES:
-        raise DfxError(f"--split {role!r} is not one of {', '.join(ROLES)}.")
+        raise DfxError(f"`split` {role!r} is not one of {', '.join(ROLES)}.")
 
 
 def images_from_manifest(manifest: Manifest, role: str | None = "test") -> list[LabelledImage]:
@@ -99,7 +99,7 @@ def read_labelled_sets(
     instead of refused.
     """
     if (manifest is None) == (not folders):
-        raise DfxError("give exactly one of --manifest FILE or --data DIR.")
+        raise DfxError("give exactly one of `manifest` or `data`.")
     if manifest is not None:
         check_role(role)
         loaded = read_manifest(manifest, roles=(role,), allow_changed=allow_changed)

@@ -120,7 +120,7 @@ def check_ratios(ratios: tuple[float, ...]) -> tuple[float, float, float]:
     """Validate three non-negative ratios that sum to 1."""
     if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
         raise DfxError(
-            f"--ratios must be three non-negative numbers (base fusion test) that sum to 1, "
+            f"`ratios` must be three non-negative numbers (base fusion test) that sum to 1, "
             f"got {' '.join(str(r) for r in ratios)}."
         )
     return (float(ratios[0]), float(ratios[1]), float(ratios[2]))
@@ -197,7 +197,7 @@ class LabelConflictError(DfxError):
         super().__init__(
             f"{len(conflicts)} set(s) of identical files carry different labels "
             f"({first_few([c.describe() for c in conflicts])}); correct the labels, or pass "
-            "--drop-label-conflicts to leave every such copy out of the manifest."
+            "`drop_label_conflicts` to leave every such copy out of the manifest."
         )
 
 
@@ -391,5 +391,5 @@ def _check_files(
         parts.append(f"{len(changed)} file(s) changed since it was written ({first_few(changed)})")
     raise DfxError(
         f"manifest {path} names {' and '.join(parts)} under {manifest.root}; re-run "
-        "'dfx split', restore the files, or pass --allow-changed to skip them."
+        "'dfx split', restore the files, or pass `allow_changed` to skip them."
     )

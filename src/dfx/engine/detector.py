@@ -109,13 +109,13 @@ class Detector:
         if name == "torch":
             if is_onnx:
                 raise DfxError(
-                    f"{path} is an ONNX graph: run it with --runtime onnxruntime or openvino, "
-                    "or give the .pt file to --runtime torch."
+                    f"{path} is an ONNX graph: run it with the onnxruntime or openvino `runtime`, "
+                    "or give the .pt file to the torch runtime."
                 )
             torch_runtime = resolve_runtime(device, precision, compile)
             return cls(load_model_file(path, DETECTOR_FORMAT), torch_runtime)
         if compile:
-            raise DfxError(f"--compile applies to the torch runtime only, not to {name}.")
+            raise DfxError(f"`compile` applies to the torch runtime only, not to {name}.")
         session_precision = runtimes.session_precision(name, precision)
         runtimes.require(name)
         chosen = resolve_runtime(device, "fp32")  # checks the device, joins torchrun's group

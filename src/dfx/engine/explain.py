@@ -122,7 +122,7 @@ def iter_explain(
     check_available()
     wanted = _check_target(target)
     if method not in METHODS:
-        raise DfxError(f"--method {method!r} is not one of {', '.join(METHODS)}.")
+        raise DfxError(f"`method` {method!r} is not one of {', '.join(METHODS)}.")
     threshold = detector.resolve_threshold(threshold).value
     explainer = _Explainer(detector, method)
     batch_size = batch_size or default_batch_size(detector.runtime)
@@ -183,7 +183,7 @@ def _check_target(target: str | None) -> str | None:
     if target in (None, "predicted"):
         return None
     if target not in CLASSES:
-        raise DfxError(f"--target {target!r} is not one of {', '.join(TARGETS)}.")
+        raise DfxError(f"`target` {target!r} is not one of {', '.join(TARGETS)}.")
     return target
 
 

@@ -65,7 +65,7 @@ def export_detector(
     (``dfx.parity_max_abs_dp``) and returned.
     """
     if format not in FORMATS:
-        raise DfxError(f"--format {format!r} is not one of {', '.join(FORMATS)}.")
+        raise DfxError(f"`format` {format!r} is not one of {', '.join(FORMATS)}.")
     model, out = Path(model), Path(out)
     if model.suffix.lower() == ".onnx":
         raise DfxError(f"{model} is already an ONNX graph; export reads a .pt detector file.")

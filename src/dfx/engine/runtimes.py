@@ -36,7 +36,7 @@ def check_runtime_name(name: str) -> str:
     """``name`` in lower case, or one sentence listing the runtimes."""
     name = name.strip().lower()
     if name not in RUNTIMES:
-        raise DfxError(f"--runtime {name!r} is not one of {', '.join(RUNTIMES)}.")
+        raise DfxError(f"`runtime` {name!r} is not one of {', '.join(RUNTIMES)}.")
     return name
 
 
@@ -54,7 +54,7 @@ def require(runtime: str):
         return importlib.import_module(module)
     except ImportError:
         raise DfxError(
-            f"--runtime {runtime} needs {title}, which is not installed: "
+            f"the {runtime} runtime needs {title}, which is not installed: "
             f'pip install "deepfeaturex[{extra}]".'
         ) from None
 
@@ -95,12 +95,12 @@ def session_precision(runtime: str, precision: str) -> str:
     if precision != "bf16" or runtime == "onnxruntime":
         others = "openvino or torch" if runtime == "onnxruntime" else "torch"
         raise DfxError(
-            f"--runtime {runtime} runs fp32{' or bf16' if runtime == 'openvino' else ' only'}; "
-            f"use --runtime {others} for --precision {precision}."
+            f"the {runtime} runtime runs fp32{' or bf16' if runtime == 'openvino' else ' only'}; "
+            f"use the {others} `runtime` for `precision` {precision}."
         )
     if not cpu_has_native_bf16():
         raise DfxError(
-            "--precision bf16 with OpenVINO needs a CPU with native bf16 (AVX-512-bf16 or "
+            "`precision` bf16 with OpenVINO needs a CPU with native bf16 (AVX-512-bf16 or "
             "AMX); this one has neither."
         )
     return precision
@@ -156,7 +156,7 @@ def onnxruntime_network(
         gpu = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
         if not gpu:
             raise DfxError(
-                "--runtime onnxruntime --device cuda needs onnxruntime-gpu "
+                "ONNX Runtime on CUDA needs onnxruntime-gpu "
                 "(pip install onnxruntime-gpu in place of onnxruntime)."
             )
         providers = gpu + providers
@@ -179,7 +179,7 @@ def openvino_network(graph: Path, threads: int, device: torch.device, precision:
     """An OpenVINO CPU model compiled from an ONNX file, fp32 or with the bf16 hint."""
     ov = require("openvino")
     if device.type != "cpu":
-        raise DfxError("--runtime openvino runs on the CPU here; use --device cpu.")
+        raise DfxError("the openvino runtime runs on the CPU here; use `device` cpu.")
     hints = {"fp32": "f32", "bf16": "bf16"}
     core = ov.Core()
     config = {

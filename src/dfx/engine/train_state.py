@@ -131,7 +131,7 @@ def load_state(path: Path) -> TrainState:
         raise DfxError(
             f"{path} has training-state version {payload.get('format_version')} (written by "
             f"dfx {payload.get('dfx_version')}); this dfx {__version__} reads version "
-            f"{STATE_FORMAT_VERSION}, so start afresh without --resume."
+            f"{STATE_FORMAT_VERSION}, so start afresh without `resume`."
         )
     fields = TrainState.__dataclass_fields__
     try:

@@ -125,7 +125,7 @@ def complete_to_detector_state(
         expected = DeepFeatureX(backbone, image_size).state_dict()
     hint = ""
     if not any(key.startswith("model1.") for key in state):
-        hint = "it has no model1.* keys: a base-model file goes to --dm, --gan or --real"
+        hint = "it has no model1.* keys: a base-model file goes to `dm`, `gan` or `real`"
     return _fit(renamed, expected, _official_name, source, "complete-model", backbone, hint)
 
 
@@ -137,7 +137,7 @@ def base_to_network_state(
         expected = build_network(backbone, "none", image_size).state_dict()
     hint = ""
     if any(key.startswith("model1.") for key in state):
-        hint = "it has model1.* keys: a complete-model file goes to --complete"
+        hint = "it has model1.* keys: a complete-model file goes to `complete`"
     return _fit(state, expected, lambda key: key, source, "base-model", backbone, hint)
 
 
@@ -164,8 +164,8 @@ def import_official(
     bases = {name: Path(p) for name, p in zip(CLASSES, (dm, gan, real)) if p is not None}
     if complete is None and len(bases) < len(CLASSES):
         raise DfxError(
-            "give --complete FILE (with optional --dm/--gan/--real to replace extractors), "
-            "or all three of --dm, --gan and --real; the fusion head's weights are only in "
+            "give `complete` (with optional `dm`, `gan` or `real` to replace extractors), "
+            "or all three of `dm`, `gan` and `real`; the fusion head's weights are only in "
             "the complete-model file."
         )
     preprocessing = spec.preprocessing(image_size)
@@ -177,10 +177,10 @@ def import_official(
     state = None
     if complete is not None:
         if out.is_dir():
-            raise DfxError(f"--out {out} is a folder; with --complete it names the detector file.")
+            raise DfxError(f"`out` {out} is a folder; with `complete` it names the detector file.")
         state = complete_to_detector_state(read_state_dict(complete), backbone, size, str(complete))
     elif out.exists() and not out.is_dir():
-        raise DfxError(f"--out {out} is a file; without --complete it must be a folder.")
+        raise DfxError(f"`out` {out} is a file; without `complete` it must be a folder.")
     roles = ([("complete", Path(complete))] if complete is not None else []) + list(bases.items())
     sources = [SourceFile(role, str(path.resolve()), file_sha256(path)) for role, path in roles]
     config = {
@@ -252,7 +252,7 @@ def _fit(
                 f"the official release builds {backbone} from NVIDIA's DeepLearningExamples, "
                 "whose layout is not torchvision's and cannot be imported"
             )
-        hint = hint or "check --backbone"
+        hint = hint or "check `backbone`"
         raise DfxError(
             f"{source} does not fit the official {layout} layout of {backbone}: "
             f"{'; '.join(problems)} ({hint})."

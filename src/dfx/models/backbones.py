@@ -35,9 +35,9 @@ def build_network(
     if spec.vit:
         size = spec.preprocessing(image_size).input_size
         if weights == "imagenet" and size != 224:
-            raise DfxError(f"{name} ImageNet weights need --image-size 224, got {size}.")
+            raise DfxError(f"{name} ImageNet weights need `image_size` 224, got {size}.")
         if size % int(name.rsplit("_", 1)[1]):
-            raise DfxError(f"{name} needs --image-size divisible by its patch size.")
+            raise DfxError(f"{name} needs an `image_size` divisible by its patch size.")
         if weights != "imagenet":
             kwargs["image_size"] = size
     if weights == "imagenet":
@@ -72,7 +72,7 @@ def _imagenet_weights(spec: BackboneSpec):
     import torchvision
 
     if spec.torchvision_name is None:
-        raise DfxError(f"backbone {spec.name!r} has no ImageNet weights; use --weights none.")
+        raise DfxError(f"backbone {spec.name!r} has no ImageNet weights; use `weights` none.")
     # IMAGENET1K_V1: the weights torchvision's old ``pretrained=True`` gave the official code.
     return torchvision.models.get_model_weights(spec.torchvision_name).IMAGENET1K_V1
 
@@ -92,21 +92,21 @@ def _with_imagenet_weights(spec: BackboneSpec) -> nn.Module:
         raise DfxError(
             f"ImageNet weights for {spec.name} are not cached and could not be downloaded: "
             f"put {filename} (from {weights.url}) in {checkpoints}/ "
-            "(or set TORCH_HOME), or use --weights none."
+            "(or set TORCH_HOME), or use `weights` none."
         ) from error
 
 
 def _load_weights_file(network: nn.Module, spec: BackboneSpec, path: Path) -> None:
     choices = "use imagenet, none or a state-dict file"
     if not path.is_file():
-        raise DfxError(f"--weights {path}: no such file; {choices}.")
-    loaded = safe_load(path, "a PyTorch state dict", hint=f"; --weights: {choices}")
+        raise DfxError(f"`weights` {path}: no such file; {choices}.")
+    loaded = safe_load(path, "a PyTorch state dict", hint=f"; `weights`: {choices}")
     if isinstance(loaded, dict) and loaded.get("format") == "dfx-base":
         loaded = loaded["state_dict"]
     elif isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict):
-        raise DfxError(f"--weights {path} does not hold a state dict.")
+        raise DfxError(f"`weights` {path} does not hold a state dict.")
     loaded = {k.removeprefix("module."): v for k, v in loaded.items()}
     head = spec.classifier + "."
     loaded = {k: v for k, v in loaded.items() if not k.startswith(head)}
@@ -115,6 +115,6 @@ def _load_weights_file(network: nn.Module, spec: BackboneSpec, path: Path) -> No
     if missing or unexpected:
         names = ", ".join((missing + unexpected)[:4])
         raise DfxError(
-            f"--weights {path} does not fit backbone {spec.name}: "
+            f"`weights` {path} does not fit backbone {spec.name}: "
             f"{len(missing)} missing and {len(unexpected)} unexpected keys (e.g. {names})."
         )
