@@ -6,13 +6,17 @@ import importlib.util
 import json
 import sys
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+from torch import nn
 
 import dfx
 from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, save_model_file
 from dfx.engine import runtimes
-from dfx.engine.detector import choose_runtime
+from dfx.engine.detector import Detector, choose_runtime
+from dfx.engine.device import Runtime
 from dfx.engine.export import export_detector
 from dfx.engine.onnx_file import read_metadata, read_onnx_detector
 from dfx.errors import DfxError
@@ -23,6 +27,7 @@ from tests.test_cli import assert_user_error, invoke
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
+HAS_ONNXRUNTIME = importlib.util.find_spec("onnxruntime") is not None
 needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed")
 
 
@@ -222,3 +227,53 @@ def test_openvino_runs_the_onnx_file_like_torch(trained, exported, data_dir):
         bf16 = dfx.load_detector(exported[0], "cpu", "bf16", runtime="openvino")
         assert bf16.network.precision == "bf16"
         assert torch.allclose(bf16.run(images, batch_size=4).values, expected.values, atol=0.05)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "batch_size", "channels_last"),
+    [("densenet121", 4, True), ("efficientnet_b0", 4, True), ("resnet18", 4, False),
+     ("vit_b_32", 8, False), ("tiny", 32, False)],
+)  # fmt: skip
+def test_cpu_defaults_come_from_the_backbone_family(backbone, batch_size, channels_last, tmp_path):
+    """Each family runs with its measured batch and layout on the CPU (docs/performance.md)."""
+    spec = get_spec(backbone)
+    assert (spec.cpu_batch_size, spec.cpu_channels_last) == (batch_size, channels_last)
+    path, _ = write_detector(tmp_path / "m.pt", backbone)
+    detector = dfx.load_detector(path, device="cpu", runtime="torch")
+    assert detector.batch_size() == batch_size and detector.batch_size(3) == 3
+    assert detector.runtime.channels_last is channels_last
+    convolution = next(m for m in detector.network.modules() if isinstance(m, nn.Conv2d))
+    assert convolution.weight.is_contiguous(memory_format=torch.channels_last) is channels_last
+    # The layout changes the kernels, not the answer: contiguous fp32 within rounding.
+    images = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 48, 3), np.uint8))
+              for i in range(5)]  # fmt: skip
+    contiguous = Detector(detector.model_file, Runtime(torch.device("cpu"), None))
+    assert torch.allclose(
+        detector.run(images).values, contiguous.run(images, batch_size=5).values, atol=1e-5
+    )
+
+
+def test_auto_runs_a_measured_family_through_onnxruntime_on_the_cpu(tmp_path, monkeypatch):
+    """densenet's registry entry measured ONNX Runtime faster: auto takes it, exact to 1e-5."""
+    path, _ = write_detector(tmp_path / "m.pt", "densenet121")
+    images = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 48, 3), np.uint8))
+              for i in range(3)]  # fmt: skip
+    automatic = dfx.load_detector(path, device="cpu")
+    assert automatic.runtime_name == ("onnxruntime" if HAS_ONNXRUNTIME else "torch")
+    reference = dfx.load_detector(path, device="cpu", runtime="torch")
+    assert torch.allclose(automatic.run(images).values, reference.run(images).values, atol=1e-5)
+    # Exact runs only, torch where the user asked for its features.
+    for options in ({"precision": "bf16"}, {"runtime": "torch"}):
+        assert dfx.load_detector(path, device="cpu", **options).runtime_name == "torch"
+    assert choose_runtime("auto", False, "auto", "tiny", "cpu") == "torch"
+    assert choose_runtime("auto", False, "auto", "densenet121", "cpu", compile=True) == "torch"
+    # A cache it cannot write to: auto falls back to torch instead of failing.
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("DFX_CACHE_DIR", str(blocker))
+    assert dfx.load_detector(path, device="cpu").runtime_name == "torch"
+    if HAS_ONNXRUNTIME:
+        with pytest.raises(DfxError, match="cannot write the exported graph"):
+            dfx.load_detector(path, device="cpu", runtime="onnxruntime")
+        with pytest.raises(DfxError, match="explanations need gradients"):
+            automatic.explain(images)

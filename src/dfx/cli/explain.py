@@ -83,7 +83,8 @@ def explain_command(
 
     check_available()
     check_outputs({"--json": json_path}, {"--out": out})
-    detector = load_detector(fetch_model(model, sha256), device, precision)
+    # Attribution needs gradients, which only torch gives.
+    detector = load_detector(fetch_model(model, sha256), device, precision, runtime="torch")
     chosen = detector.resolve_threshold(threshold).value
     inputs, problems = expand_inputs(read_stdin_paths(paths))
     batch_size = batch_size or default_batch_size(detector.runtime)

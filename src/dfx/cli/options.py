@@ -125,7 +125,8 @@ InferenceRuntime = Annotated[
     str,
     typer.Option(
         "--runtime",
-        help="What runs the network: auto (torch for .pt, ONNX Runtime for .onnx), torch, "
+        help="What runs the network: auto (ONNX Runtime for .onnx and, when installed, for "
+        "DenseNet .pt files on a CPU; else torch), torch, "
         "onnxruntime or openvino (pip install 'dfx\\[onnx]' / 'dfx\\[openvino]').",
     ),
 ]

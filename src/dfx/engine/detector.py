@@ -8,7 +8,7 @@ network or runtime.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ from dfx.limits import DEFAULT_MAX_PIXELS
 from dfx.metrics import p_fake_of
 from dfx.model_source import resolve_model
 from dfx.models.detector import PerVariant, build_detector_network
+from dfx.models.registry import get_spec
 from dfx.progress import ProgressReporter
 from dfx.threshold import Threshold, resolve_threshold
 
@@ -105,7 +106,9 @@ class Detector:
         """
         path = Path(path)
         is_onnx = path.suffix.lower() == ".onnx"
-        name = choose_runtime(runtime, is_onnx, precision)
+        model_file = None if is_onnx else load_model_file(path, DETECTOR_FORMAT)
+        backbone = model_file.backbone if model_file is not None else None
+        name = choose_runtime(runtime, is_onnx, precision, backbone, device, compile)
         if name == "torch":
             if is_onnx:
                 raise DfxError(
@@ -113,20 +116,27 @@ class Detector:
                     "or give the .pt file to the torch runtime."
                 )
             torch_runtime = resolve_runtime(device, precision, compile)
-            return cls(load_model_file(path, DETECTOR_FORMAT), torch_runtime)
+            if torch_runtime.device.type == "cpu" and get_spec(backbone).cpu_channels_last:
+                torch_runtime = replace(torch_runtime, channels_last=True)
+            return cls(model_file, torch_runtime)
         if compile:
             raise DfxError(f"`compile` applies to the torch runtime only, not to {name}.")
         session_precision = runtimes.session_precision(name, precision)
         runtimes.require(name)
         chosen = resolve_runtime(device, "fp32")  # checks the device, joins torchrun's group
-        if is_onnx:
-            model_file, graph = read_onnx_detector(path), path
-        else:
-            model_file = load_model_file(path, DETECTOR_FORMAT)
-            graph = cached_graph(path, torch_network(model_file), model_file)
-        network = runtimes.session_network(
-            name, graph, torch.get_num_threads(), chosen.device, session_precision
-        )
+        try:
+            if is_onnx:
+                model_file, graph = read_onnx_detector(path), path
+            else:
+                graph = cached_graph(path, torch_network(model_file), model_file)
+            network = runtimes.session_network(
+                name, graph, torch.get_num_threads(), chosen.device, session_precision
+            )
+        except DfxError:
+            if runtime.strip().lower() != "auto" or is_onnx:
+                raise
+            # auto chose the session only to be faster: where it cannot start, torch runs.
+            return cls.load(path, device, precision, compile, runtime="torch")
         # The session does the arithmetic; torch only decodes and batches on the CPU.
         return cls(model_file, Runtime(torch.device("cpu"), None), network)
 
@@ -150,8 +160,12 @@ class Detector:
         return CLASSES
 
     def batch_size(self, requested: int | None = None) -> int:
-        """``requested``, or this device's default: 32 on CPU, 256 on CUDA."""
-        return requested or self.runtime.default_batch_size()
+        """``requested``, or the default: the backbone's measured CPU batch, 256 on CUDA."""
+        if requested:
+            return requested
+        if self.runtime.device.type == "cpu":
+            return get_spec(self.model_file.backbone).cpu_batch_size
+        return self.runtime.default_batch_size()
 
     def run(
         self,
@@ -337,21 +351,42 @@ def torch_network(model_file: ModelFile) -> nn.Module:
     return network
 
 
-def choose_runtime(runtime: str, is_onnx: bool, precision: str = "auto") -> str:
+def choose_runtime(
+    runtime: str,
+    is_onnx: bool,
+    precision: str = "auto",
+    backbone: str | None = None,
+    device: str = "auto",
+    compile: bool = False,
+) -> str:
     """The runtime ``auto`` stands for, or ``runtime`` itself once checked.
 
-    ``auto`` runs a ``.pt`` file with torch, and a ``.onnx`` file with ONNX Runtime, or with
-    OpenVINO when ONNX Runtime is not installed or ``precision`` is bf16 (which ONNX
-    Runtime does not run on the CPU).
+    ``auto`` runs a ``.onnx`` file with ONNX Runtime, or with OpenVINO when ONNX Runtime is
+    not installed or ``precision`` is bf16 (which ONNX Runtime does not run on the CPU). A
+    ``.pt`` file runs with torch, except an exact (fp32) CPU run of a backbone whose
+    registry entry measured ONNX Runtime faster, when ONNX Runtime is installed.
     """
     name = runtimes.check_runtime_name(runtime)
     if name != "auto":
         return name
     if not is_onnx:
-        return "torch"
+        faster = (
+            backbone is not None
+            and get_spec(backbone).cpu_onnxruntime
+            and precision.strip().lower() in ("auto", "fp32")
+            and not compile
+            and _runs_on_cpu(device)
+            and runtimes.is_installed("onnxruntime")
+        )
+        return "onnxruntime" if faster else "torch"
     order = ("openvino", "onnxruntime") if precision.lower() == "bf16" else SESSION_RUNTIMES
     installed = [candidate for candidate in order if runtimes.is_installed(candidate)]
     return installed[0] if installed else order[0]
+
+
+def _runs_on_cpu(device: str) -> bool:
+    name = device.strip().lower()
+    return name == "cpu" or (name == "auto" and not torch.cuda.is_available())
 
 
 def load_detector(

@@ -191,6 +191,11 @@ class _Explainer:
     """Computes maps at the network's feature resolution and shares, one batch at a time."""
 
     def __init__(self, detector, method: str) -> None:
+        if detector.runtime_name != "torch":
+            raise DfxError(
+                f"explanations need gradients, which the {detector.runtime_name} runtime does "
+                "not give; load the .pt file with the torch `runtime`."
+            )
         self.network = detector.network
         self.runtime = detector.runtime
         self.method = method

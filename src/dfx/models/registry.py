@@ -37,6 +37,12 @@ class BackboneSpec:
 
     Their attribution layer outputs tokens (class token first, then the patch grid row by row).
     """
+    cpu_batch_size: int = 32
+    """Images per inference step on a CPU when none is asked for (benchmarks/cpu_defaults.py)."""
+    cpu_channels_last: bool = False
+    """Run channels-last on a CPU (images and weights), where measured to be faster."""
+    cpu_onnxruntime: bool = False
+    """``--runtime auto`` runs a ``.pt`` of it on a CPU through ONNX Runtime (measured faster)."""
 
     def input_sides(self, image_size: int | None = None) -> tuple[int, int | None]:
         """(resize, centre crop or None) for an input of ``image_size`` (default when None)."""
@@ -63,6 +69,9 @@ class BackboneSpec:
             "crop": crop,
             "imagenet_weights": self.torchvision_name is not None,
             "attribution_layer": self.attribution_layer,
+            "cpu_batch_size": self.cpu_batch_size,
+            "cpu_channels_last": self.cpu_channels_last,
+            "cpu_onnxruntime": self.cpu_onnxruntime,
         }
 
     def builder(self) -> Callable:
@@ -87,23 +96,33 @@ def _spec(
 _VIT_LAYER = "encoder.layers.encoder_layer_11.ln_1"
 
 
+# CPU defaults per family, from benchmarks/cpu_defaults.py and cpu_inference.py
+# (docs/performance.md): small batches stay in cache; channels-last lets oneDNN skip
+# reorders in DenseNet and EfficientNet, while it does not help ResNet and ViT; ONNX
+# Runtime's fused graph beat torch (exactly) where it was measured, on DenseNet.
+_DENSENET = {"cpu_batch_size": 4, "cpu_channels_last": True, "cpu_onnxruntime": True}
+_EFFICIENTNET = {"cpu_batch_size": 4, "cpu_channels_last": True}
+_RESNET = {"cpu_batch_size": 4}
+_VIT = {"vit": True, "cpu_batch_size": 8}
+
 REGISTRY: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
-        _spec("densenet121", 1024, "classifier", "features"),
-        _spec("densenet161", 2208, "classifier", "features"),
-        _spec("densenet169", 1664, "classifier", "features"),
-        _spec("densenet201", 1920, "classifier", "features"),
-        _spec("efficientnet_b0", 1280, "classifier.1", "features"),
-        _spec("efficientnet_b4", 1792, "classifier.1", "features"),
-        _spec("resnet18", 512, "fc", "layer4"),
-        _spec("resnet34", 512, "fc", "layer4"),
-        _spec("resnet50", 2048, "fc", "layer4"),
-        _spec("resnet101", 2048, "fc", "layer4"),
-        _spec("resnet152", 2048, "fc", "layer4"),
-        _spec("resnext101", 2048, "fc", "layer4", "resnext101_32x8d"),
-        _spec("vit_b_16", 768, "heads.head", _VIT_LAYER, vit=True),
-        _spec("vit_b_32", 768, "heads.head", _VIT_LAYER, vit=True),
+        _spec("densenet121", 1024, "classifier", "features", **_DENSENET),
+        _spec("densenet161", 2208, "classifier", "features", **_DENSENET),
+        _spec("densenet169", 1664, "classifier", "features", **_DENSENET),
+        _spec("densenet201", 1920, "classifier", "features", **_DENSENET),
+        _spec("efficientnet_b0", 1280, "classifier.1", "features", **_EFFICIENTNET),
+        _spec("efficientnet_b4", 1792, "classifier.1", "features", **_EFFICIENTNET),
+        _spec("resnet18", 512, "fc", "layer4", **_RESNET),
+        _spec("resnet34", 512, "fc", "layer4", **_RESNET),
+        _spec("resnet50", 2048, "fc", "layer4", **_RESNET),
+        _spec("resnet101", 2048, "fc", "layer4", **_RESNET),
+        _spec("resnet152", 2048, "fc", "layer4", **_RESNET),
+        _spec("resnext101", 2048, "fc", "layer4", "resnext101_32x8d", **_RESNET),
+        _spec("vit_b_16", 768, "heads.head", _VIT_LAYER, **_VIT),
+        _spec("vit_b_32", 768, "heads.head", _VIT_LAYER, **_VIT),
+        # Tiny inputs: a large batch amortises the per-step overhead.
         BackboneSpec("tiny", None, 64, "fc", "features", image_size=64),
     )
 }
