@@ -29,7 +29,6 @@ from run_all import labelled_images, write_detector
 
 from dfx import synthetic
 from dfx.api import Detector, load_detector
-from dfx.engine.device import Runtime
 from dfx.models.backbones import build_network, to_feature_extractor
 from dfx.models.registry import get_spec
 
@@ -107,7 +106,9 @@ def thread_split(backbone: str, images: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbones", default=FAMILIES, help=f"comma list (default {FAMILIES}; '' to skip)")
+    parser.add_argument(
+        "--backbones", default=FAMILIES, help=f"comma list (default {FAMILIES}; '' to skip)"
+    )
     parser.add_argument("--batch-sizes", default="1,4,8,16,32")
     parser.add_argument("--images", type=int, default=32, help="images per measurement")
     parser.add_argument("--repeats", type=int, default=2, help="passes per figure; best counts")
@@ -115,7 +116,7 @@ def main() -> None:
     args = parser.parse_args()
     print(cpu_description())
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    print(f"\nfeature network alone, fp32, img/s (b: batch size, cl: channels-last):")
+    print("\nfeature network alone, fp32, img/s (b: batch size, cl: channels-last):")
     for name in filter(None, args.backbones.split(",")):
         layouts(name, batch_sizes, args.images, args.repeats)
     if args.split_backbone:
