@@ -127,10 +127,12 @@ def test_a_pt_file_runs_under_onnxruntime_through_the_cache(trained, data_dir, t
     assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 1  # exported once
 
 
-def test_a_paper_backbone_exports_and_matches_torch(tmp_path):
-    """A resnet18 baseline at 32 px with random weights: a torchvision graph survives the
-    export (the fusion around it is the tiny detector's; three resnet18s only cost time)."""
-    pt, network = write_detector(tmp_path / "model.pt", "resnet18", "baseline")
+@pytest.mark.parametrize("backbone", ["resnet18", "vit_b_32"])
+def test_a_paper_backbone_exports_and_matches_torch(backbone, tmp_path):
+    """A baseline at 32 px with random weights: a torchvision graph survives the export
+    (the fusion around it is the tiny detector's; three backbones only cost time). ViT's
+    attention exports through its unfused path."""
+    pt, network = write_detector(tmp_path / "model.pt", backbone, "baseline")
     result = export_detector(pt, tmp_path / "model.onnx")
     assert result.max_abs_dp <= 1e-5
     images = torch.randn(5, 3, 32, 32)
