@@ -52,11 +52,12 @@ def test_a_copy_under_another_label_is_refused_with_the_pair_named(small_data):
         make_manifest(small_data)
     message = str(caught.value)
     assert "gan/toygan-a/x.png (gan) = real/photo/real-photo-00002.png (real)" in message
-    assert "--drop-label-conflicts" in message
+    assert "`drop_label_conflicts`" in message  # the command line names its option
 
     result = runner.invoke(app, ["split", str(small_data)])
     assert result.exit_code == 2
     assert "gan/toygan-a/x.png (gan) = real/photo/real-photo-00002.png (real)" in result.output
+    assert "pass --drop-label-conflicts to leave" in " ".join(result.output.split())
     assert not (small_data.parent / "manifest.csv").exists()
 
 

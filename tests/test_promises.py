@@ -173,7 +173,7 @@ def test_max_pixels_applies_to_training_images(little_data, tmp_path, command):
                     "-o", out)  # fmt: skip
     assert result.exit_code in (1, 2), result.output  # 32 × 32 = 1024 pixels: every image refused
     # Named as too big where reported one by one, or as "no image could be read" at the end.
-    assert "max-pixels" in result.stderr or "could be read" in result.stderr, result.stderr
+    assert "too many pixels" in result.stderr or "could be read" in result.stderr, result.stderr
     ok = invoke(command, "-m", little_data, *target, *TINY_RUN, "--max-pixels", "1024",
                 "-o", out)  # fmt: skip
     assert ok.exit_code == 0, ok.output
