@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
@@ -217,7 +217,7 @@ class Service:
             detail = f"no result within {self.settings.request_timeout_s:g} s."
             raise ApiError(504, "timeout", detail) from None
 
-    async def predict(self, uploads: list[ImageBytes]) -> list[dict]:
+    async def predict(self, uploads: list[ImageBytes], threshold: float | None) -> list[dict]:
         decoded = await asyncio.gather(*(self.decode(upload) for upload in uploads))
         usable = [d for d in decoded if not isinstance(d, str)]
         predictions = iter(await self.queued(self.batcher.submit([d[0] for d in usable])))
@@ -227,6 +227,8 @@ class Service:
                 records.append({"path": upload.name, "error": outcome})
                 continue
             prediction = replace(next(predictions), path=upload.name, provenance=outcome[1])
+            if threshold is not None:  # the batch was decided at the service's threshold
+                prediction.fake = prediction.p_fake >= threshold
             records.append(prediction.to_dict())
         return records
 
@@ -378,12 +380,18 @@ def create_app(detector, settings: ServeSettings | None = None) -> FastAPI:
         return json_response(service.model_info())
 
     @app.post(f"{API}/predict", tags=["detect"], openapi_extra=_MULTIPART_BODY)
-    async def predict(request: Request):
+    async def predict(
+        request: Request,
+        threshold: float | None = Query(
+            None, ge=0.0, le=1.0, description="Threshold on P(fake) for this request."
+        ),
+    ):
         """One record per uploaded image, in upload order, as ``dfx predict --json`` writes
         them (``path`` is the file name); an unreadable file gets ``{path, error}``."""
         service.authorize(request)
         service.check_ready()
-        return json_response(await service.predict(await service.uploads(request)))
+        uploads = await service.uploads(request)
+        return json_response(await service.predict(uploads, threshold))
 
     @app.post(f"{API}/explain", tags=["detect"], openapi_extra=_MULTIPART_BODY)
     async def explain(request: Request):
