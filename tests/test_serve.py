@@ -309,7 +309,9 @@ def test_the_batcher_groups_concurrent_items_and_keeps_their_order():
         return await asyncio.gather(*(batcher.submit([i, 100 + i]) for i in range(4)))
 
     try:
+        batcher.announce(8)  # the first item waits for the seven announced after it
         results = asyncio.run(asyncio.wait_for(main(), TIMEOUT))
+        batcher.withdraw(8)
         assert results == [[2 * i, 200 + 2 * i] for i in range(4)]
         assert len(calls) == 1 and sorted(calls[0]) == sorted([*range(4), *range(100, 104)])
 

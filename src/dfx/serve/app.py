@@ -218,7 +218,11 @@ class Service:
             raise ApiError(504, "timeout", detail) from None
 
     async def predict(self, uploads: list[ImageBytes], threshold: float | None) -> list[dict]:
-        decoded = await asyncio.gather(*(self.decode(upload) for upload in uploads))
+        self.batcher.announce(len(uploads))
+        try:
+            decoded = await asyncio.gather(*(self.decode(upload) for upload in uploads))
+        finally:
+            self.batcher.withdraw(len(uploads))
         usable = [d for d in decoded if not isinstance(d, str)]
         predictions = iter(await self.queued(self.batcher.submit([d[0] for d in usable])))
         records = []

@@ -2,7 +2,9 @@
 
 Requests on the event loop :meth:`MicroBatcher.submit` their items and await the results;
 worker threads take up to ``max_batch`` queued items at a time, waiting at most
-``max_wait_s`` after the first for others to join, and run them in one call. The network
+``max_wait_s`` after the first for others to join, and run them in one call. They wait
+only for items on their way (:meth:`MicroBatcher.announce`): a lone request does not
+sit out ``max_wait_s`` for company that is not coming. The network
 therefore never blocks the event loop (health checks answer while it works), and a busy
 service answers with bigger batches instead of a longer queue of small ones.
 """
@@ -98,6 +100,7 @@ class MicroBatcher:
         self._condition = threading.Condition()
         self._lock = _SharedLock()
         self._closing = False
+        self._announced = 0
         self._seconds_per_item = 0.05  # a first guess for Retry-After, refined as batches run
         self.batches = 0
         """Batches run so far."""
@@ -125,6 +128,17 @@ class MicroBatcher:
         entries = [_Entry(item, loop.create_future(), loop) for item in items]
         self._put(entries)
         return list(await asyncio.gather(*(entry.future for entry in entries)))
+
+    def announce(self, count: int) -> None:
+        """``count`` items are on their way (being read or decoded): worth waiting for."""
+        with self._condition:
+            self._announced += count
+
+    def withdraw(self, count: int) -> None:
+        """Items announced earlier have arrived, or will not."""
+        with self._condition:
+            self._announced -= count
+            self._condition.notify_all()
 
     async def run_alone(self, job: Callable[[], Any]) -> Any:
         """``job()`` on a worker thread, in turn with the batches and with no batch beside it."""
@@ -177,7 +191,7 @@ class MicroBatcher:
                     batch.append(self._queue.popleft())
                     continue
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._closing:
+                if remaining <= 0 or self._closing or self._announced <= 0:
                     break
                 self._condition.wait(remaining)
             return batch
