@@ -517,6 +517,8 @@ def test_other_interfaces_without_a_token_get_a_warning(trained, tmp_path, monke
 
     started = []
     monkeypatch.setattr(uvicorn.Server, "run", lambda self: started.append(self.config.host))
+    # Its logging handlers would write to this test's captured stderr after it has closed.
+    monkeypatch.setattr(uvicorn.Config, "configure_logging", lambda self: None)
     (tmp_path / "token").write_text("s3cret\n")
     common = ("serve", "-M", trained["model"], "--device", "cpu", "--host")
     open_to_all = invoke(*common, "0.0.0.0")

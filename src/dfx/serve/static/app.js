@@ -115,6 +115,7 @@ async function toggleExplanation(card, file) {
   button.setAttribute("aria-expanded", String(open));
   button.textContent = open ? "Hide explanation" : "Show explanation";
   panel.hidden = !open;
+  card.classList.toggle("explained", open);  // the overlays get the whole row
   if (!open || panel.dataset.loaded) return;
   const status = $(".explain-status", card);
   status.textContent = "Explaining…";
