@@ -18,6 +18,7 @@ from dfx.cli.options import (
     Precision,
     Sha256Option,
     ThresholdOption,
+    config_from,
 )
 from dfx.limits import DEFAULT_MAX_PIXELS
 from dfx.serve.config import ServeSettings
@@ -87,20 +88,13 @@ def serve_command(
     ] = _DEFAULTS.workers_per_model,
 ) -> None:
     """Serve the detector over HTTP: a JSON API and a drag-and-drop web page."""
+    options = dict(locals())  # the option values, before any other name is bound
     from dfx.serve.config import check_available
 
     check_available()
     token = read_token(token_file) if token_file is not None else None
     check_model(model, sha256)
-    settings = ServeSettings(
-        max_batch=max_batch,
-        max_wait_ms=max_wait_ms,
-        max_upload_mb=max_upload_mb,
-        max_pixels=max_pixels,
-        threshold=threshold,
-        token=token,
-        workers_per_model=workers_per_model,
-    )
+    settings = config_from(ServeSettings, options | {"token": token})
 
     import uvicorn
 
