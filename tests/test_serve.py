@@ -324,6 +324,43 @@ def test_the_batcher_groups_concurrent_items_and_keeps_their_order():
         assert batcher.close(TIMEOUT)
 
 
+def test_a_job_run_alone_never_runs_beside_a_batch():
+    """With two workers, batches may overlap each other but never an explanation's job."""
+    lock = threading.Lock()
+    running = {"batches": 0, "overlaps": 0, "beside_job": 0}
+
+    def slow_batch(items):
+        with lock:
+            running["batches"] += 1
+            running["overlaps"] += running["batches"] > 1
+        time.sleep(0.02)
+        with lock:
+            running["batches"] -= 1
+        return items
+
+    def job():
+        with lock:
+            running["beside_job"] += running["batches"]
+        time.sleep(0.02)
+        with lock:
+            running["beside_job"] += running["batches"]
+        return "done"
+
+    batcher = MicroBatcher(slow_batch, max_batch=1, max_wait_s=0, max_queue=100, workers=2)
+
+    async def main():
+        batches = [batcher.submit([i]) for i in range(20)]
+        jobs = [batcher.run_alone(job) for _ in range(5)]
+        return await asyncio.gather(*batches, *jobs)
+
+    try:
+        results = asyncio.run(asyncio.wait_for(main(), TIMEOUT))
+    finally:
+        assert batcher.close(TIMEOUT)
+    assert results == [[i] for i in range(20)] + ["done"] * 5
+    assert running["beside_job"] == 0 and running["overlaps"] > 0
+
+
 def test_the_page_and_its_assets_come_from_dfx(client):
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")

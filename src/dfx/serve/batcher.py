@@ -53,15 +53,18 @@ class _SharedLock:
         self._condition = threading.Condition()
         self._shared = 0
         self._exclusive = False
+        self._waiting = 0  # exclusive holders to be: new batches let them go first
 
     def acquire(self, exclusive: bool) -> None:
         with self._condition:
             if exclusive:
+                self._waiting += 1
                 while self._exclusive or self._shared:
                     self._condition.wait()
+                self._waiting -= 1
                 self._exclusive = True
             else:
-                while self._exclusive:
+                while self._exclusive or self._waiting:
                     self._condition.wait()
                 self._shared += 1
 
