@@ -386,6 +386,7 @@ def running(app):
 
     listening = socket.socket()
     listening.bind(("127.0.0.1", 0))
+    listening.listen(128)  # connections wait in the backlog until uvicorn accepts them
     port = listening.getsockname()[1]
     # log_config None: uvicorn leaves logging alone (its handlers would outlive pytest's capture).
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None)
@@ -394,6 +395,10 @@ def running(app):
     thread.start()
     url = f"http://127.0.0.1:{port}"
     try:
+        deadline = time.monotonic() + TIMEOUT
+        while not server.started:  # a loaded machine may take a while to start the thread
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
         with httpx.Client(base_url=url, timeout=TIMEOUT) as http:
             wait_ready(http.get)
         yield url
