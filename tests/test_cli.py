@@ -47,6 +47,7 @@ COMMANDS = [
     "export",
     "import-official",
     "card",
+    "serve",
     "backbones",
 ]
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dfx.data.images import expand_inputs, load_rgb, not_an_image
+from dfx.data.images import ImageBytes, expand_inputs, load_rgb, not_an_image
 from dfx.data.layout import scan_dataset
 from dfx.errors import ImageReadError
 from tests import awkward
@@ -83,6 +83,29 @@ def test_pillow_decompression_bomb_is_refused(tmp_path):
 def test_broken_files_raise_their_reason(corpus, name, reason):
     with pytest.raises(ImageReadError, match=re.escape(reason)):
         load_rgb(corpus / name)
+
+
+def _decoded_or_reason(source, **options):
+    try:
+        return np.asarray(load_rgb(source, **options))
+    except ImageReadError as error:
+        return str(error)
+
+
+@pytest.mark.parametrize(
+    "name", [*awkward.DECODABLE, awkward.BIG, *sorted(set(awkward.BROKEN) - {"dangling.png"})]
+)
+def test_bytes_in_memory_decode_as_their_file(corpus, name):
+    # Uploads (dfx serve) are decoded from memory: the same pixels, the same reasons.
+    path = corpus / name
+    in_memory = ImageBytes(name, path.read_bytes())
+    for options in ({}, {"max_pixels": 500_000}, {"target_size": 8}):
+        expected = _decoded_or_reason(path, **options)
+        got = _decoded_or_reason(in_memory, **options)
+        if isinstance(expected, str):
+            assert got == expected
+        else:
+            assert np.array_equal(got, expected)
 
 
 def test_unreadable_file_is_reported_as_permission_denied(corpus, monkeypatch):

@@ -43,7 +43,10 @@ def test_version_option_prints_the_package_version():
 
 
 def test_package_data_is_present():
-    assert importlib.resources.files("dfx").joinpath("py.typed").is_file()
+    package = importlib.resources.files("dfx")
+    assert package.joinpath("py.typed").is_file()
+    for asset in ("index.html", "app.js", "style.css"):  # the page of dfx serve
+        assert package.joinpath("serve", "static", asset).is_file(), asset
 
 
 def test_installed_version_matches_the_metadata():

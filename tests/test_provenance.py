@@ -14,6 +14,7 @@ from PIL import Image, PngImagePlugin
 from typer.testing import CliRunner
 
 from dfx.cli import app
+from dfx.data.images import ImageBytes
 from dfx.data.provenance import has_c2pa_box, read_provenance
 
 runner = CliRunner()
@@ -87,6 +88,12 @@ def files(tmp_path) -> dict[str, Path]:
 
 def _claims(path: Path) -> list[tuple[str, str, str]]:
     return [(c.source, c.name, c.value) for c in read_provenance(path).claims]
+
+
+def test_bytes_in_memory_say_what_their_file_says(files):
+    for name, path in files.items():
+        in_memory = read_provenance(ImageBytes(name, path.read_bytes()))
+        assert in_memory == read_provenance(path), name
 
 
 def test_png_parameters_chunk_is_found_with_an_excerpt(files):

@@ -7,6 +7,7 @@ sheet puts the image and its overlays side by side with the verdict in a caption
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,19 @@ def caption_lines(explanation, threshold: float) -> list[str]:
     return lines
 
 
+SHEET = "sheet"
+"""The key of the contact sheet among :func:`explanation_images`."""
+
+
+def explanation_images(explanation, image: Image.Image, threshold: float) -> dict[str, Image.Image]:
+    """Each specialist's overlay (by key: dm, gan, real or ``detector``), then the sheet.
+
+    ``image`` is the input as displayed (EXIF orientation applied), the heatmaps' size.
+    """
+    images = {key: overlay(image, heatmap) for key, heatmap in explanation.heatmaps.items()}
+    return images | {SHEET: contact_sheet(image, explanation, threshold)}
+
+
 def write_explanation(
     explanation, image: Image.Image, folder: str | Path, stem: str, threshold: float
 ) -> list[Path]:
@@ -91,12 +105,17 @@ def write_explanation(
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for key, heatmap in explanation.heatmaps.items():
-        written.append(_save(overlay(image, heatmap), folder / f"{stem}.{key}.png"))
-    sheet = contact_sheet(image, explanation, threshold)
-    written.append(_save(sheet, folder / f"{stem}.sheet.png"))
-    return written
+    return [
+        _save(picture, folder / f"{stem}.{key}.png")
+        for key, picture in explanation_images(explanation, image, threshold).items()
+    ]
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """``image`` encoded as PNG, in memory."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _panel(image: Image.Image) -> Image.Image:
@@ -116,5 +135,5 @@ def _font(size: int):
 
 def _save(image: Image.Image, path: Path) -> Path:
     with atomic_write(path, "wb") as handle:
-        image.save(handle, format="PNG")
+        handle.write(png_bytes(image))
     return path

@@ -20,6 +20,7 @@ from dfx.cli import (
     import_official,
     predict,
     robustness,
+    serve,
     split,
     train_base,
     train_baseline,
@@ -151,6 +152,7 @@ _register("export", export.export_command, export.EPILOG)
 _register("backbones", backbones.backbones_command, None)
 _register("import-official", import_official.import_official_command, import_official.EPILOG)
 _register("card", card.card_command, card.EPILOG)
+_register("serve", serve.serve_command, serve.EPILOG)
 
 
 def main() -> None:

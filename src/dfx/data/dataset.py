@@ -11,7 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from dfx import distributed
-from dfx.data.images import load_rgb, to_rgb
+from dfx.data.images import ImageBytes, load_rgb, to_rgb
 from dfx.data.shuffle import EpochShuffleSampler, ShardSampler
 from dfx.errors import ImageReadError
 from dfx.limits import DEFAULT_MAX_PIXELS
@@ -34,7 +34,7 @@ class Failure:
 
 
 class ImageDataset(Dataset):
-    """Images (paths or in-memory Pillow images) with integer targets.
+    """Images (paths, encoded bytes or in-memory Pillow images) with integer targets.
 
     An item is ``(tensor, target, index)``; an unreadable image gives ``(None, Failure, index)``
     so that the collate function can drop it and the run can report it.
@@ -42,7 +42,7 @@ class ImageDataset(Dataset):
 
     def __init__(
         self,
-        images: Sequence[str | Path | Image.Image],
+        images: Sequence[str | Path | ImageBytes | Image.Image],
         targets: Sequence[int] | None,
         transform: Callable[[Image.Image], torch.Tensor],
         perturbation: Callable[[Image.Image], Image.Image] | None = None,
@@ -64,15 +64,17 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int):
         source = self.images[index]
         try:
-            # In-memory images go through the same mode conversion as decoded files.
-            if isinstance(source, Image.Image):
-                image = to_rgb(source)
-            else:
-                image = load_rgb(source, self.max_pixels, target_size=self.decode_size)
-            return self.make_input(image), self.targets[index], index
+            return self.make_input(self.decode(source)), self.targets[index], index
         except (ImageReadError, OSError, ValueError) as error:
             name = str(source) if not isinstance(source, Image.Image) else f"image #{index}"
             return None, Failure(index, str(error), name), index
+
+    def decode(self, source: str | Path | ImageBytes | Image.Image) -> Image.Image:
+        """One input as RGB, decoded as every item is (ImageReadError with the reason)."""
+        # In-memory images go through the same mode conversion as decoded files.
+        if isinstance(source, Image.Image):
+            return to_rgb(source)
+        return load_rgb(source, self.max_pixels, target_size=self.decode_size)
 
     def make_input(self, image: Image.Image) -> torch.Tensor:
         """The network input of one decoded RGB image."""
@@ -91,7 +93,7 @@ class VariantDataset(ImageDataset):
 
     def __init__(
         self,
-        images: Sequence[str | Path | Image.Image],
+        images: Sequence[str | Path | ImageBytes | Image.Image],
         targets: Sequence[int] | None,
         transform: Callable[[Image.Image], torch.Tensor],
         perturbations: Sequence[Callable[[Image.Image], Image.Image]],

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +53,35 @@ HEIF_AVAILABLE = _register_heif()
 """Whether HEIC/HEIF files can be decoded (pillow-heif is installed)."""
 
 
+@dataclass(frozen=True)
+class ImageBytes:
+    """An encoded image held in memory (an upload), read like a file of that name."""
+
+    name: str
+    """How results name it (the upload's file name)."""
+    data: bytes
+    """The file's bytes, exactly as a file on disk would hold them."""
+
+    def __str__(self) -> str:
+        return self.name
+
+    def stream(self) -> io.BytesIO:
+        """A fresh binary stream over the bytes, for decoders that want a file object."""
+        return io.BytesIO(self.data)
+
+
+ImageSource = str | Path | ImageBytes
+"""What :func:`load_rgb` decodes: a file, or the bytes of one."""
+
+
+def _openable(source: ImageSource):
+    """What Pillow opens for ``source``: the path, or a stream over the bytes."""
+    return source.stream() if isinstance(source, ImageBytes) else source
+
+
 NOT_AN_IMAGE = "not an image by its content"
 NOT_DECODABLE = "not an image Pillow can decode"
+EMPTY = "empty file (0 bytes)"
 MISSING = "no such file or folder"
 """The reason given for a path that names nothing, by the library and every command alike."""
 
@@ -80,14 +109,18 @@ def not_an_image(path: str | Path) -> str | None:
     return NOT_AN_IMAGE
 
 
-def is_heif(path: str | Path) -> bool:
-    """Whether a file is a HEIC/HEIF image by its ftyp box (AVIF excluded)."""
+def is_heif(path: ImageSource) -> bool:
+    """Whether a file (or its bytes) is a HEIC/HEIF image by its ftyp box (AVIF excluded)."""
     try:
-        with open(path, "rb") as handle:
+        with _openable_binary(path) as handle:
             head = handle.read(12)
     except OSError:
         return False
     return head[4:8] == b"ftyp" and head[8:12] in _FTYP_IMAGE_BRANDS - {b"avif", b"avis"}
+
+
+def _openable_binary(source: ImageSource):
+    return source.stream() if isinstance(source, ImageBytes) else open(source, "rb")
 
 
 def not_a_file_with_content(path: str | Path) -> str | None:
@@ -104,7 +137,7 @@ def not_a_file_with_content(path: str | Path) -> str | None:
     if not stat.S_ISREG(status.st_mode):
         return "not a regular file (a pipe, device or socket)"
     if status.st_size == 0:
-        return "empty file (0 bytes)"
+        return EMPTY
     return None
 
 
@@ -196,12 +229,12 @@ def iter_files(root: Path) -> Iterator[Path]:
 
 
 def load_rgb(
-    path: str | Path,
+    path: ImageSource,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     *,
     target_size: int | None = None,
 ) -> Image.Image:
-    """Decode an image file to an RGB Pillow image, raising ImageReadError with the reason.
+    """Decode an image file (or its bytes) to RGB, raising ImageReadError with the reason.
 
     The content decides the format (not the extension), the EXIF orientation is applied,
     an animated image gives its first frame, and an image of more than ``max_pixels``
@@ -209,9 +242,15 @@ def load_rgb(
     ``target_size`` (the side the image will be resized to next), very large images are
     shrunk while decoding, never below three times that side: see :func:`decode_shrink`.
     """
-    path = Path(path)
+    in_memory = isinstance(path, ImageBytes)
+    if not in_memory:
+        path = Path(path)
     try:
-        reason = not_a_file_with_content(path)
+        # Bytes get the checks a file gets where they apply: only emptiness can be told early.
+        if in_memory:
+            reason = None if path.data else EMPTY
+        else:
+            reason = not_a_file_with_content(path)
         if reason is not None:
             raise ImageReadError(reason)
         with warnings.catch_warnings():
@@ -220,7 +259,7 @@ def load_rgb(
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             # "Corrupt EXIF data" and the like: the image decodes, the warning is noise.
             warnings.simplefilter("ignore", UserWarning)
-            with Image.open(path) as opened:
+            with Image.open(_openable(path)) as opened:
                 # The limit applies to the stored size, before any reduced-scale draft.
                 _check_pixels(opened.size, max_pixels)
                 if target_size is not None:
@@ -235,7 +274,8 @@ def load_rgb(
             raise ImageReadError(HEIF_HINT) from error
         raise ImageReadError(NOT_DECODABLE) from error
     except OSError as error:
-        if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        opening = (FileNotFoundError, PermissionError, IsADirectoryError)
+        if not in_memory and isinstance(error, opening):
             raise ImageReadError(_open_failure(path, error)) from error
         raise ImageReadError(f"corrupt or truncated image ({error})") from error
     except Image.DecompressionBombError as error:
@@ -251,14 +291,14 @@ def load_rgb(
 _QUARTER_TURNS = frozenset({5, 6, 7, 8})
 
 
-def displayed_size(image: str | Path | Image.Image) -> tuple[int, int]:
+def displayed_size(image: ImageSource | Image.Image) -> tuple[int, int]:
     """(width, height) of an image as shown, EXIF orientation applied, as :func:`load_rgb` gives.
 
     A file's header is read, not its pixels; an in-memory image is used as it is.
     """
     if isinstance(image, Image.Image):
         return image.size
-    with Image.open(image) as opened:
+    with Image.open(_openable(image)) as opened:
         width, height = opened.size
         orientation = opened.getexif().get(0x0112)  # the EXIF Orientation tag
     return (height, width) if orientation in _QUARTER_TURNS else (width, height)

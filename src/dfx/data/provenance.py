@@ -17,6 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from dfx.data.images import ImageBytes, ImageSource
 from dfx.data.metadata import jpeg_quality, xmp_packet
 
 EXCERPT_CHARS = 80
@@ -101,24 +102,34 @@ class Provenance:
         }
 
 
-def read_provenance(path: str | Path) -> Provenance:
-    """The origin claims of an image file; a file that cannot be read gives an empty result."""
-    path = Path(path)
+def read_provenance(path: ImageSource) -> Provenance:
+    """The origin claims of an image file (or its bytes); one that cannot be read gives an
+    empty result."""
+    in_memory = isinstance(path, ImageBytes)
+    if not in_memory:
+        path = Path(path)
     try:
-        raw = _head_and_tail(path)
+        raw = _scanned(path.data) if in_memory else _head_and_tail(path)
     except OSError:
         return Provenance()
     provenance = Provenance(claims=_c2pa_claims(path, raw))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as image:
+            with Image.open(path.stream() if in_memory else path) as image:
                 provenance.claims += _header_claims(image, raw)
                 if image.format in ("JPEG", "MPO"):
                     provenance.jpeg_quality = jpeg_quality(getattr(image, "quantization", None))
     except Exception:  # provenance is extra evidence; decoding reports a bad file
         pass
     return provenance
+
+
+def _scanned(data: bytes) -> bytes:
+    """The head and tail of bytes in memory, as :func:`_head_and_tail` reads them from a file."""
+    if len(data) <= SCAN_HEAD_BYTES:
+        return data
+    return data[:SCAN_HEAD_BYTES] + data[max(SCAN_HEAD_BYTES, len(data) - SCAN_TAIL_BYTES) :]
 
 
 def _head_and_tail(path: Path) -> bytes:
@@ -210,7 +221,7 @@ def c2pa_sdk_available() -> bool:
     return True
 
 
-def _c2pa_claims(path: Path, raw: bytes) -> list[ProvenanceClaim]:
+def _c2pa_claims(path: Path | ImageBytes, raw: bytes) -> list[ProvenanceClaim]:
     if not has_c2pa_box(raw):
         return []
     read = _c2pa_generator_from_sdk(path) if c2pa_sdk_available() else None
@@ -231,14 +242,16 @@ def _c2pa_claims(path: Path, raw: bytes) -> list[ProvenanceClaim]:
     ]
 
 
-def _c2pa_generator_from_sdk(path: Path) -> tuple[str, str | None] | None:
+def _c2pa_generator_from_sdk(path: Path | ImageBytes) -> tuple[str, str | None] | None:
     """The active manifest's claim generator and validation state, through c2pa-python."""
     try:
         import c2pa
     except ImportError:
         return None
+    # A stream alone: the SDK tells the container from the bytes, as it does for a file.
+    source = path.stream() if isinstance(path, ImageBytes) else str(path)
     try:
-        with c2pa.Reader(str(path)) as reader:
+        with c2pa.Reader(source) as reader:
             store = json.loads(reader.json())
             state = reader.get_validation_state()
     except Exception:  # a malformed or unsigned manifest: fall back to reading the box

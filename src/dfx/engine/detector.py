@@ -20,6 +20,7 @@ from dfx import distributed
 from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, load_model_file, load_weights
 from dfx.classes import CLASSES
 from dfx.data.dataset import ImageDataset, VariantDataset, make_loader
+from dfx.data.images import ImageBytes
 from dfx.data.perturbations import JpegCompression, Perturbation
 from dfx.data.provenance import Provenance, read_provenance
 from dfx.data.shuffle import ShardSampler
@@ -37,7 +38,8 @@ from dfx.models.registry import get_spec
 from dfx.progress import ProgressReporter
 from dfx.threshold import Threshold, resolve_threshold
 
-ImageInput = str | Path | Image.Image
+ImageInput = str | Path | ImageBytes | Image.Image
+"""An input: a file, an encoded image in memory (named), or a decoded Pillow image."""
 
 
 @dataclass
@@ -45,7 +47,7 @@ class Prediction:
     """The verdict on one input (the fields of ``dfx predict --json``)."""
 
     path: str
-    """The input's path (or ``<image #i>`` for an in-memory image)."""
+    """The input's path or :class:`ImageBytes` name (``<image #i>`` for a Pillow image)."""
     label: str | None
     """Most probable class: dm, gan or real (None if the input failed)."""
     probs: dict[str, float] | None
@@ -212,6 +214,15 @@ class Detector:
         description = f"{len(variants)} variants per image"
         return self._probabilities(PerVariant(self.network), loader, progress, description)
 
+    def decode(self, image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+        """One input decoded exactly as :meth:`predict` decodes it (the same checks, the same
+        shrinking for the resize), as RGB; ImageReadError with predict's reason otherwise.
+
+        Predicting the result gives the same record as predicting the input itself, so
+        callers can decode concurrently (Pillow releases the GIL) and batch the images.
+        """
+        return ImageDataset([], None, self.preprocessing, max_pixels=max_pixels).decode(image)
+
     def image_batches(
         self,
         images: Sequence[ImageInput],
@@ -336,7 +347,7 @@ def _provenance_of(image: ImageInput) -> Provenance | None:
 
 
 def input_name(image: ImageInput, index: int) -> str:
-    """How an input is named in results: its path, or ``<image #i>`` in memory."""
+    """How an input is named in results: its path or name, or ``<image #i>`` for Pillow's."""
     return str(image) if not isinstance(image, Image.Image) else f"<image #{index}>"
 
 

@@ -1,0 +1,426 @@
+"""The FastAPI application of ``dfx serve``: the versioned API, health checks and the page.
+
+Every error is JSON ``{"error": ..., "detail": ...}`` with its HTTP status; bad input is
+never a 500. Uploads stay in memory, no request path touches the file system, and the
+page's assets are read from package data once, when the application is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import importlib.resources
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import replace
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException
+
+from dfx import __version__
+from dfx.data.images import HEIF_HINT, NOT_AN_IMAGE, NOT_DECODABLE, ImageBytes, load_rgb
+from dfx.errors import ImageReadError
+from dfx.report import to_json
+from dfx.serve.batcher import MicroBatcher, QueueFull, ShuttingDown
+from dfx.serve.config import ServeSettings
+from dfx.serve.uploads import FIELD, UploadError, read_uploads
+
+API = "/v1"
+
+NOT_READY_RETRY_S = 2
+"""Retry-After of a 503 while the model loads or warms up."""
+
+UNSUPPORTED_REASONS = (NOT_AN_IMAGE, NOT_DECODABLE, HEIF_HINT)
+"""Decoding failures that mean "not an image we read" (415); the others (truncated, too many
+pixels, empty) are an image we cannot use (422)."""
+
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+
+_PAGE_HEADERS = {
+    # Everything the page needs comes from dfx itself; thumbnails are blob: URLs of the
+    # user's own files, overlays data: URLs of the API's PNGs.
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+_MULTIPART_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FIELD],
+                    "properties": {
+                        FIELD: {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+class ApiError(Exception):
+    """An error response: status, short error, detail and extra headers."""
+
+    def __init__(
+        self, status: int, error: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail, self.headers = status, error, detail, headers
+
+
+def json_response(data, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """Strict JSON (NaN as null), as the command line writes it."""
+    return Response(to_json(data, indent=None), status, headers, media_type="application/json")
+
+
+def error_response(status: int, error: str, detail, headers=None) -> Response:
+    return json_response({"error": error, "detail": detail}, status, headers)
+
+
+class Service:
+    """The state behind the routes: the detector once loaded, the batcher, the decoders."""
+
+    def __init__(self, detector, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.detector = None if callable(detector) else detector
+        self._load = detector if callable(detector) else None
+        self.ready = False
+        self.failure: str | None = None
+        """Why the model could not be loaded or warmed up (then /readyz stays 503)."""
+        self.batcher: MicroBatcher | None = None
+        # Pillow decodes without holding the GIL: uploads decode beside the network's work.
+        self.decoders = ThreadPoolExecutor(
+            max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="dfx-decode"
+        )
+        self.threshold = None
+
+    def start(self) -> None:
+        """Load (when given a loader) and warm up the detector; then it is ready."""
+        try:
+            if self.detector is None:
+                self.detector = self._load()
+            self.threshold = self.detector.resolve_threshold(self.settings.threshold)
+            self.batcher = MicroBatcher(
+                self._predict_batch,
+                max_batch=self.settings.max_batch,
+                max_wait_s=self.settings.max_wait_ms / 1000.0,
+                max_queue=self.settings.max_queue,
+                workers=self.settings.workers_per_model,
+            )
+            self._warm_up()
+            self.ready = True
+        except Exception as error:  # reported by /readyz; the process stays up for /healthz
+            self.failure = f"{type(error).__name__}: {error}"
+
+    def _warm_up(self) -> None:
+        from PIL import Image
+
+        side = self.detector.preprocessing.input_size
+        self._predict_batch([Image.new("RGB", (side, side))])
+
+    def stop(self, timeout: float) -> None:
+        """Finish the queued work (requests still wait for it), then end the threads."""
+        if self.batcher is not None:
+            self.batcher.close(timeout)
+        self.decoders.shutdown(wait=False, cancel_futures=True)
+
+    def _predict_batch(self, images: list) -> list:
+        # Decoded already: the images go through as they are, in one step, in this thread.
+        return self.detector.predict(
+            images,
+            batch_size=len(images),
+            workers=0,
+            threshold=self.threshold.value,
+            max_pixels=None,
+        )
+
+    def check_ready(self) -> None:
+        if not self.ready:
+            detail = self.failure or "the model is loading or warming up."
+            raise ApiError(503, "not ready", detail, {"Retry-After": str(NOT_READY_RETRY_S)})
+
+    def authorize(self, request: Request) -> None:
+        token = self.settings.token
+        if token is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        # Compared in constant time, so the answer's timing does not spell out the token.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), token.encode()
+        ):
+            raise ApiError(
+                401,
+                "unauthorized",
+                "send the token: Authorization: Bearer <token>.",
+                {"WWW-Authenticate": 'Bearer realm="dfx"'},
+            )
+
+    async def uploads(self, request: Request) -> list[ImageBytes]:
+        try:
+            files = await asyncio.wait_for(
+                read_uploads(request, self.settings.max_upload_bytes, self.settings.max_files),
+                self.settings.request_timeout_s,
+            )
+        except UploadError as error:
+            raise ApiError(error.status, error.error, error.detail) from None
+        except asyncio.TimeoutError:
+            detail = f"the request did not arrive within {self.settings.request_timeout_s:g} s."
+            raise ApiError(408, "request timeout", detail) from None
+        if not files:
+            raise ApiError(400, "no image", f"send one or more images in the form field '{FIELD}'.")
+        return files
+
+    async def decode(self, upload: ImageBytes):
+        """(image, provenance) of an upload, decoded as predict decodes files; or the reason."""
+        loop = asyncio.get_running_loop()
+
+        def work():
+            from dfx.data.provenance import read_provenance
+
+            image = self.detector.decode(upload, self.settings.max_pixels)
+            return image, read_provenance(upload)
+
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(self.decoders, work), self.settings.decode_timeout_s
+            )
+        except ImageReadError as error:
+            return str(error)
+        except asyncio.TimeoutError:
+            return f"decoding took longer than {self.settings.decode_timeout_s:g} s"
+
+    async def queued(self, call):
+        """Await batcher work under the request timeout; busy and shutdown become 503s."""
+        try:
+            return await asyncio.wait_for(call, self.settings.request_timeout_s)
+        except QueueFull as full:
+            raise ApiError(503, "busy", str(full), {"Retry-After": str(full.retry_after)}) from None
+        except ShuttingDown as stopping:
+            raise ApiError(
+                503, "shutting down", str(stopping), {"Retry-After": str(NOT_READY_RETRY_S)}
+            ) from None
+        except asyncio.TimeoutError:
+            detail = f"no result within {self.settings.request_timeout_s:g} s."
+            raise ApiError(504, "timeout", detail) from None
+
+    async def predict(self, uploads: list[ImageBytes], threshold: float | None) -> list[dict]:
+        self.batcher.announce(len(uploads))
+        try:
+            decoded = await asyncio.gather(*(self.decode(upload) for upload in uploads))
+        finally:
+            self.batcher.withdraw(len(uploads))
+        usable = [d for d in decoded if not isinstance(d, str)]
+        predictions = iter(await self.queued(self.batcher.submit([d[0] for d in usable])))
+        records = []
+        for upload, outcome in zip(uploads, decoded):
+            if isinstance(outcome, str):
+                records.append({"path": upload.name, "error": outcome})
+                continue
+            prediction = replace(next(predictions), path=upload.name, provenance=outcome[1])
+            if threshold is not None:  # the batch was decided at the service's threshold
+                prediction.fake = prediction.p_fake >= threshold
+            records.append(prediction.to_dict())
+        return records
+
+    async def explain(self, upload: ImageBytes) -> dict:
+        from dfx.engine.explain import INSTALL_HINT, check_available
+
+        try:
+            check_available()
+        except Exception:
+            raise ApiError(501, "not installed", INSTALL_HINT) from None
+        outcome = await self.decode(upload)
+        if isinstance(outcome, str):
+            status = 415 if outcome.startswith(UNSUPPORTED_REASONS) else 422
+            raise ApiError(status, "unreadable image", f"{upload.name}: {outcome}")
+        threshold = self.threshold.value
+        max_pixels = self.settings.max_pixels
+
+        def job():
+            [explanation] = self.detector.explain(
+                [upload], threshold=threshold, max_pixels=max_pixels, workers=0
+            )
+            return explanation
+
+        explanation = await self.queued(self.batcher.run_alone(job))
+        if explanation.error is not None:
+            raise ApiError(422, "unreadable image", f"{upload.name}: {explanation.error}")
+        loop = asyncio.get_running_loop()
+        pictures = await loop.run_in_executor(
+            self.decoders, _encoded_pictures, explanation, upload, threshold, max_pixels
+        )
+        return {**explanation.to_dict(), "threshold": threshold, "images": pictures}
+
+    def model_info(self) -> dict:
+        detector = self.detector
+        model_file = detector.model_file
+        return {
+            "dfx_version": __version__,
+            "model": {
+                "name": self.settings.model_name,
+                "sha256": self.settings.model_sha256,
+                "architecture": model_file.architecture,
+                "backbone": model_file.backbone,
+                "classes": list(detector.classes),
+                "preprocessing": model_file.preprocessing.to_dict(),
+                "threshold": self.threshold.to_dict(),
+                "calibrated_threshold": detector.threshold,
+                "metrics": model_file.metrics,
+                "written_by_dfx": model_file.dfx_version,
+            },
+            "runtime": {"name": detector.runtime_name, "device": str(detector.runtime.device)},
+            "limits": {
+                "max_batch": self.settings.max_batch,
+                "max_wait_ms": self.settings.max_wait_ms,
+                "max_queue": self.settings.max_queue,
+                "max_upload_bytes": self.settings.max_upload_bytes,
+                "max_files": self.settings.max_files,
+                "max_pixels": self.settings.max_pixels,
+            },
+            "auth": self.settings.token is not None,
+        }
+
+
+def _encoded_pictures(explanation, upload, threshold, max_pixels) -> dict[str, str]:
+    """The overlays and the contact sheet as base64 PNG, keyed as on disk (dm, ..., sheet)."""
+    from dfx.overlays import explanation_images, png_bytes
+
+    image = load_rgb(upload, max_pixels)  # as displayed: the heatmaps' size
+    return {
+        key: base64.b64encode(png_bytes(picture)).decode("ascii")
+        for key, picture in explanation_images(explanation, image, threshold).items()
+    }
+
+
+def _static_files() -> dict[str, bytes]:
+    folder = importlib.resources.files("dfx.serve").joinpath("static")
+    return {
+        entry.name: entry.read_bytes()
+        for entry in folder.iterdir()
+        if entry.is_file() and any(entry.name.endswith(s) for s in _CONTENT_TYPES)
+    }
+
+
+def create_app(detector, settings: ServeSettings | None = None) -> FastAPI:
+    """The ASGI application serving ``detector``: a loaded :class:`dfx.api.Detector`, or a
+    callable that loads one (then /readyz says 503 until it has loaded and warmed up).
+
+    Loading and warming up run in a thread at startup, so /healthz answers at once;
+    shutdown lets the queued images finish first.
+    """
+    settings = settings or ServeSettings()
+    service = Service(detector, settings)
+    assets = _static_files()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loop = asyncio.get_running_loop()
+        starting = loop.run_in_executor(None, service.start)
+        yield
+        await starting
+        await loop.run_in_executor(None, service.stop, settings.request_timeout_s)
+
+    app = FastAPI(
+        title="dfx",
+        version=__version__,
+        summary="Is an image real, GAN-generated or diffusion-generated? (DeepFeatureX Net)",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError):
+        return error_response(error.status, error.error, error.detail, error.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException):
+        from http import HTTPStatus
+
+        phrase = HTTPStatus(error.status_code).phrase.lower()
+        return error_response(error.status_code, phrase, error.detail, error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError):
+        problems = [
+            {"where": ".".join(map(str, e.get("loc", ()))), "problem": e.get("msg", "")}
+            for e in error.errors()
+        ]
+        return error_response(400, "malformed request", problems)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception):
+        return error_response(500, "internal error", type(error).__name__)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz():
+        """The process is alive (answers even while the model works)."""
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz():
+        """The model is loaded and warmed up (503 before, with Retry-After)."""
+        service.check_ready()
+        return json_response({"status": "ready", "queued": service.batcher.queued})
+
+    @app.get(f"{API}/model", tags=["model"])
+    async def model(request: Request):
+        """Classes, backbone, preprocessing, threshold, stored metrics, versions, SHA-256."""
+        service.authorize(request)
+        service.check_ready()
+        return json_response(service.model_info())
+
+    @app.post(f"{API}/predict", tags=["detect"], openapi_extra=_MULTIPART_BODY)
+    async def predict(
+        request: Request,
+        threshold: float | None = Query(
+            None, ge=0.0, le=1.0, description="Threshold on P(fake) for this request."
+        ),
+    ):
+        """One record per uploaded image, in upload order, as ``dfx predict --json`` writes
+        them (``path`` is the file name); an unreadable file gets ``{path, error}``."""
+        service.authorize(request)
+        service.check_ready()
+        uploads = await service.uploads(request)
+        return json_response(await service.predict(uploads, threshold))
+
+    @app.post(f"{API}/explain", tags=["detect"], openapi_extra=_MULTIPART_BODY)
+    async def explain(request: Request):
+        """One image: the ``dfx explain --json`` record, its threshold, and the overlays and
+        contact sheet as base64 PNG under ``images`` (keys dm, gan, real or detector, sheet)."""
+        service.authorize(request)
+        service.check_ready()
+        uploads = await service.uploads(request)
+        if len(uploads) > 1:
+            raise ApiError(400, "one image", f"explain takes one image, got {len(uploads)}.")
+        return json_response(await service.explain(uploads[0]))
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return _asset(assets, "index.html")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str):
+        return _asset(assets, name)
+
+    return app
+
+
+def _asset(assets: dict[str, bytes], name: str) -> Response:
+    if name not in assets:
+        raise ApiError(404, "not found", f"no asset {name!r}.")
+    suffix = name[name.rfind(".") :]
+    return Response(assets[name], media_type=_CONTENT_TYPES[suffix], headers=_PAGE_HEADERS)

@@ -1,0 +1,608 @@
+"""dfx serve: the API through FastAPI's test client, a real server under load, the page in
+headless Chromium, and the command line.
+
+Servers listen on 127.0.0.1 on a free port and are stopped by the test that started them;
+every blocking call has a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import io
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip(
+    "fastapi", reason='dfx serve needs the serve extra: pip install "deepfeaturex[serve]"'
+)
+pytest.importorskip("uvicorn", reason='dfx serve needs uvicorn: pip install "deepfeaturex[serve]"')
+
+import httpx  # noqa: E402  (after the skip: the serve extra brings it through FastAPI's tests)
+from fastapi.testclient import TestClient  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from dfx.api import load_detector  # noqa: E402
+from dfx.fingerprint import file_sha256  # noqa: E402
+from dfx.serve import MicroBatcher, QueueFull, ServeSettings, create_app  # noqa: E402
+from dfx.serve.uploads import UploadError, read_uploads  # noqa: E402
+from tests import awkward  # noqa: E402
+from tests.compare import assert_same_up_to_rounding  # noqa: E402
+from tests.test_cli import assert_user_error, invoke  # noqa: E402
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+TIMEOUT = 30.0
+"""Seconds any one request, start or stop may take before the test fails."""
+MAX_PIXELS = 500_000
+"""The services' --max-pixels: awkward.BIG (1,000 × 1,000) is over it."""
+BAD = ("truncated.png", "text_named.png", "empty.png", awkward.BIG)
+
+
+@pytest.fixture(scope="module")
+def detector(trained):
+    return load_detector(trained["model"], "cpu")
+
+
+@pytest.fixture(scope="module")
+def good(data_dir) -> list[Path]:
+    """Two images of each class of the synthetic set."""
+    return [
+        path
+        for label in ("dm", "gan", "real")
+        for path in sorted((data_dir / label).rglob("*.png"))[:2]
+    ]
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory) -> list[Path]:
+    """Truncated, not an image, empty, and over the services' pixel limit."""
+    corpus = awkward.write_corpus(tmp_path_factory.mktemp("awkward"))
+    return [corpus / name for name in BAD]
+
+
+@pytest.fixture(scope="module")
+def expected(detector, good, bad) -> dict[str, dict]:
+    """File name → the record of Detector.predict on the file, named by its file name."""
+    predictions = detector.predict([*good, *bad], max_pixels=MAX_PIXELS, workers=0)
+    return {Path(p.path).name: p.to_dict() | {"path": Path(p.path).name} for p in predictions}
+
+
+def settings_for(trained, **changes) -> ServeSettings:
+    model = Path(trained["model"])
+    fields = {"max_pixels": MAX_PIXELS, "model_name": model.name}
+    return ServeSettings(**(fields | {"model_sha256": file_sha256(model)} | changes))
+
+
+def wait_ready(get, timeout: float = TIMEOUT) -> None:
+    """Poll /readyz (``get(path)`` → response) until it says 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if get("/readyz").status_code == 200:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not ready within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def client(detector, trained):
+    with TestClient(create_app(detector, settings_for(trained))) as test_client:
+        wait_ready(test_client.get)
+        yield test_client
+
+
+def form(*paths: Path) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in paths]
+
+
+def assert_error(response, status: int, error: str | None = None) -> dict:
+    """An error response: the status, JSON ``{"error", "detail"}`` and nothing else."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "detail"} and body["detail"], body
+    if error is not None:
+        assert body["error"] == error, body
+    return body
+
+
+# The API, endpoint by endpoint.
+
+
+def test_health_readiness_and_the_model_description(client, detector, trained):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    described = client.get("/v1/model").json()
+    model = described["model"]
+    assert model["classes"] == ["dm", "gan", "real"]
+    assert model["backbone"] == "tiny" and model["architecture"] == "deepfeaturex"
+    assert model["sha256"] == file_sha256(trained["model"])
+    assert model["threshold"] == {"value": detector.threshold, "source": "model"}
+    assert model["preprocessing"] == detector.preprocessing.to_dict()
+    assert model["metrics"].keys() == detector.model_file.metrics.keys()
+    from dfx import __version__
+
+    assert described["dfx_version"] == __version__
+    assert described["limits"]["max_pixels"] == MAX_PIXELS
+
+
+def test_predict_gives_the_records_of_predict_in_upload_order(client, good, bad, expected):
+    uploads = [good[0], bad[0], *good[1:3], bad[1], bad[2], good[3], bad[3], *good[4:]]
+    response = client.post("/v1/predict", files=form(*uploads))
+    assert response.status_code == 200
+    records = response.json()
+    assert [r["path"] for r in records] == [p.name for p in uploads]
+    for record, path in zip(records, uploads):
+        assert_same_up_to_rounding(record, expected[path.name], path.name)
+    reasons = {r["path"]: r["error"] for r in records if r["error"]}
+    assert reasons["truncated.png"].startswith("corrupt or truncated image")
+    assert reasons["text_named.png"] == "not an image Pillow can decode"
+    assert reasons["empty.png"] == "empty file (0 bytes)"
+    assert "--max-pixels 500,000" in reasons[awkward.BIG]
+
+
+def test_a_request_threshold_decides_that_request_only(client, good):
+    everything = client.post("/v1/predict?threshold=0", files=form(*good)).json()
+    nothing = client.post("/v1/predict?threshold=1", files=form(*good)).json()
+    assert all(r["fake"] for r in everything)
+    assert not any(r["fake"] for r in nothing if r["p_fake"] < 1)
+    assert_error(client.post("/v1/predict?threshold=2", files=form(good[0])), 400)
+    assert_error(client.post("/v1/predict?threshold=x", files=form(good[0])), 400)
+
+
+def test_explain_gives_the_record_of_explain_and_its_pictures(client, detector, good):
+    pytest.importorskip("captum", reason='explanations need: pip install "deepfeaturex[explain]"')
+    response = client.post("/v1/explain", files=form(good[2]))
+    assert response.status_code == 200, response.text
+    record = response.json()
+    pictures = record.pop("images")
+    assert record.pop("threshold") == detector.threshold
+    [direct] = detector.explain([good[2]], workers=0)
+    assert_same_up_to_rounding(record, direct.to_dict() | {"path": good[2].name})
+    assert set(pictures) == {"dm", "gan", "real", "sheet"}
+    for key, encoded in pictures.items():
+        picture = Image.open(io.BytesIO(base64.b64decode(encoded)))
+        assert picture.format == "PNG"
+        if key != "sheet":
+            assert list(picture.size) == record["size"], key
+
+
+def test_explain_of_an_unusable_image_is_415_or_422(client, good, bad):
+    by_name = {p.name: p for p in bad}
+    assert_error(client.post("/v1/explain", files=form(by_name["text_named.png"])), 415)
+    for name in ("truncated.png", "empty.png", awkward.BIG):
+        body = assert_error(client.post("/v1/explain", files=form(by_name[name])), 422)
+        assert body["detail"].startswith(f"{name}: ")
+    assert_error(client.post("/v1/explain", files=form(*good[:2])), 400, "one image")
+
+
+def test_malformed_requests_are_4xx_json(client, good):
+    assert_error(client.post("/v1/predict", files=[]), 415)  # no form at all
+    assert_error(client.post("/v1/predict", json={"files": []}), 415, "unsupported media type")
+    other_field = [("photo", (good[0].name, good[0].read_bytes(), "image/png"))]
+    assert_error(client.post("/v1/predict", files=other_field), 400, "no image")
+    garbage = {"content-type": "multipart/form-data; boundary=xyz"}
+    assert_error(client.post("/v1/predict", content=b"no parts here", headers=garbage), 400)
+    no_boundary = {"content-type": "multipart/form-data"}
+    assert_error(client.post("/v1/predict", content=b"--x\r\n", headers=no_boundary), 400)
+    assert_error(client.get("/v1/predict"), 405)
+    assert_error(client.get("/v2/predict"), 404)
+
+
+def test_bodies_over_the_limit_are_413(detector, trained, good):
+    app = create_app(detector, settings_for(trained, max_upload_mb=0.01, max_files=2))
+    with TestClient(app) as small:
+        wait_ready(small.get)
+        big = [("files", ("big.png", b"\0" * 20_000, "image/png"))]
+        assert_error(small.post("/v1/predict", files=big), 413, "request too large")
+        assert_error(small.post("/v1/predict", files=form(*good[:3])), 413, "too many files")
+        assert small.post("/v1/predict", files=form(*good[:2])).status_code == 200
+
+
+def test_the_limit_is_enforced_while_the_body_arrives():
+    """An endless body is refused once it passes the limit, without reading the rest."""
+
+    class EndlessUpload:
+        headers = {"content-type": "multipart/form-data; boundary=b"}
+        chunks = 0
+
+        async def stream(self):
+            yield b'--b\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n\r\n'
+            while True:
+                self.chunks += 1
+                yield b"\0" * 1024
+
+    request = EndlessUpload()
+    with pytest.raises(UploadError) as refused:
+        asyncio.run(asyncio.wait_for(read_uploads(request, 10 * 1024, 8), TIMEOUT))
+    assert refused.value.status == 413 and request.chunks <= 11
+
+
+def test_a_token_guards_the_api_and_nothing_else(detector, trained, good):
+    app = create_app(detector, settings_for(trained, token="s3cret-token"))
+    with TestClient(app) as guarded:
+        wait_ready(guarded.get)
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"}):
+            response = guarded.post("/v1/predict", files=form(good[0]), headers=headers)
+            assert_error(response, 401, "unauthorized")
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert_error(guarded.get("/v1/model"), 401)
+        right = {"Authorization": "Bearer s3cret-token"}
+        assert guarded.post("/v1/predict", files=form(good[0]), headers=right).status_code == 200
+        assert guarded.get("/v1/model", headers=right).json()["auth"] is True
+        assert guarded.get("/healthz").status_code == 200 and guarded.get("/").status_code == 200
+
+
+def test_not_ready_until_loaded_and_warmed_up(detector, trained, good):
+    loaded = threading.Event()
+
+    def load():
+        loaded.wait(TIMEOUT)
+        return detector
+
+    with TestClient(create_app(load, settings_for(trained))) as starting:
+        try:
+            response = starting.get("/readyz")
+            assert_error(response, 503, "not ready")
+            assert int(response.headers["Retry-After"]) >= 1
+            assert_error(starting.post("/v1/predict", files=form(good[0])), 503, "not ready")
+            assert starting.get("/healthz").status_code == 200
+        finally:
+            loaded.set()
+        wait_ready(starting.get)
+        assert starting.post("/v1/predict", files=form(good[0])).status_code == 200
+
+
+def test_a_full_queue_is_503_and_health_answers_while_the_model_works(detector, trained, good):
+    app = create_app(detector, settings_for(trained, max_queue=1, max_files=1, max_wait_ms=0))
+    with TestClient(app) as busy, ThreadPoolExecutor(2) as pool:
+        wait_ready(busy.get)
+        batcher = app.state.service.batcher
+        working, release = threading.Event(), threading.Event()
+        run = batcher.run_batch
+
+        def slow(images):
+            working.set()
+            release.wait(TIMEOUT)
+            return run(images)
+
+        batcher.run_batch = slow
+        try:
+            first = pool.submit(busy.post, "/v1/predict", files=form(good[0]))
+            assert working.wait(TIMEOUT)
+            started = time.monotonic()
+            assert busy.get("/healthz").status_code == 200  # the event loop is free
+            assert time.monotonic() - started < 5
+            second = pool.submit(busy.post, "/v1/predict", files=form(good[1]))
+            deadline = time.monotonic() + TIMEOUT
+            while batcher.queued < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            refused = busy.post("/v1/predict", files=form(good[2]))
+            assert_error(refused, 503, "busy")
+            assert int(refused.headers["Retry-After"]) >= 1
+        finally:
+            release.set()
+        assert first.result(TIMEOUT).status_code == 200
+        assert second.result(TIMEOUT).status_code == 200
+
+
+def test_the_batcher_groups_concurrent_items_and_keeps_their_order():
+    calls: list[list[int]] = []
+
+    def double(items):
+        calls.append(list(items))
+        return [2 * item for item in items]
+
+    batcher = MicroBatcher(double, max_batch=8, max_wait_s=0.2, max_queue=20)
+
+    async def main():
+        return await asyncio.gather(*(batcher.submit([i, 100 + i]) for i in range(4)))
+
+    try:
+        batcher.announce(8)  # the first item waits for the seven announced after it
+        results = asyncio.run(asyncio.wait_for(main(), TIMEOUT))
+        batcher.withdraw(8)
+        assert results == [[2 * i, 200 + 2 * i] for i in range(4)]
+        assert len(calls) == 1 and sorted(calls[0]) == sorted([*range(4), *range(100, 104)])
+
+        async def overfill():
+            return await batcher.submit(list(range(21)))
+
+        with pytest.raises(QueueFull):
+            asyncio.run(asyncio.wait_for(overfill(), TIMEOUT))
+    finally:
+        assert batcher.close(TIMEOUT)
+
+
+def test_a_job_run_alone_never_runs_beside_a_batch():
+    """With two workers, batches may overlap each other but never an explanation's job."""
+    lock = threading.Lock()
+    running = {"batches": 0, "overlaps": 0, "beside_job": 0}
+
+    def slow_batch(items):
+        with lock:
+            running["batches"] += 1
+            running["overlaps"] += running["batches"] > 1
+        time.sleep(0.02)
+        with lock:
+            running["batches"] -= 1
+        return items
+
+    def job():
+        with lock:
+            running["beside_job"] += running["batches"]
+        time.sleep(0.02)
+        with lock:
+            running["beside_job"] += running["batches"]
+        return "done"
+
+    batcher = MicroBatcher(slow_batch, max_batch=1, max_wait_s=0, max_queue=100, workers=2)
+
+    async def main():
+        batches = [batcher.submit([i]) for i in range(20)]
+        jobs = [batcher.run_alone(job) for _ in range(5)]
+        return await asyncio.gather(*batches, *jobs)
+
+    try:
+        results = asyncio.run(asyncio.wait_for(main(), TIMEOUT))
+    finally:
+        assert batcher.close(TIMEOUT)
+    assert results == [[i] for i in range(20)] + ["done"] * 5
+    assert running["beside_job"] == 0 and running["overlaps"] > 0
+
+
+def test_the_page_and_its_assets_come_from_dfx(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    assert 'id="files"' in page.text and "http" not in page.text.replace("http-equiv", "")
+    for asset, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
+        response = client.get(f"/static/{asset}")
+        assert response.status_code == 200 and response.headers["content-type"].startswith(kind)
+    assert_error(client.get("/static/missing.js"), 404)
+    assert_error(client.get("/static/..%2Fapp.py"), 404)
+    schema = client.get("/openapi.json").json()
+    body = schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+    assert "files" in body["multipart/form-data"]["schema"]["properties"]
+    assert client.get("/docs").status_code == 200
+
+
+# A real server: uvicorn on 127.0.0.1, a free port, stopped by the test.
+
+
+@contextlib.contextmanager
+def running(app):
+    import uvicorn
+
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen(128)  # connections wait in the backlog until uvicorn accepts them
+    port = listening.getsockname()[1]
+    # log_config None: uvicorn leaves logging alone (its handlers would outlive pytest's capture).
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not server.started:  # a loaded machine may take a while to start the thread
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+        with httpx.Client(base_url=url, timeout=TIMEOUT) as http:
+            wait_ready(http.get)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(TIMEOUT)
+        listening.close()
+        assert not thread.is_alive(), "the server did not stop"
+
+
+@pytest.fixture(scope="module")
+def server(detector, trained):
+    with running(create_app(detector, settings_for(trained))) as url:
+        yield url
+
+
+def test_concurrent_clients_get_exactly_their_records(server, good, bad, expected):
+    clients, rounds = 12, 4
+    plans = {  # one good image a request, and a bad one beside it in every third
+        (c, r): [good[(c + r) % len(good)], *([bad[(c * r) % len(bad)]] * ((c + r) % 3 == 0))]
+        for c in range(clients)
+        for r in range(rounds)
+    }
+    answers: dict[tuple[int, int], list[dict]] = {}
+    latencies: list[float] = []
+
+    def client_session(c: int) -> None:
+        with httpx.Client(base_url=server, timeout=TIMEOUT) as http:
+            for r in range(rounds):
+                started = time.perf_counter()
+                response = http.post("/v1/predict", files=form(*plans[c, r]))
+                latencies.append(time.perf_counter() - started)
+                assert response.status_code == 200, response.text
+                answers[c, r] = response.json()
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        for done in [pool.submit(client_session, c) for c in range(clients)]:
+            done.result(timeout=120)
+    elapsed = time.perf_counter() - started
+    assert answers.keys() == plans.keys()  # none lost
+    for key, records in answers.items():
+        assert [r["path"] for r in records] == [p.name for p in plans[key]]  # none doubled
+        for record, path in zip(records, plans[key]):
+            assert_same_up_to_rounding(record, expected[path.name], f"{key} {path.name}")
+    with httpx.Client(base_url=server, timeout=TIMEOUT) as http:
+        assert http.get("/healthz").json() == {"status": "ok"}
+    latencies.sort()
+    print(
+        f"\n{len(plans)} requests from {clients} clients in {elapsed:.2f} s: "
+        f"{len(plans) / elapsed:.1f} requests/s, latency p50 "
+        f"{1000 * statistics.median(latencies):.0f} ms, p99 "
+        f"{1000 * latencies[int(0.99 * (len(latencies) - 1))]:.0f} ms"
+    )
+
+
+def chromium_paths() -> tuple[str, str]:
+    browser = next(
+        (found for name in ("chromium", "chromium-browser", "google-chrome")
+         if (found := shutil.which(name))),
+        None,
+    )  # fmt: skip
+    driver = shutil.which("chromedriver") or (
+        "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None
+    )
+    if browser is None or driver is None:
+        pytest.skip("needs chromium and chromedriver (apt-get install chromium chromium-driver)")
+    return browser, driver
+
+
+@contextlib.contextmanager
+def headless_chromium():
+    pytest.importorskip("selenium", reason="the browser test needs selenium (the test extra)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    browser, driver_path = chromium_paths()
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1200,1000"):  # fmt: skip
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(TIMEOUT)
+    driver.set_script_timeout(TIMEOUT)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_the_page_in_headless_chromium(server, good, bad, expected):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    image, broken = good[2], bad[0]
+    with headless_chromium() as driver:
+        wait = WebDriverWait(driver, TIMEOUT)
+        driver.get(server + "/")
+        wait.until(lambda d: "fake when P(fake)" in d.find_element(By.ID, "model").text)
+        driver.find_element(By.ID, "files").send_keys(f"{image}\n{broken}")
+
+        def cards(d):
+            found = {c.find_element(By.CSS_SELECTOR, ".name").text: c
+                     for c in d.find_elements(By.CSS_SELECTOR, ".card")}  # fmt: skip
+            verdicts = [c.find_element(By.CSS_SELECTOR, ".verdict").text for c in found.values()]
+            return found if len(found) == 2 and "Classifying…" not in verdicts else False
+
+        found = wait.until(cards)
+        verdict = found[image.name].find_element(By.CSS_SELECTOR, ".verdict").text
+        assert verdict.startswith("Fake" if expected[image.name]["fake"] else "Not fake")
+        error = found[broken.name].find_element(By.CSS_SELECTOR, ".error")
+        assert error.text == expected[broken.name]["error"]
+        toggle = found[image.name].find_element(By.CSS_SELECTOR, "button.explain")
+        toggle.click()
+        assert toggle.get_attribute("aria-expanded") == "true"
+        overlays = (By.CSS_SELECTOR, ".overlays img")
+        wait.until(lambda d: len(found[image.name].find_elements(*overlays)) == 4)
+        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert severe == []
+
+
+# The command line.
+
+
+def test_serve_help_shows_examples():
+    page = invoke("serve", "--help")
+    assert page.exit_code == 0
+    assert "Examples" in page.stdout and "/v1/predict" in page.stdout
+
+
+def test_without_the_extra_serve_says_what_to_install(trained, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "fastapi" else real(name, *a)
+    )
+    result = invoke("serve", "-M", trained["model"])
+    assert_user_error(result, 'pip install "deepfeaturex[serve]"')
+
+
+def test_a_bad_token_file_is_one_line(trained, tmp_path):
+    assert_user_error(
+        invoke("serve", "-M", trained["model"], "--token-file", tmp_path / "none"),
+        "cannot read --token-file",
+    )
+    (tmp_path / "empty").write_text("\n")
+    assert_user_error(
+        invoke("serve", "-M", trained["model"], "--token-file", tmp_path / "empty"),
+        "holds no token",
+    )
+
+
+def test_other_interfaces_without_a_token_get_a_warning(trained, tmp_path, monkeypatch):
+    import uvicorn
+
+    started = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: started.append(self.config.host))
+    # Its logging handlers would write to this test's captured stderr after it has closed.
+    monkeypatch.setattr(uvicorn.Config, "configure_logging", lambda self: None)
+    (tmp_path / "token").write_text("s3cret\n")
+    common = ("serve", "-M", trained["model"], "--device", "cpu", "--host")
+    open_to_all = invoke(*common, "0.0.0.0")
+    assert open_to_all.exit_code == 0, open_to_all.output
+    assert "warning: listening on 0.0.0.0 without a token" in open_to_all.stderr
+    guarded = invoke(*common, "0.0.0.0", "--token-file", tmp_path / "token")
+    loopback = invoke(*common, "127.0.0.1")
+    assert "warning" not in guarded.stderr + loopback.stderr
+    assert started == ["0.0.0.0", "0.0.0.0", "127.0.0.1"]
+
+
+def test_sigterm_lets_the_request_in_flight_finish(trained, good, expected):
+    """The real command: a request waiting in the batcher still gets its answer on SIGTERM."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "dfx", "serve", "-M", str(trained["model"]),
+               "--device", "cpu", "--port", str(port), "--max-wait-ms", "1500"]  # fmt: skip
+    environment = os.environ | {"PYTHONPATH": str(SRC)}
+    process = subprocess.Popen(
+        command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None and time.monotonic() < deadline, "did not start"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.2)
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(httpx.post, url + "/v1/predict", files=form(good[0]), timeout=60)
+            time.sleep(0.5)  # the request now waits in the batcher for others to join
+            process.send_signal(signal.SIGTERM)
+            response = answer.result(timeout=60)
+        assert response.status_code == 200
+        assert_same_up_to_rounding(response.json(), [expected[good[0].name]])
+        # uvicorn re-raises the signal after a clean shutdown, so it may end by SIGTERM.
+        assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
