@@ -52,19 +52,19 @@ class ServeSettings:
 
     def __post_init__(self) -> None:
         positive = {
-            "--max-batch": self.max_batch,
-            "--max-upload-mb": self.max_upload_mb,
-            "--workers-per-model": self.workers_per_model,
-            "max_queue": self.max_queue,
-            "max_files": self.max_files,
-            "request_timeout_s": self.request_timeout_s,
-            "decode_timeout_s": self.decode_timeout_s,
+            "`max_batch`": self.max_batch,
+            "`max_upload_mb`": self.max_upload_mb,
+            "`workers_per_model`": self.workers_per_model,
+            "`max_queue`": self.max_queue,
+            "`max_files`": self.max_files,
+            "`request_timeout_s`": self.request_timeout_s,
+            "`decode_timeout_s`": self.decode_timeout_s,
         }
         for name, value in positive.items():
             if value <= 0:
                 raise DfxError(f"{name} must be positive, got {value}.")
         if self.max_wait_ms < 0:
-            raise DfxError(f"--max-wait-ms must be 0 or more, got {self.max_wait_ms}.")
+            raise DfxError(f"`max_wait_ms` must be 0 or more, got {self.max_wait_ms}.")
         if self.max_files > self.max_queue:
             raise DfxError(
                 f"max_files ({self.max_files}) must not exceed max_queue ({self.max_queue})."
