@@ -148,7 +148,7 @@ def test_predict_gives_the_records_of_predict_in_upload_order(client, good, bad,
     assert reasons["truncated.png"].startswith("corrupt or truncated image")
     assert reasons["text_named.png"] == "not an image Pillow can decode"
     assert reasons["empty.png"] == "empty file (0 bytes)"
-    assert "--max-pixels 500,000" in reasons[awkward.BIG]
+    assert "> the limit of 500,000" in reasons[awkward.BIG]
 
 
 def test_a_request_threshold_decides_that_request_only(client, good):
