@@ -277,5 +277,15 @@ def test_auto_runs_a_measured_family_through_onnxruntime_on_the_cpu(tmp_path, mo
     if HAS_ONNXRUNTIME:
         with pytest.raises(DfxError, match="cannot write the exported graph"):
             dfx.load_detector(path, device="cpu", runtime="onnxruntime")
-        with pytest.raises(DfxError, match="explanations need gradients"):
-            automatic.explain(images)
+        # Explanations of a session-run .pt come from its torch weights, as torch gives them.
+        explained = automatic.explain(images[:1])[0]
+        assert explained.error is None and set(explained.heatmaps) == {"dm", "gan", "real"}
+        assert explained.shares == pytest.approx(reference.explain(images[:1])[0].shares, abs=1e-4)
+
+
+def test_an_onnx_detector_cannot_explain_and_says_why(exported):
+    pytest.importorskip("captum")
+    detector = dfx.load_detector(exported[0], device="cpu")
+    image = Image.fromarray(np.zeros((40, 48, 3), np.uint8))
+    with pytest.raises(DfxError, match="explanations need gradients.*explain the .pt file"):
+        detector.explain([image])

@@ -90,6 +90,7 @@ class Detector:
         self.network = network if network is not None else torch_network(model_file)
         """Images (B, 3, H, W) → logits (B, 3): the torch module or a runtime's session."""
         runtime.prepare(self.network).eval()
+        self._torch_twin: Detector | None = None
 
     @classmethod
     def load(
@@ -327,7 +328,16 @@ class Detector:
         """
         from dfx.engine.explain import explain
 
-        return explain(self, images, target=target, **options)
+        return explain(self._with_gradients(), images, target=target, **options)
+
+    def _with_gradients(self) -> Detector:
+        """This detector, or its torch twin when a session runtime (no gradients) runs it."""
+        if self.runtime_name == "torch" or not self.model_file.state_dict:
+            return self  # a .onnx file has no torch weights: explain says so
+        if self._torch_twin is None:
+            runtime = Runtime(torch.device("cpu"), None)
+            self._torch_twin = Detector(self.model_file, runtime)
+        return self._torch_twin
 
 
 def make_prediction(name: str, probs: np.ndarray, threshold: float) -> Prediction:

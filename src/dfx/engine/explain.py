@@ -194,7 +194,7 @@ class _Explainer:
         if detector.runtime_name != "torch":
             raise DfxError(
                 f"explanations need gradients, which the {detector.runtime_name} runtime does "
-                "not give; load the .pt file with the torch `runtime`."
+                "not give, and an ONNX file has no torch weights; explain the .pt file."
             )
         self.network = detector.network
         self.runtime = detector.runtime
