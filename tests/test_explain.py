@@ -36,7 +36,7 @@ def detector(trained) -> Detector:
 @pytest.fixture(scope="module")
 def test_images(trained) -> list[Path]:
     images = images_from_manifest(read_manifest(trained["manifest"]), "test")
-    return [image.path for image in images[::6]]  # 20 of the 120, every class
+    return [image.path for image in images[::12]]  # 20 of the 240, every class
 
 
 def test_maps_and_shares_of_each_specialist(detector, test_images):

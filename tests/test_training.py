@@ -35,6 +35,37 @@ def test_base_models_specialise_and_write_their_files(trained):
         assert set(result.test_metrics) == {"accuracy", "recall", "precision", "f1"}
 
 
+def test_base_models_specialise_in_their_class(trained):
+    """Trained 90:10 towards its class, each base model must still single its class out."""
+    from PIL import Image
+    from sklearn.metrics import roc_auc_score
+
+    from dfx.checkpoint import BASE_FORMAT
+    from dfx.models.backbones import build_network
+
+    manifest = read_manifest(trained["manifest"])
+    rows = manifest.select("test")
+    labels = np.array([row.label for row in rows])
+    for name, result in trained["base"].items():
+        model_file = load_model_file(result.path, BASE_FORMAT)
+        network = build_network("tiny", "none", 32)
+        network.load_state_dict(model_file.state_dict)
+        network.eval()
+        with torch.no_grad():
+            batch = torch.stack(
+                [model_file.preprocessing(Image.open(manifest.absolute(r)).convert("RGB")) for r in rows]
+            )
+            p_class = network(batch).softmax(1)[:, 1].numpy()
+        is_class = labels == name
+        share = is_class.mean()
+        # Whatever the argmax does, the model's score must rank its class first.
+        assert roc_auc_score(is_class, p_class) >= SPECIALIST_AUC[name], name
+        # Recall near 1 is what a 90:10 set gives; precision above the class's share of the
+        # test split is what specialisation adds.
+        precision = result.test_metrics["precision"]
+        assert precision >= share + SPECIALIST_PRECISION_GAIN[name], (name, precision, share)
+
+
 def test_negatives_are_a_small_stratified_share(manifest_path):
     manifest = read_manifest(manifest_path)
     positives, negatives = select_base_rows(manifest, "gan", 0.1, np.random.default_rng(0))
@@ -58,10 +89,10 @@ def test_fusion_detector_is_far_above_chance(trained):
     result = evaluate(detector, images, EvaluationOptions(seed=0))
     assert result.balanced and len(set(result.counts.values())) == 1
     assert result.n == 3 * min(result.counts.values())
-    assert result.multiclass["accuracy"] > 0.5  # chance is 1/3
-    # The shared fixture is a few epochs of a tiny 32-pixel model: its AUC on the test role
-    # drawn from file content is 0.66 on our AMD machine; chance is 0.5.
-    assert result.binary["auc"] > 0.6
+    # Measured on three data seeds: accuracy 0.79-0.84 and AUC 0.89-0.92 (docs/testing.md);
+    # chance is 1/3 and 0.5. The margins absorb other CPUs' rounding, not a broken method.
+    assert result.multiclass["accuracy"] >= 0.70
+    assert result.binary["auc"] >= 0.80
     confusion = np.array(result.multiclass["confusion"])
     assert confusion.sum() == result.n
 
