@@ -3,7 +3,8 @@
 Usage, from the repository root::
 
     python tests/mutation.py src/dfx/metrics.py tests/test_metrics.py \
-        [--preload torch sklearn.metrics] [--sample 40] [--seed 0] [-- PYTEST_ARGS]
+        [--preload torch sklearn.metrics] [--sample 40] [--seed 0] [--lines 40-60] \
+        [-- PYTEST_ARGS]
 
 The mutants are mutmut 2.x's (``pip install "mutmut<3"``); only its mutation engine is
 used. Running ``mutmut run`` starts a new Python per mutant, and importing torch there
@@ -12,7 +13,8 @@ libraries once (``--preload``, never dfx itself) and forks a child per mutant, w
 imports the mutated module afresh and runs pytest. The mutants are written into a
 temporary copy of the repository's tracked files, so the working tree is never changed.
 A mutant is killed when the tests fail or pass their deadline (3 × the unmutated run
-+ 20 s). ``--sample N`` checks N mutants drawn with ``--seed``, for modules with many.
++ 20 s). ``--sample N`` checks N mutants drawn with ``--seed``, for modules with many;
+``--lines`` keeps the mutants of some lines, to recheck survivors after adding tests.
 Prints one line per surviving mutant (line number, original and mutated line) and a
 summary; exit status 0 whatever the score.
 """
@@ -89,11 +91,16 @@ def main() -> int:
     parser.add_argument("--preload", nargs="*", default=["numpy"])
     parser.add_argument("--sample", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lines", help="only mutants on lines FIRST-LAST (to recheck survivors)")
     args, extra = parser.parse_known_args()
+    sys.stdout.reconfigure(line_buffering=True)  # survivors show while a long run goes on
     extra = [a for a in extra if a != "--"]
 
     root = Path.cwd()
     source, mutants = _mutants(args.module)
+    if args.lines:
+        first, last = (int(n) for n in args.lines.split("-"))
+        mutants = [(line, mutated) for line, mutated in mutants if first <= line <= last]
     total = len(mutants)
     if args.sample and args.sample < total:
         chosen = sorted(random.Random(args.seed).sample(range(total), args.sample))
@@ -134,7 +141,9 @@ def main() -> int:
         checked = len(mutants)
         print(
             f"{args.module}: {checked} checked, {killed} killed, {checked - killed} survived, "
-            f"score {killed / checked:.0%}" if checked else f"{args.module}: no mutants"
+            f"score {killed / checked:.0%}"
+            if checked
+            else f"{args.module}: no mutants"
         )
         return 0
     finally:
