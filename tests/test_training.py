@@ -14,7 +14,7 @@ from dfx.data.labelled import images_from_manifest
 from dfx.data.manifest import read_manifest
 from dfx.engine.base_training import select_base_rows
 from dfx.engine.evaluation import EvaluationOptions, evaluate
-from dfx.engine.losses import class_weights
+from dfx.engine.losses import class_weights, loss_weight, summed_loss
 from dfx.errors import DfxError
 
 from .conftest import BASE_EPOCHS, FUSION_EPOCHS
@@ -151,8 +151,22 @@ def test_class_weights_are_inverse_counts_and_balance_the_loss():
     per_class_mean = torch.stack([per_sample[targets == c].mean() for c in range(3)])
     # w_c = 1/n_c makes every class weigh the same, whatever its size.
     assert torch.allclose(weighted, per_class_mean.mean())
-    with pytest.raises(DfxError, match="the baseline training set has no gan images"):
+    with pytest.raises(DfxError, match="^the baseline training set has no gan images.$"):
         class_weights(np.array([5, 0, 3]), "baseline")
+    with pytest.raises(DfxError, match="^the fusion training set has no dm, real images.$"):
+        class_weights(np.array([0, 4, 0]), "fusion")
+
+
+def test_loss_weight_is_what_the_weighted_mean_divides_by():
+    loss_fn = torch.nn.CrossEntropyLoss(weight=class_weights(np.array([10, 30, 60]), "fusion"))
+    targets = torch.tensor([0, 2, 2, 1])
+    logits = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    assert loss_weight(loss_fn, targets) == pytest.approx(1 / 10 + 2 / 60 + 1 / 30)
+    # Summed loss / weight sum is the weighted mean: what lets batches of any size be averaged.
+    summed = summed_loss(loss_fn, logits, targets) / loss_weight(loss_fn, targets)
+    assert summed == pytest.approx(float(loss_fn(logits, targets)), rel=1e-6)
+    assert loss_weight(torch.nn.CrossEntropyLoss(), targets) == 4.0
+    assert loss_weight(loss_fn, targets[:0]) == 0.0
 
 
 def test_loading_a_base_model_where_a_detector_is_needed_fails(trained):
