@@ -3,7 +3,7 @@
 Usage, from the repository root::
 
     python tests/mutation.py src/dfx/metrics.py tests/test_metrics.py \
-        [--preload torch sklearn.metrics] [--sample 40] [--seed 0] [--lines 40-60] \
+        [--preload torch sklearn.metrics] [--sample 40] [--seed 0] [--lines 86,109-119] \
         [-- PYTEST_ARGS]
 
 The mutants are mutmut 2.x's (``pip install "mutmut<3"``); only its mutation engine is
@@ -91,7 +91,7 @@ def main() -> int:
     parser.add_argument("--preload", nargs="*", default=["numpy"])
     parser.add_argument("--sample", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lines", help="only mutants on lines FIRST-LAST (to recheck survivors)")
+    parser.add_argument("--lines", help="only mutants on these lines, e.g. 86,109-119 (rechecks)")
     args, extra = parser.parse_known_args()
     sys.stdout.reconfigure(line_buffering=True)  # survivors show while a long run goes on
     extra = [a for a in extra if a != "--"]
@@ -99,8 +99,8 @@ def main() -> int:
     root = Path.cwd()
     source, mutants = _mutants(args.module)
     if args.lines:
-        first, last = (int(n) for n in args.lines.split("-"))
-        mutants = [(line, mutated) for line, mutated in mutants if first <= line <= last]
+        ranges = [[int(n) for n in part.split("-")] for part in args.lines.split(",")]
+        mutants = [(n, m) for n, m in mutants if any(r[0] <= n <= r[-1] for r in ranges)]
     total = len(mutants)
     if args.sample and args.sample < total:
         chosen = sorted(random.Random(args.seed).sample(range(total), args.sample))
