@@ -55,6 +55,20 @@ def test_spec_expands_kinds_values_and_presets():
     assert [p.quality for p in field if isinstance(p, JpegCompression)] == list(range(100, 29, -10))
     assert [p.sigma for p in field if isinstance(p, GaussianBlur)] == [0, 1, 2, 3, 4]
     assert parse_spec("jpeg") == jpeg_grid([90, 80, 70, 60, 50])
+    # Every kind named without values expands to its documented default grid.
+    assert [p.name for p in parse_spec("blur blurk resize rotate")] == [
+        "blur:0",
+        "blur:1",
+        "blur:2",
+        "blur:3",
+        "blur:4",
+        "blurk:3",
+        "blurk:7",
+        "blurk:15",
+        "resize:0.5",
+        "rotate:45",
+        "rotate:135",
+    ]
     assert parse_spec("jpeg:50 jpeg:50,40") == [JpegCompression(50), JpegCompression(40)]
 
 
