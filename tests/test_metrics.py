@@ -104,6 +104,8 @@ def test_a_base_model_that_never_predicts_its_class_scores_zero():
         "precision": 0.0,
         "f1": 0.0,
     }
+    # No image of the class at all: its recall is 0 too, by the same convention.
+    assert target_metrics(np.array([0, 0]), np.array([0, 1]))["recall"] == 0.0
 
 
 def test_grouped_accuracy_is_per_group_and_sorted():
