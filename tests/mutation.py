@@ -97,6 +97,8 @@ def main() -> int:
     extra = [a for a in extra if a != "--"]
 
     root = Path.cwd()
+    # Stopped with SIGTERM, still remove the temporary copy (the finally clause below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     source, mutants = _mutants(args.module)
     if args.lines:
         ranges = [[int(n) for n in part.split("-")] for part in args.lines.split(",")]
