@@ -15,8 +15,8 @@ from dfx.engine.fusion_training import train_fusion
 
 IMAGE_SIZE = 32
 # The trained fixture gets its own, larger data set: base models of 80 images per class
-# stayed unspecialised (0.54-0.61 test accuracy after 30 + 30 epochs), while twice the
-# images with fewer epochs reach about 0.8 in the same training time (docs/testing.md).
+# stayed unspecialised (0.54-0.64 test accuracy after 30 + 30 epochs), while twice the
+# images with fewer epochs reach 0.69-0.84 in less CPU time (docs/testing.md).
 # data_dir keeps 100 per generator because many tests count or scan all of its images.
 TRAINED_PER_GENERATOR = 200
 BASE_EPOCHS = 20
