@@ -164,3 +164,13 @@ def test_written_files_get_ordinary_permissions(data_dir, tmp_path):
         assert not list(tmp_path.glob(".shared.csv.*"))  # no temporary file left behind
     finally:
         os.umask(umask)
+
+
+def test_written_rows_record_each_file_s_size_and_digest(data_dir, tmp_path):
+    # Without them a changed image would go unnoticed when the manifest is read again.
+    from dfx.fingerprint import file_digest
+
+    rows = read_manifest(write_manifest(make_manifest(data_dir), tmp_path / "m.csv")).rows
+    for row in rows[::100]:
+        image = data_dir / row.path
+        assert (row.size, row.hash) == (image.stat().st_size, file_digest(image))

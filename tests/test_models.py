@@ -140,6 +140,16 @@ def test_fusion_head_shapes_for_densenet121_features():
     assert head(torch.randn(2, 3, 64)).shape == (2, 3)
 
 
+def test_min_feature_dim_is_the_shortest_input_the_head_takes():
+    from dfx.models.fusion import min_feature_dim
+
+    head = FusionHead().eval()
+    shortest = min_feature_dim()
+    assert head(torch.randn(1, 3, shortest)).shape == (1, 3)
+    with pytest.raises(RuntimeError):
+        head(torch.randn(1, 3, shortest - 1))
+
+
 def test_detector_stacks_features_in_class_order():
     torch.manual_seed(0)
     detector = DeepFeatureX("tiny", 32).eval()

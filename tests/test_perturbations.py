@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.functional as TF
 from PIL import Image
 
 from dfx.data.dataset import ImageDataset, VariantDataset
@@ -54,6 +55,20 @@ def test_spec_expands_kinds_values_and_presets():
     assert [p.quality for p in field if isinstance(p, JpegCompression)] == list(range(100, 29, -10))
     assert [p.sigma for p in field if isinstance(p, GaussianBlur)] == [0, 1, 2, 3, 4]
     assert parse_spec("jpeg") == jpeg_grid([90, 80, 70, 60, 50])
+    # Every kind named without values expands to its documented default grid.
+    assert [p.name for p in parse_spec("blur blurk resize rotate")] == [
+        "blur:0",
+        "blur:1",
+        "blur:2",
+        "blur:3",
+        "blur:4",
+        "blurk:3",
+        "blurk:7",
+        "blurk:15",
+        "resize:0.5",
+        "rotate:45",
+        "rotate:135",
+    ]
     assert parse_spec("jpeg:50 jpeg:50,40") == [JpegCompression(50), JpegCompression(40)]
 
 
@@ -91,11 +106,16 @@ def test_each_perturbation_changes_the_image_as_named():
     pixels = np.asarray(image, dtype=float)
     assert Raw()(image) is image
     assert np.array_equal(np.asarray(Mirror()(image)), pixels[:, ::-1].astype(np.uint8))
+    assert np.array_equal(np.asarray(Mirror("v")(image)), pixels[::-1].astype(np.uint8))
     assert np.array_equal(np.asarray(Mirror("b")(image)), pixels[::-1, ::-1].astype(np.uint8))
     halved = np.asarray(Rescale(0.5)(image), dtype=float)  # area averaging of 2×2 blocks
     assert halved[0, 0] == pytest.approx(pixels[:2, :2].mean(axis=(0, 1)), abs=1)
     tiny = Image.new("RGB", (4, 4), (9, 9, 9))
     assert GaussianBlur(OFFICIAL_BLUR_SIGMA, 15)(tiny).size == (4, 4)  # kernel clipped
+    # Clipped to the largest kernel reflection padding allows: 7 on a 4-pixel side, not less.
+    noise = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))
+    expected = np.asarray(TF.gaussian_blur(noise, [7, 7], [OFFICIAL_BLUR_SIGMA] * 2))
+    assert np.array_equal(np.asarray(GaussianBlur(OFFICIAL_BLUR_SIGMA, 15)(noise)), expected)
     assert Rescale(0.5)(image).size == (30, 20) and Rescale(2)(image).size == (120, 80)
     assert Rotate(135)(image).size == image.size
     blurred = np.asarray(GaussianBlur(2.0)(image), dtype=float)

@@ -14,7 +14,7 @@ from dfx.data.labelled import images_from_manifest
 from dfx.data.manifest import read_manifest
 from dfx.engine.base_training import select_base_rows
 from dfx.engine.evaluation import EvaluationOptions, evaluate
-from dfx.engine.losses import class_weights
+from dfx.engine.losses import class_weights, loss_weight, summed_loss
 from dfx.errors import DfxError
 
 from .conftest import BASE_EPOCHS, FUSION_EPOCHS
@@ -33,6 +33,43 @@ def test_base_models_specialise_and_write_their_files(trained):
         assert [h["epoch"] for h in history] == list(range(1, BASE_EPOCHS + 1))
         assert result.best_epoch == 1 + int(np.argmin([h["val_loss"] for h in history]))
         assert set(result.test_metrics) == {"accuracy", "recall", "precision", "f1"}
+
+
+# Each base model's AUC for "its class vs the others" on the test split, measured on data
+# seeds 0, 1, 2 (docs/testing.md): dm 0.85, 0.83, 0.59; gan 0.99, 1.00, 0.96; real 0.74,
+# 0.70, 0.75. The dm model is the one that sometimes fails to specialise.
+SPECIALIST_AUC = {"dm": 0.55, "gan": 0.90, "real": 0.62}
+
+
+def test_base_models_specialise_in_their_class(trained):
+    """Trained 90:10 towards its class, each base model must still single its class out."""
+    from PIL import Image
+    from sklearn.metrics import roc_auc_score
+
+    from dfx.checkpoint import BASE_FORMAT
+    from dfx.models.backbones import build_network
+
+    manifest = read_manifest(trained["manifest"])
+    rows = manifest.select("test")
+    labels = np.array([row.label for row in rows])
+    for name, result in trained["base"].items():
+        model_file = load_model_file(result.path, BASE_FORMAT)
+        network = build_network("tiny", "none", 32)
+        network.load_state_dict(model_file.state_dict)
+        network.eval()
+        images = [Image.open(manifest.absolute(row)).convert("RGB") for row in rows]
+        with torch.no_grad():
+            batch = torch.stack([model_file.preprocessing(image) for image in images])
+            p_class = network(batch).softmax(1)[:, 1].numpy()
+        is_class = labels == name
+        auc = roc_auc_score(is_class, p_class)
+        assert auc >= SPECIALIST_AUC[name], (name, auc)
+    # Recall near 1 is what a 90:10 set gives; precision above the class's share of the test
+    # split is what specialisation adds. Only the gan model's argmax shows it clearly here
+    # (+0.29 to +0.44 over the share); dm and real stay within +0.08 (docs/testing.md).
+    gan = trained["base"]["gan"].test_metrics
+    share = float(np.mean(labels == "gan"))
+    assert gan["precision"] >= share + 0.15 and gan["recall"] >= 0.9, (gan, share)
 
 
 def test_negatives_are_a_small_stratified_share(manifest_path):
@@ -58,10 +95,11 @@ def test_fusion_detector_is_far_above_chance(trained):
     result = evaluate(detector, images, EvaluationOptions(seed=0))
     assert result.balanced and len(set(result.counts.values())) == 1
     assert result.n == 3 * min(result.counts.values())
-    assert result.multiclass["accuracy"] > 0.5  # chance is 1/3
-    # The shared fixture is a few epochs of a tiny 32-pixel model: its AUC on the test role
-    # drawn from file content is 0.66 on our AMD machine; chance is 0.5.
-    assert result.binary["auc"] > 0.6
+    # Measured with the fixture's settings on data seeds 0 (the fixture), 1, 2: accuracy 0.84,
+    # 0.82, 0.69 and AUC 0.92, 0.91, 0.82 (docs/testing.md); chance is 1/3 and 0.5. Another
+    # CPU's rounding changes a run about as much as another seed does, hence the bounds.
+    assert result.multiclass["accuracy"] >= 0.65
+    assert result.binary["auc"] >= 0.78
     confusion = np.array(result.multiclass["confusion"])
     assert confusion.sum() == result.n
 
@@ -113,8 +151,22 @@ def test_class_weights_are_inverse_counts_and_balance_the_loss():
     per_class_mean = torch.stack([per_sample[targets == c].mean() for c in range(3)])
     # w_c = 1/n_c makes every class weigh the same, whatever its size.
     assert torch.allclose(weighted, per_class_mean.mean())
-    with pytest.raises(DfxError, match="the baseline training set has no gan images"):
+    with pytest.raises(DfxError, match="^the baseline training set has no gan images.$"):
         class_weights(np.array([5, 0, 3]), "baseline")
+    with pytest.raises(DfxError, match="^the fusion training set has no dm, real images.$"):
+        class_weights(np.array([0, 4, 0]), "fusion")
+
+
+def test_loss_weight_is_what_the_weighted_mean_divides_by():
+    loss_fn = torch.nn.CrossEntropyLoss(weight=class_weights(np.array([10, 30, 60]), "fusion"))
+    targets = torch.tensor([0, 2, 2, 1])
+    logits = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    assert loss_weight(loss_fn, targets) == pytest.approx(1 / 10 + 2 / 60 + 1 / 30)
+    # Summed loss / weight sum is the weighted mean: what lets batches of any size be averaged.
+    summed = summed_loss(loss_fn, logits, targets) / loss_weight(loss_fn, targets)
+    assert summed == pytest.approx(float(loss_fn(logits, targets)), rel=1e-6)
+    assert loss_weight(torch.nn.CrossEntropyLoss(), targets) == 4.0
+    assert loss_weight(loss_fn, targets[:0]) == 0.0
 
 
 def test_loading_a_base_model_where_a_detector_is_needed_fails(trained):
