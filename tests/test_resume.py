@@ -30,6 +30,10 @@ CHILD = textwrap.dedent(
     import os, signal, sys
     from dfx.data import shuffle
 
+    # Ctrl-C as in a terminal, even when the suite was started with SIGINT ignored (a
+    # background job of a non-interactive shell inherits SIG_IGN, and Python keeps it).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
     epoch_to_kill = int(os.environ.get("KILL_IN_EPOCH", "0"))
     original_iter = shuffle.EpochShuffleSampler.__iter__
 

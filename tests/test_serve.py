@@ -30,7 +30,7 @@ pytest.importorskip(
 )
 pytest.importorskip("uvicorn", reason='dfx serve needs uvicorn: pip install "deepfeaturex[serve]"')
 
-import httpx  # noqa: E402  (after the skip: the serve extra brings it through FastAPI's tests)
+import httpx  # noqa: E402  (after the skip; the test extra brings it for the test client)
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
