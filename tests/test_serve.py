@@ -374,7 +374,12 @@ def test_the_page_and_its_assets_come_from_dfx(client):
     schema = client.get("/openapi.json").json()
     body = schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
     assert "files" in body["multipart/form-data"]["schema"]["properties"]
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+    # Swagger UI comes from dfx itself (the serve extra's swagger-ui-bundle), never a CDN.
+    assert "cdn." not in docs.text and "/docs-assets/swagger-ui-bundle.js" in docs.text
+    script = client.get("/docs-assets/swagger-ui-bundle.js")
+    assert script.status_code == 200 and len(script.content) > 100_000
 
 
 # A real server: uvicorn on 127.0.0.1, a free port, stopped by the test.

@@ -334,13 +334,19 @@ def create_app(detector, settings: ServeSettings | None = None) -> FastAPI:
         await starting
         await loop.run_in_executor(None, service.stop, settings.request_timeout_s)
 
+    swagger_assets = _swagger_ui_folder()
     app = FastAPI(
         title="dfx",
         version=__version__,
         summary="Is an image real, GAN-generated or diffusion-generated? (DeepFeatureX Net)",
         lifespan=lifespan,
+        # Served below from the swagger-ui-bundle package, so /docs works offline too.
+        docs_url=None if swagger_assets is not None else "/docs",
+        redoc_url=None,
     )
     app.state.service = service
+    if swagger_assets is not None:
+        _serve_docs_offline(app, swagger_assets)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError):
@@ -417,6 +423,33 @@ def create_app(detector, settings: ServeSettings | None = None) -> FastAPI:
         return _asset(assets, name)
 
     return app
+
+
+def _swagger_ui_folder():
+    """Swagger UI's files from the swagger-ui-bundle package (the serve extra), or None."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:  # FastAPI's /docs then loads Swagger UI from its CDN
+        return None
+    return swagger_ui_path
+
+
+def _serve_docs_offline(app: FastAPI, folder) -> None:
+    """``/docs``: Swagger UI over ``/openapi.json``, its script and style served by dfx."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/docs-assets", StaticFiles(directory=folder), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title="dfx API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
 
 
 def _asset(assets: dict[str, bytes], name: str) -> Response:
