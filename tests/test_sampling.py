@@ -64,6 +64,10 @@ def test_holdout_split_keeps_one_of_each_side_when_it_can():
     assert [i for i in train if i[0] == "a"] and ("b", 0) in train  # a lone item trains
     train, held = holdout_split(tiny, label, 0.99, np.random.default_rng(0))
     assert len([i for i in train if i[0] == "a"]) == 1  # and leaves ≥ 1 to train on
+    assert held.count(("b", 0)) == 1  # a lone item follows the rounded fraction
+    three = [("c", 0), ("c", 1), ("c", 2)]
+    train, held = holdout_split(three, label, 0.01, np.random.default_rng(0))
+    assert len(held) == 1 and len(train) == 2  # the minimum held out is one, not more
     train, held = holdout_split(ITEMS, label, 0.0, np.random.default_rng(0))
     assert held == [] and train == ITEMS
 
