@@ -24,30 +24,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cpu_inference import cpu_description
+from run_all import write_detector
 
-from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, save_model_file
-from dfx.classes import CLASSES
 from dfx.engine.export import export_detector
 from dfx.errors import DfxError
-from dfx.models.detector import build_detector_network
 from dfx.models.registry import REGISTRY, get_spec
-
-
-def write_random_detector(backbone: str, architecture: str, size: int, path: Path) -> Path:
-    """A detector file of ``backbone`` with random weights at ``size`` pixels."""
-    spec = get_spec(backbone)
-    network = build_detector_network(architecture, backbone, size)
-    model_file = ModelFile(
-        format=DETECTOR_FORMAT,
-        backbone=backbone,
-        classes=list(CLASSES),
-        preprocessing=spec.preprocessing(size),
-        state_dict=network.state_dict(),
-        config={},
-        metrics={},
-        architecture=architecture,
-    )
-    return save_model_file(model_file, path)
 
 
 def main() -> None:
@@ -63,7 +44,7 @@ def main() -> None:
         size = 32 if get_spec(name).vit else args.image_size
         with tempfile.TemporaryDirectory() as tmp:
             torch.manual_seed(0)
-            model = write_random_detector(name, args.architecture, size, Path(tmp) / "m.pt")
+            model = write_detector(name, size, Path(tmp) / "m.pt", args.architecture)
             started = time.perf_counter()
             try:
                 result = export_detector(model, Path(tmp) / "m.onnx")

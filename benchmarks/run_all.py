@@ -53,24 +53,28 @@ from dfx.engine.fusion_training import train_fusion
 from dfx.engine.loop import fit, make_optimizer
 from dfx.engine.robustness import measure_robustness
 from dfx.models.backbones import build_network, get_spec
-from dfx.models.detector import DeepFeatureX
+from dfx.models.detector import build_detector_network
 
 FIGURES = ("evaluate", "jpeg", "train", "fusion", "help")
 COMMANDS = tuple(command.name for command in app.registered_commands)
 
 
-def write_detector(backbone: str, image_size: int, path: Path) -> Path:
-    """A detector file with random weights."""
+def write_detector(
+    backbone: str, image_size: int | None, path: Path, architecture: str = "deepfeaturex"
+) -> Path:
+    """A detector file (DeepFeatureX, or a one-backbone baseline) with random weights."""
     spec = get_spec(backbone)
-    network = DeepFeatureX(backbone, spec.preprocessing(image_size).input_size)
+    preprocessing = spec.preprocessing(image_size)
+    network = build_detector_network(architecture, backbone, preprocessing.input_size)
     model_file = ModelFile(
         DETECTOR_FORMAT,
         backbone,
         list(CLASSES),
-        spec.preprocessing(image_size),
+        preprocessing,
         network.state_dict(),
         {},
         {},
+        architecture=architecture,
     )
     return save_model_file(model_file, path)
 

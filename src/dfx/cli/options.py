@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from dfx.data.suffixes import IMAGE_SUFFIXES
 from dfx.engine.configs import BackboneTrainConfig, TrainConfig
 from dfx.limits import DEFAULT_MAX_PIXELS
 
@@ -96,8 +97,6 @@ def fill_optional_values(args: list[str]) -> list[str]:
 def _is_option_or_input(word: str) -> bool:
     if word.startswith("-"):
         return word != "-"
-    from dfx.data.images import IMAGE_SUFFIXES  # here: only commands given --json pay for it
-
     return Path(word).suffix.lower() in IMAGE_SUFFIXES and Path(word).is_file()
 
 

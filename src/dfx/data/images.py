@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from dfx.data.suffixes import IMAGE_SUFFIXES
 from dfx.errors import ImageReadError
 from dfx.limits import DEFAULT_MAX_PIXELS
 
@@ -84,12 +85,6 @@ NOT_DECODABLE = "not an image Pillow can decode"
 EMPTY = "empty file (0 bytes)"
 MISSING = "no such file or folder"
 """The reason given for a path that names nothing, by the library and every command alike."""
-
-IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".jfif", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".apng"}
-    | {".heic", ".heif", ".avif"}
-)
-"""Extensions that promise an image: such a file that is not one is reported, not ignored."""
 
 
 def not_an_image(path: str | Path) -> str | None:

@@ -118,10 +118,7 @@ class Detector:
                     f"{path} is an ONNX graph: run it with the onnxruntime or openvino `runtime`, "
                     "or give the .pt file to the torch runtime."
                 )
-            torch_runtime = resolve_runtime(device, precision, compile)
-            if torch_runtime.device.type == "cpu" and get_spec(backbone).cpu_channels_last:
-                torch_runtime = replace(torch_runtime, channels_last=True)
-            return cls(model_file, torch_runtime)
+            return cls._on_torch(model_file, device, precision, compile)
         if compile:
             raise DfxError(f"`compile` applies to the torch runtime only, not to {name}.")
         session_precision = runtimes.session_precision(name, precision)
@@ -139,9 +136,17 @@ class Detector:
             if runtime.strip().lower() != "auto" or is_onnx:
                 raise
             # auto chose the session only to be faster: where it cannot start, torch runs.
-            return cls.load(path, device, precision, compile, runtime="torch")
+            return cls._on_torch(model_file, device, precision, compile)
         # The session does the arithmetic; torch only decodes and batches on the CPU.
         return cls(model_file, Runtime(torch.device("cpu"), None), network)
+
+    @classmethod
+    def _on_torch(cls, model_file: ModelFile, device: str, precision: str, compile: bool):
+        """``model_file`` run by torch, channels-last on a CPU where its family gains by it."""
+        runtime = resolve_runtime(device, precision, compile)
+        if runtime.device.type == "cpu" and get_spec(model_file.backbone).cpu_channels_last:
+            runtime = replace(runtime, channels_last=True)
+        return cls(model_file, runtime)
 
     @property
     def runtime_name(self) -> str:
