@@ -20,7 +20,7 @@ from dfx.data.images import displayed_size
 from dfx.data.labelled import images_from_manifest
 from dfx.data.manifest import read_manifest
 from dfx.engine.device import resolve_runtime
-from dfx.engine.explain import BASELINE_KEY, normalised_shares
+from dfx.engine.explain import BASELINE_KEY, METHODS, class_activation_map, normalised_shares
 from dfx.models.backbones import REGISTRY, get_spec
 from dfx.models.detector import build_detector_network
 from tests.test_cli import assert_user_error, invoke
@@ -75,6 +75,46 @@ def test_normalised_shares_drop_negative_contributions():
     assert shares[1].tolist() == pytest.approx([1 / 3] * 3)  # nothing drove the score
 
 
+def test_class_activation_maps_follow_their_definitions():
+    from captum.attr import LayerGradCam, LayerGradientXActivation
+
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 6, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(6, 3),
+    )
+    images, layer, target = torch.randn(2, 3, 5, 7), network[1], torch.tensor([0, 2])
+    gradients = LayerGradientXActivation(network, layer, multiply_by_inputs=False).attribute(
+        images, target=target
+    )
+    activations = layer(network[0](images)).detach()
+    references = {  # captum's own Grad-CAM and gradient × activation, and the papers' formulas
+        "gradcam": LayerGradCam(network, layer).attribute(images, target=target)[:, 0],
+        "hirescam": (gradients * activations).sum(1),
+        "layercam": (gradients.clamp(min=0) * activations).sum(1),
+    }
+    plain = references["gradcam"]
+    references["gradcam-relative"] = plain - plain.mean((1, 2), keepdim=True)
+    for method, reference in references.items():
+        computed = class_activation_map(method, gradients, activations)
+        torch.testing.assert_close(computed, reference.clamp(min=0), msg=method)
+    assert set(references | {"gradcam++": None}) == set(METHODS)
+    # Grad-CAM++ by hand: one channel, cells A = (1, 3), gradients g = (1, 1): each cell's
+    # alpha = g² / (2g² + ΣA·g³) = 1/6, the channel's weight Σ alpha·relu(g) = 1/3.
+    cells, ones = torch.tensor([[[[1.0, 3.0]]]]), torch.ones(1, 1, 1, 2)
+    torch.testing.assert_close(class_activation_map("gradcam++", ones, cells), cells[0] / 3)
+    assert class_activation_map("gradcam++", -ones, cells).max() == 0  # no positive gradient
+    # The relative map is drawn where Grad-CAM's is blank: the evidence as a whole is negative.
+    negative = class_activation_map("gradcam", -gradients.abs(), activations)
+    assert (
+        negative.max() == 0
+        and class_activation_map("gradcam-relative", -gradients.abs(), activations).max() > 0
+    )
+
+
 def _reinitialise(network: torch.nn.Module, seed: int) -> None:
     torch.manual_seed(seed)
     for module in network.modules():
@@ -82,16 +122,18 @@ def _reinitialise(network: torch.nn.Module, seed: int) -> None:
             module.reset_parameters()
 
 
-def test_sanity_check_maps_change_when_base_models_are_randomised(trained, test_images):
+@pytest.mark.parametrize("method", ["gradcam", "gradcam-relative"])
+def test_sanity_check_maps_change_when_base_models_are_randomised(trained, test_images, method):
     """Adebayo et al. (2018): a map that survives randomising the weights explains nothing."""
     trained_detector = load_detector(trained["model"], "cpu")
     random_detector = load_detector(trained["model"], "cpu")
     _reinitialise(random_detector.network.extractors, seed=1)
-    before = trained_detector.explain(test_images)
+    before = trained_detector.explain(test_images, method=method)
     correlations = []
     for target in CLASSES:  # the randomised model explains the same class as the trained one
         chosen = [i for i, e in enumerate(before) if e.target == target]
-        after = random_detector.explain([test_images[i] for i in chosen], target=target)
+        chosen_images = [test_images[i] for i in chosen]
+        after = random_detector.explain(chosen_images, target=target, method=method)
         for i, explanation in zip(chosen, after):
             for key in CLASSES:
                 a, b = before[i].heatmaps[key].ravel(), explanation.heatmaps[key].ravel()
@@ -102,37 +144,43 @@ def test_sanity_check_maps_change_when_base_models_are_randomised(trained, test_
     assert np.mean(correlations < 0.5) > 0.5, np.round(correlations, 2)
 
 
-def _composites(folder: Path, count: int) -> tuple[list[Image.Image], list[int]]:
-    """Left or right half from a GAN-class image, the other half from a real one."""
-    synthetic.write_dataset(folder, per_generator=count // 2, image_size=32, seed=7)
-    gans = sorted((folder / "gan").rglob("*.png"))
-    reals = sorted((folder / "real").rglob("*.png"))
-    images, gan_sides = [], []
-    for number, (gan, real) in enumerate(zip(gans, reals)):
-        pixels = np.asarray(Image.open(real)).copy()
-        columns = slice(0, HALF) if number % 2 == 0 else slice(HALF, None)
-        pixels[:, columns] = np.asarray(Image.open(gan))[:, columns]
-        images.append(Image.fromarray(pixels))
-        gan_sides.append(number % 2)
-    return images, gan_sides
+def _share_on_gan_half(heatmap: np.ndarray, side: int) -> float:
+    """The share of a map's mass on the composite's GAN half (0 for a blank map)."""
+    half = heatmap[:, :HALF] if side == 0 else heatmap[:, HALF:]
+    return float(half.sum() / heatmap.sum()) if heatmap.sum() > 0 else 0.0
 
 
-def test_gan_specialist_finds_the_gan_half_of_composites(detector, tmp_path):
-    images, gan_sides = _composites(tmp_path / "composites", 20)
+@pytest.fixture(scope="module")
+def composites(tmp_path_factory) -> tuple[list[Image.Image], list[int]]:
+    return synthetic.half_composites(tmp_path_factory.mktemp("composites"), 20, image_size=32)
+
+
+def test_gan_specialist_finds_the_gan_half_of_composites(detector, composites):
+    images, gan_sides = composites
+    # Relative Grad-CAM: the issue's target, >= 0.65 of the map on the GAN half of >= 80% of
+    # the composites, counting blank maps as misses. Measured on this 32-pixel model with
+    # data seeds 0 (the fixture), 1, 2 and seed 0 on 1 thread: 80%, 60%, 80%, 90% (Intel
+    # Xeon); the demo-sized model (64 px, benchmarks/localisation.py) 95%. Where the model
+    # comes out a little differently on another CPU, the bound keeps a margin.
+    explanations = detector.explain(images, target="gan", method="gradcam-relative")
+    shares = np.array(
+        [_share_on_gan_half(e.heatmaps["gan"], side) for e, side in zip(explanations, gan_sides)]
+    )
+    assert (shares > 0).all(), np.round(shares, 2)  # the relative map is never blank here
+    assert np.mean(shares >= 0.65) >= 0.7, np.round(shares, 2)
+    assert np.median(shares) >= 0.7, np.round(shares, 2)
+
+
+def test_grad_cam_maps_that_are_drawn_point_at_the_gan_half(detector, composites):
+    images, gan_sides = composites
     explanations = detector.explain(images, target="gan")
-    on_gan_half = []
-    for explanation, side in zip(explanations, gan_sides):
-        heatmap = explanation.heatmaps["gan"]
-        half = heatmap[:, :HALF] if side == 0 else heatmap[:, HALF:]
-        on_gan_half.append(half.sum() / heatmap.sum() if heatmap.sum() > 0 else 0.0)
-    # The issue's target counts blank maps as misses: >= 0.65 of the mass on the GAN half in
-    # >= 80% of composites. The fixture's settings reach 85%, 80%, 65% on data seeds 0, 1, 2
-    # with 2 threads, but 25% on seed 0 with 1 thread: how many maps are blank follows float
-    # rounding, so that figure is recorded in docs/explain.md, not asserted. Where the map is
-    # not blank it must point at the GAN half: measured 94%, 94%, 72% and 100% of those maps.
-    drawn = np.array([share for share in on_gan_half if share > 0])
-    assert len(drawn) >= 4, np.round(on_gan_half, 2)
-    assert np.mean(drawn >= 0.65) >= 0.6, np.round(on_gan_half, 2)
+    shares = [_share_on_gan_half(e.heatmaps["gan"], s) for e, s in zip(explanations, gan_sides)]
+    # Plain Grad-CAM leaves a map blank where the gan features argue against "gan" as a
+    # whole (1-15 of 20 maps on the runs measured, docs/explain.md); where a map is drawn
+    # it points at the GAN half: 94%, 94%, 72%, 100% of those maps (AMD EPYC), 85-95% (Xeon).
+    drawn = np.array([share for share in shares if share > 0])
+    assert len(drawn) >= 4, np.round(shares, 2)
+    assert np.mean(drawn >= 0.65) >= 0.6, np.round(shares, 2)
 
 
 def _rotated_pair(folder: Path) -> tuple[Path, Path]:
@@ -173,6 +221,17 @@ def _random_baseline(name: str, size: int) -> Detector:
         architecture="baseline",
     )
     return Detector(model_file, resolve_runtime("cpu"))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name", ["tiny", "vit_b_16"])
+def test_every_method_gives_a_map_on_a_cnn_and_a_vit(name, method):
+    detector = _random_baseline(name, 32)
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 24, 3), np.uint8))
+    (explanation,) = detector.explain([image], method=method)
+    heatmap = explanation.heatmaps[BASELINE_KEY]
+    assert explanation.method == method and heatmap.shape == (40, 24)  # rows, columns
+    assert np.isfinite(heatmap).all() and heatmap.min() >= 0.0 and heatmap.max() <= 1.0
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))
@@ -223,6 +282,8 @@ def test_explain_command_json_lines_files_and_exit_codes(trained, test_images, t
 
 
 def test_explain_command_rejects_bad_options(trained, test_images, tmp_path):
+    help_text = " ".join(invoke("explain", "--help", env={"COLUMNS": "200"}).stdout.split())
+    assert all(method in help_text for method in METHODS)
     model = trained["model"]
     image = test_images[0]
     assert_user_error(invoke("explain", "--model", model, "--target", "fake", image), "--target")

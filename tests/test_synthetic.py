@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dfx.synthetic import GENERATORS, SyntheticSummary, write_dataset
+from dfx.synthetic import GENERATORS, SyntheticSummary, half_composites, write_dataset
 
 SIZE = 64
 PER_GENERATOR = 6
@@ -193,3 +193,15 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         write_dataset(tmp_path, **kwargs)  # type: ignore[arg-type]
     assert not any(tmp_path.iterdir())
+
+
+def test_half_composites_take_each_half_from_its_class(tmp_path):
+    images, sides = half_composites(tmp_path, 3, image_size=32, seed=1)
+    assert sides == [0, 1, 0] and all(image.size == (32, 32) for image in images)
+    gans = sorted((tmp_path / "gan").rglob("*.png"))
+    reals = sorted((tmp_path / "real").rglob("*.png"))
+    for image, side, gan, real in zip(images, sides, gans, reals):
+        pixels = np.asarray(image)
+        gan_half, real_half = (slice(0, 16), slice(16, 32))[:: 1 if side == 0 else -1]
+        assert (pixels[:, gan_half] == np.asarray(Image.open(gan))[:, gan_half]).all()
+        assert (pixels[:, real_half] == np.asarray(Image.open(real))[:, real_half]).all()

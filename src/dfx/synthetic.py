@@ -114,6 +114,32 @@ def write_dataset(
     return SyntheticSummary(root=root, counts=counts, image_size=image_size, seed=seed)
 
 
+def half_composites(
+    root: str | Path, count: int, *, image_size: int = 64, seed: int = 7
+) -> tuple[list[Image.Image], list[int]]:
+    """``count`` images whose left or right half is GAN-class, the other half real.
+
+    For checking where an explanation puts its mass: writes the GAN and real images it
+    draws from under ``root`` (:func:`write_dataset`) and returns the composites with the
+    side of each one's GAN half (0 left, 1 right; alternating, the left first).
+    """
+    _check_int("count", count, 1, None)
+    write_dataset(root, per_generator=-(-count // 2), image_size=image_size, seed=seed)
+    gans = sorted((Path(root) / "gan").rglob("*.png"))
+    reals = sorted((Path(root) / "real").rglob("*.png"))
+    half = image_size // 2
+    composites, gan_sides = [], []
+    for number, (gan, real) in enumerate(zip(gans[:count], reals[:count])):
+        side = number % 2
+        columns = slice(0, half) if side == 0 else slice(half, None)
+        with Image.open(real) as real_image, Image.open(gan) as gan_image:
+            pixels = np.asarray(real_image.convert("RGB")).copy()
+            pixels[:, columns] = np.asarray(gan_image.convert("RGB"))[:, columns]
+        composites.append(Image.fromarray(pixels))
+        gan_sides.append(side)
+    return composites, gan_sides
+
+
 def _check_int(name: str, value: object, low: int, high: int | None) -> None:
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise ValueError(f"{name} must be an integer, got {value!r}")

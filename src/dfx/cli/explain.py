@@ -29,6 +29,7 @@ EPILOG = """\
 
   dfx explain --model model.pt photo.jpg                 # writes ./dfx-explain/photo.*.png
   dfx explain --model model.pt suspects/ --out report/ --target gan
+  dfx explain --model model.pt collage.png --method gradcam-relative   # where, never blank
   find . -name '*.png' | dfx explain - --json > explanations.jsonl
 
 For each image: a heatmap per specialist base model (dm, gan, real) of the evidence for the
@@ -59,7 +60,12 @@ def explain_command(
         typer.Option("--target", help="Class to explain: predicted, dm, gan or real."),
     ] = "predicted",
     method: Annotated[
-        str, typer.Option("--method", help="Heatmap method: gradcam or hirescam.")
+        str,
+        typer.Option(
+            "--method",
+            help="Heatmap method: gradcam; gradcam-relative (evidence above the image's "
+            "average, for where); gradcam++, layercam or hirescam.",
+        ),
     ] = "gradcam",
     json_path: JsonOutput = None,
     batch_size: Annotated[

@@ -328,8 +328,9 @@ class Detector:
     def explain(self, images: Sequence[ImageInput], target: str | None = None, **options) -> list:
         """One :class:`dfx.engine.explain.Explanation` per input: heatmaps and shares.
 
-        ``target``: None (the predicted class) or dm, gan, real; ``method``: gradcam or
-        hirescam; other options as :meth:`predict`. Needs ``pip install "deepfeaturex[explain]"``.
+        ``target``: None (the predicted class) or dm, gan, real; ``method``: one of
+        :data:`dfx.engine.explain.METHODS`; other options as :meth:`predict`. Needs
+        ``pip install "deepfeaturex[explain]"``.
         """
         from dfx.engine.explain import explain
 

@@ -20,6 +20,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,8 +39,8 @@ from dfx.progress import ProgressReporter, or_null
 if TYPE_CHECKING:
     from dfx.engine.detector import Prediction
 
-METHODS: tuple[str, ...] = ("gradcam", "hirescam")
-"""Heatmap methods: Grad-CAM (channel-averaged gradients) and HiResCAM (gradient × activation)."""
+METHODS: tuple[str, ...] = ("gradcam", "gradcam-relative", "gradcam++", "layercam", "hirescam")
+"""Heatmap methods, see :func:`class_activation_map`."""
 
 TARGETS: tuple[str, ...] = ("predicted", *CLASSES)
 """What the maps and shares explain: the predicted class, or one named class."""
@@ -226,17 +227,9 @@ class _Explainer:
         return probs, maps, self._shares(network.head, features, targets)
 
     def _map(self, forward: Callable, backbone: nn.Module, inputs: Tensor, targets: Tensor):
-        from captum.attr import LayerGradCam, LayerGradientXActivation
-
         with _spatial_layer(backbone, self.spec) as layer, self.runtime.autocast():
-            if self.method == "gradcam":
-                maps = LayerGradCam(forward, layer).attribute(
-                    inputs, target=targets, relu_attributions=True
-                )
-            else:
-                maps = LayerGradientXActivation(forward, layer).attribute(inputs, target=targets)
-                maps = F.relu(maps.sum(dim=1, keepdim=True))
-        return maps[:, 0].detach().float().cpu()
+            maps = _LayerCam(forward, layer, self.method).attribute(inputs, target=targets)
+        return maps.detach().float().cpu()
 
     def _shares(self, head: nn.Module, features: Tensor, targets: Tensor) -> np.ndarray:
         from captum.attr import IntegratedGradients
@@ -270,6 +263,45 @@ class _Explainer:
         return (shown / peak if peak > 0 else shown).numpy().astype(np.float32)
 
 
+def class_activation_map(method: str, gradients: Tensor, activations: Tensor) -> Tensor:
+    """A (B, h, w) map, ReLU applied, from a layer's (B, C, h, w) gradients and activations.
+
+    * ``gradcam`` (Selvaraju et al., 2017): channels weighted by their mean gradient;
+    * ``gradcam-relative``: Grad-CAM measured from the image's average cell instead of an
+      empty feature map, i.e. the first-order change of the score if the cell's features
+      were replaced by the average of the image's cells: positive where a cell carries more
+      evidence for the target than the image as a whole;
+    * ``gradcam++`` (Chattopadhay et al., 2018): channels weighted by their positive
+      gradients, each cell's weight from the second- and third-order terms;
+    * ``layercam`` (Jiang et al., 2021): positive gradient × activation, cell by cell;
+    * ``hirescam`` (Draelos & Carin, 2020): gradient × activation, cell by cell.
+
+    Grad-CAM and HiResCAM let channels with negative evidence cancel positive ones, so a
+    map is blank wherever a cell's net evidence is negative, everywhere for an image whose
+    features argue against the target as a whole; the relative map is blank only when the
+    evidence is spread evenly. Grad-CAM++ and LayerCAM count only positive gradients.
+    """
+    gradients, activations = gradients.float(), activations.float()
+    if method == "gradcam":
+        cells = gradients.mean(dim=(2, 3), keepdim=True) * activations
+    elif method == "gradcam-relative":
+        average_cell = activations.mean(dim=(2, 3), keepdim=True)
+        cells = gradients.mean(dim=(2, 3), keepdim=True) * (activations - average_cell)
+    elif method == "gradcam++":
+        squared = gradients.pow(2)
+        denominator = 2 * squared + activations.sum(dim=(2, 3), keepdim=True) * gradients.pow(3)
+        alpha = squared / torch.where(denominator != 0, denominator, torch.ones_like(squared))
+        weights = (alpha * F.relu(gradients)).sum(dim=(2, 3), keepdim=True)
+        cells = weights * activations
+    elif method == "layercam":
+        cells = F.relu(gradients) * activations
+    elif method == "hirescam":
+        cells = gradients * activations
+    else:
+        raise DfxError(f"`method` {method!r} is not one of {', '.join(METHODS)}.")
+    return F.relu(cells.sum(dim=1))
+
+
 def normalised_shares(sums: np.ndarray) -> np.ndarray:
     """Per-specialist attribution sums (B, 3) → non-negative shares adding to 1 per row.
 
@@ -298,6 +330,24 @@ class _SpecialistForward(nn.Module):
         own = self.network.extractors[self.name](images).float()
         parts = [own if i == self.position else self.fixed[:, i] for i in range(len(CLASSES))]
         return self.network.head(torch.stack(parts, dim=1))
+
+
+class _LayerCam:
+    """captum's layer pass (gradients and activations of one layer) combined into a CAM."""
+
+    def __init__(self, forward: Callable, layer: nn.Module, method: str) -> None:
+        from captum.attr import LayerGradientXActivation
+
+        self.method = method
+        self.layer_pass = LayerGradientXActivation(forward, layer)
+        # captum hands its own combiner the layer's gradients and activations.
+        self.layer_pass.multiply_gradient_acts = self._combine
+
+    def _combine(self, gradients: tuple[Tensor, ...], activations: tuple[Tensor, ...]):
+        return tuple(map(partial(class_activation_map, self.method), gradients, activations))
+
+    def attribute(self, inputs: Tensor, target: Tensor) -> Tensor:
+        return self.layer_pass.attribute(inputs, target=target)
 
 
 class _TokenGrid(nn.Module):
