@@ -177,6 +177,22 @@ def test_explain_gives_the_record_of_explain_and_its_pictures(client, detector, 
             assert list(picture.size) == record["size"], key
 
 
+def test_explain_takes_the_target_and_method_of_the_command(client, detector, good):
+    pytest.importorskip("captum", reason='explanations need: pip install "deepfeaturex[explain]"')
+    query = {"target": "gan", "method": "gradcam-relative"}
+    response = client.post("/v1/explain", params=query, files=form(good[0]))
+    assert response.status_code == 200, response.text
+    record = response.json()
+    assert (record["target"], record["method"]) == ("gan", "gradcam-relative")
+    [direct] = detector.explain([good[0]], workers=0, **query)
+    assert record["shares"] == pytest.approx(direct.shares, abs=1e-5)
+    for name, value in (("target", "fake"), ("method", "saliency")):
+        body = assert_error(
+            client.post("/v1/explain", params={name: value}, files=form(good[0])), 422
+        )
+        assert f"{name} {value!r} is not one of" in body["detail"]
+
+
 def test_explain_of_an_unusable_image_is_415_or_422(client, good, bad):
     by_name = {p.name: p for p in bad}
     assert_error(client.post("/v1/explain", files=form(by_name["text_named.png"])), 415)

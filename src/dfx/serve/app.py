@@ -236,13 +236,19 @@ class Service:
             records.append(prediction.to_dict())
         return records
 
-    async def explain(self, upload: ImageBytes) -> dict:
-        from dfx.engine.explain import INSTALL_HINT, check_available
+    async def explain(
+        self, upload: ImageBytes, target: str = "predicted", method: str = "gradcam"
+    ) -> dict:
+        from dfx.engine.explain import INSTALL_HINT, METHODS, TARGETS, check_available
 
         try:
             check_available()
         except Exception:
             raise ApiError(501, "not installed", INSTALL_HINT) from None
+        for name, value, allowed in (("target", target, TARGETS), ("method", method, METHODS)):
+            if value not in allowed:
+                detail = f"{name} {value!r} is not one of {', '.join(allowed)}."
+                raise ApiError(422, f"bad {name}", detail)
         outcome = await self.decode(upload)
         if isinstance(outcome, str):
             status = 415 if outcome.startswith(UNSUPPORTED_REASONS) else 422
@@ -252,7 +258,12 @@ class Service:
 
         def job():
             [explanation] = self.detector.explain(
-                [upload], threshold=threshold, max_pixels=max_pixels, workers=0
+                [upload],
+                target=target,
+                method=method,
+                threshold=threshold,
+                max_pixels=max_pixels,
+                workers=0,
             )
             return explanation
 
@@ -404,7 +415,17 @@ def create_app(detector, settings: ServeSettings | None = None) -> FastAPI:
         return json_response(await service.predict(uploads, threshold))
 
     @app.post(f"{API}/explain", tags=["detect"], openapi_extra=_MULTIPART_BODY)
-    async def explain(request: Request):
+    async def explain(
+        request: Request,
+        target: str = Query(
+            "predicted", description="Class to explain: predicted, dm, gan or real."
+        ),
+        method: str = Query(
+            "gradcam",
+            description="Heatmap method: gradcam, gradcam-relative, gradcam++, layercam or "
+            "hirescam (docs/explain.md).",
+        ),
+    ):
         """One image: the ``dfx explain --json`` record, its threshold, and the overlays and
         contact sheet as base64 PNG under ``images`` (keys dm, gan, real or detector, sheet)."""
         service.authorize(request)
@@ -412,7 +433,7 @@ def create_app(detector, settings: ServeSettings | None = None) -> FastAPI:
         uploads = await service.uploads(request)
         if len(uploads) > 1:
             raise ApiError(400, "one image", f"explain takes one image, got {len(uploads)}.")
-        return json_response(await service.explain(uploads[0]))
+        return json_response(await service.explain(uploads[0], target, method))
 
     @app.get("/", include_in_schema=False)
     async def page():
