@@ -83,6 +83,14 @@ def test_fusion_training_weights_its_loss_by_inverse_class_counts(
     result = train_fusion(manifest, base, config, tmp_path / "model.pt")
     assert result.counts["train_dm"] > 3 * result.counts["train_real"]  # really unbalanced
     spy.assert_inverse_counts(result.counts)
+    assert result.to_dict()["counts"] == result.counts  # what train-fusion --json reports
+    # The validation hold-out is drawn class by class: 20% of each class's fusion images.
+    fusion = {name: sum(row.label == name for row in manifest.select("fusion")) for name in CLASSES}
+    held = {name: round(config.val_fraction * count) for name, count in fusion.items()}
+    assert fusion == {"dm": 60, "gan": 20, "real": 8} and held == {"dm": 12, "gan": 4, "real": 2}
+    assert {name: result.counts[f"train_{name}"] for name in CLASSES} == {
+        name: fusion[name] - held[name] for name in CLASSES
+    }
 
 
 def test_baseline_training_weights_its_loss_by_inverse_class_counts(

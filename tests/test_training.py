@@ -198,3 +198,18 @@ def test_seed_makes_training_repeatable(manifest_path, tmp_path):
     weights = [torch.load(r.path, weights_only=True)["state_dict"] for r in (first, second, other)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+
+
+def test_fusion_training_names_a_class_missing_from_its_split(trained, tmp_path):
+    import dataclasses
+
+    from dfx.engine.configs import FusionTrainConfig
+    from dfx.engine.fusion_training import train_fusion
+
+    manifest = read_manifest(trained["manifest"])
+    rows = [row for row in manifest.rows if row.role != "fusion" or row.label == "dm"]
+    base = {name: result.path for name, result in trained["base"].items()}
+    config = FusionTrainConfig(epochs=1, device="cpu", workers=0)
+    with pytest.raises(DfxError, match=r"^the manifest's fusion split has no gan, real images\.$"):
+        train_fusion(dataclasses.replace(manifest, rows=rows), base, config, tmp_path / "m.pt")
+    assert not (tmp_path / "m.pt").exists()
