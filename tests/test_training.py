@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dfx.checkpoint import DETECTOR_FORMAT, load_model_file
+from dfx.checkpoint import BASE_FORMAT, DETECTOR_FORMAT, load_model_file
 from dfx.classes import CLASSES
 from dfx.data.labelled import images_from_manifest
 from dfx.data.manifest import read_manifest
@@ -46,7 +46,6 @@ def test_base_models_specialise_in_their_class(trained):
     from PIL import Image
     from sklearn.metrics import roc_auc_score
 
-    from dfx.checkpoint import BASE_FORMAT
     from dfx.models.backbones import build_network
 
     manifest = read_manifest(trained["manifest"])
@@ -213,3 +212,32 @@ def test_fusion_training_names_a_class_missing_from_its_split(trained, tmp_path)
     with pytest.raises(DfxError, match=r"^the manifest's fusion split has no gan, real images\.$"):
         train_fusion(dataclasses.replace(manifest, rows=rows), base, config, tmp_path / "m.pt")
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_base_model_file_records_its_best_epochs_validation(trained):
+    result = trained["base"]["gan"]
+    metrics = load_model_file(result.path, BASE_FORMAT).metrics
+    epochs = [json.loads(line) for line in result.history_path.read_text().splitlines()]
+    best = epochs[result.best_epoch - 1]
+    assert metrics["best_epoch"] == result.best_epoch == best["epoch"]
+    assert metrics["validation"] == {"loss": best["val_loss"], "accuracy": best["val_accuracy"]}
+    assert best["val_loss"] == min(epoch["val_loss"] for epoch in epochs)
+
+
+def test_train_base_says_which_split_lacks_images(manifest_path, tmp_path):
+    import dataclasses
+
+    from dfx.engine.base_training import train_base
+    from dfx.engine.configs import BaseTrainConfig
+
+    manifest = read_manifest(manifest_path)
+    only_gan = [row for row in manifest.rows if row.role != "base" or row.label == "gan"]
+    gan_count = sum(row.label == "gan" for row in manifest.select("base"))
+    config = BaseTrainConfig(backbone="tiny", weights="none", image_size=32, device="cpu")
+    expected = (
+        f"the manifest's base split has {gan_count} gan image(s) and 0 other image(s); "
+        "training a gan model needs both."
+    )
+    with pytest.raises(DfxError) as raised:
+        train_base(dataclasses.replace(manifest, rows=only_gan), "gan", config, tmp_path)
+    assert str(raised.value) == expected
