@@ -514,7 +514,7 @@ def headless_chromium():
 
 def test_the_page_in_headless_chromium(server, good, bad, expected):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     image, broken = good[2], bad[0]
     with headless_chromium() as driver:
@@ -534,11 +534,14 @@ def test_the_page_in_headless_chromium(server, good, bad, expected):
         assert verdict.startswith("Fake" if expected[image.name]["fake"] else "Not fake")
         error = found[broken.name].find_element(By.CSS_SELECTOR, ".error")
         assert error.text == expected[broken.name]["error"]
+        Select(driver.find_element(By.ID, "method")).select_by_value("gradcam-relative")
         toggle = found[image.name].find_element(By.CSS_SELECTOR, "button.explain")
         toggle.click()
         assert toggle.get_attribute("aria-expanded") == "true"
         overlays = (By.CSS_SELECTOR, ".overlays img")
         wait.until(lambda d: len(found[image.name].find_elements(*overlays)) == 4)
+        status = found[image.name].find_element(By.CSS_SELECTOR, ".explain-status").text
+        assert "(gradcam-relative)" in status, status
         severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert severe == []
 

@@ -116,12 +116,13 @@ async function toggleExplanation(card, file) {
   button.textContent = open ? "Hide explanation" : "Show explanation";
   panel.hidden = !open;
   card.classList.toggle("explained", open);  // the overlays get the whole row
-  if (!open || panel.dataset.loaded) return;
+  const method = $("#method").value;
+  if (!open || panel.dataset.loaded === method) return;  // shown again as it was
   const status = $(".explain-status", card);
   status.textContent = "Explaining…";
   try {
-    const record = await call("/v1/explain", file);
-    panel.dataset.loaded = "yes";
+    const record = await call(`/v1/explain?method=${encodeURIComponent(method)}`, file);
+    panel.dataset.loaded = method;
     status.textContent = `Maps of the evidence for ${NAMES[record.target] || record.target} `
       + `(${record.method}); a map shows where a model looked, not proof.`;
     if (record.shares) {
