@@ -37,6 +37,32 @@ def manifest_path(data_dir: Path) -> Path:
     return write_manifest(make_manifest(data_dir), data_dir.parent / "manifest.csv")
 
 
+def train_detector(
+    out: Path, *, per_generator: int, image_size: int, base_epochs: int, fusion_epochs: int,
+    base_batch_size: int,
+) -> dict:  # fmt: skip
+    """Synthetic data (seed 0), the default manifest, three tiny base models and a detector."""
+    synthetic.write_dataset(out / "data", per_generator=per_generator, image_size=image_size)
+    manifest_path = write_manifest(make_manifest(out / "data"), out / "manifest.csv")
+    manifest = read_manifest(manifest_path)
+    base_config = BaseTrainConfig(
+        backbone="tiny",
+        weights="none",
+        image_size=image_size,
+        epochs=base_epochs,
+        lr=1e-3,
+        batch_size=base_batch_size,
+        device="cpu",
+        workers=0,
+    )
+    base = {name: train_base(manifest, name, base_config, out / "base") for name in CLASSES}
+    fusion_config = FusionTrainConfig(epochs=fusion_epochs, lr=1e-3, device="cpu", workers=0)
+    fusion = train_fusion(
+        manifest, {n: r.path for n, r in base.items()}, fusion_config, out / "model.pt"
+    )
+    return {"base": base, "fusion": fusion, "model": fusion.path, "manifest": manifest_path}
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> dict:
     """Base models and a detector trained with the library on a synthetic set of its own.
@@ -44,25 +70,11 @@ def trained(tmp_path_factory) -> dict:
     3 classes × 2 generators × 200 images, 32×32, seed 0, the default 40/40/20 manifest;
     the data lie in ``trained["manifest"].parent / "data"``.
     """
-    out = tmp_path_factory.mktemp("trained")
-    synthetic.write_dataset(
-        out / "data", per_generator=TRAINED_PER_GENERATOR, image_size=IMAGE_SIZE, seed=0
-    )
-    manifest_path = write_manifest(make_manifest(out / "data"), out / "manifest.csv")
-    manifest = read_manifest(manifest_path)
-    base_config = BaseTrainConfig(
-        backbone="tiny",
-        weights="none",
+    return train_detector(
+        tmp_path_factory.mktemp("trained"),
+        per_generator=TRAINED_PER_GENERATOR,
         image_size=IMAGE_SIZE,
-        epochs=BASE_EPOCHS,
-        lr=1e-3,
-        batch_size=16,
-        device="cpu",
-        workers=0,
+        base_epochs=BASE_EPOCHS,
+        fusion_epochs=FUSION_EPOCHS,
+        base_batch_size=16,
     )
-    base = {name: train_base(manifest, name, base_config, out / "base") for name in CLASSES}
-    fusion_config = FusionTrainConfig(epochs=FUSION_EPOCHS, lr=1e-3, device="cpu", workers=0)
-    fusion = train_fusion(
-        manifest, {n: r.path for n, r in base.items()}, fusion_config, out / "model.pt"
-    )
-    return {"base": base, "fusion": fusion, "model": fusion.path, "manifest": manifest_path}

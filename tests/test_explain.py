@@ -19,13 +19,12 @@ from dfx.classes import CLASSES
 from dfx.data.images import displayed_size
 from dfx.data.labelled import images_from_manifest
 from dfx.data.manifest import read_manifest
+from dfx.engine.configs import BaseTrainConfig
 from dfx.engine.device import resolve_runtime
 from dfx.engine.explain import BASELINE_KEY, METHODS, class_activation_map, normalised_shares
 from dfx.models.backbones import REGISTRY, get_spec
 from dfx.models.detector import build_detector_network
 from tests.test_cli import assert_user_error, invoke
-
-HALF = 16  # the fixture's images are 32 pixels wide
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +145,8 @@ def test_sanity_check_maps_change_when_base_models_are_randomised(trained, test_
 
 def _share_on_gan_half(heatmap: np.ndarray, side: int) -> float:
     """The share of a map's mass on the composite's GAN half (0 for a blank map)."""
-    half = heatmap[:, :HALF] if side == 0 else heatmap[:, HALF:]
+    middle = heatmap.shape[1] // 2
+    half = heatmap[:, :middle] if side == 0 else heatmap[:, middle:]
     return float(half.sum() / heatmap.sum()) if heatmap.sum() > 0 else 0.0
 
 
@@ -158,8 +158,8 @@ def composites(tmp_path_factory) -> tuple[list[Image.Image], list[int]]:
 def test_gan_specialist_finds_the_gan_half_of_composites(detector, composites):
     images, gan_sides = composites
     # Relative Grad-CAM. The issue's target (>= 0.65 of the map on the GAN half of >= 80% of
-    # the composites, blank maps counting as misses) is met on demo-sized models, 92-100%
-    # (benchmarks/localisation.py, docs/explain.md). This 32-pixel model has a 4x4 feature
+    # the composites, blank maps counting as misses) is asserted on the demo-sized model
+    # below, and met there at 92-100% (docs/explain.md). This 32-pixel model has a 4x4 feature
     # map whose middle columns see both halves; models trained with data seeds 0 (the
     # fixture), 1, 2 and seed 0 on 1 thread localise 80%, 60%, 80%, 90% (mean share 0.81,
     # 0.63, 0.74, 0.82; Intel Xeon). Another CPU's rounding moves the model about as much
@@ -172,6 +172,39 @@ def test_gan_specialist_finds_the_gan_half_of_composites(detector, composites):
     assert (shares > 0).all(), np.round(shares, 2)  # the relative map is never blank here
     assert np.mean(shares >= 0.65) >= 0.55, np.round(shares, 2)
     assert shares.mean() >= 0.6, np.round(shares, 2)
+
+
+@pytest.fixture(scope="module")
+def demo_sized(tmp_path_factory) -> Detector:
+    """A detector trained as `dfx demo` trains one, with its defaults (about 50 s)."""
+    import inspect
+
+    from dfx.cli.demo import demo_command
+    from tests.conftest import train_detector
+
+    defaults = {k: v.default for k, v in inspect.signature(demo_command).parameters.items()}
+    trained = train_detector(
+        tmp_path_factory.mktemp("demo_sized"),
+        per_generator=defaults["per_generator"],
+        image_size=defaults["image_size"],
+        base_epochs=defaults["base_epochs"],
+        fusion_epochs=defaults["fusion_epochs"],
+        base_batch_size=BaseTrainConfig.batch_size,
+    )
+    return load_detector(trained["model"], "cpu")
+
+
+def test_the_demo_sized_model_finds_the_gan_half_of_composites(demo_sized, tmp_path):
+    """The issue's target: >= 0.65 of the gan map on the GAN half of >= 80% of composites."""
+    size = demo_sized.model_file.preprocessing.resize
+    images, gan_sides = synthetic.half_composites(tmp_path, 40, image_size=size)
+    explanations = demo_sized.explain(images, target="gan", method="gradcam-relative")
+    shares = np.array(
+        [_share_on_gan_half(e.heatmaps["gan"], side) for e, side in zip(explanations, gan_sides)]
+    )
+    # Measured on four demo models (seeds 0, 1, 2; seed 0 on 1 thread; Intel Xeon): 92-100%
+    # of 100 composites, never a blank map (docs/explain.md).
+    assert np.mean(shares >= 0.65) >= 0.8, np.round(shares, 2)
 
 
 def test_grad_cam_maps_that_are_drawn_point_at_the_gan_half(detector, composites):
