@@ -138,13 +138,16 @@ def probe(fault: Fault | None, tests, root: Path, timeout: float) -> tuple[list[
             target.write_text(text.replace(fault.old, fault.new))
         environment = {**os.environ, "PYTHONPATH": str(copy / "src")}
         started = time.perf_counter()
-        result = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider",
-             *tests],
-            cwd=copy, env=environment, capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
-        failed = re.findall(r"^FAILED (\S+)", result.stdout, flags=re.MULTILINE)
-        if result.returncode not in (0, 1) and not failed:
+        try:
+            result = subprocess.run(
+                [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider",
+                 *tests],
+                cwd=copy, env=environment, capture_output=True, text=True, timeout=timeout,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return [f"(no result within {timeout:.0f} s)"], time.perf_counter() - started
+        failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", result.stdout, flags=re.MULTILINE)
+        if result.returncode != 0 and not failed:
             failed = [f"(pytest exit status {result.returncode})"]
         return failed, time.perf_counter() - started
 

@@ -68,7 +68,7 @@ class Explanation:
     target: str | None = None
     """The class the heatmaps and shares explain (None if the input failed)."""
     method: str | None = None
-    """The heatmap method: gradcam or hirescam."""
+    """The heatmap method, one of :data:`METHODS`."""
     heatmaps: dict[str, np.ndarray] | None = None
     """Specialist (dm, gan, real; ``detector`` for a baseline) → float32 (H, W) map in [0, 1]."""
     shares: dict[str, float] | None = None
@@ -169,8 +169,9 @@ def iter_explain(
 def explain(detector, images, **options) -> list[Explanation]:
     """One :class:`Explanation` per input, in input order; unreadable inputs carry an error.
 
-    ``target``: None (the predicted class) or dm, gan, real; ``method``: gradcam or hirescam;
-    the other options are those of :meth:`dfx.api.Detector.predict`. Runs in one process.
+    ``target``: None (the predicted class) or dm, gan, real; ``method``: one of
+    :data:`METHODS`; the other options are those of :meth:`dfx.api.Detector.predict`. Runs in
+    one process.
     """
     return [item for batch in iter_explain(detector, images, **options) for item in batch]
 
@@ -290,7 +291,10 @@ def class_activation_map(method: str, gradients: Tensor, activations: Tensor) ->
     elif method == "gradcam++":
         squared = gradients.pow(2)
         denominator = 2 * squared + activations.sum(dim=(2, 3), keepdim=True) * gradients.pow(3)
-        alpha = squared / torch.where(denominator != 0, denominator, torch.ones_like(squared))
+        # The closed form assumes non-negative activations; where signed ones (a ViT's
+        # normalised tokens) make the denominator vanish or turn negative, the cell counts 0.
+        positive = denominator > 0
+        alpha = torch.where(positive, squared / torch.where(positive, denominator, 1.0), 0.0)
         weights = (alpha * F.relu(gradients)).sum(dim=(2, 3), keepdim=True)
         cells = weights * activations
     elif method == "layercam":

@@ -116,13 +116,22 @@ async function toggleExplanation(card, file) {
   button.textContent = open ? "Hide explanation" : "Show explanation";
   panel.hidden = !open;
   card.classList.toggle("explained", open);  // the overlays get the whole row
+  if (open) await loadExplanation(card, file);
+}
+
+async function loadExplanation(card, file) {
+  const panel = $(".explanation", card);
   const method = $("#method").value;
-  if (!open || panel.dataset.loaded === method) return;  // shown again as it was
+  if (panel.dataset.loaded === method) return;  // shown again as it was
+  delete panel.dataset.loaded;
   const status = $(".explain-status", card);
+  const overlays = $(".overlays", card);
   status.textContent = "Explaining…";
   try {
     const record = await call(`/v1/explain?method=${encodeURIComponent(method)}`, file);
     panel.dataset.loaded = method;
+    const error = $(".error", card);
+    if (error.textContent.startsWith("Explanation failed")) error.hidden = true;
     status.textContent = `Maps of the evidence for ${NAMES[record.target] || record.target} `
       + `(${record.method}); a map shows where a model looked, not proof.`;
     if (record.shares) {
@@ -130,7 +139,6 @@ async function toggleExplanation(card, file) {
     } else {
       $(".shares", card).previousElementSibling.hidden = true;
     }
-    const overlays = $(".overlays", card);
     overlays.replaceChildren();
     for (const [key, base64] of Object.entries(record.images)) {
       const caption = key === "sheet" ? "Contact sheet" : `${NAMES[key] || key} specialist`;
@@ -138,6 +146,8 @@ async function toggleExplanation(card, file) {
     }
   } catch (error) {
     status.textContent = "";
+    overlays.replaceChildren();  // no maps of another method left beside the error
+    $(".shares", card).replaceChildren();
     showError(card, `Explanation failed: ${error.message}`);
   }
 }
@@ -151,6 +161,10 @@ async function classify(file) {
   // An unreadable file has no thumbnail to show; its error says why.
   thumb.addEventListener("error", () => { thumb.hidden = true; });
   $(".explain", card).addEventListener("click", () => toggleExplanation(card, file));
+  // Another method chosen while this card's explanation is open: show that one instead.
+  $("#method").addEventListener("change", () => {
+    if ($(".explain", card).getAttribute("aria-expanded") === "true") loadExplanation(card, file);
+  });
   $("#cards").prepend(card);
   try {
     const [record] = await call("/v1/predict", file);
