@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,14 +31,6 @@ from cpu_inference import cpu_description
 from dfx import synthetic
 from dfx.api import load_detector
 from dfx.engine.explain import METHODS
-
-
-def share_on_gan_half(heatmap: np.ndarray, gan_side: int) -> float:
-    """The share of a map's mass on the GAN half (0 for a blank map)."""
-    middle = heatmap.shape[1] // 2
-    half = heatmap[:, :middle] if gan_side == 0 else heatmap[:, middle:]
-    total = float(heatmap.sum())
-    return float(half.sum()) / total if total > 0 else 0.0
 
 
 def main() -> None:
@@ -61,10 +52,7 @@ def main() -> None:
         f"model: {args.model} ({detector.model_file.backbone}, {size} px); "
         f"{args.count} composites, data seed {args.seed}, target gan"
     )
-    with tempfile.TemporaryDirectory() as folder:
-        images, sides = synthetic.half_composites(
-            folder, args.count, image_size=size, seed=args.seed
-        )
+    images, sides = synthetic.half_composites(args.count, image_size=size, seed=args.seed)
     detector.explain(images[:1], target="gan", method=methods[0])  # warm-up, not timed
     print(f"| method | localised (>= {args.bound}) | blank maps | median share | s per image |")
     print("|---|---|---|---|---|")
@@ -73,7 +61,7 @@ def main() -> None:
         explanations = detector.explain(images, target="gan", method=method)
         seconds = (time.perf_counter() - start) / len(images)
         maps = [e.heatmaps["gan"] for e in explanations]
-        shares = np.array([share_on_gan_half(m, s) for m, s in zip(maps, sides)])
+        shares = np.array([synthetic.share_on_gan_half(m, s) for m, s in zip(maps, sides)])
         blank = sum(float(m.sum()) == 0 for m in maps)
         print(
             f"| {method} | {np.mean(shares >= args.bound):.0%} | {blank} "

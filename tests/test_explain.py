@@ -145,20 +145,20 @@ def test_sanity_check_maps_change_when_base_models_are_randomised(trained, test_
     assert np.mean(correlations < 0.5) > 0.5, np.round(correlations, 2)
 
 
-def _share_on_gan_half(heatmap: np.ndarray, side: int) -> float:
-    """The share of a map's mass on the composite's GAN half (0 for a blank map)."""
-    middle = heatmap.shape[1] // 2
-    half = heatmap[:, :middle] if side == 0 else heatmap[:, middle:]
-    return float(half.sum() / heatmap.sum()) if heatmap.sum() > 0 else 0.0
-
-
 @pytest.fixture(scope="module")
-def composites(tmp_path_factory) -> tuple[list[Image.Image], list[int]]:
-    return synthetic.half_composites(tmp_path_factory.mktemp("composites"), 20, image_size=32)
+def composites() -> tuple[list[Image.Image], list[int]]:
+    return synthetic.half_composites(20, image_size=32)
+
+
+def _explain_gan(detector: Detector, composites, **options):
+    """The gan explanations of the composites, and each gan map's share on the GAN half."""
+    images, gan_sides = composites
+    explanations = detector.explain(images, target="gan", **options)
+    maps = [e.heatmaps["gan"] for e in explanations]
+    return maps, np.array(list(map(synthetic.share_on_gan_half, maps, gan_sides)))
 
 
 def test_gan_specialist_finds_the_gan_half_of_composites(detector, composites):
-    images, gan_sides = composites
     # Relative Grad-CAM. The issue's target (>= 0.65 of the map on the GAN half of >= 80% of
     # the composites, blank maps counting as misses) is asserted on the demo-sized model
     # below, and met there at 92-100% (docs/explain.md). This 32-pixel model has a 4x4 feature
@@ -167,11 +167,8 @@ def test_gan_specialist_finds_the_gan_half_of_composites(detector, composites):
     # 0.63, 0.74, 0.82; Intel Xeon). Another CPU's rounding moves the model about as much
     # as another seed, so the bounds sit below all four; a map blind to the halves would
     # give shares near 0.5 and localise none.
-    explanations = detector.explain(images, target="gan", method="gradcam-relative")
-    shares = np.array(
-        [_share_on_gan_half(e.heatmaps["gan"], side) for e, side in zip(explanations, gan_sides)]
-    )
-    assert all(e.heatmaps["gan"].sum() > 0 for e in explanations)  # no blank map
+    maps, shares = _explain_gan(detector, composites, method="gradcam-relative")
+    assert all(heatmap.sum() > 0 for heatmap in maps)  # no blank map
     assert np.mean(shares >= 0.65) >= 0.5, np.round(shares, 2)
     assert shares.mean() >= 0.57, np.round(shares, 2)
 
@@ -196,26 +193,21 @@ def demo_sized(tmp_path_factory) -> Detector:
     return load_detector(trained["model"], "cpu")
 
 
-def test_the_demo_sized_model_finds_the_gan_half_of_composites(demo_sized, tmp_path):
+def test_the_demo_sized_model_finds_the_gan_half_of_composites(demo_sized):
     """The issue's target: >= 0.65 of the gan map on the GAN half of >= 80% of composites."""
     size = demo_sized.model_file.preprocessing.resize
-    images, gan_sides = synthetic.half_composites(tmp_path, 40, image_size=size)
-    explanations = demo_sized.explain(images, target="gan", method="gradcam-relative")
-    shares = np.array(
-        [_share_on_gan_half(e.heatmaps["gan"], side) for e, side in zip(explanations, gan_sides)]
-    )
+    composites = synthetic.half_composites(40, image_size=size)
+    _, shares = _explain_gan(demo_sized, composites, method="gradcam-relative")
     # Measured on four demo models (seeds 0, 1, 2; seed 0 on 1 thread; Intel Xeon): 92-100%
     # of 100 composites, never a blank map (docs/explain.md).
     assert np.mean(shares >= 0.65) >= 0.8, np.round(shares, 2)
 
 
 def test_grad_cam_maps_that_are_drawn_point_at_the_gan_half(detector, composites):
-    images, gan_sides = composites
-    explanations = detector.explain(images, target="gan")
-    shares = [_share_on_gan_half(e.heatmaps["gan"], s) for e, s in zip(explanations, gan_sides)]
+    _, shares = _explain_gan(detector, composites)
     # Plain Grad-CAM leaves a map blank where the gan features argue against "gan" as a
     # whole (1-15 of 20 maps on the runs measured, docs/explain.md); where a map is drawn
-    # it points at the GAN half: 94%, 94%, 72%, 100% of those maps (AMD EPYC), 85-95% (Xeon).
+    # it points at the GAN half: 94%, 94%, 72%, 100% of those maps (AMD EPYC), 65-94% (Xeon).
     drawn = np.array([share for share in shares if share > 0])
     assert len(drawn) >= 4, np.round(shares, 2)
     assert np.mean(drawn >= 0.65) >= 0.6, np.round(shares, 2)

@@ -27,7 +27,6 @@ from tests.test_cli import assert_user_error, invoke
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
-HAS_ONNXRUNTIME = importlib.util.find_spec("onnxruntime") is not None
 needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed")
 
 
@@ -231,6 +230,13 @@ def test_openvino_runs_the_onnx_file_like_torch(trained, exported, data_dir):
         assert torch.allclose(bf16.run(images, batch_size=4).values, expected.values, atol=0.05)
 
 
+def _random_images(count: int) -> list[Image.Image]:
+    return [
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 48, 3), np.uint8))
+        for i in range(count)
+    ]
+
+
 @pytest.mark.parametrize(
     ("backbone", "batch_size", "channels_last"),
     [("densenet121", 4, True), ("efficientnet_b0", 4, True), ("resnet18", 4, False),
@@ -247,8 +253,7 @@ def test_cpu_defaults_come_from_the_backbone_family(backbone, batch_size, channe
     convolution = next(m for m in detector.network.modules() if isinstance(m, nn.Conv2d))
     assert convolution.weight.is_contiguous(memory_format=torch.channels_last) is channels_last
     # The layout changes the kernels, not the answer: contiguous fp32 within rounding.
-    images = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 48, 3), np.uint8))
-              for i in range(5)]  # fmt: skip
+    images = _random_images(5)
     contiguous = Detector(detector.model_file, Runtime(torch.device("cpu"), None))
     assert torch.allclose(
         detector.run(images).values, contiguous.run(images, batch_size=5).values, atol=1e-5
@@ -258,10 +263,9 @@ def test_cpu_defaults_come_from_the_backbone_family(backbone, batch_size, channe
 def test_auto_runs_a_measured_family_through_onnxruntime_on_the_cpu(tmp_path, monkeypatch):
     """densenet's registry entry measured ONNX Runtime faster: auto takes it, exact to 1e-5."""
     path, _ = write_detector(tmp_path / "m.pt", "densenet121")
-    images = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 48, 3), np.uint8))
-              for i in range(3)]  # fmt: skip
+    images = _random_images(3)
     automatic = dfx.load_detector(path, device="cpu")
-    assert automatic.runtime_name == ("onnxruntime" if HAS_ONNXRUNTIME else "torch")
+    assert automatic.runtime_name == "onnxruntime"  # the module skips without it
     reference = dfx.load_detector(path, device="cpu", runtime="torch")
     assert torch.allclose(automatic.run(images).values, reference.run(images).values, atol=1e-5)
     # Exact runs only, torch where the user asked for its features.
@@ -274,13 +278,12 @@ def test_auto_runs_a_measured_family_through_onnxruntime_on_the_cpu(tmp_path, mo
     blocker.write_text("")
     monkeypatch.setenv("DFX_CACHE_DIR", str(blocker))
     assert dfx.load_detector(path, device="cpu").runtime_name == "torch"
-    if HAS_ONNXRUNTIME:
-        with pytest.raises(DfxError, match="cannot write the exported graph"):
-            dfx.load_detector(path, device="cpu", runtime="onnxruntime")
-        # Explanations of a session-run .pt come from its torch weights, as torch gives them.
-        explained = automatic.explain(images[:1])[0]
-        assert explained.error is None and set(explained.heatmaps) == {"dm", "gan", "real"}
-        assert explained.shares == pytest.approx(reference.explain(images[:1])[0].shares, abs=1e-4)
+    with pytest.raises(DfxError, match="cannot write the exported graph"):
+        dfx.load_detector(path, device="cpu", runtime="onnxruntime")
+    # Explanations of a session-run .pt come from its torch weights, as torch gives them.
+    explained = automatic.explain(images[:1])[0]
+    assert explained.error is None and set(explained.heatmaps) == {"dm", "gan", "real"}
+    assert explained.shares == pytest.approx(reference.explain(images[:1])[0].shares, abs=1e-4)
 
 
 def test_an_onnx_detector_cannot_explain_and_says_why(exported):

@@ -190,7 +190,12 @@ def test_explain_takes_the_target_and_method_of_the_command(client, detector, go
         body = assert_error(
             client.post("/v1/explain", params={name: value}, files=form(good[0])), 422
         )
-        assert f"{name} {value!r} is not one of" in body["detail"]
+        assert f"`{name}` {value!r} is not one of" in body["detail"]
+    from dfx.engine.explain import METHODS
+
+    parameters = client.get("/openapi.json").json()["paths"]["/v1/explain"]["post"]["parameters"]
+    method_help = next(p["description"] for p in parameters if p["name"] == "method")
+    assert all(method in method_help for method in METHODS)  # the API documents every method
 
 
 def test_explain_of_an_unusable_image_is_415_or_422(client, good, bad):

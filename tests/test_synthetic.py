@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dfx.synthetic import GENERATORS, SyntheticSummary, half_composites, write_dataset
+from dfx.synthetic import (
+    GENERATORS,
+    SyntheticSummary,
+    half_composites,
+    share_on_gan_half,
+    write_dataset,
+)
 
 SIZE = 64
 PER_GENERATOR = 6
@@ -196,8 +202,9 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict[str, object]) -> None:
 
 
 def test_half_composites_take_each_half_from_its_class(tmp_path):
-    images, sides = half_composites(tmp_path, 3, image_size=32, seed=1)
+    images, sides = half_composites(3, image_size=32, seed=1)
     assert sides == [0, 1, 0] and all(image.size == (32, 32) for image in images)
+    write_dataset(tmp_path, per_generator=2, image_size=32, seed=1)  # the images they join
     gans = sorted((tmp_path / "gan").rglob("*.png"))
     reals = sorted((tmp_path / "real").rglob("*.png"))
     for image, side, gan, real in zip(images, sides, gans, reals):
@@ -205,3 +212,10 @@ def test_half_composites_take_each_half_from_its_class(tmp_path):
         gan_half, real_half = (slice(0, 16), slice(16, 32))[:: 1 if side == 0 else -1]
         assert (pixels[:, gan_half] == np.asarray(Image.open(gan))[:, gan_half]).all()
         assert (pixels[:, real_half] == np.asarray(Image.open(real))[:, real_half]).all()
+
+
+def test_share_on_gan_half_counts_the_mass_on_that_half():
+    heatmap = np.array([[3.0, 1.0], [1.0, 0.0]], dtype=np.float32)
+    assert share_on_gan_half(heatmap, 0) == pytest.approx(0.8)
+    assert share_on_gan_half(heatmap, 1) == pytest.approx(0.2)
+    assert share_on_gan_half(np.zeros((2, 2), np.float32), 0) == 0.0  # blank: no share

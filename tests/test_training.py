@@ -51,14 +51,16 @@ def test_base_models_specialise_in_their_class(trained):
     manifest = read_manifest(trained["manifest"])
     rows = manifest.select("test")
     labels = np.array([row.label for row in rows])
-    for name, result in trained["base"].items():
-        model_file = load_model_file(result.path, BASE_FORMAT)
+    files = {name: load_model_file(r.path, BASE_FORMAT) for name, r in trained["base"].items()}
+    preprocessing = files["dm"].preprocessing  # the three share backbone and input size
+    images = [Image.open(manifest.absolute(row)).convert("RGB") for row in rows]
+    batch = torch.stack([preprocessing(image) for image in images])
+    for name, model_file in files.items():
+        assert model_file.preprocessing == preprocessing
         network = build_network("tiny", "none", 32)
         network.load_state_dict(model_file.state_dict)
         network.eval()
-        images = [Image.open(manifest.absolute(row)).convert("RGB") for row in rows]
         with torch.no_grad():
-            batch = torch.stack([model_file.preprocessing(image) for image in images])
             p_class = network(batch).softmax(1)[:, 1].numpy()
         is_class = labels == name
         auc = roc_auc_score(is_class, p_class)

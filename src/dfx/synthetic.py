@@ -92,20 +92,15 @@ def write_dataset(
     _check_int("image_size", image_size, _MIN_SIZE, _MAX_SIZE)
     _check_int("seed", seed, 0, None)
     root = Path(root)
-    work_size = -(-image_size // _LATENT_STRIDE) * _LATENT_STRIDE
     counts: dict[str, dict[str, int]] = {}
     for label, generators in GENERATORS.items():
         counts[label] = {}
         for generator in generators:
             folder = root / label / generator
             folder.mkdir(parents=True, exist_ok=True)
-            stream = _stable_int(f"image/{label}/{generator}")
             for index in range(per_generator):
-                # One generator per image: image ``index`` is the same whatever per_generator is.
-                rng = np.random.default_rng([seed, stream, index])
-                pixels = _render(label, generator, index, rng, work_size)
                 _save_png(
-                    pixels[:image_size, :image_size],
+                    _pixels(label, generator, index, seed, image_size),
                     folder / f"{label}-{generator}-{index:05d}.png",
                 )
                 if on_image is not None:
@@ -115,29 +110,41 @@ def write_dataset(
 
 
 def half_composites(
-    root: str | Path, count: int, *, image_size: int = 64, seed: int = 7
+    count: int, *, image_size: int = 64, seed: int = 7
 ) -> tuple[list[Image.Image], list[int]]:
     """``count`` images whose left or right half is GAN-class, the other half real.
 
-    For checking where an explanation puts its mass: writes the GAN and real images it
-    draws from under ``root`` (:func:`write_dataset`) and returns the composites with the
-    side of each one's GAN half (0 left, 1 right; alternating, the left first).
+    For checking where an explanation puts its mass: the k-th composite joins the k-th GAN
+    and k-th real image of a :func:`write_dataset` set with ``ceil(count / 2)`` per
+    generator (in its files' sorted order); returns the composites with the side of each
+    one's GAN half (0 left, 1 right; alternating, the left first).
     """
     _check_int("count", count, 1, None)
-    write_dataset(root, per_generator=-(-count // 2), image_size=image_size, seed=seed)
-    gans = sorted((Path(root) / "gan").rglob("*.png"))
-    reals = sorted((Path(root) / "real").rglob("*.png"))
+    _check_int("image_size", image_size, _MIN_SIZE, _MAX_SIZE)
+    per_generator = -(-count // 2)
+
+    def drawn(label: str) -> list[tuple[str, int]]:
+        every = [(g, i) for g in sorted(GENERATORS[label]) for i in range(per_generator)]
+        return every[:count]
+
     half = image_size // 2
     composites, gan_sides = [], []
-    for number, (gan, real) in enumerate(zip(gans[:count], reals[:count])):
+    for number, (gan, real) in enumerate(zip(drawn("gan"), drawn("real"))):
         side = number % 2
         columns = slice(0, half) if side == 0 else slice(half, None)
-        with Image.open(real) as real_image, Image.open(gan) as gan_image:
-            pixels = np.asarray(real_image.convert("RGB")).copy()
-            pixels[:, columns] = np.asarray(gan_image.convert("RGB"))[:, columns]
+        pixels = _pixels("real", *real, seed, image_size)
+        pixels[:, columns] = _pixels("gan", *gan, seed, image_size)[:, columns]
         composites.append(Image.fromarray(pixels))
         gan_sides.append(side)
     return composites, gan_sides
+
+
+def share_on_gan_half(heatmap: np.ndarray, gan_side: int) -> float:
+    """The share of a map's mass on a composite's GAN half (0 for a blank map)."""
+    middle = heatmap.shape[1] // 2
+    half = heatmap[:, :middle] if gan_side == 0 else heatmap[:, middle:]
+    total = float(heatmap.sum())
+    return float(half.sum()) / total if total > 0 else 0.0
 
 
 def _check_int(name: str, value: object, low: int, high: int | None) -> None:
@@ -166,10 +173,18 @@ def _render(
     return _dm_trace(source, generator, rng)
 
 
+def _pixels(label: str, generator: str, index: int, seed: int, image_size: int) -> np.ndarray:
+    """Image ``index`` of a generator as 8-bit RGB, (image_size, image_size, 3)."""
+    # One generator per image: image ``index`` is the same whatever per_generator is.
+    rng = np.random.default_rng([seed, _stable_int(f"image/{label}/{generator}"), index])
+    work_size = -(-image_size // _LATENT_STRIDE) * _LATENT_STRIDE
+    pixels = _render(label, generator, index, rng, work_size)[:image_size, :image_size]
+    return np.rint(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
 def _save_png(pixels: np.ndarray, path: Path) -> None:
-    data = np.rint(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8)
     # Pillow writes no timestamp into PNGs, so equal pixels give equal bytes.
-    Image.fromarray(np.ascontiguousarray(data), mode="RGB").save(path, format="PNG")
+    Image.fromarray(np.ascontiguousarray(pixels), mode="RGB").save(path, format="PNG")
 
 
 # --- content: the pool every class draws from -------------------------------------------------

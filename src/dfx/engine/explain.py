@@ -121,9 +121,7 @@ def iter_explain(
     from dfx.engine.detector import Prediction, input_name, make_prediction
 
     check_available()
-    wanted = _check_target(target)
-    if method not in METHODS:
-        raise DfxError(f"`method` {method!r} is not one of {', '.join(METHODS)}.")
+    wanted = check_options(target, method)
     threshold = detector.resolve_threshold(threshold).value
     explainer = _Explainer(detector, method)
     batch_size = batch_size or default_batch_size(detector.runtime)
@@ -181,7 +179,10 @@ def default_batch_size(runtime) -> int:
     return 32 if runtime.is_cuda else 8
 
 
-def _check_target(target: str | None) -> str | None:
+def check_options(target: str | None, method: str) -> str | None:
+    """The class to explain (None: the predicted one), or one sentence on a bad option."""
+    if method not in METHODS:
+        raise DfxError(f"`method` {method!r} is not one of {', '.join(METHODS)}.")
     if target in (None, "predicted"):
         return None
     if target not in CLASSES:
@@ -229,7 +230,7 @@ class _Explainer:
 
     def _map(self, forward: Callable, backbone: nn.Module, inputs: Tensor, targets: Tensor):
         with _spatial_layer(backbone, self.spec) as layer, self.runtime.autocast():
-            maps = _LayerCam(forward, layer, self.method).attribute(inputs, target=targets)
+            maps = _layer_cam(forward, layer, self.method, inputs, targets)
         return maps.detach().float().cpu()
 
     def _shares(self, head: nn.Module, features: Tensor, targets: Tensor) -> np.ndarray:
@@ -336,22 +337,18 @@ class _SpecialistForward(nn.Module):
         return self.network.head(torch.stack(parts, dim=1))
 
 
-class _LayerCam:
+def _layer_cam(
+    forward: Callable, layer: nn.Module, method: str, inputs: Tensor, targets: Tensor
+) -> Tensor:
     """captum's layer pass (gradients and activations of one layer) combined into a CAM."""
+    from captum.attr import LayerGradientXActivation
 
-    def __init__(self, forward: Callable, layer: nn.Module, method: str) -> None:
-        from captum.attr import LayerGradientXActivation
-
-        self.method = method
-        self.layer_pass = LayerGradientXActivation(forward, layer)
-        # captum hands its own combiner the layer's gradients and activations.
-        self.layer_pass.multiply_gradient_acts = self._combine
-
-    def _combine(self, gradients: tuple[Tensor, ...], activations: tuple[Tensor, ...]):
-        return tuple(map(partial(class_activation_map, self.method), gradients, activations))
-
-    def attribute(self, inputs: Tensor, target: Tensor) -> Tensor:
-        return self.layer_pass.attribute(inputs, target=target)
+    layer_pass = LayerGradientXActivation(forward, layer)
+    # captum hands this combiner the layer's gradients and activations.
+    layer_pass.multiply_gradient_acts = lambda gradients, activations: tuple(
+        map(partial(class_activation_map, method), gradients, activations)
+    )
+    return layer_pass.attribute(inputs, target=targets)
 
 
 class _TokenGrid(nn.Module):

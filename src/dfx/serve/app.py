@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 
 from dfx import __version__
 from dfx.data.images import HEIF_HINT, NOT_AN_IMAGE, NOT_DECODABLE, ImageBytes, load_rgb
-from dfx.errors import ImageReadError
+from dfx.errors import DfxError, ImageReadError
 from dfx.report import to_json
 from dfx.serve.batcher import MicroBatcher, QueueFull, ShuttingDown
 from dfx.serve.config import ServeSettings
@@ -239,16 +239,16 @@ class Service:
     async def explain(
         self, upload: ImageBytes, target: str = "predicted", method: str = "gradcam"
     ) -> dict:
-        from dfx.engine.explain import INSTALL_HINT, METHODS, TARGETS, check_available
+        from dfx.engine.explain import INSTALL_HINT, check_available, check_options
 
         try:
             check_available()
         except Exception:
             raise ApiError(501, "not installed", INSTALL_HINT) from None
-        for name, value, allowed in (("target", target, TARGETS), ("method", method, METHODS)):
-            if value not in allowed:
-                detail = f"{name} {value!r} is not one of {', '.join(allowed)}."
-                raise ApiError(422, f"bad {name}", detail)
+        try:
+            check_options(target, method)
+        except DfxError as error:
+            raise ApiError(422, "bad option", str(error)) from None
         outcome = await self.decode(upload)
         if isinstance(outcome, str):
             status = 415 if outcome.startswith(UNSUPPORTED_REASONS) else 422
