@@ -139,6 +139,22 @@ def test_a_bad_launcher_variable_is_one_sentence():
     assert_user_error(result, "WORLD_SIZE", "not a whole number")
 
 
+def test_a_finished_process_ends_with_its_output_but_without_the_teardown():
+    """end_process flushes what was printed, keeps the exit code and runs no exit hooks."""
+    program = (
+        "import atexit, sys\n"
+        "from dfx import distributed\n"
+        "atexit.register(lambda: print('teardown ran'))\n"
+        "print('result line')\n"
+        "print('a notice', file=sys.stderr)\n"
+        "distributed.end_process(3)\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert (child.returncode, child.stdout, child.stderr) == (3, "result line\n", "a notice\n")
+
+
 # --- the training loop in two gloo processes ----------------------------------------------
 
 FEATURES = torch.linspace(-1, 1, 16).reshape(4, 4)
@@ -194,6 +210,7 @@ def fit_worker(rank: int, init_file: str, out: str) -> None:
     torch.save({"linear": model.state_dict(), "history": torch.tensor(history),
                 "batch_norm": normalised.state_dict()}, f"{out}/{rank}.pt")  # fmt: skip
     distributed.finish()
+    distributed.end_process(0)
 
 
 def test_two_processes_step_like_one_even_when_a_batch_is_unreadable(tmp_path):
@@ -248,6 +265,7 @@ def gather_worker(rank: int, init_file: str) -> None:
         assert torch.equal(outputs.values, values)
         assert [f.index for f in outputs.failures] == sorted(i for i in every if i % 5 == 0)
     distributed.finish()
+    distributed.end_process(0)
 
 
 def test_outputs_gathered_in_pieces_land_in_data_set_order(tmp_path):

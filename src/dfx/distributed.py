@@ -157,6 +157,23 @@ def finish() -> None:
         dist.destroy_process_group()
 
 
+def end_process(code: int = 0) -> None:
+    """End this process of a data-parallel run now, with ``code``, once it has left its group.
+
+    Skips the interpreter's teardown: a gloo thread that drops its last reference to a
+    tensor while Python shuts down is unwound by the shutdown and aborts the process
+    ("terminate called without an active exception", SIGABRT), rarely but after the work
+    succeeded, which fails the whole job. Every file is written by then; the standard
+    streams are flushed here.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or vanished reader: nothing more to say
+            pass
+    os._exit(code)
+
+
 def _finish_at_exit() -> None:
     """Leave the group when the program ends, unless it ends on an unhandled exception.
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from dfx import __version__
+from dfx import __version__, distributed
 from dfx.cli import (
     audit,
     backbones,
@@ -66,7 +66,10 @@ class DfxGroup(TyperGroup):
             sys.exit(EXIT_INTERRUPTED)
         except BrokenPipeError:  # while printing help: dfx --help | head -1
             sys.exit(end_quietly_on_broken_pipe().exit_code)
-        sys.exit(code if isinstance(code, int) else 0)
+        code = code if isinstance(code, int) else 0
+        if distributed.is_active():  # the group is left: end without the teardown's race
+            distributed.end_process(code)
+        sys.exit(code)
 
     def get_command(self, ctx, cmd_name):
         command = super().get_command(ctx, cmd_name)
