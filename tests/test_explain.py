@@ -141,7 +141,12 @@ def test_sanity_check_maps_change_when_base_models_are_randomised(trained, test_
                 if a.std() > 0 and b.std() > 0:  # a blank map has no ranks to compare
                     correlations.append(spearmanr(a, b).statistic)
     correlations = np.array(correlations)
-    assert len(correlations) >= len(test_images)  # most maps are not blank
+    # Enough pairs for "most" to mean something. Grad-CAM leaves maps blank where a
+    # specialist's evidence is negative as a whole, and how many depends on the CPU that
+    # trained the model: of the 60 pairs, 27 were comparable on an Intel Xeon, 19 on an
+    # AMD EPYC. The relative map is blank only for perfectly even evidence.
+    comparable = {"gradcam": 10, "gradcam-relative": 50}[method]
+    assert len(correlations) >= comparable, len(correlations)
     assert np.mean(correlations < 0.5) > 0.5, np.round(correlations, 2)
 
 
