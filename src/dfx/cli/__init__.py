@@ -67,7 +67,7 @@ class DfxGroup(TyperGroup):
         except BrokenPipeError:  # while printing help: dfx --help | head -1
             sys.exit(end_quietly_on_broken_pipe().exit_code)
         code = code if isinstance(code, int) else 0
-        if distributed.is_active():  # the group is left: end without the teardown's race
+        if distributed.is_active():  # torchrun: skip the interpreter's teardown (its race)
             distributed.end_process(code)
         sys.exit(code)
 
