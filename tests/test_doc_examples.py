@@ -68,6 +68,11 @@ SHELL_CHARACTERS = set("$`*?~")
 runner = CliRunner()
 
 
+def shown(document: Path) -> str:
+    """A document's path as failures name it: relative to the repository where it can be."""
+    return str(document.relative_to(ROOT) if document.is_relative_to(ROOT) else document)
+
+
 @dataclass(frozen=True)
 class Command:
     """One command line of an example: where it is written and its text."""
@@ -81,8 +86,8 @@ class Command:
 
     @property
     def where(self) -> str:
-        """``file:line`` relative to the repository."""
-        return f"{self.document.relative_to(ROOT)}:{self.line}"
+        """``file:line``, relative to the repository where the file is in it."""
+        return f"{shown(self.document)}:{self.line}"
 
 
 @dataclass(frozen=True)
@@ -430,13 +435,31 @@ def runnable(document: Path) -> bool:
 
 def test_markers_are_known():
     unknown = [
-        f"{fence.document.relative_to(ROOT)}:{fence.line - 1}: {marker}"
+        f"{shown(fence.document)}:{fence.line - 1}: {marker}"
         for document in DOCUMENTS
         for fence in fences(document)
         for marker in fence.markers
         if marker not in MARKERS
     ]
     assert not unknown, f"unknown markers (known: {', '.join(MARKERS)}): {unknown}"
+
+
+def test_a_broken_example_is_reported_with_its_line(tmp_path, monkeypatch):
+    document = tmp_path / "broken.md"
+    document.write_text(
+        "```bash\ndfx evaluate --model model.pt --no-such-option\n```\n\n"
+        "```bash\ndfx backbones --no-such-option | head -1\n```\n\n"  # pipefail
+        "```bash\ndfx backbones --no-such-option || echo handled\n```\n\n"
+        "```bash needs-gpu\ndfx predict --model m.pt --devise cuda x.png\n```\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+    ran, failures = run_document(document, tmp_path)
+    assert ran == 3 and len(failures) == 3, failures
+    assert failures[0].startswith(f"{document}:2: exit code 2\n")
+    assert "no-such-option" in failures[0].split("\n", 2)[2]  # the command's stderr
+    assert failures[1].startswith(f"{document}:6: exit code 2\n")
+    assert failures[2].startswith(f"{document}:14: does not parse: NoSuchOption")
 
 
 def test_every_marker_is_documented():
