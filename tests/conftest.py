@@ -64,6 +64,25 @@ def train_detector(
 
 
 @pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """``dfx demo`` at its smallest, run once through CliRunner: (its folder, its result).
+
+    12 images per generator, 32 px, one base and one fusion epoch; tests copy the folder
+    before they write (tests/test_cli.py checks the run, tests/test_doc_examples.py runs
+    the documented examples in a copy).
+    """
+    from typer.testing import CliRunner
+
+    from dfx.cli import app
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--per-generator", "12",
+                                      "--image-size", "32", "--base-epochs", "1",
+                                      "--fusion-epochs", "1", "--device", "cpu"])  # fmt: skip
+    return out, result
+
+
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> dict:
     """Base models and a detector trained with the library on a synthetic set of its own.
 

@@ -421,23 +421,8 @@ def test_predict_errors(tmp_path, images):
     assert_user_error(invoke("predict", "--model", not_a_model, images["good"][0]), "loads safely")
 
 
-def test_demo_runs_end_to_end(tmp_path):
-    out = tmp_path / "demo"
-    result = invoke(
-        "demo",
-        "--out",
-        out,
-        "--per-generator",
-        "12",
-        "--image-size",
-        "32",
-        "--base-epochs",
-        "1",
-        "--fusion-epochs",
-        "1",
-        "--device",
-        "cpu",
-    )
+def test_demo_runs_end_to_end(demo_run, tmp_path):
+    out, result = demo_run  # dfx demo --per-generator 12 --image-size 32, one epoch each
     assert result.exit_code == 0, result.output
     assert "SIMULATED" in result.stdout
     for name in (
@@ -454,7 +439,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert sheets == ["dm", "gan", "real"]  # one test image of each class
 
     # The numbers the demo wrote are those dfx evaluate computes on the same files.
-    report = out / "again.json"
+    report = tmp_path / "again.json"
     again = invoke("evaluate", "--model", out / "model.pt", "-m", out / "manifest.csv",
                    "-o", report, "--device", "cpu", "--workers", "0")  # fmt: skip
     assert again.exit_code == 0, again.output

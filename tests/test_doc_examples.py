@@ -204,13 +204,11 @@ def save_copies(sources: list[Path], folder: Path, suffixes: list[str]) -> None:
 
 
 @pytest.fixture(scope="session")
-def demo_workspace(tmp_path_factory) -> Path:
-    """A tiny ``dfx demo`` plus every file the examples name; the examples copy it."""
-    root = tmp_path_factory.mktemp("doc-examples") / "workspace"
-    result = runner.invoke(app, ["demo", "--out", str(root), "--per-generator", "10",
-                                 "--image-size", "32", "--base-epochs", "1",
-                                 "--fusion-epochs", "1", "--device", "cpu"])  # fmt: skip
+def demo_workspace(demo_run, tmp_path_factory) -> Path:
+    """The session's tiny ``dfx demo`` plus every file the examples name; examples copy it."""
+    demo, result = demo_run
     assert result.exit_code == 0, result.output
+    root = shutil.copytree(demo, tmp_path_factory.mktemp("doc-examples") / "workspace")
     result = runner.invoke(app, ["train-baseline", "-m", str(root / "manifest.csv"),
                                  "--backbone", "tiny", "--weights", "none", "--image-size",
                                  "32", "--epochs", "1", "--device", "cpu", "--workers", "0",
