@@ -188,7 +188,7 @@ def test_explain_takes_the_target_and_method_of_the_command(client, detector, go
     assert record["shares"] == pytest.approx(direct.shares, abs=1e-5)
     for name, value in (("target", "fake"), ("method", "saliency")):
         body = assert_error(
-            client.post("/v1/explain", params={name: value}, files=form(good[0])), 422
+            client.post("/v1/explain", params={name: value}, files=form(good[0])), 400
         )
         assert f"`{name}` {value!r} is not one of" in body["detail"]
     from dfx.engine.explain import METHODS

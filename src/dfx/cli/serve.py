@@ -86,6 +86,110 @@ def serve_command(
             help="Inference threads sharing the model (more overlap decoding and batches).",
         ),
     ] = _DEFAULTS.workers_per_model,
+    max_queue: Annotated[
+        int, typer.Option("--max-queue", min=1, help="Most images waiting (503 beyond).")
+    ] = _DEFAULTS.max_queue,
+    max_files: Annotated[
+        int, typer.Option("--max-files", min=1, help="Most images in one request (413 beyond).")
+    ] = _DEFAULTS.max_files,
+    max_uploads: Annotated[
+        int,
+        typer.Option(
+            "--max-uploads", min=1, help="Most request bodies read at once (503 beyond)."
+        ),
+    ] = _DEFAULTS.max_uploads,
+    request_timeout_s: Annotated[
+        float,
+        typer.Option(
+            "--request-timeout",
+            min=0.001,
+            metavar="S",
+            help="Longest a body may take to arrive, and a request to get its result (408/504).",
+        ),
+    ] = _DEFAULTS.request_timeout_s,
+    decode_timeout_s: Annotated[
+        float,
+        typer.Option(
+            "--decode-timeout",
+            min=0.001,
+            metavar="S",
+            help="Longest one image may take to decode (its worker is killed past it).",
+        ),
+    ] = _DEFAULTS.decode_timeout_s,
+    decode_workers: Annotated[
+        int,
+        typer.Option(
+            "--decode-workers", min=1, help="Worker processes that decode uploads and draw overlays."
+        ),
+    ] = _DEFAULTS.decode_workers,
+    decode_per_request: Annotated[
+        int | None,
+        typer.Option(
+            "--decode-per-request",
+            min=1,
+            help="Most workers one request may hold at once [default: half of them].",
+        ),
+    ] = None,
+    decode_memory_mb: Annotated[
+        float,
+        typer.Option(
+            "--decode-memory-mb",
+            min=0.0,
+            help="Memory a worker may add to its idle size, in MiB (0: no cap).",
+        ),
+    ] = _DEFAULTS.decode_memory_mb,
+    allowed_hosts: Annotated[
+        str | None,
+        typer.Option(
+            "--allowed-hosts",
+            metavar="HOSTS",
+            help="Comma-separated Host names served (*.example.com: subdomains); others get 400.",
+        ),
+    ] = None,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            "--max-connections",
+            min=1,
+            help="Most open connections; more get 503 [default: the open-file limit less 64].",
+        ),
+    ] = None,
+    limit_concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--limit-concurrency",
+            min=1,
+            help="uvicorn's cap on connections and requests before it answers 503.",
+        ),
+    ] = None,
+    timeout_keep_alive: Annotated[
+        int,
+        typer.Option(
+            "--keep-alive-timeout",
+            min=1,
+            metavar="S",
+            help="Seconds an idle connection stays open.",
+        ),
+    ] = _DEFAULTS.timeout_keep_alive,
+    header_timeout_s: Annotated[
+        float,
+        typer.Option(
+            "--header-timeout",
+            min=0.001,
+            metavar="S",
+            help="Longest a connection may take to send its request line and headers.",
+        ),
+    ] = _DEFAULTS.header_timeout_s,
+    max_header_bytes: Annotated[
+        int,
+        typer.Option(
+            "--max-header-bytes", min=1024, help="Largest request line plus headers (400 beyond)."
+        ),
+    ] = _DEFAULTS.max_header_bytes,
+    backlog: Annotated[
+        int,
+        typer.Option("--backlog", min=1, help="Connections the kernel holds before accepting."),
+    ] = _DEFAULTS.backlog,
 ) -> None:
     """Serve the detector over HTTP: a JSON API and a drag-and-drop web page."""
     options = dict(locals())  # the option values, before any other name is bound
@@ -94,13 +198,13 @@ def serve_command(
     check_available()
     token = read_token(token_file) if token_file is not None else None
     check_model(model, sha256)
-    settings = config_from(ServeSettings, options | {"token": token})
-
-    import uvicorn
+    hosts = parse_hosts(allowed_hosts) if allowed_hosts is not None else None
+    settings = config_from(ServeSettings, options | {"token": token, "allowed_hosts": hosts})
 
     from dfx.api import load_detector
     from dfx.fingerprint import file_sha256
     from dfx.serve import create_app
+    from dfx.serve.server import serve
 
     local = fetch_model(model, sha256)
     detector = load_detector(local, device, precision, runtime=runtime)
@@ -114,15 +218,17 @@ def serve_command(
             markup=False,
             highlight=False,
         )
-    config = uvicorn.Config(
-        create_app(detector, settings),
-        host=host,
-        port=port,
-        timeout_graceful_shutdown=int(settings.request_timeout_s),
-        server_header=False,
-        log_level="info",
-    )
-    uvicorn.Server(config).run()
+    serve(create_app(detector, settings), settings, host, port)
+
+
+def parse_hosts(text: str) -> tuple[str, ...]:
+    """The host names of ``--allowed-hosts`` (comma-separated); DfxError if there is none."""
+    from dfx.errors import DfxError
+
+    hosts = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not hosts:
+        raise DfxError("--allowed-hosts names no host; give e.g. dfx.example.com,localhost.")
+    return hosts
 
 
 def read_token(path: Path) -> str:
