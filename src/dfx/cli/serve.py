@@ -41,6 +41,16 @@ Needs the serve extra: pip install "deepfeaturex[serve]".
 _DEFAULTS = ServeSettings()
 
 
+def _count(flag: str, help: str, **extra):
+    """An option counting something, at least 1."""
+    return typer.Option(flag, min=1, help=help, **extra)
+
+
+def _seconds(flag: str, help: str, least: float = 0.001):
+    """An option giving seconds."""
+    return typer.Option(flag, min=least, metavar="S", help=help)
+
+
 @handle_errors
 def serve_command(
     model: ModelOption,
@@ -86,49 +96,37 @@ def serve_command(
             help="Inference threads sharing the model (more overlap decoding and batches).",
         ),
     ] = _DEFAULTS.workers_per_model,
-    max_queue: Annotated[
-        int, typer.Option("--max-queue", min=1, help="Most images waiting (503 beyond).")
-    ] = _DEFAULTS.max_queue,
-    max_files: Annotated[
-        int, typer.Option("--max-files", min=1, help="Most images in one request (413 beyond).")
-    ] = _DEFAULTS.max_files,
+    max_queue: Annotated[int, _count("--max-queue", "Most images waiting (503 beyond).")] = (
+        _DEFAULTS.max_queue
+    ),
+    max_files: Annotated[int, _count("--max-files", "Most images in one request (413 beyond).")] = (
+        _DEFAULTS.max_files
+    ),
     max_uploads: Annotated[
-        int,
-        typer.Option(
-            "--max-uploads", min=1, help="Most request bodies read at once (503 beyond)."
-        ),
+        int, _count("--max-uploads", "Most request bodies read at once (503 beyond).")
     ] = _DEFAULTS.max_uploads,
     request_timeout_s: Annotated[
         float,
-        typer.Option(
+        _seconds(
             "--request-timeout",
-            min=0.001,
-            metavar="S",
-            help="Longest a body may take to arrive, and a request to get its result (408/504).",
+            "Longest a body may take to arrive, and a request to get its result (408/504).",
         ),
     ] = _DEFAULTS.request_timeout_s,
     decode_timeout_s: Annotated[
         float,
-        typer.Option(
-            "--decode-timeout",
-            min=0.001,
-            metavar="S",
-            help="Longest one image may take to decode (its worker is killed past it).",
-        ),
+        _seconds("--decode-timeout", "Longest one image may take to decode (then it is killed)."),
     ] = _DEFAULTS.decode_timeout_s,
     decode_workers: Annotated[
         int,
-        typer.Option(
-            "--decode-workers", min=1, help="Worker processes that decode uploads and draw overlays."
+        _count(
+            "--decode-workers",
+            "Processes that decode uploads and draw overlays (default: one per core, at most 4).",
+            show_default=False,
         ),
     ] = _DEFAULTS.decode_workers,
     decode_per_request: Annotated[
         int | None,
-        typer.Option(
-            "--decode-per-request",
-            min=1,
-            help="Most workers one request may hold at once [default: half of them].",
-        ),
+        _count("--decode-per-request", "Most workers one request holds (default: half)."),
     ] = None,
     decode_memory_mb: Annotated[
         float,
@@ -148,47 +146,23 @@ def serve_command(
     ] = None,
     max_connections: Annotated[
         int | None,
-        typer.Option(
-            "--max-connections",
-            min=1,
-            help="Most open connections; more get 503 [default: the open-file limit less 64].",
-        ),
+        _count("--max-connections", "Most open connections, 503 beyond (default: from ulimit -n)."),
     ] = None,
     limit_concurrency: Annotated[
         int | None,
-        typer.Option(
-            "--limit-concurrency",
-            min=1,
-            help="uvicorn's cap on connections and requests before it answers 503.",
-        ),
+        _count("--limit-concurrency", "uvicorn's cap on connections and requests (503 beyond)."),
     ] = None,
     timeout_keep_alive: Annotated[
-        int,
-        typer.Option(
-            "--keep-alive-timeout",
-            min=1,
-            metavar="S",
-            help="Seconds an idle connection stays open.",
-        ),
+        int, _seconds("--keep-alive-timeout", "Seconds an idle connection stays open.", least=1)
     ] = _DEFAULTS.timeout_keep_alive,
     header_timeout_s: Annotated[
-        float,
-        typer.Option(
-            "--header-timeout",
-            min=0.001,
-            metavar="S",
-            help="Longest a connection may take to send its request line and headers.",
-        ),
+        float, _seconds("--header-timeout", "Longest a client may take to send its headers.")
     ] = _DEFAULTS.header_timeout_s,
     max_header_bytes: Annotated[
-        int,
-        typer.Option(
-            "--max-header-bytes", min=1024, help="Largest request line plus headers (400 beyond)."
-        ),
+        int, _count("--max-header-bytes", "Largest request line plus headers (400 beyond).")
     ] = _DEFAULTS.max_header_bytes,
     backlog: Annotated[
-        int,
-        typer.Option("--backlog", min=1, help="Connections the kernel holds before accepting."),
+        int, _count("--backlog", "Connections the kernel holds before they are accepted.")
     ] = _DEFAULTS.backlog,
 ) -> None:
     """Serve the detector over HTTP: a JSON API and a drag-and-drop web page."""

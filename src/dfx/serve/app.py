@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import importlib.resources
+import logging
 import re
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -42,6 +44,11 @@ API = "/v1"
 
 NOT_READY_RETRY_S = 2
 """Retry-After of a 503 while the model loads or warms up."""
+
+CLIENT_LEFT = "the client left"
+"""How the log starts its one line about a client gone before its answer."""
+
+_log = logging.getLogger("uvicorn.error")  # the server's log, as uvicorn configures it
 
 OVERLAY_SIDE = 1024
 """Longer side, in pixels, of the overlays /v1/explain draws (larger images are scaled down)."""
@@ -150,7 +157,15 @@ class Service:
         from PIL import Image
 
         side = self.detector.preprocessing.input_size
-        self._predict_batch([Image.new("RGB", (side, side))])
+        blank = Image.new("RGB", (side, side))
+        self._predict_batch([blank])
+        # Explanations too, when they can run: their first call imports captum (seconds of
+        # loading libraries, which holds the interpreter) and would stall every request.
+        with contextlib.suppress(Exception):  # not installed, or a model without gradients
+            from dfx.engine.explain import check_available
+
+            check_available()
+            self.detector.explain([blank], workers=0, max_pixels=None)
 
     def stop(self, timeout: float) -> None:
         """Finish the queued work (requests still wait for it), then end the threads."""
@@ -201,7 +216,8 @@ class Service:
             )
         except UploadError as error:
             raise ApiError(error.status, error.error, error.detail) from None
-        except ClientDisconnect:  # nobody reads the answer; the log gets the one access line
+        except ClientDisconnect:  # nobody reads an answer: one line in the log, no traceback
+            _log.info("%s midway through the upload.", CLIENT_LEFT)
             raise ApiError(400, "client disconnected", "the upload stopped midway.") from None
         except asyncio.TimeoutError:
             detail = f"the request did not arrive within {self.settings.request_timeout_s:g} s."
@@ -500,6 +516,7 @@ async def while_connected(request: Request, work):
             task.cancel()
     if task.cancelled() or not task.done():
         await asyncio.gather(task, return_exceptions=True)
+        _log.info("%s before its answer; its work was cancelled.", CLIENT_LEFT)
         raise ApiError(400, "client disconnected", "the client left before the answer.")
     return task.result()
 

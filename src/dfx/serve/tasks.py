@@ -16,6 +16,12 @@ from dfx.data.provenance import Provenance, read_provenance
 from dfx.errors import ImageReadError
 
 
+DECODED_MAX_PIXELS = 4096 * 4096
+"""Most pixels of a decoded image sent back to the service (48 MiB as RGB). Decoding
+shrinks large images towards the network's input, so only extreme aspect ratios come
+near it; past it the image gets an error record instead of a copy in the service."""
+
+
 @dataclass
 class Decoded:
     """An upload decoded as ``dfx predict`` decodes it, with what the service reports of it."""
@@ -37,6 +43,12 @@ def decode_upload(
         size = displayed_size(upload)
     except ImageReadError as error:
         return str(error)
+    width, height = image.size
+    if width * height > DECODED_MAX_PIXELS:
+        return (
+            f"too many pixels after decoding ({width}×{height} > {DECODED_MAX_PIXELS:,}; "
+            "an extreme aspect ratio)"
+        )
     image.info.clear()  # ICC profile, EXIF, XMP: nothing the network needs sent back
     return Decoded(image, read_provenance(upload), size)
 

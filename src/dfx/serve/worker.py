@@ -6,12 +6,18 @@ resident memory so the pool can recycle a worker that has grown. Its address spa
 capped at what it uses after start-up plus ``MEMORY_MB`` (0: no cap), so a decode that
 asks for more fails with MemoryError instead of growing the machine's memory. It ends when
 the socket closes (the service stopped or died) and imports neither torch nor the web stack.
+It runs at a lower priority than the service (:data:`NICENESS`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+
+NICENESS = 10
+"""Added to the worker's niceness: on a busy machine the event loop (health checks, other
+requests' hand-offs) gets the CPU before a decode does."""
 
 # One thread each: the pool runs several workers, and a thread pool per worker would only
 # reserve memory.
@@ -53,6 +59,8 @@ def serve(fd: int, memory_mb: float) -> None:
     import dfx.serve.tasks  # noqa: F401  (Pillow, NumPy and the decoders, loaded before work)
 
     connection = Connection(socket.socket(fileno=fd).detach())
+    with contextlib.suppress(OSError, AttributeError):  # not POSIX, or not allowed: as it is
+        os.nice(NICENESS)
     if memory_mb > 0:
         _cap_address_space(memory_mb)
     connection.send(("ready", None, resident_bytes()))
