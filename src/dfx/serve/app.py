@@ -40,6 +40,9 @@ from dfx.serve.pool import TaskFailed, TaskTimeout, WorkerPool
 from dfx.serve.tasks import Decoded, decode_upload, draw_explanation
 from dfx.serve.uploads import FIELD, UploadError, read_uploads
 
+REQUIRES_EXTRA = "serve"
+"""FastAPI and starlette are imported above: import this module after ``require('serve')``."""
+
 API = "/v1"
 
 NOT_READY_RETRY_S = 2
