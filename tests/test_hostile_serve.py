@@ -39,7 +39,7 @@ EXTRA_MB = 500
 OPEN_FILES = 256
 """The server's file-descriptor limit (RLIMIT_NOFILE): connections are capped below it."""
 HEADER_TIMEOUT_S = 2.0
-DECODE_TIMEOUT_S = 4.0
+DECODE_TIMEOUT_S = 6.0
 LEFT = "the client left"
 """What the server logs, once, for a client that leaves before its answer."""
 
@@ -205,6 +205,7 @@ def test_thin_one_bit_images_in_one_request(server):
     assert response.status_code == 200, response.text
     records = response.json()
     assert [r["path"] for r in records] == [f"thin{i}.png" for i in range(12)]
+    assert all(r["error"] for r in records), records  # refused (aspect ratio, decoded size)
 
 
 def test_explain_of_a_large_zero_png_is_bounded(server):
@@ -213,6 +214,9 @@ def test_explain_of_a_large_zero_png_is_bounded(server):
     zeros = png_bytes(Image.new("RGB", (9459, 9459)))
     with Watch(server):
         response = timed_post(server, "/v1/explain", [png_file("zeros.png", zeros)])
+    if response.status_code == 422:  # a machine too busy to decode it within the timeout
+        assert "took longer than" in response.json()["detail"], response.text
+        return
     assert response.status_code == 200, response.text
     record = response.json()
     assert record["size"] == [9459, 9459]

@@ -119,13 +119,12 @@ def serve_command(
         _seconds("--decode-timeout", "Longest one image may take to decode (then it is killed)."),
     ] = _DEFAULTS.decode_timeout_s,
     decode_workers: Annotated[
-        int,
+        int | None,
         _count(
             "--decode-workers",
             "Processes that decode uploads and draw overlays (default: one per core, at most 4).",
-            show_default=False,
         ),
-    ] = _DEFAULTS.decode_workers,
+    ] = None,
     decode_per_request: Annotated[
         int | None,
         _count("--decode-per-request", "Most workers one request holds (default: half)."),

@@ -124,7 +124,7 @@ class Service:
         """Why the model could not be loaded or warmed up (then /readyz stays 503)."""
         self.batcher: MicroBatcher | None = None
         self.pool = WorkerPool(
-            settings.decode_workers, settings.per_request, settings.decode_memory_mb
+            settings.workers, settings.per_request, settings.decode_memory_mb
         )
         self.decode_size: int | None = None
         """The side predict shrinks decoded images towards (the network's resize)."""

@@ -47,8 +47,8 @@ class ServeSettings:
     """The model file's name, as /v1/model reports it."""
     model_sha256: str | None = None
     """The model file's SHA-256, as /v1/model reports it."""
-    decode_workers: int = field(default_factory=default_workers)
-    """Worker processes that decode uploads and draw overlays (one per core, at most 4)."""
+    decode_workers: int | None = None
+    """Worker processes that decode uploads and draw overlays (None: a core each, up to 4)."""
     decode_per_request: int | None = None
     """Most workers busy for one request at once (None: half of them, at least 1)."""
     decode_memory_mb: float = 2048.0
@@ -79,7 +79,6 @@ class ServeSettings:
             "`max_files`": self.max_files,
             "`request_timeout_s`": self.request_timeout_s,
             "`decode_timeout_s`": self.decode_timeout_s,
-            "`decode_workers`": self.decode_workers,
             "`max_uploads`": self.max_uploads,
             "`timeout_keep_alive`": self.timeout_keep_alive,
             "`header_timeout_s`": self.header_timeout_s,
@@ -87,6 +86,7 @@ class ServeSettings:
             "`backlog`": self.backlog,
         }
         optional = {
+            "`decode_workers`": self.decode_workers,
             "`decode_per_request`": self.decode_per_request,
             "`max_connections`": self.max_connections,
             "`limit_concurrency`": self.limit_concurrency,
@@ -105,9 +105,14 @@ class ServeSettings:
             )
 
     @property
+    def workers(self) -> int:
+        """:attr:`decode_workers`, or its default: one per core, at most 4."""
+        return self.decode_workers or default_workers()
+
+    @property
     def per_request(self) -> int:
         """:attr:`decode_per_request`, or its default: half the workers, at least 1."""
-        return self.decode_per_request or max(1, self.decode_workers // 2)
+        return self.decode_per_request or max(1, self.workers // 2)
 
     @property
     def max_upload_bytes(self) -> int:

@@ -17,6 +17,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from dfx.serve.config import ServeSettings
 
+REQUIRES_EXTRA = "serve"
+
 RESERVED_FDS = 64
 """File descriptors kept back from connections: the model, logs, sockets of the workers."""
 
@@ -42,7 +44,7 @@ def max_connections(settings: ServeSettings) -> int:
         return DEFAULT_MAX_CONNECTIONS
     if soft == resource.RLIM_INFINITY:
         return DEFAULT_MAX_CONNECTIONS
-    reserve = RESERVED_FDS + 2 * settings.decode_workers
+    reserve = RESERVED_FDS + 2 * settings.workers
     return max(8, min(DEFAULT_MAX_CONNECTIONS, soft - reserve))
 
 
