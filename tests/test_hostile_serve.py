@@ -126,6 +126,7 @@ class Watch:
         self.latencies: list[float] = []
         self.peak_rss = 0.0
         self._stop = threading.Event()
+        self._polled = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
     def _poll(self) -> None:
@@ -140,12 +141,15 @@ class Watch:
                     ok = False
                 latency = time.perf_counter() - started
                 self.latencies.append(latency if ok else float("inf"))
+                self._polled.set()
                 self.peak_rss = max(self.peak_rss, self.server.rss())
                 self._stop.wait(0.05)
 
     def __enter__(self) -> Watch:
         self.before = self.server.rss()
         self._thread.start()
+        # The attack starts once the poller runs (a fast attack would otherwise go unwatched).
+        assert self._polled.wait(ANSWER_S), "/healthz did not answer before the attack"
         return self
 
     def __exit__(self, *exc) -> None:
