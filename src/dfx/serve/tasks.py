@@ -15,7 +15,6 @@ from dfx.data.images import ImageBytes, displayed_size, load_rgb
 from dfx.data.provenance import Provenance, read_provenance
 from dfx.errors import ImageReadError
 
-
 DECODED_MAX_PIXELS = 4096 * 4096
 """Most pixels of a decoded image sent back to the service (48 MiB as RGB). Decoding
 shrinks large images towards the network's input, so only extreme aspect ratios come
