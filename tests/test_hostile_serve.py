@@ -278,7 +278,7 @@ def test_a_client_leaving_mid_upload_or_before_its_answer_logs_one_line(server):
     zeros = png_bytes(Image.new("RGB", (9459, 9459)))
     boundary = "dfxboundary"
     head = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"z.png\"\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="z.png"\r\n'
         "Content-Type: application/octet-stream\r\n\r\n"
     ).encode()
     body = head + zeros + f"\r\n--{boundary}--\r\n".encode()

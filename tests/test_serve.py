@@ -411,8 +411,10 @@ def test_every_route_gets_the_security_headers(client):
         assert headers["X-Content-Type-Options"] == "nosniff", path
         assert headers["Referrer-Policy"] == "no-referrer", path
         assert "frame-ancestors 'none'" in headers["Content-Security-Policy"], path
-    assert client.get("/openapi.json").headers["Content-Security-Policy"].startswith(
-        "default-src 'none'"
+    assert (
+        client.get("/openapi.json")
+        .headers["Content-Security-Policy"]
+        .startswith("default-src 'none'")
     )
     # Swagger UI's one inline script is allowed by its hash, nothing else inline.
     docs = client.get("/docs").headers["Content-Security-Policy"]
@@ -421,9 +423,7 @@ def test_every_route_gets_the_security_headers(client):
 
 
 def test_redirects_are_relative_and_never_echo_the_host(client):
-    response = client.get(
-        "/healthz/?x=1", headers={"Host": "evil.example"}, follow_redirects=False
-    )
+    response = client.get("/healthz/?x=1", headers={"Host": "evil.example"}, follow_redirects=False)
     assert response.status_code == 307
     assert response.headers["location"] == "/healthz?x=1"
 

@@ -123,9 +123,7 @@ class Service:
         self.failure: str | None = None
         """Why the model could not be loaded or warmed up (then /readyz stays 503)."""
         self.batcher: MicroBatcher | None = None
-        self.pool = WorkerPool(
-            settings.workers, settings.per_request, settings.decode_memory_mb
-        )
+        self.pool = WorkerPool(settings.workers, settings.per_request, settings.decode_memory_mb)
         self.decode_size: int | None = None
         """The side predict shrinks decoded images towards (the network's resize)."""
         self.uploading = 0
@@ -311,8 +309,12 @@ class Service:
             # The decoded image: the network sees what predict gives it, and the heatmaps
             # have the decoded size (bounded), not the upload's.
             [explanation] = self.detector.explain(
-                [outcome.image], target=target, method=method, threshold=threshold,
-                max_pixels=None, workers=0,
+                [outcome.image],
+                target=target,
+                method=method,
+                threshold=threshold,
+                max_pixels=None,
+                workers=0,
             )
             return explanation
 
