@@ -273,7 +273,7 @@ def test_evaluate_over_the_corpus(trained, tmp_path):
         "500000",
         "--workers",
         "0",
-        "--json",
+        "-o",
         report,
     )
     assert result.exit_code == 1, result.output

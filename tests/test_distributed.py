@@ -382,7 +382,7 @@ def test_two_process_jpeg_robustness_equals_one_process(trained, manifest_path, 
                 "90",
                 "--qf",
                 "50",
-                "--json",
+                "-o",
                 path,
                 processes=processes,
             )  # fmt: skip

@@ -45,9 +45,9 @@ def test_jpeg_robustness_rows_files_and_untouched_data(trained, tmp_path):
         trained["model"],
         "-m",
         trained["manifest"],
-        "--json",
+        "-o",
         report,
-        "--csv",
+        "-o",
         table,
         "--plot",
         plot,
@@ -78,7 +78,6 @@ def test_jpeg_robustness_matches_evaluate_at_the_same_quality(trained):
         "--qf",
         "70",
         "--json",
-        "-",
         *FAST,
     )
     assert robust.exit_code == 0, robust.output
@@ -93,7 +92,6 @@ def test_jpeg_robustness_matches_evaluate_at_the_same_quality(trained):
             trained["manifest"],
             *options,
             "--json",
-            "-",
             *FAST,
         )
         evaluated = json.loads(single.stdout)
@@ -113,7 +111,6 @@ def test_robustness_spec_rows_and_csv_to_stdout(trained):
         "-p",
         "mirror rotate:45",
         "--csv",
-        "-",
         *FAST,
     )
     assert result.exit_code == 0, result.output
@@ -195,7 +192,6 @@ def test_evaluate_plots_and_threshold_override(trained, tmp_path):
             "-m",
             trained["manifest"],
             "--json",
-            "-",
             "--threshold",
             "1.0",
             *FAST,
@@ -234,9 +230,9 @@ def test_evaluate_several_sets_gives_one_row_each(trained, tmp_path):
         dm,
         "--data",
         data,
-        "--json",
+        "-o",
         report,
-        "--csv",
+        "-o",
         tmp_path / "t4.csv",
         "--plots",
         tmp_path / "plots",
@@ -357,9 +353,7 @@ def test_baseline_file_works_wherever_a_detector_does(baseline, trained):
     detector = dfx.load_detector(baseline, device="cpu")
     assert detector.model_file.architecture == "baseline"
     assert detector.threshold == detector.model_file.metrics["threshold"]["value"]
-    evaluated = invoke(
-        "evaluate", "--model", baseline, "-m", trained["manifest"], "--json", *FAST
-    )
+    evaluated = invoke("evaluate", "--model", baseline, "-m", trained["manifest"], "--json", *FAST)
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.stdout)["threshold"]["source"] == "model"
     image = sorted((trained["manifest"].parent / "data" / "gan" / "toygan-a").iterdir())[0]
@@ -374,7 +368,6 @@ def test_baseline_file_works_wherever_a_detector_does(baseline, trained):
         "-p",
         "resize:0.5",
         "--json",
-        "-",
         *FAST,
     )
     assert [row["perturbation"] for row in json.loads(robust.stdout)["rows"]] == [
@@ -414,7 +407,6 @@ def test_unreadable_image_is_left_out_of_every_row(trained, tmp_path):
         "--qf",
         "50",
         "--json",
-        "-",
         *FAST,
     )
     assert result.exit_code == 1, result.output

@@ -102,9 +102,7 @@ def test_evaluate_and_robustness_run_an_onnx_file(trained, exported):
     manifest = trained["manifest"]
     reports = {}
     for model in (trained["model"], exported[0]):
-        result = invoke(
-            "evaluate", "--model", model, "-m", manifest, "--device", "cpu", "--json"
-        )
+        result = invoke("evaluate", "--model", model, "-m", manifest, "--device", "cpu", "--json")
         assert result.exit_code == 0, result.output
         reports[model.suffix] = json.loads(result.stdout)
     assert reports[".onnx"]["n"] == reports[".pt"]["n"]

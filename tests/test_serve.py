@@ -37,6 +37,8 @@ from PIL import Image  # noqa: E402
 from dfx.api import load_detector  # noqa: E402
 from dfx.fingerprint import file_sha256  # noqa: E402
 from dfx.serve import MicroBatcher, QueueFull, ServeSettings, create_app  # noqa: E402
+from dfx.serve.pool import TaskFailed, TaskTimeout, WorkerPool  # noqa: E402
+from dfx.serve.server import max_connections, uvicorn_config  # noqa: E402
 from dfx.serve.uploads import UploadError, read_uploads  # noqa: E402
 from tests import awkward  # noqa: E402
 from tests.compare import assert_same_up_to_rounding  # noqa: E402
@@ -188,7 +190,7 @@ def test_explain_takes_the_target_and_method_of_the_command(client, detector, go
     assert record["shares"] == pytest.approx(direct.shares, abs=1e-5)
     for name, value in (("target", "fake"), ("method", "saliency")):
         body = assert_error(
-            client.post("/v1/explain", params={name: value}, files=form(good[0])), 422
+            client.post("/v1/explain", params={name: value}, files=form(good[0])), 400
         )
         assert f"`{name}` {value!r} is not one of" in body["detail"]
     from dfx.engine.explain import METHODS
@@ -403,6 +405,127 @@ def test_the_page_and_its_assets_come_from_dfx(client):
     assert script.status_code == 200 and len(script.content) > 100_000
 
 
+def test_every_route_gets_the_security_headers(client):
+    for path in ("/healthz", "/openapi.json", "/docs", "/v1/model", "/", "/v2/missing"):
+        headers = client.get(path).headers
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+        assert headers["Referrer-Policy"] == "no-referrer", path
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"], path
+    assert (
+        client.get("/openapi.json")
+        .headers["Content-Security-Policy"]
+        .startswith("default-src 'none'")
+    )
+    # Swagger UI's one inline script is allowed by its hash, nothing else inline.
+    docs = client.get("/docs").headers["Content-Security-Policy"]
+    script_src = next(d for d in docs.split(";") if d.strip().startswith("script-src"))
+    assert "'sha256-" in script_src and "unsafe-inline" not in script_src
+
+
+def test_redirects_are_relative_and_never_echo_the_host(client):
+    response = client.get("/healthz/?x=1", headers={"Host": "evil.example"}, follow_redirects=False)
+    assert response.status_code == 307
+    assert response.headers["location"] == "/healthz?x=1"
+
+
+def test_allowed_hosts_refuse_other_host_headers(detector, trained, good):
+    settings = settings_for(trained, allowed_hosts=("testserver", "*.example.org"))
+    with TestClient(create_app(detector, settings)) as guarded:
+        wait_ready(guarded.get)
+        assert guarded.get("/v1/model").status_code == 200
+        assert guarded.get("/v1/model", headers={"Host": "api.example.org:8000"}).status_code == 200
+        body = assert_error(guarded.get("/v1/model", headers={"Host": "evil.example"}), 400)
+        assert "evil.example" in body["detail"]
+        refused = guarded.get("/", headers={"Host": "example.org.evil"})
+        assert refused.status_code == 400 and refused.headers["X-Content-Type-Options"]
+        # Probes often name the address: the health checks answer whatever the Host.
+        assert guarded.get("/healthz", headers={"Host": "10.0.0.7:8000"}).status_code == 200
+
+
+def test_overlays_are_drawn_at_most_the_stated_size():
+    import numpy as np
+
+    from dfx.overlays import drawn_images
+
+    image = Image.new("RGB", (3000, 1500), (40, 80, 120))
+    heatmaps = {"dm": np.linspace(0, 1, 3000 * 1500, dtype=np.float32).reshape(1500, 3000)}
+    pictures = drawn_images(image, heatmaps, {"dm": 1.0}, ["caption"], max_side=1024)
+    assert pictures["dm"].size == (1024, 512)
+    small = drawn_images(image.resize((300, 150)), {"dm": heatmaps["dm"][:150, :300]}, None,
+                         ["caption"], max_side=1024)  # fmt: skip
+    assert small["dm"].size == (300, 150)  # smaller images keep their size
+
+
+def run_pool(workers: int, per_request: int, jobs):
+    """``jobs(pool)`` (a coroutine) with a started WorkerPool; closed afterwards."""
+
+    async def main():
+        pool = WorkerPool(workers, per_request, memory_mb=0)
+        await asyncio.get_running_loop().run_in_executor(None, pool.start)
+        try:
+            return await jobs(pool)
+        finally:
+            pool.close()
+
+    return asyncio.run(asyncio.wait_for(main(), TIMEOUT))
+
+
+def test_a_task_past_its_timeout_is_killed_and_the_worker_replaced():
+    async def jobs(pool):
+        started = time.monotonic()
+        with pytest.raises(TaskTimeout):
+            await pool.run(object(), 0.3, time.sleep, 20)
+        assert time.monotonic() - started < 5  # killed, not waited for
+        with pytest.raises(TaskFailed, match="ZeroDivisionError"):
+            await pool.run(object(), 5, divmod, 1, 0)
+        assert await pool.run(object(), 5, divmod, 7, 2) == (3, 1)
+        return pool.replaced
+
+    assert run_pool(1, 1, jobs) == 1
+
+
+def test_an_abandoned_task_is_killed_and_the_next_runs():
+    async def jobs(pool):
+        [before] = pool.pids()
+        abandoned = asyncio.ensure_future(pool.run(object(), 30, time.sleep, 20))
+        await asyncio.sleep(0.3)  # let it start in the worker
+        abandoned.cancel()
+        started = time.monotonic()
+        assert await pool.run(object(), 5, divmod, 9, 4) == (2, 1)
+        assert time.monotonic() - started < 10
+        return before, pool.pids()
+
+    before, after = run_pool(1, 1, jobs)
+    assert after and after != [before]
+
+
+def test_the_workers_are_shared_fairly_between_requests():
+    """Round robin over the waiting requests: a request behind a big one is not last."""
+    finished = []
+
+    async def jobs(pool):
+        async def one(owner, name):
+            await pool.run(owner, 10, time.sleep, 0.2)
+            finished.append(name)
+
+        big, small = object(), object()
+        first = [asyncio.ensure_future(one(big, f"big{i}")) for i in range(4)]
+        await asyncio.sleep(0.05)
+        await asyncio.gather(*first, one(small, "small"))
+
+    run_pool(1, 1, jobs)
+    assert finished.index("small") <= 2, finished
+
+
+def test_connections_are_capped_below_the_open_file_limit():
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    derived = max_connections(ServeSettings(decode_workers=2))
+    assert 8 <= derived < soft or soft == resource.RLIM_INFINITY
+    assert max_connections(ServeSettings(max_connections=7)) == 7
+
+
 # A real server: uvicorn on 127.0.0.1, a free port, stopped by the test.
 
 
@@ -415,7 +538,8 @@ def running(app):
     listening.listen(128)  # connections wait in the backlog until uvicorn accepts them
     port = listening.getsockname()[1]
     # log_config None: uvicorn leaves logging alone (its handlers would outlive pytest's capture).
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None)
+    settings = app.state.service.settings
+    config = uvicorn_config(app, settings, "127.0.0.1", port, log_config=None)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()
@@ -439,6 +563,19 @@ def running(app):
 def server(detector, trained):
     with running(create_app(detector, settings_for(trained))) as url:
         yield url
+
+
+def test_a_connection_that_sends_no_request_is_closed(detector, trained):
+    settings = settings_for(trained, header_timeout_s=0.5)
+    with running(create_app(detector, settings)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as idle:
+            idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and no end
+            started = time.monotonic()
+            assert idle.recv(100) == b""  # closed by the server
+            assert time.monotonic() - started < TIMEOUT
+        # A complete request on a fresh connection is answered as usual.
+        assert httpx.get(url + "/healthz", timeout=TIMEOUT).status_code == 200
 
 
 def test_concurrent_clients_get_exactly_their_records(server, good, bad, expected):

@@ -42,14 +42,23 @@ def overlay(image: Image.Image, heatmap: np.ndarray) -> Image.Image:
 
 def contact_sheet(image: Image.Image, explanation, threshold: float) -> Image.Image:
     """The image, then each specialist's overlay, titled, with the verdict as caption."""
+    overlays = {key: overlay(image, heatmap) for key, heatmap in explanation.heatmaps.items()}
+    return _sheet(image, overlays, explanation.shares, caption_lines(explanation, threshold))
+
+
+def _sheet(
+    image: Image.Image,
+    overlays: dict[str, Image.Image],
+    shares: dict[str, float] | None,
+    caption: list[str],
+) -> Image.Image:
     titles, panels = ["image"], [image]
-    for key, heatmap in explanation.heatmaps.items():
-        share = explanation.shares.get(key) if explanation.shares else None
+    for key, painted in overlays.items():
+        share = shares.get(key) if shares else None
         titles.append(f"{key} specialist" + (f" · share {share:.0%}" if share is not None else ""))
-        panels.append(overlay(image, heatmap))
+        panels.append(painted)
     panels = [_panel(p) for p in panels]
     font = _font(13)
-    caption = caption_lines(explanation, threshold)
     width = sum(p.width for p in panels) + _MARGIN * (len(panels) + 1)
     top = _MARGIN + _LINE
     height = top + max(p.height for p in panels) + _MARGIN + _LINE * len(caption) + _MARGIN
@@ -87,13 +96,52 @@ SHEET = "sheet"
 """The key of the contact sheet among :func:`explanation_images`."""
 
 
-def explanation_images(explanation, image: Image.Image, threshold: float) -> dict[str, Image.Image]:
+def explanation_images(
+    explanation, image: Image.Image, threshold: float, max_side: int | None = None
+) -> dict[str, Image.Image]:
     """Each specialist's overlay (by key: dm, gan, real or ``detector``), then the sheet.
 
-    ``image`` is the input as displayed (EXIF orientation applied), the heatmaps' size.
+    ``image`` is the input as displayed (EXIF orientation applied), the heatmaps' size; with
+    ``max_side``, a larger image and its heatmaps are scaled down to that longer side first.
     """
-    images = {key: overlay(image, heatmap) for key, heatmap in explanation.heatmaps.items()}
-    return images | {SHEET: contact_sheet(image, explanation, threshold)}
+    caption = caption_lines(explanation, threshold)
+    return drawn_images(image, explanation.heatmaps, explanation.shares, caption, max_side)
+
+
+def drawn_images(
+    image: Image.Image,
+    heatmaps: dict[str, np.ndarray],
+    shares: dict[str, float] | None,
+    caption: list[str],
+    max_side: int | None = None,
+) -> dict[str, Image.Image]:
+    """:func:`explanation_images` from plain data: the heatmaps (image's size), shares and
+    caption lines, drawn at most ``max_side`` pixels on the longer side (None: as given)."""
+    if max_side is not None:
+        image, heatmaps = fit(image, heatmaps, max_side)
+    overlays = {key: overlay(image, heatmap) for key, heatmap in heatmaps.items()}
+    return overlays | {SHEET: _sheet(image, overlays, shares, caption)}
+
+
+def fit(
+    image: Image.Image, heatmaps: dict[str, np.ndarray], max_side: int
+) -> tuple[Image.Image, dict[str, np.ndarray]]:
+    """``image`` and its heatmaps scaled down to ``max_side`` on the longer side (if larger)."""
+    scale = max_side / max(image.size)
+    if scale >= 1.0:
+        return image, heatmaps
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    # reducing_gap: a box reduction first, then Lanczos on the rest (fast on large images).
+    image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    heatmaps = {
+        key: np.asarray(
+            Image.fromarray(np.asarray(heat, dtype=np.float32), "F").resize(
+                size, Image.Resampling.BILINEAR, reducing_gap=3.0
+            )
+        )
+        for key, heat in heatmaps.items()
+    }
+    return image, heatmaps
 
 
 def write_explanation(

@@ -43,6 +43,16 @@ Needs the serve extra: {hint}.
 _DEFAULTS = ServeSettings()
 
 
+def _count(flag: str, help: str, **extra):
+    """An option counting something, at least 1."""
+    return typer.Option(flag, min=1, help=help, **extra)
+
+
+def _seconds(flag: str, help: str, least: float = 0.001):
+    """An option giving seconds."""
+    return typer.Option(flag, min=least, metavar="S", help=help)
+
+
 @handle_errors
 def serve_command(
     model: ModelOption,
@@ -88,19 +98,86 @@ def serve_command(
             help="Inference threads sharing the model (more overlap decoding and batches).",
         ),
     ] = _DEFAULTS.workers_per_model,
+    max_queue: Annotated[int, _count("--max-queue", "Most images waiting (503 beyond).")] = (
+        _DEFAULTS.max_queue
+    ),
+    max_files: Annotated[int, _count("--max-files", "Most images in one request (413 beyond).")] = (
+        _DEFAULTS.max_files
+    ),
+    max_uploads: Annotated[
+        int, _count("--max-uploads", "Most request bodies read at once (503 beyond).")
+    ] = _DEFAULTS.max_uploads,
+    request_timeout_s: Annotated[
+        float,
+        _seconds(
+            "--request-timeout",
+            "Longest a body may take to arrive, and a request to get its result (408/504).",
+        ),
+    ] = _DEFAULTS.request_timeout_s,
+    decode_timeout_s: Annotated[
+        float,
+        _seconds("--decode-timeout", "Longest one image may take to decode (then it is killed)."),
+    ] = _DEFAULTS.decode_timeout_s,
+    decode_workers: Annotated[
+        int | None,
+        _count(
+            "--decode-workers",
+            "Processes that decode uploads and draw overlays (default: one per core, at most 4).",
+        ),
+    ] = None,
+    decode_per_request: Annotated[
+        int | None,
+        _count("--decode-per-request", "Most workers one request holds (default: half)."),
+    ] = None,
+    decode_memory_mb: Annotated[
+        float,
+        typer.Option(
+            "--decode-memory-mb",
+            min=0.0,
+            help="Memory a worker may add to its idle size, in MiB (0: no cap).",
+        ),
+    ] = _DEFAULTS.decode_memory_mb,
+    allowed_hosts: Annotated[
+        str | None,
+        typer.Option(
+            "--allowed-hosts",
+            metavar="HOSTS",
+            help="Comma-separated Host names served (*.example.com: subdomains); others get 400.",
+        ),
+    ] = None,
+    max_connections: Annotated[
+        int | None,
+        _count("--max-connections", "Most open connections, 503 beyond (default: from ulimit -n)."),
+    ] = None,
+    limit_concurrency: Annotated[
+        int | None,
+        _count("--limit-concurrency", "uvicorn's cap on connections and requests (503 beyond)."),
+    ] = None,
+    timeout_keep_alive: Annotated[
+        int, _seconds("--keep-alive-timeout", "Seconds an idle connection stays open.", least=1)
+    ] = _DEFAULTS.timeout_keep_alive,
+    header_timeout_s: Annotated[
+        float, _seconds("--header-timeout", "Longest a client may take to send its headers.")
+    ] = _DEFAULTS.header_timeout_s,
+    max_header_bytes: Annotated[
+        int, _count("--max-header-bytes", "Largest request line plus headers (400 beyond).")
+    ] = _DEFAULTS.max_header_bytes,
+    backlog: Annotated[
+        int, _count("--backlog", "Connections the kernel holds before they are accepted.")
+    ] = _DEFAULTS.backlog,
 ) -> None:
     """Serve the detector over HTTP: a JSON API and a drag-and-drop web page."""
     options = dict(locals())  # the option values, before any other name is bound
     require("serve")
     token = read_token(token_file) if token_file is not None else None
     check_model(model, sha256)
-    settings = config_from(ServeSettings, options | {"token": token})
-
-    import uvicorn
+    hosts = parse_hosts(allowed_hosts) if allowed_hosts is not None else None
+    settings = config_from(ServeSettings, options | {"token": token, "allowed_hosts": hosts})
 
     from dfx.api import load_detector
     from dfx.fingerprint import file_sha256
     from dfx.serve import create_app
+    from dfx.serve.server import serve
 
     local = fetch_model(model, sha256)
     detector = load_detector(local, device, precision, runtime=runtime)
@@ -114,15 +191,17 @@ def serve_command(
             markup=False,
             highlight=False,
         )
-    config = uvicorn.Config(
-        create_app(detector, settings),
-        host=host,
-        port=port,
-        timeout_graceful_shutdown=int(settings.request_timeout_s),
-        server_header=False,
-        log_level="info",
-    )
-    uvicorn.Server(config).run()
+    serve(create_app(detector, settings), settings, host, port)
+
+
+def parse_hosts(text: str) -> tuple[str, ...]:
+    """The host names of ``--allowed-hosts`` (comma-separated); DfxError if there is none."""
+    from dfx.errors import DfxError
+
+    hosts = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not hosts:
+        raise DfxError("--allowed-hosts names no host; give e.g. dfx.example.com,localhost.")
+    return hosts
 
 
 def read_token(path: Path) -> str:

@@ -3,16 +3,23 @@
 Every error is JSON ``{"error": ..., "detail": ...}`` with its HTTP status; bad input is
 never a 500. Uploads stay in memory, no request path touches the file system, and the
 page's assets are read from package data once, when the application is made.
+
+The event loop parses requests and hands work on: decoding, the provenance scan and the
+drawing of overlays run in worker processes (:mod:`dfx.serve.pool`), where a runaway is
+killed at its timeout, and the network runs on the batcher's threads. A request whose client
+has gone is cancelled, and so is the work it still has in the workers or the queue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import hashlib
 import hmac
 import importlib.resources
-import os
-from concurrent.futures import ThreadPoolExecutor
+import logging
+import re
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
@@ -20,13 +27,17 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from dfx import __version__
-from dfx.data.images import HEIF_HINT, NOT_AN_IMAGE, NOT_DECODABLE, ImageBytes, load_rgb
-from dfx.errors import DfxError, ImageReadError
+from dfx.data.images import HEIF_HINT, NOT_AN_IMAGE, NOT_DECODABLE, ImageBytes
+from dfx.errors import DfxError
 from dfx.report import to_json
 from dfx.serve.batcher import MicroBatcher, QueueFull, ShuttingDown
 from dfx.serve.config import ServeSettings
+from dfx.serve.guard import Guard
+from dfx.serve.pool import TaskFailed, TaskTimeout, WorkerPool
+from dfx.serve.tasks import Decoded, decode_upload, draw_explanation
 from dfx.serve.uploads import FIELD, UploadError, read_uploads
 
 REQUIRES_EXTRA = "serve"
@@ -36,6 +47,14 @@ API = "/v1"
 
 NOT_READY_RETRY_S = 2
 """Retry-After of a 503 while the model loads or warms up."""
+
+CLIENT_LEFT = "the client left"
+"""How the log starts its one line about a client gone before its answer."""
+
+_log = logging.getLogger("uvicorn.error")  # the server's log, as uvicorn configures it
+
+OVERLAY_SIDE = 1024
+"""Longer side, in pixels, of the overlays /v1/explain draws (larger images are scaled down)."""
 
 UNSUPPORTED_REASONS = (NOT_AN_IMAGE, NOT_DECODABLE, HEIF_HINT)
 """Decoding failures that mean "not an image we read" (415); the others (truncated, too many
@@ -51,10 +70,9 @@ _CONTENT_TYPES = {
 _PAGE_HEADERS = {
     # Everything the page needs comes from dfx itself; thumbnails are blob: URLs of the
     # user's own files, overlays data: URLs of the API's PNGs.
+    # (The other security headers come from dfx.serve.guard, on every route.)
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
 }
 
 _MULTIPART_BODY = {
@@ -105,17 +123,24 @@ class Service:
         self.failure: str | None = None
         """Why the model could not be loaded or warmed up (then /readyz stays 503)."""
         self.batcher: MicroBatcher | None = None
-        # Pillow decodes without holding the GIL: uploads decode beside the network's work.
-        self.decoders = ThreadPoolExecutor(
-            max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="dfx-decode"
-        )
+        self.pool = WorkerPool(settings.workers, settings.per_request, settings.decode_memory_mb)
+        self.decode_size: int | None = None
+        """The side predict shrinks decoded images towards (the network's resize)."""
+        self.uploading = 0
+        """Request bodies being read now (at most ``settings.max_uploads``)."""
         self.threshold = None
 
     def start(self) -> None:
-        """Load (when given a loader) and warm up the detector; then it is ready."""
+        """Start the workers, load (when given a loader) and warm up the detector; then it is
+        ready."""
+        from dfx.data.dataset import ImageDataset
+
         try:
+            self.pool.start()
             if self.detector is None:
                 self.detector = self._load()
+            preprocessing = self.detector.preprocessing
+            self.decode_size = ImageDataset([], None, preprocessing).decode_size
             self.threshold = self.detector.resolve_threshold(self.settings.threshold)
             self.batcher = MicroBatcher(
                 self._predict_batch,
@@ -133,13 +158,21 @@ class Service:
         from PIL import Image
 
         side = self.detector.preprocessing.input_size
-        self._predict_batch([Image.new("RGB", (side, side))])
+        blank = Image.new("RGB", (side, side))
+        self._predict_batch([blank])
+        # Explanations too, when they can run: their first call imports captum (seconds of
+        # loading libraries, which holds the interpreter) and would stall every request.
+        with contextlib.suppress(Exception):  # not installed, or a model without gradients
+            from dfx.engine.explain import check_available
+
+            check_available()
+            self.detector.explain([blank], workers=0, max_pixels=None)
 
     def stop(self, timeout: float) -> None:
         """Finish the queued work (requests still wait for it), then end the threads."""
         if self.batcher is not None:
             self.batcher.close(timeout)
-        self.decoders.shutdown(wait=False, cancel_futures=True)
+        self.pool.close()
 
     def _predict_batch(self, images: list) -> list:
         # Decoded already: the images go through as they are, in one step, in this thread.
@@ -173,6 +206,10 @@ class Service:
             )
 
     async def uploads(self, request: Request) -> list[ImageBytes]:
+        if self.uploading >= self.settings.max_uploads:
+            detail = f"{self.uploading} uploads are arriving already; retry shortly."
+            raise ApiError(503, "busy", detail, {"Retry-After": "1"})
+        self.uploading += 1
         try:
             files = await asyncio.wait_for(
                 read_uploads(request, self.settings.max_upload_bytes, self.settings.max_files),
@@ -180,31 +217,30 @@ class Service:
             )
         except UploadError as error:
             raise ApiError(error.status, error.error, error.detail) from None
+        except ClientDisconnect:  # nobody reads an answer: one line in the log, no traceback
+            _log.info("%s midway through the upload.", CLIENT_LEFT)
+            raise ApiError(400, "client disconnected", "the upload stopped midway.") from None
         except asyncio.TimeoutError:
             detail = f"the request did not arrive within {self.settings.request_timeout_s:g} s."
             raise ApiError(408, "request timeout", detail) from None
+        finally:
+            self.uploading -= 1
         if not files:
             raise ApiError(400, "no image", f"send one or more images in the form field '{FIELD}'.")
         return files
 
-    async def decode(self, upload: ImageBytes):
-        """(image, provenance) of an upload, decoded as predict decodes files; or the reason."""
-        loop = asyncio.get_running_loop()
-
-        def work():
-            from dfx.data.provenance import read_provenance
-
-            image = self.detector.decode(upload, self.settings.max_pixels)
-            return image, read_provenance(upload)
-
+    async def decode(self, upload: ImageBytes, owner: object) -> Decoded | str:
+        """An upload decoded in a worker as predict decodes files (in ``owner``'s share of
+        the workers), or the reason it is not."""
+        timeout = self.settings.decode_timeout_s
         try:
-            return await asyncio.wait_for(
-                loop.run_in_executor(self.decoders, work), self.settings.decode_timeout_s
+            return await self.pool.run(
+                owner, timeout, decode_upload, upload, self.settings.max_pixels, self.decode_size
             )
-        except ImageReadError as error:
-            return str(error)
-        except asyncio.TimeoutError:
-            return f"decoding took longer than {self.settings.decode_timeout_s:g} s"
+        except TaskTimeout:
+            return f"decoding took longer than {timeout:g} s"
+        except TaskFailed as error:
+            return f"cannot decode it ({error})"
 
     async def queued(self, call):
         """Await batcher work under the request timeout; busy and shutdown become 503s."""
@@ -221,19 +257,20 @@ class Service:
             raise ApiError(504, "timeout", detail) from None
 
     async def predict(self, uploads: list[ImageBytes], threshold: float | None) -> list[dict]:
+        owner = object()  # this request, for the workers' fair share
         self.batcher.announce(len(uploads))
         try:
-            decoded = await asyncio.gather(*(self.decode(upload) for upload in uploads))
+            decoded = await asyncio.gather(*(self.decode(upload, owner) for upload in uploads))
         finally:
             self.batcher.withdraw(len(uploads))
         usable = [d for d in decoded if not isinstance(d, str)]
-        predictions = iter(await self.queued(self.batcher.submit([d[0] for d in usable])))
+        predictions = iter(await self.queued(self.batcher.submit([d.image for d in usable])))
         records = []
         for upload, outcome in zip(uploads, decoded):
             if isinstance(outcome, str):
                 records.append({"path": upload.name, "error": outcome})
                 continue
-            prediction = replace(next(predictions), path=upload.name, provenance=outcome[1])
+            prediction = replace(next(predictions), path=upload.name, provenance=outcome.provenance)
             if threshold is not None:  # the batch was decided at the service's threshold
                 prediction.fake = prediction.p_fake >= threshold
             records.append(prediction.to_dict())
@@ -242,6 +279,8 @@ class Service:
     async def explain(
         self, upload: ImageBytes, target: str = "predicted", method: str = "gradcam"
     ) -> dict:
+        """The explain record of one upload with its pictures, or 504 past the request
+        timeout (the work still under way is then cancelled)."""
         from dfx.engine.explain import INSTALL_HINT, check_available, check_options
 
         try:
@@ -251,21 +290,30 @@ class Service:
         try:
             check_options(target, method)
         except DfxError as error:
-            raise ApiError(422, "bad option", str(error)) from None
-        outcome = await self.decode(upload)
+            raise ApiError(400, "bad option", str(error)) from None
+        timeout = self.settings.request_timeout_s
+        try:
+            return await asyncio.wait_for(self._explain(upload, target, method), timeout)
+        except asyncio.TimeoutError:
+            raise ApiError(504, "timeout", f"no result within {timeout:g} s.") from None
+
+    async def _explain(self, upload: ImageBytes, target: str, method: str) -> dict:
+        owner = object()
+        outcome = await self.decode(upload, owner)
         if isinstance(outcome, str):
             status = 415 if outcome.startswith(UNSUPPORTED_REASONS) else 422
             raise ApiError(status, "unreadable image", f"{upload.name}: {outcome}")
         threshold = self.threshold.value
-        max_pixels = self.settings.max_pixels
 
         def job():
+            # The decoded image: the network sees what predict gives it, and the heatmaps
+            # have the decoded size (bounded), not the upload's.
             [explanation] = self.detector.explain(
-                [upload],
+                [outcome.image],
                 target=target,
                 method=method,
                 threshold=threshold,
-                max_pixels=max_pixels,
+                max_pixels=None,
                 workers=0,
             )
             return explanation
@@ -273,11 +321,31 @@ class Service:
         explanation = await self.queued(self.batcher.run_alone(job))
         if explanation.error is not None:
             raise ApiError(422, "unreadable image", f"{upload.name}: {explanation.error}")
-        loop = asyncio.get_running_loop()
-        pictures = await loop.run_in_executor(
-            self.decoders, _encoded_pictures, explanation, upload, threshold, max_pixels
+        prediction = replace(explanation.prediction, path=upload.name)
+        explanation = replace(
+            explanation, path=upload.name, prediction=prediction, size=outcome.size
         )
+        pictures = await self._draw(owner, outcome, explanation, threshold)
         return {**explanation.to_dict(), "threshold": threshold, "images": pictures}
+
+    async def _draw(self, owner, outcome: Decoded, explanation, threshold: float) -> dict:
+        """The overlays and the sheet as base64 PNG, drawn in a worker (see OVERLAY_SIDE)."""
+        from dfx.overlays import caption_lines
+
+        caption = caption_lines(explanation, threshold)
+        try:
+            return await self.pool.run(
+                owner,
+                self.settings.decode_timeout_s,
+                draw_explanation,
+                outcome.image,
+                explanation.heatmaps,
+                explanation.shares,
+                caption,
+                OVERLAY_SIDE,
+            )
+        except (TaskTimeout, TaskFailed) as error:
+            raise ApiError(503, "busy", f"drawing the overlays failed: {error}.") from None
 
     def model_info(self) -> dict:
         detector = self.detector
@@ -307,17 +375,6 @@ class Service:
             },
             "auth": self.settings.token is not None,
         }
-
-
-def _encoded_pictures(explanation, upload, threshold, max_pixels) -> dict[str, str]:
-    """The overlays and the contact sheet as base64 PNG, keyed as on disk (dm, ..., sheet)."""
-    from dfx.overlays import explanation_images, png_bytes
-
-    image = load_rgb(upload, max_pixels)  # as displayed: the heatmaps' size
-    return {
-        key: base64.b64encode(png_bytes(picture)).decode("ascii")
-        for key, picture in explanation_images(explanation, image, threshold).items()
-    }
 
 
 def _static_files() -> dict[str, bytes]:
@@ -359,6 +416,7 @@ def create_app(detector, settings: ServeSettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.service = service
+    app.add_middleware(Guard, allowed_hosts=settings.allowed_hosts)
     if swagger_assets is not None:
         _serve_docs_offline(app, swagger_assets)
 
@@ -415,7 +473,7 @@ def create_app(detector, settings: ServeSettings | None = None) -> FastAPI:
         service.authorize(request)
         service.check_ready()
         uploads = await service.uploads(request)
-        return json_response(await service.predict(uploads, threshold))
+        return json_response(await while_connected(request, service.predict(uploads, threshold)))
 
     @app.post(f"{API}/explain", tags=["detect"], openapi_extra=_MULTIPART_BODY)
     async def explain(
@@ -436,7 +494,8 @@ def create_app(detector, settings: ServeSettings | None = None) -> FastAPI:
         uploads = await service.uploads(request)
         if len(uploads) > 1:
             raise ApiError(400, "one image", f"explain takes one image, got {len(uploads)}.")
-        return json_response(await service.explain(uploads[0], target, method))
+        explained = service.explain(uploads[0], target, method)
+        return json_response(await while_connected(request, explained))
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -447,6 +506,30 @@ def create_app(detector, settings: ServeSettings | None = None) -> FastAPI:
         return _asset(assets, name)
 
     return app
+
+
+async def while_connected(request: Request, work):
+    """The result of the coroutine ``work``, unless the client goes first: then the work is
+    cancelled (its tasks in the workers killed, its queued images dropped)."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+    if task.cancelled() or not task.done():
+        await asyncio.gather(task, return_exceptions=True)
+        _log.info("%s before its answer; its work was cancelled.", CLIENT_LEFT)
+        raise ApiError(400, "client disconnected", "the client left before the answer.")
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has closed the connection (the body has been read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _swagger_ui_folder():
@@ -465,15 +548,32 @@ def _serve_docs_offline(app: FastAPI, folder) -> None:
 
     app.mount("/docs-assets", StaticFiles(directory=folder), name="docs-assets")
 
+    page = get_swagger_ui_html(
+        openapi_url=app.openapi_url,
+        title="dfx API",
+        swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+        swagger_css_url="/docs-assets/swagger-ui.css",
+        swagger_favicon_url="/docs-assets/favicon-32x32.png",
+    )
+    headers = {"Content-Security-Policy": docs_policy(page.body.decode())}
+
     @app.get("/docs", include_in_schema=False)
     async def docs():
-        return get_swagger_ui_html(
-            openapi_url=app.openapi_url,
-            title="dfx API",
-            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-            swagger_css_url="/docs-assets/swagger-ui.css",
-            swagger_favicon_url="/docs-assets/favicon-32x32.png",
-        )
+        return Response(page.body, media_type="text/html; charset=utf-8", headers=headers)
+
+
+def docs_policy(html: str) -> str:
+    """The CSP of the Swagger UI page: its bundle from dfx, and its one inline script by hash
+    (Swagger UI sets inline styles and shows data: images)."""
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
+        for script in re.findall(r"<script>(.*?)</script>", html, flags=re.DOTALL)
+    )
+    return (
+        f"default-src 'none'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+        "form-action 'none'"
+    )
 
 
 def _asset(assets: dict[str, bytes], name: str) -> Response:

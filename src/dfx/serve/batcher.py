@@ -40,6 +40,8 @@ class _Entry:
     loop: asyncio.AbstractEventLoop
     alone: bool = False
     """A job (a callable) that runs by itself, with no batch running beside it."""
+    abandoned: bool = False
+    """Its request gave up waiting (timeout, client gone): dropped if it has not started."""
 
 
 class _SharedLock:
@@ -121,6 +123,11 @@ class MicroBatcher:
         """Items waiting for a worker."""
         return len(self._queue)
 
+    def _drop_abandoned(self) -> None:
+        """Forget the queued items nobody waits for (called holding the condition)."""
+        if any(entry.abandoned for entry in self._queue):
+            self._queue = deque(entry for entry in self._queue if not entry.abandoned)
+
     async def submit(self, items: Sequence) -> list:
         """The results of ``items``, in order, once the batches that hold them have run.
 
@@ -130,7 +137,16 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         entries = [_Entry(item, loop.create_future(), loop) for item in items]
         self._put(entries)
-        return list(await asyncio.gather(*(entry.future for entry in entries)))
+        return list(await self._outcome(entries, asyncio.gather(*(e.future for e in entries))))
+
+    async def _outcome(self, entries: list[_Entry], waiting):
+        try:
+            return await waiting
+        except asyncio.CancelledError:
+            with self._condition:
+                for entry in entries:
+                    entry.abandoned = True
+            raise
 
     def announce(self, count: int) -> None:
         """``count`` items are on their way (being read or decoded): worth waiting for."""
@@ -148,12 +164,13 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         entry = _Entry(job, loop.create_future(), loop, alone=True)
         self._put([entry])
-        return await entry.future
+        return await self._outcome([entry], entry.future)
 
     def _put(self, entries: list[_Entry]) -> None:
         with self._condition:
             if self._closing:
                 raise ShuttingDown("the service is shutting down")
+            self._drop_abandoned()
             if len(self._queue) + len(entries) > self.max_queue:
                 raise QueueFull(self.retry_after())
             self._queue.extend(entries)
@@ -178,10 +195,12 @@ class MicroBatcher:
     def _next(self) -> list[_Entry] | None:
         """The next batch (or job), or None once closed and empty."""
         with self._condition:
+            self._drop_abandoned()
             while not self._queue:
                 if self._closing:
                     return None
                 self._condition.wait()
+                self._drop_abandoned()
             first = self._queue.popleft()
             if first.alone:
                 return [first]
