@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from PIL import Image
 import typer
 import typer.main
+from PIL import Image
 from typer.testing import CliRunner
 
 from dfx.cli import app
