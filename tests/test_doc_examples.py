@@ -15,8 +15,8 @@ this process through Typer's CliRunner (a subprocess costs seconds of start-up):
 line, and the ``dfx`` stages of a simple pipeline (``find ... | dfx ... > FILE``, ``dfx ...
 | jq ...``, ``dfx ... || echo ...``), whose other stages run as child processes, as
 ``bash -o pipefail`` would run them. Anything else (``$VARIABLES``, globs, ``&&``, loops,
-``torchrun``) runs in ``bash -o pipefail`` with the installed ``dfx`` first on PATH. ``pytest -s`` shows each
-command's time.
+``torchrun``) runs in ``bash -o pipefail`` with the installed ``dfx`` first on PATH.
+``pytest -s`` shows each command's time.
 """
 
 from __future__ import annotations

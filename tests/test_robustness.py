@@ -150,8 +150,10 @@ def test_unwritable_outputs_fail_before_any_work(trained, tmp_path, monkeypatch)
 
     monkeypatch.setattr(dfx.api, "load_detector", must_not_load)
     source = ["--model", trained["model"], "-m", trained["manifest"]]
+    folder = tmp_path / "table.csv"
+    folder.mkdir()
     assert_user_error(
-        invoke("jpeg-robustness", *source, "-o", tmp_path), f"cannot write {tmp_path}"
+        invoke("jpeg-robustness", *source, "-o", folder), f"cannot write {folder}", "a folder"
     )
     a_file = tmp_path / "taken"
     a_file.write_text("")
