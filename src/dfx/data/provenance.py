@@ -17,8 +17,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from dfx.data.images import ImageBytes, ImageSource
+from dfx.data.images import ImageBytes, ImageSource, open_image
 from dfx.data.metadata import jpeg_quality, xmp_packet
+from dfx.limits import METADATA_SCAN_BYTES
 
 EXCERPT_CHARS = 80
 """Longest value kept for a claim (generator settings can run to kilobytes)."""
@@ -51,12 +52,27 @@ GENERATOR_TEXT_KEYS: tuple[str, ...] = (
 
 _EXIF_SOFTWARE = 0x0131
 
-_DIGITAL_SOURCE_TYPE = re.compile(
-    rb"DigitalSourceType(?:\s*=\s*[\"']([^\"']*)[\"']|\s*>\s*([^<\s]+)\s*<"
-    rb"|[^>]*?rdf:resource\s*=\s*[\"']([^\"']*)[\"'])"
-)
-_CREATOR_TOOL = re.compile(rb"CreatorTool(?:\s*=\s*[\"']([^\"']*)[\"']|\s*>\s*([^<]+?)\s*<)")
-_XMP_PACKET = re.compile(rb"<x:xmpmeta.*?</x:xmpmeta>", re.DOTALL)
+# Metadata fields are read by a bounded parser: each field's name is found with bytes.find,
+# and its value is read with an anchored pattern from a window of FIELD_WINDOW_BYTES after
+# it, for at most FIELD_TRIES occurrences. The patterns are linear by construction as well:
+# each starts with a literal that none of its repeated classes contains, and each repetition
+# ends on a character its class excludes, so the attempts of a search never scan the same
+# bytes twice (tests/test_hostile.py feeds each of them 4 MB of hostile text).
+FIELD_WINDOW_BYTES = 512
+"""Bytes after a field's name in which its value must be found."""
+
+FIELD_TRIES = 16
+"""Occurrences of a field's name examined before the field is taken as absent.
+
+A file can hide a claim by stripping it anyway, so stopping early loses nothing; it keeps a
+packet holding the name a million times as cheap as one holding it once.
+"""
+
+_ATTRIBUTE_VALUE = re.compile(rb"=\s*(?:\"([^\"=]*)\"|'([^'=]*)')")
+"""``="value"`` or ``='value'``: the value of an XML attribute."""
+_ELEMENT_VALUE = re.compile(rb">([^<>]*)<")
+"""``>value<``: the text of an XML element."""
+_RESOURCE = b"rdf:resource"
 
 
 @dataclass(frozen=True)
@@ -116,7 +132,7 @@ def read_provenance(path: ImageSource) -> Provenance:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path.stream() if in_memory else path) as image:
+            with open_image(path) as image:
                 provenance.claims += _header_claims(image, raw)
                 if image.format in ("JPEG", "MPO"):
                     provenance.jpeg_quality = jpeg_quality(getattr(image, "quantization", None))
@@ -154,8 +170,8 @@ def _header_claims(image: Image.Image, raw: bytes) -> list[ProvenanceClaim]:
 
 def _excerpt(value: object) -> str:
     if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    text = " ".join(str(value).split())
+        value = value[:METADATA_SCAN_BYTES].decode("utf-8", "replace")
+    text = " ".join(str(value)[:METADATA_SCAN_BYTES].split())
     return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
 
 
@@ -169,23 +185,75 @@ def _png_text_claims(info: dict) -> list[ProvenanceClaim]:
 
 
 def _raw_xmp(raw: bytes) -> bytes:
-    found = _XMP_PACKET.search(raw)
-    return found.group(0) if found else b""
+    """The first XMP packet in raw bytes (empty when there is none), found in linear time."""
+    start = raw.find(b"<x:xmpmeta")
+    if start < 0:
+        return b""
+    end = raw.find(b"</x:xmpmeta>", start)
+    return raw[start : end + len(b"</x:xmpmeta>")] if end >= 0 else b""
 
 
 def _xmp_claims(xmp: bytes) -> list[ProvenanceClaim]:
     claims = []
-    source_type = _DIGITAL_SOURCE_TYPE.search(xmp)
+    xmp = xmp[:METADATA_SCAN_BYTES]
+    source_type = _field_value(xmp, b"DigitalSourceType", single_word=True, resource=True)
     if source_type:
-        value = next(group for group in source_type.groups() if group is not None)
         # IPTC's terms are URIs; the last segment (trainedAlgorithmicMedia) is the term.
-        term = value.decode("utf-8", "replace").rstrip("/").rsplit("/", 1)[-1]
+        term = source_type.decode("utf-8", "replace").rstrip("/").rsplit("/", 1)[-1]
         claims.append(ProvenanceClaim("xmp", "DigitalSourceType", _excerpt(term)))
-    tool = _CREATOR_TOOL.search(xmp)
+    tool = _field_value(xmp, b"CreatorTool")
     if tool:
-        value = next(group for group in tool.groups() if group is not None)
-        claims.append(ProvenanceClaim("xmp", "CreatorTool", _excerpt(value)))
+        claims.append(ProvenanceClaim("xmp", "CreatorTool", _excerpt(tool)))
     return claims
+
+
+def _field_value(
+    xmp: bytes, name: bytes, *, single_word: bool = False, resource: bool = False
+) -> bytes | None:
+    """The value of the first of :data:`FIELD_TRIES` occurrences of ``name`` that has one.
+
+    As an attribute (``name="v"``), an element (``<x:name>v</x:name>``, stripped; with
+    ``single_word`` only one word) or, with ``resource``, an ``rdf:resource="v"`` in the
+    same tag. Each try reads :data:`FIELD_WINDOW_BYTES`, so the cost is one ``find`` pass
+    over the packet plus a bounded amount.
+    """
+    at = xmp.find(name)
+    for _ in range(FIELD_TRIES):
+        if at < 0:
+            return None
+        window = xmp[at + len(name) : at + len(name) + FIELD_WINDOW_BYTES]
+        value = _window_value(window, single_word, resource)
+        if value:
+            return value
+        at = xmp.find(name, at + len(name))
+    return None
+
+
+def _window_value(window: bytes, single_word: bool, resource: bool) -> bytes | None:
+    stripped = window.lstrip()
+    quoted = _quoted(stripped)
+    if quoted is not None:
+        return quoted
+    found = _ELEMENT_VALUE.match(stripped)
+    if found:
+        text = found.group(1).strip()
+        if text and not (single_word and len(text.split()) > 1):
+            return text
+        return None
+    if resource:
+        tag_end = window.find(b">")
+        at = window.find(_RESOURCE, 0, tag_end if tag_end >= 0 else len(window))
+        if at >= 0:
+            return _quoted(window[at + len(_RESOURCE) :].lstrip())
+    return None
+
+
+def _quoted(text: bytes) -> bytes | None:
+    """The attribute value ``text`` starts with (``="v"`` or ``='v'``), or None."""
+    found = _ATTRIBUTE_VALUE.match(text)
+    if not found:
+        return None
+    return found.group(1) if found.group(1) is not None else found.group(2)
 
 
 # --- C2PA ---------------------------------------------------------------------------------------
