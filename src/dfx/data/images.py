@@ -104,8 +104,10 @@ def _refused_format(stream) -> str | None:
             continue
         stream.seek(0)
         try:
-            with Image.open(stream, formats=[name]):
-                return name
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "IM image format is deprecated", ...
+                with Image.open(stream, formats=[name]):
+                    return name
         except Exception:
             continue
     return next((name for name in _WEAK_SIGNATURES if _signature_matches(name, prefix)), None)

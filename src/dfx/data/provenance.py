@@ -10,7 +10,6 @@ claims; it never changes a probability or a verdict.
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,12 +51,11 @@ GENERATOR_TEXT_KEYS: tuple[str, ...] = (
 
 _EXIF_SOFTWARE = 0x0131
 
-# Metadata fields are read by a bounded parser: each field's name is found with bytes.find,
-# and its value is read with an anchored pattern from a window of FIELD_WINDOW_BYTES after
-# it, for at most FIELD_TRIES occurrences. The patterns are linear by construction as well:
-# each starts with a literal that none of its repeated classes contains, and each repetition
-# ends on a character its class excludes, so the attempts of a search never scan the same
-# bytes twice (tests/test_hostile.py feeds each of them 4 MB of hostile text).
+# Metadata fields are read by a bounded parser, without regular expressions: each field's
+# name is found with bytes.find, and its value is read from a window of FIELD_WINDOW_BYTES
+# after it, for at most FIELD_TRIES occurrences. So a packet costs one pass of find over at
+# most METADATA_SCAN_BYTES, whatever it holds (tests/test_hostile.py feeds every reader 4 MB
+# of hostile text).
 FIELD_WINDOW_BYTES = 512
 """Bytes after a field's name in which its value must be found."""
 
@@ -68,10 +66,6 @@ A file can hide a claim by stripping it anyway, so stopping early loses nothing;
 packet holding the name a million times as cheap as one holding it once.
 """
 
-_ATTRIBUTE_VALUE = re.compile(rb"=\s*(?:\"([^\"=]*)\"|'([^'=]*)')")
-"""``="value"`` or ``='value'``: the value of an XML attribute."""
-_ELEMENT_VALUE = re.compile(rb">([^<>]*)<")
-"""``>value<``: the text of an XML element."""
 _RESOURCE = b"rdf:resource"
 
 
@@ -230,30 +224,33 @@ def _field_value(
 
 
 def _window_value(window: bytes, single_word: bool, resource: bool) -> bytes | None:
-    stripped = window.lstrip()
-    quoted = _quoted(stripped)
-    if quoted is not None:
-        return quoted
-    found = _ELEMENT_VALUE.match(stripped)
-    if found:
-        text = found.group(1).strip()
-        if text and not (single_word and len(text.split()) > 1):
-            return text
+    """The value that the bytes after a field's name give it, or None."""
+    text = window.lstrip()
+    if text.startswith(b"="):  # an attribute: name="value"
+        return _quoted(text[1:].lstrip())
+    if text.startswith(b">"):  # an element: <x:name>value</x:name>
+        end = text.find(b"<")
+        value = text[1:end].strip() if end > 0 else b""
+        if value and not (single_word and len(value.split()) > 1):
+            return value
         return None
-    if resource:
+    if resource:  # <x:name rdf:resource="value"/>: the attribute within the same tag
         tag_end = window.find(b">")
         at = window.find(_RESOURCE, 0, tag_end if tag_end >= 0 else len(window))
         if at >= 0:
-            return _quoted(window[at + len(_RESOURCE) :].lstrip())
+            rest = window[at + len(_RESOURCE) :].lstrip()
+            if rest.startswith(b"="):
+                return _quoted(rest[1:].lstrip())
     return None
 
 
 def _quoted(text: bytes) -> bytes | None:
-    """The attribute value ``text`` starts with (``="v"`` or ``='v'``), or None."""
-    found = _ATTRIBUTE_VALUE.match(text)
-    if not found:
+    """The quoted value ``text`` starts with (``"v"`` or ``'v'``), or None."""
+    quote = text[:1]
+    if quote not in (b'"', b"'"):
         return None
-    return found.group(1) if found.group(1) is not None else found.group(2)
+    end = text.find(quote, 1)
+    return text[1:end] if end > 0 else None
 
 
 # --- C2PA ---------------------------------------------------------------------------------------
