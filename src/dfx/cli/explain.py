@@ -7,18 +7,19 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.console import RichProgress, print_json, report_written, stdout
+from dfx.cli.console import RichProgress, print_json, stdout
 from dfx.cli.errors import EXIT_INPUT_FAILED, handle_errors
 from dfx.cli.model_reference import fetch_model
 from dfx.cli.options import (
     Device,
-    JsonOutput,
+    JsonFlag,
     MaxPixels,
     ModelOption,
     Precision,
     Sha256Option,
     ThresholdOption,
     Workers,
+    artifact_option,
     read_stdin_paths,
 )
 from dfx.cli.outputs import check_outputs
@@ -53,7 +54,7 @@ def explain_command(
     model: ModelOption,
     sha256: Sha256Option = None,
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for the overlays and contact sheets.")
+        Path, artifact_option(help="Folder for the overlays and contact sheets.", metavar="DIR")
     ] = Path("dfx-explain"),
     target: Annotated[
         str,
@@ -67,7 +68,7 @@ def explain_command(
             "average, for where); gradcam++, layercam or hirescam.",
         ),
     ] = "gradcam",
-    json_path: JsonOutput = None,
+    as_json: JsonFlag = False,
     batch_size: Annotated[
         int | None,
         typer.Option(
@@ -88,7 +89,7 @@ def explain_command(
     from dfx.report import to_json
 
     check_available()
-    check_outputs({"--json": json_path}, {"--out": out})
+    check_outputs(folders={"--output": out})
     # Attribution needs gradients, which only torch gives.
     detector = load_detector(fetch_model(model, sha256), device, precision, runtime="torch")
     chosen = detector.resolve_threshold(threshold).value
@@ -112,15 +113,10 @@ def explain_command(
             for explanation in batch:
                 record = _write(explanation, out, stems, chosen, max_pixels)
                 failed = failed or record.get("error") is not None
-                _emit(record, json_path, records, to_json)
+                _emit(record, as_json, records, to_json)
     for path, reason in problems:
-        _emit({"path": str(path), "error": reason}, json_path, records, to_json)
-    if json_path not in (None, "-"):
-        from dfx.report import write_text
-
-        write_text("".join(to_json(r, indent=None) + "\n" for r in records), json_path)
-        report_written([json_path])
-    if json_path != "-":
+        _emit({"path": str(path), "error": reason}, as_json, records, to_json)
+    if not as_json:
         stdout().print(explanations_table(records))
     if failed:
         raise typer.Exit(EXIT_INPUT_FAILED)
@@ -154,8 +150,8 @@ def _unique_stem(stem: str, used: set) -> str:
     return candidate
 
 
-def _emit(record: dict, json_path: str | None, records: list, to_json) -> None:
-    if json_path == "-":  # JSON lines stream out as each input is done, for pipelines
+def _emit(record: dict, as_json: bool, records: list, to_json) -> None:
+    if as_json:  # JSON lines stream out as each input is done, for pipelines
         print_json(to_json(record, indent=None))
     else:
         records.append(record)
