@@ -46,7 +46,7 @@ def _register_heif() -> bool:
     except ImportError:
         return False
     # AVIF stays with Pillow's own decoder; libheif applies the irot/imir orientation boxes
-    # and resets EXIF orientation, so exif_transpose below does not rotate twice.
+    # and resets EXIF orientation, so the EXIF turn in load_rgb does not rotate twice.
     register_heif_opener()
     return True
 
