@@ -97,14 +97,10 @@ FAULTS = (
         "exif-wrong-way",
         "EXIF orientations 6 and 8 turned the wrong way",
         "src/dfx/data/images.py",
-        "image = to_rgb(ImageOps.exif_transpose(opened))",
-        "orientation = opened.getexif().get(0x0112)\n"
-        "                image = to_rgb(\n"
-        "                    opened.transpose({6: Image.Transpose.ROTATE_90,"
-        " 8: Image.Transpose.ROTATE_270}[orientation])\n"
-        "                    if orientation in (6, 8)\n"
-        "                    else ImageOps.exif_transpose(opened)\n"
-        "                )",
+        "turn = _TRANSPOSE.get(orientation)",
+        "turn = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}.get(\n"
+        "        orientation, _TRANSPOSE.get(orientation)\n"
+        "    )",
     ),
     Fault(
         "rotation-clockwise",

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from dfx.data.images import not_a_file_with_content
+from dfx.data.images import not_a_file_with_content, open_image
 from dfx.errors import ImageReadError
 
 # The example tables of the JPEG standard (ITU T.81 Annex K), in natural (row-major) order.
@@ -120,7 +119,7 @@ def read_facts(path: str | Path) -> FileFacts:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as image:
+            with open_image(path) as image:
                 info = image.info
                 return FileFacts(
                     format=image.format or "unknown",

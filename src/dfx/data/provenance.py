@@ -10,15 +10,15 @@ claims; it never changes a probability or a verdict.
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
-from dfx.data.images import ImageBytes, ImageSource
+from dfx.data.images import ImageBytes, ImageSource, open_image
 from dfx.data.metadata import jpeg_quality, xmp_packet
+from dfx.limits import METADATA_SCAN_BYTES
 
 EXCERPT_CHARS = 80
 """Longest value kept for a claim (generator settings can run to kilobytes)."""
@@ -51,12 +51,22 @@ GENERATOR_TEXT_KEYS: tuple[str, ...] = (
 
 _EXIF_SOFTWARE = 0x0131
 
-_DIGITAL_SOURCE_TYPE = re.compile(
-    rb"DigitalSourceType(?:\s*=\s*[\"']([^\"']*)[\"']|\s*>\s*([^<\s]+)\s*<"
-    rb"|[^>]*?rdf:resource\s*=\s*[\"']([^\"']*)[\"'])"
-)
-_CREATOR_TOOL = re.compile(rb"CreatorTool(?:\s*=\s*[\"']([^\"']*)[\"']|\s*>\s*([^<]+?)\s*<)")
-_XMP_PACKET = re.compile(rb"<x:xmpmeta.*?</x:xmpmeta>", re.DOTALL)
+# Metadata fields are read by a bounded parser, without regular expressions: each field's
+# name is found with bytes.find, and its value is read from a window of FIELD_WINDOW_BYTES
+# after it, for at most FIELD_TRIES occurrences. So a packet costs one pass of find over at
+# most METADATA_SCAN_BYTES, whatever it holds (tests/test_hostile.py feeds every reader 4 MB
+# of hostile text).
+FIELD_WINDOW_BYTES = 512
+"""Bytes after a field's name in which its value must be found."""
+
+FIELD_TRIES = 16
+"""Occurrences of a field's name examined before the field is taken as absent.
+
+A file can hide a claim by stripping it anyway, so stopping early loses nothing; it keeps a
+packet holding the name a million times as cheap as one holding it once.
+"""
+
+_RESOURCE = b"rdf:resource"
 
 
 @dataclass(frozen=True)
@@ -116,7 +126,7 @@ def read_provenance(path: ImageSource) -> Provenance:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path.stream() if in_memory else path) as image:
+            with open_image(path) as image:
                 provenance.claims += _header_claims(image, raw)
                 if image.format in ("JPEG", "MPO"):
                     provenance.jpeg_quality = jpeg_quality(getattr(image, "quantization", None))
@@ -154,8 +164,8 @@ def _header_claims(image: Image.Image, raw: bytes) -> list[ProvenanceClaim]:
 
 def _excerpt(value: object) -> str:
     if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    text = " ".join(str(value).split())
+        value = value[:METADATA_SCAN_BYTES].decode("utf-8", "replace")
+    text = " ".join(str(value)[:METADATA_SCAN_BYTES].split())
     return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
 
 
@@ -169,23 +179,78 @@ def _png_text_claims(info: dict) -> list[ProvenanceClaim]:
 
 
 def _raw_xmp(raw: bytes) -> bytes:
-    found = _XMP_PACKET.search(raw)
-    return found.group(0) if found else b""
+    """The first XMP packet in raw bytes (empty when there is none), found in linear time."""
+    start = raw.find(b"<x:xmpmeta")
+    if start < 0:
+        return b""
+    end = raw.find(b"</x:xmpmeta>", start)
+    return raw[start : end + len(b"</x:xmpmeta>")] if end >= 0 else b""
 
 
 def _xmp_claims(xmp: bytes) -> list[ProvenanceClaim]:
     claims = []
-    source_type = _DIGITAL_SOURCE_TYPE.search(xmp)
+    xmp = xmp[:METADATA_SCAN_BYTES]
+    source_type = _field_value(xmp, b"DigitalSourceType", single_word=True, resource=True)
     if source_type:
-        value = next(group for group in source_type.groups() if group is not None)
         # IPTC's terms are URIs; the last segment (trainedAlgorithmicMedia) is the term.
-        term = value.decode("utf-8", "replace").rstrip("/").rsplit("/", 1)[-1]
+        term = source_type.decode("utf-8", "replace").rstrip("/").rsplit("/", 1)[-1]
         claims.append(ProvenanceClaim("xmp", "DigitalSourceType", _excerpt(term)))
-    tool = _CREATOR_TOOL.search(xmp)
+    tool = _field_value(xmp, b"CreatorTool")
     if tool:
-        value = next(group for group in tool.groups() if group is not None)
-        claims.append(ProvenanceClaim("xmp", "CreatorTool", _excerpt(value)))
+        claims.append(ProvenanceClaim("xmp", "CreatorTool", _excerpt(tool)))
     return claims
+
+
+def _field_value(
+    xmp: bytes, name: bytes, *, single_word: bool = False, resource: bool = False
+) -> bytes | None:
+    """The value of the first of :data:`FIELD_TRIES` occurrences of ``name`` that has one.
+
+    As an attribute (``name="v"``), an element (``<x:name>v</x:name>``, stripped; with
+    ``single_word`` only one word) or, with ``resource``, an ``rdf:resource="v"`` in the
+    same tag. Each try reads :data:`FIELD_WINDOW_BYTES`, so the cost is one ``find`` pass
+    over the packet plus a bounded amount.
+    """
+    at = xmp.find(name)
+    for _ in range(FIELD_TRIES):
+        if at < 0:
+            return None
+        window = xmp[at + len(name) : at + len(name) + FIELD_WINDOW_BYTES]
+        value = _window_value(window, single_word, resource)
+        if value:
+            return value
+        at = xmp.find(name, at + len(name))
+    return None
+
+
+def _window_value(window: bytes, single_word: bool, resource: bool) -> bytes | None:
+    """The value that the bytes after a field's name give it, or None."""
+    text = window.lstrip()
+    if text.startswith(b"="):  # an attribute: name="value"
+        return _quoted(text[1:].lstrip())
+    if text.startswith(b">"):  # an element: <x:name>value</x:name>
+        end = text.find(b"<")
+        value = text[1:end].strip() if end > 0 else b""
+        if value and not (single_word and len(value.split()) > 1):
+            return value
+        return None
+    if resource:  # <x:name rdf:resource="value"/>: the attribute within the same tag
+        tag_end = window.find(b">")
+        at = window.find(_RESOURCE, 0, tag_end if tag_end >= 0 else len(window))
+        if at >= 0:
+            rest = window[at + len(_RESOURCE) :].lstrip()
+            if rest.startswith(b"="):
+                return _quoted(rest[1:].lstrip())
+    return None
+
+
+def _quoted(text: bytes) -> bytes | None:
+    """The quoted value ``text`` starts with (``"v"`` or ``'v'``), or None."""
+    quote = text[:1]
+    if quote not in (b'"', b"'"):
+        return None
+    end = text.find(quote, 1)
+    return text[1:end] if end > 0 else None
 
 
 # --- C2PA ---------------------------------------------------------------------------------------
