@@ -311,6 +311,9 @@ def test_an_eps_upload_is_refused(server):
     assert record["error"], record
     # No command line or temporary path in what the client sees.
     assert "/tmp" not in record["error"] and "-dSAFER" not in record["error"]
+    assert record["error"].startswith("EPS images are not accepted"), record
+    explained = timed_post(server, "/v1/explain", [png_file("drawing.eps", eps)])
+    assert explained.status_code == 415, explained.text
 
 
 def test_zz_memory_returns_after_the_series(server):

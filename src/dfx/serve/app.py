@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from dfx import __version__
-from dfx.data.images import HEIF_HINT, NOT_AN_IMAGE, NOT_DECODABLE, ImageBytes
+from dfx.data.images import HEIF_HINT, NOT_ACCEPTED, NOT_AN_IMAGE, NOT_DECODABLE, ImageBytes
 from dfx.errors import DfxError
 from dfx.report import to_json
 from dfx.serve.batcher import MicroBatcher, QueueFull, ShuttingDown
@@ -301,7 +301,8 @@ class Service:
         owner = object()
         outcome = await self.decode(upload, owner)
         if isinstance(outcome, str):
-            status = 415 if outcome.startswith(UNSUPPORTED_REASONS) else 422
+            unsupported = outcome.startswith(UNSUPPORTED_REASONS) or NOT_ACCEPTED in outcome
+            status = 415 if unsupported else 422
             raise ApiError(status, "unreadable image", f"{upload.name}: {outcome}")
         threshold = self.threshold.value
 
