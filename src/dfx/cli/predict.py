@@ -9,8 +9,16 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.console import RichProgress, notice, print_text, report_written, stdout
+from dfx.cli.console import (
+    RichProgress,
+    notice,
+    print_rows,
+    print_text,
+    report_warnings,
+    report_written,
+)
 from dfx.cli.errors import EXIT_INPUT_FAILED, handle_errors
+from dfx.cli.inputs import gather_inputs
 from dfx.cli.model_reference import check_model, fetch_model
 from dfx.cli.options import (
     Compile,
@@ -24,7 +32,6 @@ from dfx.cli.options import (
     Sha256Option,
     ThresholdOption,
     Workers,
-    read_stdin_paths,
 )
 from dfx.cli.outputs import STDOUT, check_outputs
 from dfx.limits import DEFAULT_MAX_PIXELS
@@ -73,24 +80,23 @@ def predict_command(
     """Say whether images are real, GAN-generated or diffusion-generated."""
     check_outputs({"--json": json_path})
     check_model(model, sha256)  # before torch loads: a wrong path fails at once
+    inputs, problems = gather_inputs(paths, "predict")  # nothing to predict: exit 2 now
 
     from dfx.api import Prediction, load_detector
     from dfx.atomic import atomic_write
-    from dfx.data.images import expand_inputs
     from dfx.report import to_json
 
     detector = load_detector(
         fetch_model(model, sha256), device, precision, compile, runtime=runtime
     )
     decision = detector.resolve_threshold(threshold)
-    arguments = read_stdin_paths(paths)
-    inputs, problems = expand_inputs(arguments)
     batch_size = detector.batch_size(batch_size)
     to_stdout = json_path == STDOUT
     json_file = atomic_write(json_path) if json_path not in (None, STDOUT) else nullcontext()
     table_rows = []  # JSON lines are not kept: a stream of millions stays small
     counts = Counter()
     unchecked_c2pa = 0
+    warned = []
     with RichProgress(enabled=len(inputs) > batch_size) as progress, json_file as handle:
         batches = detector.iter_predict(
             inputs,
@@ -106,6 +112,8 @@ def predict_command(
             unchecked_c2pa += sum(_unchecked_c2pa(p) for p in batch)
             for prediction in batch:
                 record = prediction.to_dict()
+                if prediction.warning:
+                    warned.append(f"{prediction.path}: {prediction.warning}")
                 if to_stdout:  # JSON lines stream out batch by batch, for pipelines
                     print_text(to_json(record, indent=None))
                     continue
@@ -121,6 +129,7 @@ def predict_command(
         f"{counts['failed']} failed; fake means P(fake) >= {decision.value:.4g} "
         f"({decision.label})."
     )
+    report_warnings(warned)
     if unchecked_c2pa:
         notice(
             f"{unchecked_c2pa} file(s) carry a C2PA manifest whose signature was not checked; "
@@ -147,8 +156,4 @@ def render_predictions(records: list[dict]) -> None:
     """A table on a terminal; tab-separated lines, one per input, in a pipe or a file."""
     from dfx.cli.tables import predictions_table, predictions_tsv
 
-    console = stdout()
-    if console.is_terminal:
-        console.print(predictions_table(records))
-    else:
-        print_text(predictions_tsv(records))
+    print_rows(lambda: predictions_table(records), lambda: predictions_tsv(records))
