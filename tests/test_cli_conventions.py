@@ -162,7 +162,7 @@ def test_quiet_leaves_results_alone_on_stdout(trained, data_dir, tmp_path):
     model, manifest = trained["model"], trained["manifest"]
     image = next((data_dir / "gan" / "toygan-a").iterdir())
     runs = {
-        "split": ["split", data_dir, "--out", tmp_path / "m.csv", "--json"],
+        "split": ["split", data_dir, "--out", tmp_path / "m.csv", "--json", "--force"],
         "evaluate": ["evaluate", "-M", model, "-m", manifest, "--workers", "0",
                      "--json", tmp_path / "r.json", "--plots", tmp_path / "plots"],
         "predict": ["predict", "-M", model, image, "--workers", "0"],
@@ -486,9 +486,9 @@ def test_predict_off_a_terminal_prints_one_tab_separated_line_per_input(trained,
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
     assert lines[0].split("\t") == ["path", "label", "p_dm", "p_gan", "p_real", "p_fake",
-                                    "fake", "error"]  # fmt: skip
-    assert len(lines) == 5 and all(line.count("\t") == 7 for line in lines)
-    assert lines[-1] == f"{long_name}\t\t\t\t\t\t\tno such file or folder"
+                                    "fake", "error", "provenance"]  # fmt: skip
+    assert len(lines) == 5 and all(line.count("\t") == 8 for line in lines)
+    assert lines[-1] == f"{long_name}\t\t\t\t\t\t\tno such file or folder\t"
     summary = result.stderr.strip().splitlines()[-1]
     assert summary.startswith("4 input(s):") and "P(fake) >= 0.4 (--threshold)" in summary
 

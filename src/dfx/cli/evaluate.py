@@ -135,8 +135,8 @@ def warn_if_trained_on(detector, labelled) -> None:
     seen = seen_in_training(trained_on, paths, known)
     if seen:
         warn(
-            f"{seen} of the {len(paths)} images to evaluate were training images of this "
-            "model, so its figures overstate how it does on new images."
+            f"{seen} of the {len(paths)} images given to evaluate were training images of "
+            "this model, so its figures overstate how it does on new images."
         )
 
 
