@@ -19,7 +19,7 @@ runner = CliRunner()
 
 
 def _audit_json(*arguments: str) -> tuple[int, dict, str]:
-    result = runner.invoke(app, ["audit", *arguments, "--json", "-"])
+    result = runner.invoke(app, ["audit", *arguments, "--json"])
     document = json.loads(result.stdout) if result.stdout.strip() else {}
     return result.exit_code, document, result.stderr
 
@@ -127,7 +127,15 @@ def test_perceptual_hash_separates_different_images(data_dir):
 def test_plots_and_json_file_are_written(jpeg_real, tmp_path):
     result = runner.invoke(
         app,
-        ["audit", str(jpeg_real), "--plots", str(tmp_path / "p"), "--json", str(tmp_path / "a")],
+        [
+            "audit",
+            str(jpeg_real),
+            "--plots",
+            str(tmp_path / "p"),
+            "--json",
+            "-o",
+            str(tmp_path / "a"),
+        ],
     )
     assert result.exit_code == 0, result.output
     for name in ("sizes.png", "jpeg_quality.png"):

@@ -29,7 +29,7 @@ def index_values(metadata: dict, dataset: str) -> dict[str, float]:
 
 def test_card_metadata_and_markdown(trained, tmp_path):
     report = tmp_path / "eval.json"
-    assert evaluate_test_split(trained, "--device", "cpu", "--json", report).exit_code == 0
+    assert evaluate_test_split(trained, "--device", "cpu", "-o", report).exit_code == 0
     out = tmp_path / "README.md"
     result = invoke(
         "card", "--model", trained["model"], "--repo", "lab/dfx-tiny",

@@ -458,7 +458,7 @@ def test_demo_runs_end_to_end(tmp_path):
     # The numbers the demo wrote are those dfx evaluate computes on the same files.
     report = out / "again.json"
     again = invoke("evaluate", "--model", out / "model.pt", "-m", out / "manifest.csv",
-                   "--json", report, "--device", "cpu", "--workers", "0")  # fmt: skip
+                   "-o", report, "--device", "cpu", "--workers", "0")  # fmt: skip
     assert again.exit_code == 0, again.output
     demo_numbers, evaluate_numbers = (
         {k: v for k, v in json.loads(path.read_text()).items() if k in OUTCOME_KEYS}

@@ -164,7 +164,7 @@ def test_quiet_leaves_results_alone_on_stdout(trained, data_dir, tmp_path):
     runs = {
         "split": ["split", data_dir, "--out", tmp_path / "m.csv", "--json", "--force"],
         "evaluate": ["evaluate", "-M", model, "-m", manifest, "--workers", "0",
-                     "--json", tmp_path / "r.json", "--plots", tmp_path / "plots"],
+                     "-o", tmp_path / "r.json", "--plots", tmp_path / "plots"],
         "predict": ["predict", "-M", model, image, "--workers", "0"],
         "train-fusion": ["train-fusion", "-m", manifest, "--base-dir",
                          trained["base"]["dm"].path.parent, "--epochs", "1", "-o",
@@ -197,46 +197,76 @@ def test_plain_text_under_no_color_and_off_a_terminal(tmp_path):
 # One meaning per option.
 
 
-def test_json_takes_an_optional_file_on_every_command_that_outputs_data(
-    trained, data_dir, tmp_path
-):
-    """``--json`` alone or ``--json -``: JSON on stdout only; ``--json FILE``: file + tables."""
+def test_json_is_a_flag_and_output_names_the_results_file(trained, data_dir, tmp_path):
+    """``--json``: JSON on stdout instead of tables; ``-o FILE``: the file, tables still
+    print; ``-o -`` is stdout; the format comes from the suffix or the flag."""
     model, manifest = trained["model"], trained["manifest"]
     image = next((data_dir / "gan" / "toygan-a").iterdir())
-    runs = {
-        "backbones": ["backbones"],
-        "split": ["split", data_dir, "--out", tmp_path / "m.csv"],
+    results_commands = {
         "evaluate": ["evaluate", "-M", model, "-m", manifest, "--workers", "0"],
         "robustness": ["robustness", "-M", model, "-m", manifest, "-p", "mirror", "--workers", "0"],
         "predict": ["predict", "-M", model, image, "--workers", "0"],
     }
-    for name, args in runs.items():
-        alone, dash = invoke(*args, "--json"), invoke(*args, "--json", "-")
+    for name, args in results_commands.items():
+        alone, dash = invoke(*args, "--json"), invoke(*args, "-o", "-")
         assert alone.exit_code == 0 and dash.exit_code == 0, (name, alone.output)
         assert alone.stdout == dash.stdout, name
         json.loads(alone.stdout.splitlines()[0] if name == "predict" else alone.stdout)
         report = tmp_path / f"{name}.json"
-        to_file = invoke(*args, "--json", report)
+        to_file = invoke(*args, "-o", report)
         assert to_file.exit_code == 0, (name, to_file.output)
         assert report.read_text().strip().startswith(("{", "[")), name
         assert to_file.stdout.strip() and to_file.stdout != alone.stdout, name  # tables stay
         assert f"wrote {report}" in to_file.stderr, name
+        no_suffix = tmp_path / f"{name}-results"  # the flag gives the format
+        assert invoke("--quiet", *args, "--json", "-o", no_suffix).exit_code == 0, name
+        assert no_suffix.read_text() == report.read_text(), name
+        assert_user_error(invoke(*args, "-o", tmp_path / "r.txt"), "cannot tell which format")
+    for name, args in {
+        "backbones": ["backbones"],
+        "split": ["split", data_dir, "--out", tmp_path / "m.csv"],
+    }.items():
+        alone = invoke(*args, "--json")
+        assert alone.exit_code == 0, (name, alone.output)
+        json.loads(alone.stdout)
 
 
-def test_json_never_swallows_an_image_argument(trained, data_dir, tmp_path):
-    """``--json IMAGE`` means results on stdout for IMAGE, never JSON written over it."""
+def test_evaluate_writes_json_and_csv_files_in_one_run(trained, tmp_path):
+    report, table = tmp_path / "report.json", tmp_path / "table.csv"
+    result = invoke("evaluate", "-M", trained["model"], "-m", trained["manifest"],
+                    "--workers", "0", "-o", report, "-o", table)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in json.loads(report.read_text())["binary"]
+    header = table.read_text().splitlines()[0].split(",")
+    assert "acc" in " ".join(header) or "accuracy" in " ".join(header), header
+    assert "Evaluation on" in result.stdout  # the tables still print
+    as_csv = invoke("evaluate", "-M", trained["model"], "-m", trained["manifest"],
+                    "--workers", "0", "--csv")  # fmt: skip
+    assert as_csv.stdout.strip() == table.read_text().strip()
+    both = invoke("evaluate", "-M", trained["model"], "--json", "--csv")
+    assert_user_error(both, "choose one of --json and --csv")
+
+
+def test_json_never_swallows_a_path(trained, data_dir, tmp_path):
+    """``--json`` is a flag: the images and folders after it are inputs, never outputs."""
     image, other = sorted((data_dir / "gan" / "toygan-a").iterdir())[:2]
     before = image.read_bytes()
-    for inputs in ([image], [image, other]):
-        result = invoke("predict", "-M", trained["model"], "--json", *inputs)
+    for inputs in ([image], [image, other], [data_dir / "gan" / "toygan-a", image]):
+        result = invoke("predict", "-M", trained["model"], "--json", *inputs, "--workers", "0")
         assert result.exit_code == 0, result.output
         records = [json.loads(line) for line in result.stdout.splitlines()]
         assert records and all("p_fake" in r for r in records)
-        assert records[0]["path"] == str(inputs[0]) or len(inputs) == 1
+        assert len(records) > 2 or len(records) == len(inputs)
     assert image.read_bytes() == before
-    # A folder after --json is refused with the hint, as it cannot take the JSON either.
-    result = invoke("predict", "-M", trained["model"], "--json", data_dir / "gan", image)
-    assert_user_error(result, "is a folder", "--json -")
+    explained = invoke("explain", "-M", trained["model"], "--json", data_dir / "gan" / "toygan-a",
+                       "--out", tmp_path / "x", "--workers", "0")  # fmt: skip
+    assert explained.exit_code == 0, explained.output
+    assert all("shares" in json.loads(line) for line in explained.stdout.splitlines())
+
+
+def test_the_old_json_file_spelling_gets_a_hint(trained, tmp_path):
+    result = invoke("evaluate", "-M", trained["model"], "--json", tmp_path / "r.json")
+    assert_user_error(result, "--json is a flag", "-o FILE")
 
 
 def test_plots_is_one_folder_option_and_plot_a_hidden_alias(trained, tmp_path):
@@ -267,7 +297,7 @@ def test_shared_options_have_one_help_text_and_one_validation():
     group = typer.main.get_command(app)
     seen: dict[str, tuple] = {}
     # Options whose meaning differs by command, each documented with its command.
-    differing = {"--out", "--batch-size", "--data", "--qf", "--dm", "--gan", "--real",
+    differing = {"--output", "--batch-size", "--data", "--qf", "--dm", "--gan", "--real",
                  "--backbone", "--image-size", "--target"}  # fmt: skip
     for name in group.list_commands(None):
         for option in group.get_command(None, name).params:
@@ -283,7 +313,8 @@ def test_help_shows_readable_metavars():
         page = invoke(name, "--help").stdout
         assert not re.search(r"<(bool|path|str|int|float|list)", page), name
         assert "{" not in page.split("\n", 3)[1], name  # the usage line: PATH..., not {PATH}...
-    assert "[FILE|-]" in invoke("predict", "--help").stdout
+    page = " ".join(invoke("predict", "--help").stdout.split())
+    assert "--output" in page and "-o FILE" in page
 
 
 # Unreadable files: reported the same way by every command and by the API.
@@ -339,12 +370,12 @@ def test_outputs_are_checked_before_any_work(trained, data_dir, tmp_path):
         "train-base": ["train-base", "-m", manifest, "--out", blocker],
         "train-fusion": ["train-fusion", "-m", manifest, "--base-dir", tmp_path, "-o", inside],
         "train-baseline": ["train-baseline", "-m", manifest, "-o", inside],
-        "evaluate": ["evaluate", "-M", model, "-m", manifest, "--json", inside],
+        "evaluate": ["evaluate", "-M", model, "-m", manifest, "-o", inside],
         "jpeg-robustness": ["jpeg-robustness", "-M", model, "-m", manifest, "--plots", blocker],
-        "robustness": ["robustness", "-M", model, "-m", manifest, "--csv", inside],
-        "predict": ["predict", "-M", model, data_dir, "--json", inside],
+        "robustness": ["robustness", "-M", model, "-m", manifest, "--csv", "-o", inside],
+        "predict": ["predict", "-M", model, data_dir, "-o", inside],
+        "audit": ["audit", data_dir, "-o", inside],
         "import-official": ["import-official", "-b", "tiny", "--complete", model, "-o", inside],
-        "backbones": ["backbones", "--json", inside],
         "demo": ["demo", "--out", blocker],
     }
     for name, args in runs.items():

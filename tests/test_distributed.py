@@ -348,7 +348,7 @@ def test_two_process_evaluation_equals_one_process_to_rounding(trained, odd_fold
         result = torchrun(
             "evaluate", "--model", trained["model"], "--data", odd_folder, *CPU,
             "--no-balanced", "--batch-size", "4",
-            "--json", out / "report.json", "--plots", out / "plots",
+            "-o", out / "report.json", "--plots", out / "plots",
             processes=processes,
         )  # fmt: skip
         assert result.returncode != 0  # the truncated file makes the exit code 1

@@ -288,7 +288,7 @@ def test_explain_command_json_lines_files_and_exit_codes(trained, test_images, t
     bad = tmp_path / "broken.png"
     bad.write_text("not a picture")
     out = tmp_path / "explained"
-    args = ["explain", "--model", trained["model"], "--out", out, "--device", "cpu", "--json", "-"]
+    args = ["explain", "--model", trained["model"], "--out", out, "--device", "cpu", "--json"]
     result = invoke(*args, *test_images[:2], bad)
     assert result.exit_code == 1, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]

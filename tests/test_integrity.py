@@ -180,7 +180,7 @@ def test_commands_refuse_changed_files_unless_allowed(trained, own_data, tmp_pat
     report = tmp_path / "r.json"
     allowed = invoke(
         "evaluate", "--model", trained["model"], "-m", path, "--workers", "0",
-        "--allow-changed", "--no-balanced", "--json", report,
+        "--allow-changed", "--no-balanced", "-o", report,
     )  # fmt: skip
     assert allowed.exit_code == 0, allowed.output
     assert "left out 3 manifest file(s)" in allowed.stderr

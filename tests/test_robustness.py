@@ -154,7 +154,7 @@ def test_unwritable_outputs_fail_before_any_work(trained, tmp_path, monkeypatch)
     monkeypatch.setattr(dfx.api, "load_detector", must_not_load)
     source = ["--model", trained["model"], "-m", trained["manifest"]]
     assert_user_error(
-        invoke("jpeg-robustness", *source, "--csv", tmp_path), f"cannot write {tmp_path}"
+        invoke("jpeg-robustness", *source, "-o", tmp_path), f"cannot write {tmp_path}"
     )
     a_file = tmp_path / "taken"
     a_file.write_text("")
@@ -358,7 +358,7 @@ def test_baseline_file_works_wherever_a_detector_does(baseline, trained):
     assert detector.model_file.architecture == "baseline"
     assert detector.threshold == detector.model_file.metrics["threshold"]["value"]
     evaluated = invoke(
-        "evaluate", "--model", baseline, "-m", trained["manifest"], "--json", "-", *FAST
+        "evaluate", "--model", baseline, "-m", trained["manifest"], "--json", *FAST
     )
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.stdout)["threshold"]["source"] == "model"
@@ -394,7 +394,7 @@ def test_detector_files_without_new_fields_still_load(trained, tmp_path):
     torch.save(payload, old)
     detector = dfx.load_detector(old, device="cpu")
     assert detector.model_file.architecture == "deepfeaturex" and detector.threshold is None
-    result = invoke("evaluate", "--model", old, "-m", trained["manifest"], "--json", "-", *FAST)
+    result = invoke("evaluate", "--model", old, "-m", trained["manifest"], "--json", *FAST)
     assert json.loads(result.stdout)["threshold"] == {"value": 0.5, "source": "default"}
 
 

@@ -103,14 +103,14 @@ def test_evaluate_and_robustness_run_an_onnx_file(trained, exported):
     reports = {}
     for model in (trained["model"], exported[0]):
         result = invoke(
-            "evaluate", "--model", model, "-m", manifest, "--device", "cpu", "--json", "-"
+            "evaluate", "--model", model, "-m", manifest, "--device", "cpu", "--json"
         )
         assert result.exit_code == 0, result.output
         reports[model.suffix] = json.loads(result.stdout)
     assert reports[".onnx"]["n"] == reports[".pt"]["n"]
     assert reports[".onnx"]["multiclass"]["accuracy"] == reports[".pt"]["multiclass"]["accuracy"]
     result = invoke(
-        "jpeg-robustness", "--model", exported[0], "-m", manifest, "--qf", "50", "--json", "-"
+        "jpeg-robustness", "--model", exported[0], "-m", manifest, "--qf", "50", "--json"
     )
     assert result.exit_code == 0, result.output
     assert [row["perturbation"] for row in json.loads(result.stdout)["rows"]] == ["raw", "jpeg:50"]

@@ -28,11 +28,9 @@ from pathlib import Path
 
 from dfx._version import __version__
 from dfx.errors import DfxError
+from dfx.extras import MissingExtra
 from dfx.fingerprint import file_sha256
 from dfx.progress import ProgressReporter, or_null
-
-HUB_EXTRA_HINT = 'pip install "deepfeaturex[hub]"'
-"""How to install the optional Hugging Face Hub support."""
 
 DOWNLOAD_TASK = "download"
 """The progress task of a download; its steps are bytes."""
@@ -297,9 +295,7 @@ def _from_hub(reference: ModelReference, progress: ProgressReporter) -> Path:
         import huggingface_hub
         from huggingface_hub import constants, errors
     except ImportError:
-        raise DfxError(
-            f"hf:// model references need the huggingface_hub package: {HUB_EXTRA_HINT}."
-        ) from None
+        raise MissingExtra("hub") from None
     cache = os.environ.get("HF_HUB_CACHE") or None  # read now, not when the package loaded
     endpoint = os.environ.get("HF_ENDPOINT") or None
     options = {

@@ -35,8 +35,9 @@ from dfx.cli.errors import (
     usage_error_message,
 )
 from dfx.cli.flags import GlobalFlags, env_switch
+from dfx.cli.framework import ClickException, plain_help_pages
 from dfx.cli.launch import check_launch
-from dfx.cli.options import fill_optional_values, readable_metavars
+from dfx.cli.options import readable_metavars
 
 
 class DfxGroup(TyperGroup):
@@ -44,22 +45,18 @@ class DfxGroup(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if plain_text():  # help pages too: no colour, bold or italic under NO_COLOR
-            from typer import rich_utils
-
-            rich_utils.COLOR_SYSTEM = None
+            plain_help_pages()
         readable_metavars(self)
-        args = fill_optional_values(sys.argv[1:] if args is None else list(args))
+        args = sys.argv[1:] if args is None else list(args)
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         if stdout_reader_gone():  # nobody will read the results: do no work
             end_quietly_on_broken_pipe()
             sys.exit(EXIT_BROKEN_PIPE)
-        from typer._click.exceptions import ClickException
-
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except ClickException as error:
-            fail(usage_error_message(error), error.exit_code)
+            fail(usage_error_message(error, args), error.exit_code)
             sys.exit(error.exit_code)
         except typer.Abort:
             fail("interrupted.", EXIT_INTERRUPTED)

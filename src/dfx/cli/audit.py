@@ -17,16 +17,16 @@ from dfx.cli.console import (
     stdout,
 )
 from dfx.cli.errors import EXIT_INPUT_FAILED, fail, handle_errors
-from dfx.cli.options import JsonOutput, OptionalManifest, PlotsOption
-from dfx.cli.outputs import check_outputs, write_outputs
+from dfx.cli.options import JsonFlag, OptionalManifest, OutputFiles, PlotsOption
+from dfx.cli.outputs import check_outputs, emit, plan_outputs
 
 EPILOG = """\
 [bold]Examples[/bold]
 
   dfx audit data/                          # a class-layout (or 0_real/1_fake) folder
   dfx audit --manifest manifest.csv        # with roles: copies across base/fusion/test
-  dfx audit data/ --json audit.json --plots audit-plots/
-  dfx audit data/ --json - | jq '.shortcut_score'
+  dfx audit data/ -o audit.json --plots audit-plots/
+  dfx audit data/ --json | jq '.shortcut_score'
 
 The shortcut score is the cross-validated balanced accuracy with which a decision tree
 tells the classes apart from container traits alone (format, JPEG quality, width,
@@ -34,7 +34,7 @@ height, colour mode, bytes per pixel): near chance (0.5 for real vs fake) is goo
 0.8 on a warning is printed, because a detector trained on such data may learn the
 container instead of the generator. Copies are byte-identical files; near-copies have
 perceptual hashes within 4 of 64 bits and matching colours (re-encoded or resized
-copies). Nothing is written except --json and --plots.
+copies). Nothing is written except --output and --plots.
 Exit codes: 0 ok, 1 some images unreadable, 2 bad input.
 """
 
@@ -46,7 +46,8 @@ def audit_command(
         typer.Argument(metavar="DATA", help="Data folder (dm/gan/real or 0_real/1_fake)."),
     ] = None,
     manifest: OptionalManifest = None,
-    json_path: JsonOutput = None,
+    as_json: JsonFlag = False,
+    outputs: OutputFiles = None,
     plots: PlotsOption = None,
     workers: Annotated[
         int | None,
@@ -58,7 +59,8 @@ def audit_command(
 
     if (data is None) == (manifest is None):
         raise fail("give either a data folder DATA or --manifest, not both or neither.")
-    check_outputs({"--json": json_path}, {"--plots": plots})
+    plan = plan_outputs(outputs, as_json=as_json)
+    check_outputs(plan.file_options(), {"--plots": plots})
     if manifest is not None:
         from dfx.data.manifest import read_manifest
 
@@ -87,7 +89,7 @@ def audit_command(
         from dfx.plots import audit_plots
 
         written += audit_plots(report, plots)
-    files, used_stdout = write_outputs(document, [], json_path, None)
+    files, used_stdout = emit(plan, document)
     written += files
     if not used_stdout:
         _render(document)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dfx.cli.console import print_rows
 from dfx.cli.errors import handle_errors
-from dfx.cli.options import JsonOutput
-from dfx.cli.outputs import check_outputs, emit_json
+from dfx.cli.options import JsonFlag
+from dfx.cli.outputs import emit_json
 
 COLUMNS = ("backbone", "features", "input", "ImageNet weights", "explained layer")
 """The table's headings on a terminal."""
@@ -14,16 +14,15 @@ TSV_COLUMNS = ("backbone", "features", "input", "imagenet_weights", "explained_l
 
 
 @handle_errors
-def backbones_command(json_path: JsonOutput = None) -> None:
+def backbones_command(as_json: JsonFlag = False) -> None:
     """List the backbones with their feature size, default input and explained layer."""
     from rich.table import Table
 
     from dfx.cli.tables import tsv
     from dfx.models.registry import REGISTRY
 
-    check_outputs({"--json": json_path})
     rows = [spec.to_dict() for spec in REGISTRY.values()]
-    if emit_json(rows, json_path):
+    if emit_json(rows, as_json):
         return
     cells = [
         [

@@ -12,15 +12,15 @@ import typer
 from dfx.cli.console import report_written
 from dfx.cli.errors import handle_errors
 from dfx.cli.model_reference import fetch_model
-from dfx.cli.options import ModelOption, Sha256Option
+from dfx.cli.options import ModelOption, Sha256Option, artifact_option
 from dfx.cli.outputs import check_outputs
 
 EPILOG = """\
 [bold]Examples[/bold]
 
   dfx card --model model.pt --repo lab/dfx-densenet --out README.md
-  dfx evaluate --model model.pt -m manifest.csv --json eval.json
-  dfx robustness --model model.pt -m manifest.csv --json robust.json
+  dfx evaluate --model model.pt -m manifest.csv -o eval.json
+  dfx robustness --model model.pt -m manifest.csv -o robust.json
   dfx card --model model.pt --repo lab/dfx-densenet --results eval.json --results robust.json
   dfx card --model hf://lab/dfx-densenet@v1/model.pt            # card of a published file
 
@@ -38,7 +38,7 @@ def card_command(
     model: ModelOption,
     sha256: Sha256Option = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Write the card to FILE (default: stdout).")
+        Path | None, artifact_option(help="Write the card to FILE (default: stdout).")
     ] = None,
     repo: Annotated[
         str | None,
@@ -68,7 +68,7 @@ def card_command(
     from dfx.model_source import parse_reference
     from dfx.report import write_text
 
-    check_outputs({"--out": out})
+    check_outputs({"--output": out})
     documents = [(path.stem, _read_results(path)) for path in results or []]
     reference = parse_reference(model, sha256)
     if repo is not None and repo.count("/") != 1:

@@ -11,8 +11,8 @@ import typer
 from dfx.cli.console import RichProgress, stdout
 from dfx.cli.errors import handle_errors
 from dfx.cli.evaluate import render_evaluation
-from dfx.cli.options import Device, Seed
-from dfx.cli.outputs import check_outputs
+from dfx.cli.options import Device, Seed, artifact_option
+from dfx.cli.outputs import check_outputs, plan_outputs
 from dfx.cli.training import render_base_results, render_fusion_result
 
 EPILOG = """\
@@ -34,7 +34,7 @@ PREDICT_SAMPLES = 6
 @handle_errors
 def demo_command(
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for data, models, reports.")
+        Path, artifact_option(help="Folder for data, models, reports.", metavar="DIR")
     ] = Path("dfx-demo"),
     per_generator: Annotated[
         int, typer.Option("--per-generator", min=10, help="Synthetic images per generator.")
@@ -52,7 +52,7 @@ def demo_command(
     seed: Seed = 0,
 ) -> None:
     """Run the whole pipeline on a small simulated data set (tiny backbone, small images)."""
-    check_outputs(folders={"--out": out})  # before torch loads: a bad folder fails at once
+    check_outputs(folders={"--output": out})  # before torch loads: a bad folder fails at once
     from rich.markup import escape
 
     from dfx import synthetic
@@ -103,7 +103,7 @@ def demo_command(
         results = [
             train_base(manifest, name, base_config, out / "base", progress) for name in CLASSES
         ]
-    render_base_results(results, json_path=None)
+    render_base_results(results, as_json=False)
 
     fusion_config = FusionTrainConfig(
         epochs=fusion_epochs, lr=1e-3, seed=seed, device=device, workers=0
@@ -112,7 +112,7 @@ def demo_command(
         fusion = train_fusion(
             manifest, {r.target: r.path for r in results}, fusion_config, out / "model.pt", progress
         )
-    render_fusion_result(fusion, json_path=None)
+    render_fusion_result(fusion, as_json=False)
 
     detector = load_detector(fusion.path, device)
     test_images = images_from_manifest(manifest, "test")
@@ -120,7 +120,7 @@ def demo_command(
         evaluation = evaluate(
             detector, test_images, EvaluationOptions(seed=seed), progress=progress
         )
-    render_evaluation(evaluation, str(out / "evaluation.json"))
+    render_evaluation(evaluation, plan_outputs([str(out / "evaluation.json")]))
 
     samples = [image.path for image in test_images[:: max(1, len(test_images) // PREDICT_SAMPLES)]]
     records = [p.to_dict() for p in detector.predict(samples[:PREDICT_SAMPLES])]

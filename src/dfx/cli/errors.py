@@ -11,13 +11,13 @@ import shlex
 import sys
 import traceback
 
-import click
 import typer
 
 from dfx import distributed
 from dfx.cli.console import DfxConsole, plain_text
 from dfx.cli.flags import GlobalFlags
-from dfx.cli.option_names import current_context, with_option_names
+from dfx.cli.framework import Context, current_context
+from dfx.cli.option_names import with_option_names
 
 EXIT_INPUT_FAILED = 1
 EXIT_USAGE = 2
@@ -114,7 +114,7 @@ def handle_errors(command):
     return wrapper
 
 
-def interrupted_message(interrupt, context: click.Context | None = None) -> str:
+def interrupted_message(interrupt, context: Context | None = None) -> str:
     """What Ctrl-C during training saved, and the exact command that resumes."""
     if interrupt.state_path is None:
         return (
@@ -131,7 +131,7 @@ def interrupted_message(interrupt, context: click.Context | None = None) -> str:
     )
 
 
-def current_command(context: click.Context | None, *extra: str) -> str:
+def current_command(context: Context | None, *extra: str) -> str:
     """The running command line as the user could type it again, plus ``extra`` options.
 
     Rebuilt from the parsed parameters (what differs from the defaults) when a command's
@@ -165,10 +165,15 @@ GLOBAL_OPTIONS = ("--debug", "--quiet", "-q", "--version")
 """Options of ``dfx`` itself, which go before the command."""
 
 
-def usage_error_message(error) -> str:
+FORMAT_FLAGS = ("--json", "--csv")
+"""Flags that pick an output format and never take a value (the file is ``-o FILE``)."""
+
+
+def usage_error_message(error, args: list[str] | None = None) -> str:
     """One dfx-style sentence for a command-line usage error of the framework (click).
 
-    A global option given after the command is named as such, with where it goes.
+    A global option given after the command is named as such, with where it goes; a file
+    name after ``--json`` (which took an optional FILE before 0.2.0) is pointed to ``-o FILE``.
     """
     context = getattr(error, "ctx", None)
     command = context.command_path if context is not None else "dfx"
@@ -182,5 +187,16 @@ def usage_error_message(error) -> str:
     message = " ".join(error.format_message().split()).rstrip(".")
     if name == "-m" and context is not None and any("-M" in p.opts for p in context.command.params):
         message += "; -m is the manifest: the model is -M or --model"
+    message += _format_flag_hint(message, args or [])
     help_hint = f" (see '{command} --help')" if context is not None else ""
     return f"{message}{help_hint}."
+
+
+def _format_flag_hint(message: str, args: list[str]) -> str:
+    if "unexpected extra argument" not in message.lower():
+        return ""
+    for flag in FORMAT_FLAGS:
+        for position, word in enumerate(args[:-1]):
+            if word == flag and f"({args[position + 1]}" in message:
+                return f"; {flag} is a flag and takes no value: write the results with -o FILE"
+    return ""

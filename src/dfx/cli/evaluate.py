@@ -25,7 +25,7 @@ from dfx.cli.options import (
     evaluation_options,
     with_options,
 )
-from dfx.cli.outputs import check_outputs, write_outputs
+from dfx.cli.outputs import check_outputs, emit, plan_outputs
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -33,9 +33,10 @@ EPILOG = """\
   dfx evaluate -M model.pt -m manifest.csv                 # the test split
   dfx evaluate -M model.pt -m manifest.csv --qf 50         # after JPEG at quality 50
   dfx evaluate -M model.pt --data ~/sets/wang2020/progan   # 0_real/1_fake layout
-  dfx evaluate -M model.pt --data sets/a --data sets/b --csv table4.csv
+  dfx evaluate -M model.pt --data sets/a --data sets/b -o table4.csv
   dfx evaluate -M model.pt -m manifest.csv --plots plots/ --threshold 0.3
-  dfx evaluate -M model.pt -m manifest.csv --json report.json --min-accuracy 0.9
+  dfx evaluate -M model.pt -m manifest.csv -o report.json --min-accuracy 0.9
+  dfx -q evaluate -M model.pt -m manifest.csv --json | jq .binary.accuracy
   dfx evaluate -M model.onnx -m manifest.csv                 # 'dfx export' file, ONNX Runtime
   dfx evaluate -M model.pt -m manifest.csv --runtime openvino --precision bf16
   torchrun --standalone --nproc-per-node 8 -m dfx evaluate -M model.pt -m manifest.csv
@@ -78,8 +79,14 @@ def evaluate_command(
     **options,
 ) -> None:
     """Evaluate a detector: 3-class and binary metrics, AP, AUC, EER, per-generator accuracy."""
-    json_path, csv_path, plots = options["json_path"], options["csv_path"], options["plots"]
-    check_outputs({"--json": json_path, "--csv": csv_path}, {"--plots": plots})
+    plots = options["plots"]
+    plan = plan_outputs(
+        options["outputs"],
+        as_json=options["as_json"],
+        as_csv=options["as_csv"],
+        formats=("json", "csv"),
+    )
+    check_outputs(plan.file_options(), {"--plots": plots})
     check_model(model, options["sha256"])  # before torch loads: a wrong path fails at once
 
     from dfx.data.labelled import read_labelled_sets
@@ -108,10 +115,10 @@ def evaluate_command(
             result = evaluate_sets(detector, labelled.sets, settings, qf=qf, progress=progress)
     report_failures(result.failures)
     if len(labelled.sets) == 1:
-        render_evaluation(result, json_path, csv_path, plots)
+        render_evaluation(result, plan, plots)
         headline = (result.multiclass or result.binary)["accuracy"]
     else:
-        render_generalization(result, json_path, csv_path, plots)
+        render_generalization(result, plan, plots)
         headline = result.mean()["accuracy"]
     if min_accuracy is not None and headline < min_accuracy:
         raise fail(
@@ -140,7 +147,7 @@ def warn_if_trained_on(detector, labelled) -> None:
         )
 
 
-def render_evaluation(result, json_path: str | None, csv_path=None, plots=None) -> None:
+def render_evaluation(result, plan, plots=None) -> None:
     """Tables on stdout, unless JSON or CSV goes to stdout; JSON, CSV and plots if asked."""
     from dfx.cli.tables import confusion_table, forensic_table, per_generator_table, summary_table
     from dfx.report import headline_row
@@ -151,7 +158,7 @@ def render_evaluation(result, json_path: str | None, csv_path=None, plots=None) 
         from dfx.plots import evaluation_plots
 
         written += evaluation_plots(result, plots)
-    files, used_stdout = write_outputs(document, [headline_row(document)], json_path, csv_path)
+    files, used_stdout = emit(plan, document, [headline_row(document)])
     written += files
     if used_stdout:
         report_written(written)
@@ -172,7 +179,7 @@ def render_evaluation(result, json_path: str | None, csv_path=None, plots=None) 
     report_written(written)
 
 
-def render_generalization(result, json_path, csv_path, plots) -> None:
+def render_generalization(result, plan, plots) -> None:
     """One row per data set (paper Table 4); JSON, CSV and per-set plots if asked."""
     from dfx.cli.tables import generalization_table
     from dfx.report import headline_row
@@ -188,7 +195,7 @@ def render_generalization(result, json_path, csv_path, plots) -> None:
         {"name": entry["name"], "data": entry["data"]} | headline_row(entry)
         for entry in document["sets"]
     ]
-    files, used_stdout = write_outputs(document, rows, json_path, csv_path)
+    files, used_stdout = emit(plan, document, rows)
     written += files
     if used_stdout:
         report_written(written)

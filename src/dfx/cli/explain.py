@@ -7,19 +7,20 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.console import RichProgress, print_json, print_rows, report_warnings, report_written
+from dfx.cli.console import RichProgress, print_json, print_rows, report_warnings
 from dfx.cli.errors import EXIT_INPUT_FAILED, handle_errors
 from dfx.cli.inputs import gather_inputs
 from dfx.cli.model_reference import check_model, fetch_model
 from dfx.cli.options import (
     Device,
-    JsonOutput,
+    JsonFlag,
     MaxPixels,
     ModelOption,
     Precision,
     Sha256Option,
     ThresholdOption,
     Workers,
+    artifact_option,
 )
 from dfx.cli.outputs import check_outputs
 from dfx.limits import DEFAULT_MAX_PIXELS
@@ -53,7 +54,7 @@ def explain_command(
     model: ModelOption,
     sha256: Sha256Option = None,
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for the overlays and contact sheets.")
+        Path, artifact_option(help="Folder for the overlays and contact sheets.", metavar="DIR")
     ] = Path("dfx-explain"),
     target: Annotated[
         str,
@@ -67,7 +68,7 @@ def explain_command(
             "average, for where); gradcam++, layercam or hirescam.",
         ),
     ] = "gradcam",
-    json_path: JsonOutput = None,
+    as_json: JsonFlag = False,
     batch_size: Annotated[
         int | None,
         typer.Option(
@@ -81,7 +82,7 @@ def explain_command(
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Show where each specialist found its evidence, and how much each drove the verdict."""
-    check_outputs({"--json": json_path}, {"--out": out})
+    check_outputs(folders={"--output": out})
     check_model(model, sha256)
     inputs, problems = gather_inputs(paths, "explain")  # nothing to explain: exit 2, no torch
 
@@ -115,15 +116,10 @@ def explain_command(
                 failed = failed or record.get("error") is not None
                 if record.get("warning"):
                     warned.append(f"{record['path']}: {record['warning']}")
-                _emit(record, json_path, records, to_json)
+                _emit(record, as_json, records, to_json)
     for path, reason in problems:
-        _emit({"path": str(path), "error": reason}, json_path, records, to_json)
-    if json_path not in (None, "-"):
-        from dfx.report import write_text
-
-        write_text("".join(to_json(r, indent=None) + "\n" for r in records), json_path)
-        report_written([json_path])
-    if json_path != "-":
+        _emit({"path": str(path), "error": reason}, as_json, records, to_json)
+    if not as_json:
         print_rows(lambda: explanations_table(records), lambda: explanations_tsv(records))
     report_warnings(warned)
     if failed:
@@ -158,8 +154,8 @@ def _unique_stem(stem: str, used: set) -> str:
     return candidate
 
 
-def _emit(record: dict, json_path: str | None, records: list, to_json) -> None:
-    if json_path == "-":  # JSON lines stream out as each input is done, for pipelines
+def _emit(record: dict, as_json: bool, records: list, to_json) -> None:
+    if as_json:  # JSON lines stream out as each input is done, for pipelines
         print_json(to_json(record, indent=None))
     else:
         records.append(record)

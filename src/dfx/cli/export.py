@@ -10,7 +10,7 @@ import typer
 from dfx.cli.console import RichProgress, notice
 from dfx.cli.errors import handle_errors
 from dfx.cli.model_reference import fetch_model
-from dfx.cli.options import JsonOutput, ModelOption, Sha256Option
+from dfx.cli.options import JsonFlag, ModelOption, Sha256Option, artifact_option
 from dfx.cli.outputs import check_outputs, emit_json
 
 EPILOG = """\
@@ -34,19 +34,19 @@ pip install "deepfeaturex\\[onnx]".
 @handle_errors
 def export_command(
     model: ModelOption,
-    out: Annotated[Path, typer.Option("--out", "-o", help="The file to write (model.onnx).")],
+    out: Annotated[Path, artifact_option(help="The file to write (model.onnx).")],
     format: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
     sha256: Sha256Option = None,
-    json_path: JsonOutput = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Export a detector to ONNX, checked against the torch network."""
     from dfx.engine.export import export_detector
 
-    check_outputs({"--out": out, "--json": json_path})
+    check_outputs({"--output": out})
     source = fetch_model(model, sha256)
     with RichProgress() as progress:
         result = export_detector(source, out, format=format.lower(), progress=progress)
-    emit_json(result.to_dict(), json_path)
+    emit_json(result.to_dict(), as_json)
     notice(
         f"wrote {result.path} ({result.size_bytes / 2**20:.1f} MiB, {result.backbone} "
         f"{result.architecture}, input {result.input_size} px, dynamic batch)"

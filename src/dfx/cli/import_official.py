@@ -9,7 +9,7 @@ import typer
 
 from dfx.cli.console import notice
 from dfx.cli.errors import handle_errors
-from dfx.cli.options import ImageSize, JsonOutput
+from dfx.cli.options import ImageSize, JsonFlag, artifact_option
 from dfx.cli.outputs import check_outputs, emit_json
 
 EPILOG = """\
@@ -35,7 +35,9 @@ def import_official_command(
     ],
     out: Annotated[
         Path,
-        typer.Option("--out", "-o", help="Detector file to write (a folder without --complete)."),
+        artifact_option(
+            help="Detector file to write (a folder without --complete).", metavar="PATH"
+        ),
     ],
     complete: Annotated[
         Path | None,
@@ -47,13 +49,13 @@ def import_official_command(
         Path | None, typer.Option("--real", help="Official real base-model file.")
     ] = None,
     image_size: ImageSize = None,
-    json_path: JsonOutput = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Convert the official release's state dicts into a dfx detector (or base-model) file."""
     if complete is not None:
-        check_outputs({"--out": out, "--json": json_path})
+        check_outputs({"--output": out})
     else:
-        check_outputs({"--json": json_path}, {"--out": out})
+        check_outputs(folders={"--output": out})
     from dfx.checkpoint import DETECTOR_FORMAT
     from dfx.interop.official import import_official
 
@@ -76,5 +78,5 @@ def import_official_command(
                 {"role": s.role, "path": s.path, "sha256": s.sha256} for s in result.sources
             ],
         },
-        json_path,
+        as_json,
     )

@@ -9,21 +9,12 @@ from __future__ import annotations
 
 import re
 
-import click
+from dfx.cli.framework import Context, current_context
 
 _SETTING = re.compile(r"`([a-z][a-z0-9_]*)`")
 
 
-def current_context() -> click.Context | None:
-    """The running command's context, or None; Typer parses with its own copy of click."""
-    try:
-        from typer._click.globals import get_current_context
-    except ImportError:  # a Typer that uses click itself
-        get_current_context = click.get_current_context
-    return get_current_context(silent=True)
-
-
-def with_option_names(message: str, context: click.Context | None = None) -> str:
+def with_option_names(message: str, context: Context | None = None) -> str:
     """``message`` with each ```setting``` replaced by the command's option for it."""
     if "`" not in message:
         return message

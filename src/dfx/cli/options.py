@@ -15,9 +15,10 @@ from typing import Annotated
 
 import typer
 
-from dfx.data.suffixes import IMAGE_SUFFIXES
+from dfx.cli.framework import hide_help_option_metavar
 from dfx.engine.configs import BackboneTrainConfig, TrainConfig
 from dfx.limits import DEFAULT_MAX_PIXELS
+from dfx.models.registry import default_batch_size_help
 
 _MANIFEST = typer.Option(
     "--manifest", "-m", metavar="FILE", help="Manifest CSV written by 'dfx split'."
@@ -51,63 +52,51 @@ ThresholdOption = Annotated[
         "--threshold",
         min=0.0,
         max=1.0,
-        help="Call an image fake when P(fake) >= this (default: the model's calibrated one).",
+        help="Call an image fake when P(fake) >= this (default: the model's calibrated one, "
+        "0.5 for model files without one).",
     ),
 ]
 RoleOption = Annotated[str, typer.Option("--split", help="Manifest role to evaluate.")]
 Balanced = Annotated[
-    bool, typer.Option("--balanced/--no-balanced", help="Balance classes by sampling.")
+    bool,
+    typer.Option(
+        "--balanced/--no-balanced",
+        help="Sample every label down to the smallest one (seeded), as the paper does.",
+    ),
 ]
-JSON_METAVAR = "[FILE|-]"
-JsonOutput = Annotated[
-    str | None,
+JsonFlag = Annotated[
+    bool,
     typer.Option(
         "--json",
-        metavar=JSON_METAVAR,
-        help="Results as JSON: to stdout instead of tables (--json alone, or --json -), "
-        "or to FILE besides the tables.",
+        help="Results as JSON: on stdout instead of tables, or the format of --output FILE.",
     ),
 ]
-"""``--json [FILE|-]``, the same on every command that outputs data (value optional)."""
-
-OPTIONAL_VALUES = {"--json": "-"}
-"""Options whose value may be left out, and the value they then take."""
-
-
-def fill_optional_values(args: list[str]) -> list[str]:
-    """The command line with the left-out value of each optional-value option filled in.
-
-    ``--json`` at the end, or followed by another option, becomes ``--json -`` (stdout), as
-    a flag-like ``--json`` always meant; ``--json FILE`` and ``--json -`` stay as they are.
-    It becomes ``--json -`` too before an existing image file (as in
-    ``dfx predict --json photo.png``): results are never written over an input.
-    """
-    filled: list[str] = []
-    for position, word in enumerate(args):
-        if word == "--":  # everything after it is an argument
-            return filled + args[position:]
-        filled.append(word)
-        if word in OPTIONAL_VALUES:
-            following = args[position + 1] if position + 1 < len(args) else None
-            if following is None or _is_option_or_input(following):
-                filled.append(OPTIONAL_VALUES[word])
-    return filled
-
-
-def _is_option_or_input(word: str) -> bool:
-    if word.startswith("-"):
-        return word != "-"
-    return Path(word).suffix.lower() in IMAGE_SUFFIXES and Path(word).is_file()
-
-
-CsvFile = Annotated[
-    str | None,
+"""``--json``, the same flag on every command that outputs data; it never takes a value."""
+CsvFlag = Annotated[
+    bool,
     typer.Option(
         "--csv",
-        metavar="FILE|-",
-        help="Headline metrics as CSV to FILE, or to stdout instead of tables ('-').",
+        help="Headline metrics as CSV: on stdout instead of tables, or the format of --output.",
     ),
 ]
+OutputFiles = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="Write the results to FILE ('-': stdout) in the format of its suffix "
+        "(.json, .csv) or of --json/--csv; the tables still print. Repeatable.",
+    ),
+]
+"""``-o/--output FILE``: where a command whose product is its results writes them."""
+
+
+def artifact_option(help: str, metavar: str = "FILE", **extra) -> typer.models.OptionInfo:
+    """``-o/--output`` of a command whose product is a file or folder (``--out`` too)."""
+    return typer.Option("--output", "-o", "--out", help=help, metavar=metavar, **extra)
+
+
 PlotsOption = Annotated[
     Path | None,
     typer.Option("--plots", metavar="DIR", help="Write the plots (PNG) and their points to DIR."),
@@ -126,7 +115,7 @@ InferenceRuntime = Annotated[
         "--runtime",
         help="What runs the network: auto (ONNX Runtime for .onnx and, when installed, for "
         "DenseNet .pt files on a CPU; else torch), torch, "
-        "onnxruntime or openvino (pip install 'dfx\\[onnx]' / 'dfx\\[openvino]').",
+        "onnxruntime or openvino (the deepfeaturex\\[onnx] and deepfeaturex\\[openvino] extras).",
     ),
 ]
 Workers = Annotated[
@@ -137,7 +126,9 @@ Workers = Annotated[
 ]
 InferenceBatchSize = Annotated[
     int | None,
-    typer.Option("--batch-size", min=1, help="Images per step (default: 32 on CPU, 256 on CUDA)."),
+    typer.Option(
+        "--batch-size", min=1, help=f"Images per step (default: {default_batch_size_help()})."
+    ),
 ]
 TrainBatchSize = Annotated[
     int,
@@ -218,7 +209,7 @@ TRAINING_OPTIONS = (
     _option("val_fraction", ValFraction, TrainConfig.val_fraction),
     *RUNTIME_OPTIONS,
     _option("resume", Resume, False),
-    _option("json_path", JsonOutput, None),
+    _option("as_json", JsonFlag, False),
 )
 """The optimisation, runtime and output options of every training command."""
 
@@ -238,8 +229,9 @@ EVALUATION_OPTIONS = (
     _option("split", RoleOption, "test"),
     _option("balanced", Balanced, True),
     _option("threshold", ThresholdOption, None),
-    _option("json_path", JsonOutput, None),
-    _option("csv_path", CsvFile, None),
+    _option("as_json", JsonFlag, False),
+    _option("as_csv", CsvFlag, False),
+    _option("outputs", OutputFiles, None),
     _option("plots", PlotsOption, None),
     _option("runtime", InferenceRuntime, "auto"),
     *RUNTIME_OPTIONS,
@@ -296,15 +288,7 @@ def readable_metavars(command) -> None:
     """
     if not getattr(command, "_dfx_metavars", False):  # once per command object
         command._dfx_metavars = True
-        framework_help = command.get_help_option
-
-        def help_option(context):
-            option = framework_help(context)
-            if option is not None:
-                option.metavar = ""
-            return option
-
-        command.get_help_option = help_option
+        hide_help_option_metavar(command)
     for parameter in command.params:
         if parameter.param_type_name == "argument":
             _plain_argument(parameter)

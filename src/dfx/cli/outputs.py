@@ -1,17 +1,20 @@
 """Output files: checked before any work starts, written atomically, or sent to stdout.
 
-One convention on every command that outputs data: ``--json`` alone (or ``--json -``)
-prints JSON on stdout instead of tables; ``--json FILE`` writes it to FILE and the tables
-still print. ``--csv`` works the same way with a value, and ``--plots DIR`` takes a folder.
+One convention on every command that outputs data. ``--json`` (and ``--csv`` where a
+command has rows of metrics) is a flag: it picks the format. ``-o/--output FILE`` says
+where the results go, in the format of FILE's suffix (``.json``, ``.csv``, ...) or of the
+flag; the tables still print. Without ``--output`` the flag's format replaces the tables
+on stdout, and ``--output -`` means stdout too. ``--plots DIR`` takes a folder.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from dfx.cli.console import print_json, report_written
+from dfx.cli.console import print_json
 
 STDOUT = "-"
 """The value of an output option that means standard output."""
@@ -24,8 +27,8 @@ def check_outputs(
     """Fail before any work when an output cannot be written; keys name the options.
 
     ``-`` (stdout, for one option at most) and None are skipped. A file must not be a
-    folder nor an image (an optional ``--json FILE`` can swallow an image argument), a
-    folder must not be a file, nothing on the way may be a file, and the nearest existing
+    folder nor an image (dfx never writes over an input), a folder must not be a file,
+    nothing on the way may be a file, and the nearest existing
     folder must accept a new file (tried, so read-only mounts and /proc are caught too).
     """
     from dfx.errors import DfxError
@@ -45,13 +48,12 @@ def _check_one(name: str, path: Path, kind: str) -> None:
     from dfx.data.images import not_an_image
     from dfx.errors import DfxError
 
-    optional = " (--json takes an optional FILE: put it last, or write --json -)"
-    hint = optional if name == "--json" else ""
+    name = name.split(" ")[0]
     if kind == "file" and path.is_dir():
-        raise DfxError(f"cannot write {path} ({name}): it is a folder, and a file is needed{hint}.")
+        raise DfxError(f"cannot write {path} ({name}): it is a folder, and a file is needed.")
     if kind == "file" and path.is_file() and not_an_image(path) is None:
         raise DfxError(
-            f"cannot write {path} ({name}): it is an image, and dfx never writes over one{hint}."
+            f"cannot write {path} ({name}): it is an image, and dfx never writes over one."
         )
     if kind == "folder" and path.exists() and not path.is_dir():
         raise DfxError(f"cannot write into {path} ({name}): it is a file, and a folder is needed.")
@@ -75,38 +77,87 @@ def _check_one(name: str, path: Path, kind: str) -> None:
     os.unlink(probe)
 
 
-def emit_json(document, json_path: str | None) -> bool:
-    """Write a JSON document where ``--json`` asks; True when it went to stdout (no tables).
+FORMAT_OF_SUFFIX = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "tsv"}
+"""The format of a results file, from its suffix."""
 
-    A file written is named on stderr.
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """Where one run's results go: the format on stdout and the files to write."""
+
+    stdout: str | None
+    """The format printed on stdout (``json``, ``csv``), or None for the tables."""
+    files: tuple[tuple[Path, str], ...]
+    """Each file to write, with its format."""
+
+    def file_options(self) -> dict[str, Path]:
+        """The files, keyed for :func:`check_outputs` by the option that names them."""
+        return {f"--output {path}": path for path, _ in self.files}
+
+
+def plan_outputs(
+    outputs: list[str] | None,
+    *,
+    as_json: bool = False,
+    as_csv: bool = False,
+    formats: tuple[str, ...] = ("json",),
+) -> OutputPlan:
+    """Where the results go, from ``--output`` FILEs and the ``--json``/``--csv`` flags.
+
+    ``formats`` are those the command writes; a file's suffix picks one, else the flag.
     """
-    from dfx.report import to_json, write_json
+    from dfx.errors import DfxError
 
-    if json_path is None:
-        return False
-    if str(json_path) == STDOUT:
-        print_json(to_json(document))
-        return True
-    report_written([write_json(document, json_path)])
-    return False
+    if as_json and as_csv:
+        raise DfxError("choose one of `as_json` and `as_csv`: both print on stdout.")
+    flagged = "json" if as_json else "csv" if as_csv else None
+    files, to_stdout = [], False
+    for value in outputs or []:
+        if value == STDOUT:
+            if to_stdout:
+                raise DfxError("`outputs` names stdout (-) twice.")
+            to_stdout = True
+            continue
+        path = Path(value)
+        wanted = FORMAT_OF_SUFFIX.get(path.suffix.lower())
+        if wanted not in formats:
+            wanted = flagged
+        if wanted is None:
+            suffixes = " or ".join(s for s, f in FORMAT_OF_SUFFIX.items() if f in formats)
+            raise DfxError(
+                f"cannot tell which format to write {path} in: end its name in {suffixes}, "
+                f"or give --{formats[0]}."
+            )
+        files.append((path, wanted))
+    if to_stdout:
+        stdout_format = flagged or formats[0]
+    else:
+        stdout_format = flagged if not files else None
+    return OutputPlan(stdout_format, tuple(files))
 
 
-def write_outputs(document: dict, rows: list[dict], json_path, csv_path) -> tuple[list, bool]:
-    """Write the JSON document and CSV rows to files or stdout.
+def emit(plan: OutputPlan, document, rows: list[dict] | None = None) -> tuple[list, bool]:
+    """Write the JSON document (or CSV ``rows``) where ``plan`` says.
 
     Returns the files written and whether stdout was used (then no table may follow).
     """
     from dfx.report import to_csv, to_json, write_json, write_text
 
     written = []
-    if json_path not in (None, STDOUT):
-        written.append(write_json(document, json_path))
-    if csv_path not in (None, STDOUT):
-        written.append(write_text(to_csv(rows), csv_path))
-    if json_path == STDOUT:
+    for path, form in plan.files:
+        if form == "json":
+            written.append(write_json(document, path))
+        else:
+            written.append(write_text(to_csv(rows or []), path))
+    if plan.stdout == "json":
         print_json(to_json(document))
-        return written, True
-    if csv_path == STDOUT:
-        print_json(to_csv(rows).rstrip("\n"))
-        return written, True
-    return written, False
+    elif plan.stdout == "csv":
+        print_json(to_csv(rows or []).rstrip("\n"))
+    return written, plan.stdout is not None
+
+
+def emit_json(document, as_json: bool) -> bool:
+    """Print a JSON document on stdout when ``--json`` asks; True when it did (no tables)."""
+    if as_json:
+        emit(OutputPlan("json", ()), document)
+    return as_json

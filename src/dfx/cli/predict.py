@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from contextlib import nullcontext
+from contextlib import ExitStack
 from typing import Annotated
 
 import typer
@@ -25,15 +25,17 @@ from dfx.cli.options import (
     Device,
     InferenceBatchSize,
     InferenceRuntime,
-    JsonOutput,
+    JsonFlag,
     MaxPixels,
     ModelOption,
+    OutputFiles,
     Precision,
     Sha256Option,
     ThresholdOption,
     Workers,
 )
-from dfx.cli.outputs import STDOUT, check_outputs
+from dfx.cli.outputs import check_outputs, plan_outputs
+from dfx.extras import install_command
 from dfx.limits import DEFAULT_MAX_PIXELS
 
 EPILOG = """\
@@ -45,15 +47,17 @@ EPILOG = """\
   find . -name '*.png' | dfx predict - --json > verdicts.jsonl
   dfx predict suspicious.webp --json | jq -r 'select(.p_fake > 0.5) | .path'
   dfx predict inbox/ > verdicts.tsv                           # tab-separated in a file
+  dfx predict --json photos/ -o verdicts.jsonl               # a file, and the table too
   dfx predict -M model.onnx photos/                         # 'dfx export' file: ONNX Runtime
   dfx predict -M model.pt --runtime openvino --precision bf16 photos/
 
 With --json, one object per input line: path, label, probs {dm, gan, real}, p_fake
 (= p_dm + p_gan), fake (p_fake >= the model's calibrated threshold, or --threshold)
 and error (null). An unreadable input gives {path, error} and the
-others still run; the exit code is then 1. --json FILE writes the same lines to FILE
-and still prints the verdicts. Without --json: a table on a terminal, tab-separated
-lines (with a header) in a pipe or file; a summary with the threshold goes to stderr.
+others still run; the exit code is then 1. -o FILE writes the same lines to FILE
+(.jsonl/.json; .tsv for tab-separated lines) and still prints the verdicts. Without
+--json: a table on a terminal, tab-separated lines (with a header) in a pipe or file;
+a summary with the threshold goes to stderr.
 """
 
 
@@ -67,7 +71,8 @@ def predict_command(
     ],
     model: ModelOption,
     sha256: Sha256Option = None,
-    json_path: JsonOutput = None,
+    as_json: JsonFlag = False,
+    outputs: OutputFiles = None,
     batch_size: InferenceBatchSize = None,
     threshold: ThresholdOption = None,
     device: Device = "auto",
@@ -78,26 +83,30 @@ def predict_command(
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Say whether images are real, GAN-generated or diffusion-generated."""
-    check_outputs({"--json": json_path})
+    plan = plan_outputs(outputs, as_json=as_json, formats=("json", "tsv"))
+    check_outputs(plan.file_options())
     check_model(model, sha256)  # before torch loads: a wrong path fails at once
     inputs, problems = gather_inputs(paths, "predict")  # nothing to predict: exit 2 now
 
     from dfx.api import Prediction, load_detector
     from dfx.atomic import atomic_write
-    from dfx.report import to_json
+    from dfx.cli.tables import predictions_tsv
+    from dfx.report import to_json, write_text
 
     detector = load_detector(
         fetch_model(model, sha256), device, precision, compile, runtime=runtime
     )
     decision = detector.resolve_threshold(threshold)
     batch_size = detector.batch_size(batch_size)
-    to_stdout = json_path == STDOUT
-    json_file = atomic_write(json_path) if json_path not in (None, STDOUT) else nullcontext()
+    to_stdout = plan.stdout == "json"
+    json_files = [path for path, form in plan.files if form == "json"]
+    keep_rows = not to_stdout or len(json_files) < len(plan.files)
     table_rows = []  # JSON lines are not kept: a stream of millions stays small
     counts = Counter()
     unchecked_c2pa = 0
     warned = []
-    with RichProgress(enabled=len(inputs) > batch_size) as progress, json_file as handle:
+    with RichProgress(enabled=len(inputs) > batch_size) as progress, ExitStack() as files:
+        handles = [files.enter_context(atomic_write(path)) for path in json_files]
         batches = detector.iter_predict(
             inputs,
             batch_size=batch_size,
@@ -114,16 +123,19 @@ def predict_command(
                 record = prediction.to_dict()
                 if prediction.warning:
                     warned.append(f"{prediction.path}: {prediction.warning}")
+                line = to_json(record, indent=None)
                 if to_stdout:  # JSON lines stream out batch by batch, for pipelines
-                    print_text(to_json(record, indent=None))
-                    continue
-                if handle is not None:
-                    handle.write(to_json(record, indent=None) + "\n")
-                table_rows.append(record)
+                    print_text(line)
+                for handle in handles:
+                    handle.write(line + "\n")
+                if keep_rows:
+                    table_rows.append(record)
+    for path, form in plan.files:
+        if form == "tsv":
+            write_text(predictions_tsv(table_rows) + "\n", path)
     if not to_stdout:
         render_predictions(table_rows)
-    if handle is not None:
-        report_written([json_path])
+    report_written([path for path, _ in plan.files])
     notice(
         f"{sum(counts.values())} input(s): {counts['fake']} fake, {counts['real']} real, "
         f"{counts['failed']} failed; fake means P(fake) >= {decision.value:.4g} "
@@ -133,7 +145,7 @@ def predict_command(
     if unchecked_c2pa:
         notice(
             f"{unchecked_c2pa} file(s) carry a C2PA manifest whose signature was not checked; "
-            "install c2pa-python (pip install 'deepfeaturex[c2pa]') to verify it."
+            f"to verify it: {install_command('c2pa')}."
         )
     if counts["failed"]:
         raise typer.Exit(EXIT_INPUT_FAILED)

@@ -17,14 +17,15 @@ from dfx.cli.console import (
 from dfx.cli.errors import exit_if_failures, handle_errors
 from dfx.cli.model_reference import check_model, fetch_model
 from dfx.cli.options import EVALUATION_OPTIONS, ModelOption, evaluation_options, with_options
-from dfx.cli.outputs import check_outputs, write_outputs
+from dfx.cli.outputs import check_outputs, emit, plan_outputs
+from dfx.models.registry import default_batch_size_help
 
 JPEG_EPILOG = """\
 [bold]Examples[/bold]
 
   dfx jpeg-robustness -M model.pt -m manifest.csv                # raw, QF 90 ... 50
   dfx jpeg-robustness -M model.pt -m manifest.csv --qf 95 --qf 75 --plots plots/
-  dfx jpeg-robustness -M model.pt --data ~/sets/test --json - | jq '.rows[].binary.accuracy'
+  dfx jpeg-robustness -M model.pt --data ~/sets/test --json | jq '.rows[].binary.accuracy'
 
 Each image is read once; every variant (raw and one per QF) is compressed in memory
 with Pillow (4:4:4 chroma) and classified. Nothing is written beside the data.
@@ -36,7 +37,7 @@ EPILOG = """\
 
   dfx robustness -M model.pt -m manifest.csv                     # the official release's tests
   dfx robustness -M model.pt -m manifest.csv -p "jpeg:90,50 blur:1,2 resize:0.5 mirror"
-  dfx robustness -M model.pt -m manifest.csv -p field --csv field.csv --plots plots/
+  dfx robustness -M model.pt -m manifest.csv -p field -o field.csv --plots plots/
 
 Spec: space-separated kind[:values] tokens. jpeg:QF,... (1-100); blur:SIGMA,...
 (pixels); blurk:KERNEL,... (odd kernel side with sigma 4, as the official release
@@ -61,7 +62,8 @@ VariantBatchSize = Annotated[
     typer.Option(
         "--batch-size",
         min=1,
-        help="Network inputs (images × variants) per step (default: 32 on CPU, 256 on CUDA).",
+        help="Network inputs (images × variants) per step, at least one image "
+        f"(default: {default_batch_size_help()}).",
     ),
 ]
 
@@ -126,10 +128,8 @@ def _check_first(model: Path, data: Path | None, plot: Path | None, options: dic
     """Outputs, model path and data, checked before torch loads: mistakes fail at once."""
     from dfx.data.labelled import read_labelled_sets
 
-    check_outputs(
-        {"--json": options["json_path"], "--csv": options["csv_path"], "--plot": plot},
-        {"--plots": options["plots"]},
-    )
+    plan = _output_plan(options)
+    check_outputs({**plan.file_options(), "--plot": plot}, {"--plots": options["plots"]})
     check_model(model, options["sha256"])
     labelled = read_labelled_sets(
         options["manifest"],
@@ -139,6 +139,15 @@ def _check_first(model: Path, data: Path | None, plot: Path | None, options: dic
     )
     report_labelled_sets(labelled)
     return labelled
+
+
+def _output_plan(options: dict):
+    return plan_outputs(
+        options["outputs"],
+        as_json=options["as_json"],
+        as_csv=options["as_csv"],
+        formats=("json", "csv"),
+    )
 
 
 def _run(
@@ -155,7 +164,7 @@ def _run(
     from dfx.api import load_detector
     from dfx.engine.robustness import measure_robustness
 
-    json_path, csv_path, plots = options["json_path"], options["csv_path"], options["plots"]
+    plots = options["plots"]
     plot_files = [p for p in (plot, plots / plot_name if plots is not None else None) if p]
     detector = load_detector(
         fetch_model(model, options["sha256"]),
@@ -169,11 +178,11 @@ def _run(
             detector, labelled.sets[0].images, perturbations, settings, progress=progress
         )
     report_failures(result.failures)
-    render_robustness(result, title, json_path, csv_path, plot_files)
+    render_robustness(result, title, _output_plan(options), plot_files)
     exit_if_failures(result.failures)
 
 
-def render_robustness(result, title: str, json_path, csv_path, plots: list[Path]) -> None:
+def render_robustness(result, title: str, plan, plots: list[Path]) -> None:
     """Tables on stdout (unless JSON or CSV goes there); JSON, CSV and plot files if asked."""
     from dfx.cli.tables import forensic_table, summary_table
     from dfx.report import headline_row
@@ -186,7 +195,7 @@ def render_robustness(result, title: str, json_path, csv_path, plots: list[Path]
         n = result.rows[0].n
         written.append(robustness_plot(document["rows"], plot, f"{title} (n = {n})"))
     rows = [headline_row(row) for row in document["rows"]]
-    files, used_stdout = write_outputs(document, rows, json_path, csv_path)
+    files, used_stdout = emit(plan, document, rows)
     written += files
     report_written(written)
     if used_stdout:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from dfx.cli.console import stderr
 from dfx.cli.errors import handle_errors
@@ -20,6 +21,7 @@ from dfx.cli.options import (
     ThresholdOption,
     config_from,
 )
+from dfx.extras import install_command, require
 from dfx.limits import DEFAULT_MAX_PIXELS
 from dfx.serve.config import ServeSettings
 
@@ -35,8 +37,8 @@ POST /v1/predict takes images in the multipart field 'files' and answers the rec
 GET /healthz, /readyz and /v1/model tell whether it is alive, ready, and what it runs.
 It listens on the loopback interface unless --host says otherwise; a service others can
 reach should ask for a token (--token-file) and sit behind a reverse proxy (docs/serve.md).
-Needs the serve extra: pip install "deepfeaturex[serve]".
-"""
+Needs the serve extra: {hint}.
+""".format(hint=escape(install_command("serve")))
 
 _DEFAULTS = ServeSettings()
 
@@ -89,9 +91,7 @@ def serve_command(
 ) -> None:
     """Serve the detector over HTTP: a JSON API and a drag-and-drop web page."""
     options = dict(locals())  # the option values, before any other name is bound
-    from dfx.serve.config import check_available
-
-    check_available()
+    require("serve")
     token = read_token(token_file) if token_file is not None else None
     check_model(model, sha256)
     settings = config_from(ServeSettings, options | {"token": token})

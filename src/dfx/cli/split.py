@@ -9,7 +9,7 @@ import typer
 
 from dfx.cli.console import RichProgress, notice, report_list, report_skipped, stdout
 from dfx.cli.errors import EXIT_INPUT_FAILED, fail, handle_errors
-from dfx.cli.options import JsonOutput, Seed
+from dfx.cli.options import JsonFlag, Seed, artifact_option
 from dfx.cli.outputs import check_outputs, emit_json
 
 EPILOG = """\
@@ -41,9 +41,7 @@ def split_command(
     ],
     out: Annotated[
         Path | None,
-        typer.Option(
-            "--out", "-o", help="Manifest CSV to write (default: manifest.csv beside DATA)."
-        ),
+        artifact_option(help="Manifest CSV to write (default: manifest.csv beside DATA)."),
     ] = None,
     ratios: Annotated[
         tuple[float, float, float],
@@ -64,7 +62,7 @@ def split_command(
             help="Leave out identical files that sit under different labels instead of failing.",
         ),
     ] = False,
-    json_path: JsonOutput = None,
+    as_json: JsonFlag = False,
     force: Annotated[
         bool,
         typer.Option(
@@ -79,11 +77,11 @@ def split_command(
     from dfx.data.manifest import DEFAULT_RATIOS, ROLES, write_manifest
 
     target = out if out is not None else data.resolve().parent / "manifest.csv"
-    check_outputs({"--out": target, "--json": json_path})
+    check_outputs({"--output": target})
     if target.exists() and not force:
         raise fail(
             f"{target} already exists and models may have been trained from its roles: "
-            "pass --force to overwrite it, or --out to write another file."
+            "pass --force to overwrite it, or --output to write another file."
         )
     guidance = None
     if from_guidance is not None:
@@ -125,7 +123,7 @@ def split_command(
             for (label, generator, split), n in sorted(counts.items())
         ],
     } | ({"guidance": _guidance_json(from_guidance, guidance)} if guidance else {})
-    if not emit_json(document, json_path):
+    if not emit_json(document, as_json):
         stdout().print(split_table(counts, ROLES))
     if manifest.copies:
         copies = sum(len(group) for group in manifest.copies)

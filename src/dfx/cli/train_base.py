@@ -9,7 +9,13 @@ import typer
 
 from dfx.cli.console import RichProgress, report_failures
 from dfx.cli.errors import exit_if_failures, handle_errors
-from dfx.cli.options import BACKBONE_TRAINING_OPTIONS, ManifestOption, config_from, with_options
+from dfx.cli.options import (
+    BACKBONE_TRAINING_OPTIONS,
+    ManifestOption,
+    artifact_option,
+    config_from,
+    with_options,
+)
 from dfx.cli.outputs import check_outputs
 from dfx.cli.training import read_training_manifest, render_base_results
 from dfx.engine.configs import BaseTrainConfig
@@ -46,12 +52,12 @@ def train_base_command(
         typer.Option("--negative-fraction", help="Share of negatives in the training set."),
     ] = BaseTrainConfig.negative_fraction,
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for the base-model files.")
+        Path, artifact_option(help="Folder for the base-model files.", metavar="DIR")
     ] = Path("base"),
     **options,
 ) -> None:
     """Train base models: one backbone per class, each specialised in "its class vs the others"."""
-    check_outputs({"--json": options["json_path"]}, {"--out": out})
+    check_outputs(folders={"--output": out})
     from dfx.classes import CLASSES
     from dfx.engine.base_training import check_target, state_path_of, train_base
     from dfx.errors import TrainingInterrupted
@@ -84,5 +90,5 @@ def train_base_command(
     # Each model reads the same test images: name every unreadable file once.
     failures = list({f.source: f for r in results for f in r.failures}.values())
     report_failures(failures)
-    render_base_results(results, options["json_path"])
+    render_base_results(results, options["as_json"])
     exit_if_failures(failures)

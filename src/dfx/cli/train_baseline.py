@@ -5,11 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
-
 from dfx.cli.console import RichProgress, report_failures
 from dfx.cli.errors import exit_if_failures, handle_errors
-from dfx.cli.options import BACKBONE_TRAINING_OPTIONS, ManifestOption, config_from, with_options
+from dfx.cli.options import (
+    BACKBONE_TRAINING_OPTIONS,
+    ManifestOption,
+    artifact_option,
+    config_from,
+    with_options,
+)
 from dfx.cli.outputs import check_outputs
 from dfx.cli.training import read_training_manifest, render_validated
 
@@ -35,13 +39,11 @@ epoch, and Ctrl-C prints that command.
 @with_options(BACKBONE_TRAINING_OPTIONS)
 def train_baseline_command(
     manifest: ManifestOption,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Detector file to write.")] = Path(
-        "baseline.pt"
-    ),
+    out: Annotated[Path, artifact_option(help="Detector file to write.")] = Path("baseline.pt"),
     **options,
 ) -> None:
     """Train a baseline detector: one backbone on the three classes, no fusion."""
-    check_outputs({"--out": out, "--json": options["json_path"]})
+    check_outputs({"--output": out})
     from dfx.engine.baseline_training import TRAIN_ROLES, train_baseline
     from dfx.engine.configs import BaselineTrainConfig
     from dfx.models.backbones import get_spec
@@ -54,7 +56,7 @@ def train_baseline_command(
     report_failures(result.failures)
     render_validated(
         result,
-        options["json_path"],
+        options["as_json"],
         f"Baseline {config.backbone} on its validation images",
         f"best epoch {result.best_epoch}, threshold {result.threshold['value']:.4g}, "
         f"{result.seconds:.1f} s",

@@ -9,7 +9,14 @@ import typer
 
 from dfx.cli.console import RichProgress, report_failures
 from dfx.cli.errors import exit_if_failures, handle_errors
-from dfx.cli.options import TRAINING_OPTIONS, Compile, ManifestOption, config_from, with_options
+from dfx.cli.options import (
+    TRAINING_OPTIONS,
+    Compile,
+    ManifestOption,
+    artifact_option,
+    config_from,
+    with_options,
+)
 from dfx.cli.outputs import check_outputs
 from dfx.cli.training import read_training_manifest, render_fusion_result
 
@@ -44,14 +51,12 @@ def train_fusion_command(
     ] = None,
     gan: Annotated[Path | None, typer.Option("--gan", help="gan base model.")] = None,
     real: Annotated[Path | None, typer.Option("--real", help="real base model.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Detector file to write.")] = Path(
-        "model.pt"
-    ),
+    out: Annotated[Path, artifact_option(help="Detector file to write.")] = Path("model.pt"),
     compile: Compile = False,
     **options,
 ) -> None:
     """Train the fusion head on cached features of the frozen base models; write the detector."""
-    check_outputs({"--out": out, "--json": options["json_path"]})
+    check_outputs({"--output": out})
     from dfx.engine.configs import FusionTrainConfig
     from dfx.engine.fusion_training import train_fusion
     from dfx.errors import DfxError
@@ -67,5 +72,5 @@ def train_fusion_command(
     with RichProgress() as progress:
         result = train_fusion(loaded, paths, config, out, progress, resume=options["resume"])
     report_failures(result.failures)
-    render_fusion_result(result, options["json_path"])
+    render_fusion_result(result, options["as_json"])
     exit_if_failures(result.failures)

@@ -17,12 +17,12 @@ def read_training_manifest(path: Path, roles: tuple[str, ...], allow_changed: bo
     return loaded
 
 
-def render_validated(result, json_path: str | None, title: str, wrote: str) -> None:
+def render_validated(result, as_json: bool, title: str, wrote: str) -> None:
     """A trained detector's validation metrics (or its JSON document); the file written."""
     from dfx.cli.tables import summary_table
 
     notice(f"wrote {result.path} ({wrote})")
-    if emit_json(result.to_dict(), json_path):
+    if emit_json(result.to_dict(), as_json):
         return
     validation = result.validation
     stdout().print(
@@ -33,22 +33,22 @@ def render_validated(result, json_path: str | None, title: str, wrote: str) -> N
     )
 
 
-def render_base_results(results, json_path: str | None) -> None:
+def render_base_results(results, as_json: bool) -> None:
     """Print Table 1 (or the same as JSON); the files written go to stderr."""
     from dfx.cli.tables import base_metrics_table
 
     for r in results:
         notice(f"wrote {r.path} (best epoch {r.best_epoch}, {r.seconds:.1f} s)")
-    if emit_json({"models": [r.to_dict() for r in results]}, json_path):
+    if emit_json({"models": [r.to_dict() for r in results]}, as_json):
         return
     stdout().print(base_metrics_table([(r.target, r.test_metrics) for r in results]))
 
 
-def render_fusion_result(result, json_path: str | None) -> None:
+def render_fusion_result(result, as_json: bool) -> None:
     """Print the validation metrics and timings (or the same as JSON)."""
     render_validated(
         result,
-        json_path,
+        as_json,
         "Fusion model on its validation features",
         f"best epoch {result.best_epoch}; features extracted once in "
         f"{result.extraction_seconds:.1f} s, head trained in {result.training_seconds:.1f} s",

@@ -193,7 +193,8 @@ class Detector:
         """Class probabilities (N, 3) of the readable images, optionally JPEG-compressed first.
 
         Files of more than ``max_pixels`` pixels are skipped as failures (None: no limit).
-        ``batch_size`` None: the device's default (32 on CPU, 256 on CUDA); ``workers`` None:
+        ``batch_size`` None: :meth:`batch_size`'s default (the backbone's measured CPU
+        batch, or 256 on CUDA); ``workers`` None:
         decoding processes from the CPU count, none when everything fits in one batch.
         """
         perturbation = JpegCompression(qf) if qf is not None else None

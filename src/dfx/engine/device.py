@@ -15,6 +15,7 @@ from torch import nn
 
 from dfx import distributed
 from dfx.errors import DfxError
+from dfx.models.registry import CUDA_BATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class Runtime:
 
     def default_batch_size(self) -> int:
         """Images per inference step when the user gives none: larger where memory is."""
-        return 256 if self.is_cuda else 32
+        return CUDA_BATCH_SIZE if self.is_cuda else 32
 
 
 def resolve_runtime(

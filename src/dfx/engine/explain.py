@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from dfx.classes import CLASSES, class_index
 from dfx.data.images import displayed_size
 from dfx.errors import DfxError
+from dfx.extras import MissingExtra, missing_extra_message
 from dfx.limits import DEFAULT_MAX_PIXELS
 from dfx.models.backbones import get_spec, set_module
 from dfx.progress import ProgressReporter, or_null
@@ -48,7 +49,7 @@ TARGETS: tuple[str, ...] = ("predicted", *CLASSES)
 BASELINE_KEY = "detector"
 """The key of a baseline detector's single heatmap."""
 
-INSTALL_HINT = 'dfx explain needs captum: pip install "deepfeaturex[explain]".'
+INSTALL_HINT = missing_extra_message("explain")
 
 # Integration steps over the fusion head (captum's Gauss-Legendre rule). Each step runs the
 # head forward and back, which for D = 1024 costs more than the backbone itself. Measured on
@@ -102,7 +103,7 @@ def check_available() -> None:
     try:
         import captum.attr  # noqa: F401
     except ImportError:
-        raise DfxError(INSTALL_HINT) from None
+        raise MissingExtra("explain") from None
 
 
 def iter_explain(

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from dfx.errors import DfxError
+from dfx.extras import MissingExtra
 
 RUNTIMES: tuple[str, ...] = ("auto", "torch", "onnxruntime", "openvino")
 """Values of ``--runtime``."""
@@ -49,14 +50,11 @@ def is_installed(runtime: str) -> bool:
 
 def require(runtime: str):
     """Import ``runtime``'s package, or fail with one sentence naming the extra to install."""
-    module, title, extra = _PACKAGES[runtime]
+    module, _, extra = _PACKAGES[runtime]
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise DfxError(
-            f"the {runtime} runtime needs {title}, which is not installed: "
-            f'pip install "deepfeaturex[{extra}]".'
-        ) from None
+        raise MissingExtra(extra) from None
 
 
 def require_onnx():
@@ -64,10 +62,7 @@ def require_onnx():
     try:
         return importlib.import_module("onnx")
     except ImportError:
-        raise DfxError(
-            "ONNX export and .onnx detector files need the onnx package: "
-            'pip install "deepfeaturex[onnx]".'
-        ) from None
+        raise MissingExtra("onnx") from None
 
 
 def cpu_has_native_bf16() -> bool:

@@ -105,6 +105,9 @@ _EFFICIENTNET = {"cpu_batch_size": 4, "cpu_channels_last": True}
 _RESNET = {"cpu_batch_size": 4}
 _VIT = {"vit": True, "cpu_batch_size": 8}
 
+CUDA_BATCH_SIZE = 256
+"""Images per inference step on a GPU when none is given (on a CPU: the backbone's own)."""
+
 REGISTRY: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
@@ -137,3 +140,13 @@ def get_spec(name: str) -> BackboneSpec:
         raise DfxError(
             f"unknown backbone {name!r}; choose one of: {', '.join(REGISTRY)}."
         ) from None
+
+
+def default_batch_size_help() -> str:
+    """The inference batch-size default in words, from the registry (for help and docs)."""
+    paper = sorted({spec.cpu_batch_size for spec in REGISTRY.values() if spec.name != "tiny"})
+    cpu = f"{paper[0]}" if len(paper) == 1 else f"{paper[0]}-{paper[-1]}"
+    return (
+        f"the backbone's measured CPU batch, {cpu} for the paper's backbones and "
+        f"{REGISTRY['tiny'].cpu_batch_size} for tiny; {CUDA_BATCH_SIZE} on CUDA"
+    )

@@ -29,6 +29,9 @@ from dfx.serve.batcher import MicroBatcher, QueueFull, ShuttingDown
 from dfx.serve.config import ServeSettings
 from dfx.serve.uploads import FIELD, UploadError, read_uploads
 
+REQUIRES_EXTRA = "serve"
+"""FastAPI and starlette are imported above: import this module after ``require('serve')``."""
+
 API = "/v1"
 
 NOT_READY_RETRY_S = 2

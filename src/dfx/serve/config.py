@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 
 from dfx.errors import DfxError
+from dfx.extras import missing_extra_message, require
 from dfx.limits import DEFAULT_MAX_PIXELS
 
-INSTALL_HINT = 'dfx serve needs FastAPI and uvicorn: pip install "deepfeaturex[serve]".'
-
-_MODULES = ("fastapi", "uvicorn", "python_multipart")
+INSTALL_HINT = missing_extra_message("serve")
 
 
 def check_available() -> None:
     """Fail in one sentence when the ``serve`` extra is not installed."""
-    if any(importlib.util.find_spec(name) is None for name in _MODULES):
-        raise DfxError(INSTALL_HINT)
+    require("serve")
 
 
 @dataclass

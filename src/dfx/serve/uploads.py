@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 
 from dfx.data.images import ImageBytes
 
+REQUIRES_EXTRA = "serve"
+"""python-multipart parses the body: use this module after ``require('serve')``."""
+
 FIELD = "files"
 """The form field that carries the images."""
 
