@@ -209,7 +209,7 @@ def test_evaluate_json_contract_and_thresholds(trained, tmp_path):
     report = tmp_path / "report.json"
     result = evaluate_test_split(
         trained,
-        "--json",
+        "-o",
         report,
         "--device",
         "cpu",
@@ -264,7 +264,6 @@ def test_evaluate_applies_jpeg_in_memory(trained):
         "--qf",
         "50",
         "--json",
-        "-",
         "--workers",
         "0",
     )
@@ -291,7 +290,6 @@ def test_evaluate_binary_layout(trained, tmp_path):
         "--data",
         tmp_path / "wang",
         "--json",
-        "-",
         "--workers",
         "0",
     )

@@ -321,9 +321,10 @@ def test_help_shows_readable_metavars():
 
 
 def test_a_missing_file_reads_the_same_in_the_api_and_predict(trained, api_reasons):
-    result = invoke("predict", "-M", trained["model"], "missing.png", "--json")
-    assert result.exit_code == 1
-    line = json.loads(result.stdout)
+    image = next((trained["manifest"].parent / "data" / "real").rglob("*.png"))
+    result = invoke("predict", "-M", trained["model"], image, "missing.png", "--json")
+    assert result.exit_code == 1  # among images, a missing path is reported in its place
+    line = json.loads(result.stdout.splitlines()[-1])
     assert line == api_reasons["missing.png"] | {"path": "missing.png"}
 
 
@@ -465,7 +466,8 @@ def test_the_command_line_names_its_options_in_library_messages(trained, tmp_pat
 
     with pytest.raises(DfxError, match="^`runtime` 'nope' is not one of"):
         check_runtime_name("nope")
-    result = invoke("predict", "-M", trained["model"], "--runtime", "nope", tmp_path)
+    image = next((trained["manifest"].parent / "data" / "real").rglob("*.png"))
+    result = invoke("predict", "-M", trained["model"], "--runtime", "nope", image)
     assert_user_error(result, "--runtime 'nope' is not one of")
     result = invoke(
         "train-base", "-m", trained["manifest"], "-b", "tiny", "--weights", tmp_path / "none.pt",

@@ -361,8 +361,8 @@ def _results_only(kind: str, stdout: str) -> None:
         assert lines and len({line.count(separator) for line in lines}) == 1, stdout
     elif kind == "empty":
         assert stdout == ""
-    assert "wrote " not in stdout and "Downloading" not in stdout
-    assert "warning" not in stdout.lower() and "notice" not in stdout.lower()
+    for line in stdout.splitlines():
+        assert not line.startswith(("wrote ", "Downloading", "warning:", "notice:")), line
 
 
 def test_quiet_leaves_results_alone_on_stdout_for_every_command(
