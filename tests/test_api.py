@@ -35,6 +35,7 @@ def test_predict_paths_and_pil_images(trained):
         "p_fake",
         "fake",
         "provenance",
+        "warning",
         "error",
     }
     assert first.fake == (first.p_fake >= detector.threshold)

@@ -142,7 +142,8 @@ def test_plots_and_json_file_are_written(jpeg_real, tmp_path):
         with Image.open(tmp_path / "p" / name) as image:
             assert image.format == "PNG" and image.width > 300
     assert json.loads((tmp_path / "a").read_text())["n"] == 240
-    assert "Container traits" in result.stdout and "wrote" in result.stdout
+    assert "Container traits" in result.stdout and "wrote" not in result.stdout
+    assert "wrote" in result.stderr  # a notice, hidden by --quiet
 
 
 def test_bad_files_are_reported_and_exit_1(tmp_path):

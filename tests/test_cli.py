@@ -334,7 +334,9 @@ def test_predict_json_lines_contract(trained, images):
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(records) == 5
     for record in records:
-        assert set(record) == {"path", "label", "probs", "p_fake", "fake", "provenance", "error"}
+        assert set(record) == {
+            "path", "label", "probs", "p_fake", "fake", "provenance", "warning", "error"
+        }  # fmt: skip
         assert record["label"] in ("dm", "gan", "real") and record["error"] is None
         assert set(record["probs"]) == {"dm", "gan", "real"}
         assert abs(sum(record["probs"].values()) - 1) < 1e-5

@@ -162,7 +162,7 @@ def test_quiet_leaves_results_alone_on_stdout(trained, data_dir, tmp_path):
     model, manifest = trained["model"], trained["manifest"]
     image = next((data_dir / "gan" / "toygan-a").iterdir())
     runs = {
-        "split": ["split", data_dir, "--out", tmp_path / "m.csv", "--json"],
+        "split": ["split", data_dir, "--out", tmp_path / "m.csv", "--json", "--force"],
         "evaluate": ["evaluate", "-M", model, "-m", manifest, "--workers", "0",
                      "-o", tmp_path / "r.json", "--plots", tmp_path / "plots"],
         "predict": ["predict", "-M", model, image, "--workers", "0"],
@@ -321,9 +321,10 @@ def test_help_shows_readable_metavars():
 
 
 def test_a_missing_file_reads_the_same_in_the_api_and_predict(trained, api_reasons):
-    result = invoke("predict", "-M", trained["model"], "missing.png", "--json")
-    assert result.exit_code == 1
-    line = json.loads(result.stdout)
+    image = next((trained["manifest"].parent / "data" / "real").rglob("*.png"))
+    result = invoke("predict", "-M", trained["model"], image, "missing.png", "--json")
+    assert result.exit_code == 1  # among images, a missing path is reported in its place
+    line = json.loads(result.stdout.splitlines()[-1])
     assert line == api_reasons["missing.png"] | {"path": "missing.png"}
 
 
@@ -465,7 +466,8 @@ def test_the_command_line_names_its_options_in_library_messages(trained, tmp_pat
 
     with pytest.raises(DfxError, match="^`runtime` 'nope' is not one of"):
         check_runtime_name("nope")
-    result = invoke("predict", "-M", trained["model"], "--runtime", "nope", tmp_path)
+    image = next((trained["manifest"].parent / "data" / "real").rglob("*.png"))
+    result = invoke("predict", "-M", trained["model"], "--runtime", "nope", image)
     assert_user_error(result, "--runtime 'nope' is not one of")
     result = invoke(
         "train-base", "-m", trained["manifest"], "-b", "tiny", "--weights", tmp_path / "none.pt",
@@ -517,9 +519,9 @@ def test_predict_off_a_terminal_prints_one_tab_separated_line_per_input(trained,
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
     assert lines[0].split("\t") == ["path", "label", "p_dm", "p_gan", "p_real", "p_fake",
-                                    "fake", "error"]  # fmt: skip
-    assert len(lines) == 5 and all(line.count("\t") == 7 for line in lines)
-    assert lines[-1] == f"{long_name}\t\t\t\t\t\t\tno such file or folder"
+                                    "fake", "error", "provenance"]  # fmt: skip
+    assert len(lines) == 5 and all(line.count("\t") == 8 for line in lines)
+    assert lines[-1] == f"{long_name}\t\t\t\t\t\t\tno such file or folder\t"
     summary = result.stderr.strip().splitlines()[-1]
     assert summary.startswith("4 input(s):") and "P(fake) >= 0.4 (--threshold)" in summary
 

@@ -313,7 +313,7 @@ def test_explain_command_json_lines_files_and_exit_codes(trained, test_images, t
         env={"COLUMNS": "2000"},
     )
     assert good.exit_code == 0, good.output
-    assert "share dm" in good.stdout and "sheet.png" in good.stdout
+    assert "share_dm" in good.stdout and "sheet.png" in good.stdout  # tab-separated
 
 
 def test_explain_command_rejects_bad_options(trained, test_images, tmp_path):

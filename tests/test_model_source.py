@@ -117,14 +117,28 @@ def test_wrong_sha256_exits_2_naming_both_hashes_and_keeps_nothing(trained, serv
     assert cached_files() == []
 
 
-def test_a_cached_file_that_no_longer_matches_is_deleted(trained, served):
+def test_a_cached_file_that_no_longer_matches_is_kept_and_its_hash_named(trained, served):
     server, _, sha256 = served
     url = server.url("/det/model.pt")
     assert predict(trained, url, "--sha256", sha256).exit_code == 0
     [kept] = cached_files()
     kept.write_bytes(kept.read_bytes()[:-1] + b"!")  # damaged on disk
-    assert_user_error(predict(trained, url, "--sha256", sha256), sha256)
-    assert cached_files() == []
+    damaged = hashlib.sha256(kept.read_bytes()).hexdigest()
+    result = predict(trained, url, "--sha256", sha256)
+    assert_user_error(result, f"has SHA-256 {damaged}", sha256, "left in place", str(kept))
+    assert cached_files() == [kept]  # the user decides: delete it to download it again
+
+
+def test_a_mistyped_sha256_keeps_a_good_cached_download(trained, served):
+    server, model, sha256 = served
+    url = server.url("/det/model.pt")
+    assert predict(trained, url, "--sha256", sha256).exit_code == 0
+    result = predict(trained, url, "--sha256", WRONG_SHA256)
+    assert_user_error(result, f"has SHA-256 {sha256}", WRONG_SHA256, "left in place")
+    [kept] = cached_files()
+    assert kept.read_bytes() == model
+    assert predict(trained, url, "--sha256", sha256).exit_code == 0
+    assert server.requests == ["/det/model.pt"]  # downloaded once, never again
 
 
 def test_a_download_cut_midway_leaves_no_file(trained, served):
@@ -229,9 +243,8 @@ def test_hub_reference_offline_from_the_cache(trained, offline_env, monkeypatch)
         predict(trained, "hf://lab/dfx-demo/other.pt"), "not in the Hugging Face cache", "hf"
     )
     result = predict(trained, "hf://lab/dfx-demo/model.pt", "--sha256", WRONG_SHA256)
-    assert_user_error(result, sha256, WRONG_SHA256)
-    assert not (folder / "snapshots" / COMMIT / "model.pt").exists()
-    assert not any((folder / "blobs").iterdir())
+    assert_user_error(result, f"has SHA-256 {sha256}", WRONG_SHA256, "left in place")
+    assert (folder / "snapshots" / COMMIT / "model.pt").read_bytes() == model  # kept
     monkeypatch.delenv("HF_HUB_CACHE")  # the default cache is named, and never written
     from huggingface_hub import constants
 

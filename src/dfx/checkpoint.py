@@ -3,7 +3,8 @@
 A file is a dict of plain data (str, int, float, bool, None, lists, dicts) and tensors:
 ``format`` (``dfx-base`` or ``dfx-detector``), ``format_version``, ``dfx_version``,
 ``classes``, ``backbone``, ``architecture`` (detectors; absent in older files),
-``preprocessing``, ``config``, ``metrics`` and ``state_dict``.
+``preprocessing``, ``config``, ``metrics``, ``trained_on`` (detectors; absent in older
+files) and ``state_dict``.
 No class is pickled, so loading a file can never run code from it.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,9 @@ class ModelFile:
     """For a base model, the class it specialises in."""
     architecture: str = "deepfeaturex"
     """For a detector: ``deepfeaturex`` (fused base models) or ``baseline`` (one backbone)."""
+    trained_on: list[str] = field(default_factory=list)
+    """Short content digests of the images a detector was trained on (its manifest's base and
+    fusion roles, :func:`dfx.data.manifest.content_digests`), sorted; empty in older files."""
 
     @property
     def threshold(self) -> float | None:
@@ -81,6 +85,7 @@ class ModelFile:
             dfx_version=payload.get("dfx_version", "unknown"),
             target=payload.get("target"),
             architecture=payload.get("architecture") or "deepfeaturex",
+            trained_on=list(payload.get("trained_on") or []),
         )
 
     def to_payload(self) -> dict:
@@ -96,6 +101,7 @@ class ModelFile:
             "preprocessing": self.preprocessing.to_dict(),
             "config": self.config,
             "metrics": self.metrics,
+            "trained_on": list(self.trained_on),
             "state_dict": self.state_dict,
         }
 

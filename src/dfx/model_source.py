@@ -5,8 +5,10 @@ the cache folder (``$DFX_HOME/models``, default ``~/.cache/dfx/models``), writte
 and checked against a SHA-256 given as ``#sha256=...`` in the URL or separately; plain
 ``http://`` needs one. Hub references go through ``huggingface_hub`` (the ``hub`` extra) and
 its own cache. With ``DFX_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` nothing is downloaded: a
-cached file is used and a missing one is an error. The file that comes back is still just a
-candidate: the model loaders read it weights-only and check its format as for any path.
+cached file is used and a missing one is an error; a Hub that does not answer one request
+is treated the same way, without huggingface_hub's retries and log lines. The file that
+comes back is still just a candidate: the model loaders read it weights-only and check its
+format as for any path.
 """
 
 from __future__ import annotations
@@ -81,8 +83,10 @@ def resolve_model(
     """The local file of a model reference: a path, an https:// URL or an hf:// reference.
 
     ``sha256`` (or ``#sha256=`` in the reference) is checked against the file's bytes; a
-    downloaded file that does not match is deleted. ``progress`` hears of downloads (task
-    :data:`DOWNLOAD_TASK`, steps in bytes) and of the SHA-256 of an unpinned download.
+    new download that does not match is not kept, and a cached file that does not match
+    is left in place (a mistyped hash must not cost a good download), its hash named.
+    ``progress`` hears of downloads (task :data:`DOWNLOAD_TASK`, steps in bytes) and of the
+    SHA-256 of an unpinned download.
     """
     parsed = parse_reference(reference, sha256)
     if parsed.kind == "url":
@@ -185,7 +189,7 @@ def _from_url(reference: ModelReference, progress: ProgressReporter) -> Path:
     target = url_cache_path(reference.text)
     if target.is_file():  # no request at all: the cache is keyed by the URL
         if reference.sha256 is not None:
-            _verify(target, reference.sha256, reference.text)
+            _verify_cached(target, reference.sha256, reference.text)
         return target
     if is_offline():
         raise DfxError(
@@ -261,12 +265,19 @@ def _download(reference: ModelReference, target: Path, handle, progress) -> str:
     return digest.hexdigest()
 
 
-def _verify(path: Path, expected: str, source: str) -> None:
-    """Check a cached or downloaded file; one that does not match is deleted."""
+def _verify_cached(path: Path, expected: str, source: str) -> None:
+    """Check a file already in a cache; one that does not match is kept and its hash named.
+
+    A mistyped ``sha256`` must not cost a good download: the file stays where it is, and
+    the message says how to get rid of it when it is the file that is wrong.
+    """
     actual = file_sha256(path)
     if actual != expected:
-        path.unlink(missing_ok=True)
-        raise DfxError(_mismatch(source, actual, expected))
+        raise DfxError(
+            f"the cached file of {source} ({path}) has SHA-256 {actual}, but {expected} was "
+            "expected; the file was left in place: check `sha256`, or delete the file to "
+            "download it again."
+        )
 
 
 def _mismatch(source: str, actual: str, expected: str) -> str:
@@ -286,12 +297,13 @@ def _from_hub(reference: ModelReference, progress: ProgressReporter) -> Path:
     except ImportError:
         raise MissingExtra("hub") from None
     cache = os.environ.get("HF_HUB_CACHE") or None  # read now, not when the package loaded
+    endpoint = os.environ.get("HF_ENDPOINT") or None
     options = {
         "repo_id": reference.repo_id,
         "filename": reference.filename,
         "revision": reference.revision,
         "cache_dir": cache,
-        "local_files_only": is_offline(),
+        "endpoint": endpoint,
         "library_name": "dfx",
         "library_version": __version__,
     }
@@ -299,7 +311,9 @@ def _from_hub(reference: ModelReference, progress: ProgressReporter) -> Path:
         options["tqdm_class"] = _forwarding_tqdm(progress, reference.filename)
     where = cache or constants.HF_HUB_CACHE
     try:
-        path = Path(huggingface_hub.hf_hub_download(**options))
+        with _hub_logs_silenced():
+            options["local_files_only"] = is_offline() or not _hub_answers(reference, endpoint)
+            path = Path(huggingface_hub.hf_hub_download(**options))
     except errors.LocalEntryNotFoundError:
         raise DfxError(
             f"{reference.text} is not in the Hugging Face cache folder {where} and cannot be "
@@ -322,14 +336,47 @@ def _from_hub(reference: ModelReference, progress: ProgressReporter) -> Path:
     except (errors.HfHubHTTPError, OSError, ValueError) as error:
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DfxError(f"cannot download {reference.text}: {detail.rstrip('.')}.") from error
-    if reference.sha256 is not None:
-        actual = file_sha256(path)
-        if actual != reference.sha256:
-            blob = path.resolve()
-            path.unlink(missing_ok=True)  # the snapshot's link, then the blob it names
-            blob.unlink(missing_ok=True)
-            raise DfxError(_mismatch(reference.text, actual, reference.sha256))
+    if reference.sha256 is not None:  # the Hub's cache checks its own files: kept either way
+        _verify_cached(path, reference.sha256, reference.text)
     return path
+
+
+_HUB_PROBE_TIMEOUT_S = 10
+
+
+def _hub_answers(reference: ModelReference, endpoint: str | None) -> bool:
+    """Whether the Hub answers one request for the file's metadata, with no retries.
+
+    huggingface_hub retries a Hub it cannot reach for about 23 s before it falls back to
+    its cache; one failed request is enough for dfx to go to the cache at once.
+    """
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    url = huggingface_hub.hf_hub_url(
+        reference.repo_id, reference.filename, revision=reference.revision, endpoint=endpoint
+    )
+    try:
+        huggingface_hub.get_hf_file_metadata(url, timeout=_HUB_PROBE_TIMEOUT_S)
+    except errors.HfHubHTTPError:  # it answered (no such file, no access): the download says
+        return True
+    except Exception:  # noqa: BLE001 - no answer at all (DNS, refused, timeout, TLS): cache only
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _hub_logs_silenced():
+    """huggingface_hub's own log lines (retries, timeouts) held back: dfx says what failed."""
+    import logging
+
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _forwarding_tqdm(progress: ProgressReporter, name: str):

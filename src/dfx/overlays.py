@@ -59,6 +59,10 @@ def _sheet(
         panels.append(painted)
     panels = [_panel(p) for p in panels]
     font = _font(13)
+    caption = list(caption)
+    if stretched(image.size):
+        caption.append(f"shown stretched to {MAX_PANEL_ASPECT}:1: the image is "
+                       f"{image.width}×{image.height} pixels")  # fmt: skip
     width = sum(p.width for p in panels) + _MARGIN * (len(panels) + 1)
     top = _MARGIN + _LINE
     height = top + max(p.height for p in panels) + _MARGIN + _LINE * len(caption) + _MARGIN
@@ -166,12 +170,31 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+MAX_PANEL_ASPECT = 4
+"""A panel is at most this many times longer than wide: thinner images are shown stretched."""
+
+_LETTERBOX = (235, 235, 235)
+
+
 def _panel(image: Image.Image) -> Image.Image:
-    """Scaled so its longer side is :data:`PANEL_SIDE`; small images keep sharp pixels."""
+    """A :data:`PANEL_SIDE` square: the image scaled so its longer side fills it, letterboxed.
+
+    Small images keep sharp pixels. An extreme aspect ratio (a 7×3000 strip) is stretched to
+    :data:`MAX_PANEL_ASPECT`:1, so that every panel is visible and all are the same size.
+    """
     scale = PANEL_SIDE / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    least = PANEL_SIDE // MAX_PANEL_ASPECT
+    size = tuple(max(least, round(side * scale)) for side in image.size)
     resample = Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.LANCZOS
-    return image.resize(size, resample)
+    scaled = image.resize(size, resample)
+    cell = Image.new("RGB", (PANEL_SIDE, PANEL_SIDE), _LETTERBOX)
+    cell.paste(scaled, ((PANEL_SIDE - size[0]) // 2, (PANEL_SIDE - size[1]) // 2))
+    return cell
+
+
+def stretched(size: tuple[int, int]) -> bool:
+    """Whether a contact sheet shows an image of this (width, height) stretched."""
+    return max(size) > MAX_PANEL_ASPECT * min(size)
 
 
 def _font(size: int):

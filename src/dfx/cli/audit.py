@@ -12,6 +12,7 @@ from dfx.cli.console import (
     report_list,
     report_manifest_checks,
     report_skipped,
+    report_written,
     stderr,
     stdout,
 )
@@ -91,14 +92,15 @@ def audit_command(
     files, used_stdout = emit(plan, document)
     written += files
     if not used_stdout:
-        _render(document, written)
+        _render(document)
+    report_written(written)  # on stderr, hidden by --quiet
     if document["shortcut_warning"]:
         _warn(document)
     if report.failures:
         raise typer.Exit(EXIT_INPUT_FAILED)
 
 
-def _render(document: dict, written: list) -> None:
+def _render(document: dict) -> None:
     from dfx.cli.tables import audit_traits_table, copies_table, shortcut_table
 
     console = stdout()
@@ -114,8 +116,6 @@ def _render(document: dict, written: list) -> None:
     )
     if any(group["crosses"] for group in document["copies"]):
         console.print(copies_table(document["copies"]))
-    for path in written:
-        console.print(f"wrote {path}", markup=False)
 
 
 def _warn(document: dict) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.console import stdout
+from dfx.cli.console import report_written
 from dfx.cli.errors import handle_errors
 from dfx.cli.model_reference import fetch_model
 from dfx.cli.options import ModelOption, Sha256Option, artifact_option
@@ -94,7 +94,7 @@ def card_command(
         sys.stdout.write(text)
         return
     write_text(text, out)
-    stdout().print(f"wrote {out}", markup=False)
+    report_written([out])  # on stderr, hidden by --quiet
 
 
 def _read_results(path: Path) -> dict:

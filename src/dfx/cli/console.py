@@ -14,6 +14,7 @@ import sys
 import time
 
 from rich.console import Console
+from rich.markup import escape
 
 from dfx import distributed
 from dfx.cli.flags import GlobalFlags
@@ -62,6 +63,12 @@ def notice(message: str) -> None:
         stderr().print(message, markup=False, highlight=False, soft_wrap=True)
 
 
+def warn(message: str) -> None:
+    """A one-sentence warning on stderr, prefixed ``warning:``; shown under --quiet too."""
+    stderr().print(f"[yellow]warning:[/yellow] {escape(with_option_names(message))}",
+                   highlight=False, soft_wrap=True)  # fmt: skip
+
+
 def report_written(paths) -> None:
     """Say on stderr which files a command wrote (silenced by --quiet)."""
     for path in paths:
@@ -79,6 +86,19 @@ def print_text(text: str) -> None:
         return
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def print_rows(table, lines) -> None:
+    """Results as a rich table on a terminal, else as tab-separated lines (pipes, files).
+
+    ``table`` and ``lines`` are callables that build the one needed: a rich renderable and
+    the text of :func:`dfx.cli.tables.tsv`.
+    """
+    console = stdout()
+    if console.is_terminal:
+        console.print(table())
+    else:
+        print_text(lines())
 
 
 def stdout_reader_gone() -> bool:
@@ -241,6 +261,11 @@ def report_failures(failures, what: str = "image") -> None:
         f"skipped {len(failures)} unreadable {what}(s):",
         [f"{f.source}: {f.reason}" for f in failures],
     )
+
+
+def report_warnings(lines: list[str]) -> None:
+    """Name the first few inputs whose verdict carries a warning (an image far too small)."""
+    report_list(f"warning: {len(lines)} verdict(s) to read with caution:", lines)
 
 
 def report_skipped(reasons: dict[str, str]) -> None:

@@ -13,6 +13,7 @@ from dfx.cli.console import (
     report_labelled_sets,
     report_written,
     stdout,
+    warn,
 )
 from dfx.cli.errors import EXIT_INPUT_FAILED, exit_if_failures, fail, handle_errors
 from dfx.cli.model_reference import check_model, fetch_model
@@ -105,6 +106,7 @@ def evaluate_command(
         compile,
         runtime=options["runtime"],
     )
+    warn_if_trained_on(detector, labelled)
     settings = evaluation_options(options, batch_size)
     with RichProgress() as progress:
         if len(labelled.sets) == 1:
@@ -123,6 +125,26 @@ def evaluate_command(
             f"accuracy {headline:.4f} is below --min-accuracy {min_accuracy}.", EXIT_INPUT_FAILED
         )
     exit_if_failures(result.failures)
+
+
+def warn_if_trained_on(detector, labelled) -> None:
+    """A one-sentence warning on stderr when some images to measure were training images."""
+    from dfx.data.manifest import seen_in_training
+
+    trained_on = detector.model_file.trained_on
+    if not trained_on:
+        return
+    known = {}
+    if labelled.manifest is not None:
+        manifest = labelled.manifest
+        known = {str(manifest.absolute(r)): r.hash for r in manifest.rows if r.hash}
+    paths = [image.path for s in labelled.sets for image in s.images]
+    seen = seen_in_training(trained_on, paths, known)
+    if seen:
+        warn(
+            f"{seen} of the {len(paths)} images given to evaluate were training images of "
+            "this model, so its figures overstate how it does on new images."
+        )
 
 
 def render_evaluation(result, plan, plots=None) -> None:

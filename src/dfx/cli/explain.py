@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.console import RichProgress, print_json, stdout
+from dfx.cli.console import RichProgress, print_json, print_rows, report_warnings
 from dfx.cli.errors import EXIT_INPUT_FAILED, handle_errors
-from dfx.cli.model_reference import fetch_model
+from dfx.cli.inputs import gather_inputs
+from dfx.cli.model_reference import check_model, fetch_model
 from dfx.cli.options import (
     Device,
     JsonFlag,
@@ -20,7 +21,6 @@ from dfx.cli.options import (
     ThresholdOption,
     Workers,
     artifact_option,
-    read_stdin_paths,
 )
 from dfx.cli.outputs import check_outputs
 from dfx.limits import DEFAULT_MAX_PIXELS
@@ -82,20 +82,21 @@ def explain_command(
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Show where each specialist found its evidence, and how much each drove the verdict."""
+    check_outputs(folders={"--output": out})
+    check_model(model, sha256)
+    inputs, problems = gather_inputs(paths, "explain")  # nothing to explain: exit 2, no torch
+
     from dfx.api import load_detector
-    from dfx.cli.tables import explanations_table
-    from dfx.data.images import expand_inputs
+    from dfx.cli.tables import explanations_table, explanations_tsv
     from dfx.engine.explain import check_available, default_batch_size, iter_explain
     from dfx.report import to_json
 
     check_available()
-    check_outputs(folders={"--output": out})
     # Attribution needs gradients, which only torch gives.
     detector = load_detector(fetch_model(model, sha256), device, precision, runtime="torch")
     chosen = detector.resolve_threshold(threshold).value
-    inputs, problems = expand_inputs(read_stdin_paths(paths))
     batch_size = batch_size or default_batch_size(detector.runtime)
-    records, stems = [], set()
+    records, stems, warned = [], set(), []
     failed = bool(problems)
     with RichProgress(enabled=len(inputs) > batch_size) as progress:
         batches = iter_explain(
@@ -113,11 +114,14 @@ def explain_command(
             for explanation in batch:
                 record = _write(explanation, out, stems, chosen, max_pixels)
                 failed = failed or record.get("error") is not None
+                if record.get("warning"):
+                    warned.append(f"{record['path']}: {record['warning']}")
                 _emit(record, as_json, records, to_json)
     for path, reason in problems:
         _emit({"path": str(path), "error": reason}, as_json, records, to_json)
     if not as_json:
-        stdout().print(explanations_table(records))
+        print_rows(lambda: explanations_table(records), lambda: explanations_tsv(records))
+    report_warnings(warned)
     if failed:
         raise typer.Exit(EXIT_INPUT_FAILED)
 

@@ -9,8 +9,16 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.console import RichProgress, notice, print_text, report_written, stdout
+from dfx.cli.console import (
+    RichProgress,
+    notice,
+    print_rows,
+    print_text,
+    report_warnings,
+    report_written,
+)
 from dfx.cli.errors import EXIT_INPUT_FAILED, handle_errors
+from dfx.cli.inputs import gather_inputs
 from dfx.cli.model_reference import check_model, fetch_model
 from dfx.cli.options import (
     Compile,
@@ -25,7 +33,6 @@ from dfx.cli.options import (
     Sha256Option,
     ThresholdOption,
     Workers,
-    read_stdin_paths,
 )
 from dfx.cli.outputs import check_outputs, plan_outputs
 from dfx.extras import install_command
@@ -79,19 +86,17 @@ def predict_command(
     plan = plan_outputs(outputs, as_json=as_json, formats=("json", "tsv"))
     check_outputs(plan.file_options())
     check_model(model, sha256)  # before torch loads: a wrong path fails at once
+    inputs, problems = gather_inputs(paths, "predict")  # nothing to predict: exit 2 now
 
     from dfx.api import Prediction, load_detector
     from dfx.atomic import atomic_write
     from dfx.cli.tables import predictions_tsv
-    from dfx.data.images import expand_inputs
     from dfx.report import to_json, write_text
 
     detector = load_detector(
         fetch_model(model, sha256), device, precision, compile, runtime=runtime
     )
     decision = detector.resolve_threshold(threshold)
-    arguments = read_stdin_paths(paths)
-    inputs, problems = expand_inputs(arguments)
     batch_size = detector.batch_size(batch_size)
     to_stdout = plan.stdout == "json"
     json_files = [path for path, form in plan.files if form == "json"]
@@ -99,6 +104,7 @@ def predict_command(
     table_rows = []  # JSON lines are not kept: a stream of millions stays small
     counts = Counter()
     unchecked_c2pa = 0
+    warned = []
     with RichProgress(enabled=len(inputs) > batch_size) as progress, ExitStack() as files:
         handles = [files.enter_context(atomic_write(path)) for path in json_files]
         batches = detector.iter_predict(
@@ -115,6 +121,8 @@ def predict_command(
             unchecked_c2pa += sum(_unchecked_c2pa(p) for p in batch)
             for prediction in batch:
                 record = prediction.to_dict()
+                if prediction.warning:
+                    warned.append(f"{prediction.path}: {prediction.warning}")
                 line = to_json(record, indent=None)
                 if to_stdout:  # JSON lines stream out batch by batch, for pipelines
                     print_text(line)
@@ -133,6 +141,7 @@ def predict_command(
         f"{counts['failed']} failed; fake means P(fake) >= {decision.value:.4g} "
         f"({decision.label})."
     )
+    report_warnings(warned)
     if unchecked_c2pa:
         notice(
             f"{unchecked_c2pa} file(s) carry a C2PA manifest whose signature was not checked; "
@@ -159,8 +168,4 @@ def render_predictions(records: list[dict]) -> None:
     """A table on a terminal; tab-separated lines, one per input, in a pipe or a file."""
     from dfx.cli.tables import predictions_table, predictions_tsv
 
-    console = stdout()
-    if console.is_terminal:
-        console.print(predictions_table(records))
-    else:
-        print_text(predictions_tsv(records))
+    print_rows(lambda: predictions_table(records), lambda: predictions_tsv(records))

@@ -29,7 +29,8 @@ byte-identical copies share one role. Copies under different labels are refused
 With --from-guidance the roles come from the official guidance.csv (label 0 base,
 1 fusion, 2 test; image_path relative to DATA with a leading '/', or absolute under it);
 rows naming no usable image are reported and left out (exit 1); images the file does
-not name are left out with a notice.
+not name are left out with a notice. An existing manifest is never overwritten
+without --force.
 """
 
 
@@ -62,6 +63,14 @@ def split_command(
         ),
     ] = False,
     as_json: JsonFlag = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Overwrite an existing manifest (models trained from it "
+            "then no longer match its roles).",
+        ),
+    ] = False,
 ) -> None:
     """Split a labelled data folder into base / fusion / test roles and write a manifest CSV."""
     from dfx.cli.tables import split_table
@@ -69,6 +78,11 @@ def split_command(
 
     target = out if out is not None else data.resolve().parent / "manifest.csv"
     check_outputs({"--output": target})
+    if target.exists() and not force:
+        raise fail(
+            f"{target} already exists and models may have been trained from its roles: "
+            "pass --force to overwrite it, or --output to write another file."
+        )
     guidance = None
     if from_guidance is not None:
         if tuple(ratios) != DEFAULT_RATIOS or seed != 0 or drop_label_conflicts:
@@ -124,9 +138,10 @@ def split_command(
 def _make_manifest(data: Path, ratios, seed: int, drop_label_conflicts: bool):
     """The manifest of ``data``, under a progress bar of the images decoded once each."""
     from dfx.data.layout import scan_dataset
-    from dfx.data.manifest import check_ratios, make_manifest
+    from dfx.data.manifest import check_ratios, make_manifest, require_class_layout
 
     check_ratios(ratios)
+    require_class_layout(data)  # from folder names, before any image is read
     scan = scan_dataset(data)
     with RichProgress() as progress:
         total = len(scan.records) + len(scan.unreadable)

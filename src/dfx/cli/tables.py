@@ -342,34 +342,78 @@ PREDICTION_COLUMNS = (
     "p_fake",
     "fake",
     "error",
+    "provenance",
 )
-"""The columns of ``dfx predict``'s tab-separated lines."""
+"""The columns of ``dfx predict``'s tab-separated lines: always these nine, whatever the inputs."""
+
+
+def tsv(header, rows) -> str:
+    """Tab-separated lines under a header, for pipes and files: one line per row, always.
+
+    Tabs and line breaks inside a cell become spaces, so no cell splits a line or a column.
+    """
+
+    def cell(value) -> str:
+        return " ".join(str(value).replace("\t", " ").splitlines())
+
+    return "\n".join("\t".join(cell(value) for value in row) for row in [header, *rows])
 
 
 def predictions_tsv(records: list[dict]) -> str:
     """``dfx predict``'s verdicts as tab-separated lines with a header, for pipes and files.
 
-    One line per input, whatever the terminal width; tabs and newlines in paths become
-    spaces so that every input stays one line.
+    One line per input, whatever the terminal width, and the same nine columns whatever
+    the inputs: ``provenance`` is empty when a file claims nothing, and its claims are
+    joined with "; " otherwise.
     """
-    provenance = [_provenance_cell(record.get("provenance")) for record in records]
-    with_provenance = any(provenance)  # a column only when some file says something
-    lines = ["\t".join([*PREDICTION_COLUMNS, *(["provenance"] if with_provenance else [])])]
-    for record, claims in zip(records, provenance):
-        path = " ".join(record["path"].replace("\t", " ").splitlines())
+    rows = []
+    for record in records:
+        claims = "; ".join(_provenance_cell(record.get("provenance")).splitlines())
         if record.get("error"):
-            cells = [path, "", "", "", "", "", "", record["error"]]
-        else:
-            probs = record["probs"]
-            cells = [
-                path,
-                record["label"],
-                *(f"{probs[name]:.4f}" for name in CLASSES),
-                f"{record['p_fake']:.4f}",
-                "yes" if record["fake"] else "no",
-                "",
-            ]
-        if with_provenance:
-            cells.append("; ".join(claims.splitlines()))
-        lines.append("\t".join(cells))
-    return "\n".join(lines)
+            rows.append([record["path"], "", "", "", "", "", "", record["error"], claims])
+            continue
+        probs = record["probs"]
+        rows.append([
+            record["path"],
+            record["label"],
+            *(f"{probs[name]:.4f}" for name in CLASSES),
+            f"{record['p_fake']:.4f}",
+            "yes" if record["fake"] else "no",
+            "",
+            claims,
+        ])  # fmt: skip
+    return tsv(PREDICTION_COLUMNS, rows)
+
+
+EXPLANATION_COLUMNS = (
+    "path",
+    "label",
+    "p_fake",
+    "fake",
+    "target",
+    *(f"share_{name}" for name in CLASSES),
+    "contact_sheet",
+    "error",
+)
+"""The columns of ``dfx explain``'s tab-separated lines."""
+
+
+def explanations_tsv(records: list[dict]) -> str:
+    """``dfx explain``'s records as tab-separated lines with a header, for pipes and files."""
+    rows = []
+    for record in records:
+        if record.get("error"):
+            rows.append([record["path"], *[""] * (len(EXPLANATION_COLUMNS) - 2), record["error"]])
+            continue
+        shares = record["shares"] or {}
+        rows.append([
+            record["path"],
+            record["label"],
+            f"{record['p_fake']:.4f}",
+            "yes" if record["fake"] else "no",
+            record["target"],
+            *(f"{shares[name]:.4f}" if name in shares else "" for name in CLASSES),
+            record["files"][-1],
+            "",
+        ])  # fmt: skip
+    return tsv(EXPLANATION_COLUMNS, rows)

@@ -588,13 +588,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def expand_inputs(arguments: list[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+def expand_inputs(
+    arguments: list[str | Path], skipped: dict[str, str] | None = None
+) -> tuple[list[Path], list[tuple[str, str]]]:
     """Files as given, and the image files found in folders (recursively, by content).
 
     Returns the inputs to classify and (path, reason) for arguments that name nothing.
     Files in folders that should be images (an image extension, or empty, unreadable, a
     dangling link) are inputs even when they cannot be images, so that decoding them gives
-    the reason the Python API gives; other non-image files are passed over.
+    the reason the Python API gives; other non-image files are passed over, and ``skipped``,
+    when given, gets their path → reason.
     """
     files: list[Path] = []
     problems: list[tuple[str, str]] = []
@@ -605,8 +608,9 @@ def expand_inputs(arguments: list[str | Path]) -> tuple[list[Path], list[tuple[s
             for file in iter_files(path):
                 reason = not_an_image(file)
                 if reason is None or unreadable_image(file, reason):
-                    # README.txt is passed over quietly; a broken photo.jpg is reported.
-                    files.append(file)
+                    files.append(file)  # a broken photo.jpg is an input, reported as such
+                elif skipped is not None:  # README.txt is passed over, for the caller to name
+                    skipped[str(file)] = reason
             if len(files) + len(problems) == found:
                 problems.append((str(argument), "a folder with no image files in it"))
         elif path.exists() or path.is_symlink():

@@ -53,8 +53,13 @@ class ScanResult:
         return list(self.reasons)
 
 
-def scan_dataset(root: str | Path) -> ScanResult:
-    """Scan ``root`` in whichever layout it uses; fail with one sentence when it has neither."""
+def find_layout(root: str | Path) -> tuple[str, dict[Path, str]]:
+    """The layout of ``root`` and its label folders (folder → label), from names alone.
+
+    No file is opened, so a command can refuse a layout before reading any image.
+    ``classes`` when ``root`` holds dm/gan/real folders, else ``binary`` with every
+    0_real/1_fake folder below it (none: the folder has neither layout).
+    """
     root = Path(root)
     if not root.is_dir():
         raise DfxError(f"data folder {root} does not exist or is not a folder.")
@@ -64,19 +69,24 @@ def scan_dataset(root: str | Path) -> ScanResult:
         if child.is_dir() and child.name.lower() in CLASS_FOLDER_ALIASES
     }
     if class_dirs:
-        result = ScanResult(root, "classes", [])
-        for class_dir, label in class_dirs.items():
-            _scan_into(result, class_dir, label)
-    else:
-        result = ScanResult(root, "binary", [])
-        for folder in _folders(root):
-            if folder.name in BINARY_FOLDERS:
-                _scan_into(result, folder, BINARY_FOLDERS[folder.name])
-        if not result.records and not result.reasons and not result.unreadable:
-            raise DfxError(
-                f"data folder {root} has neither class folders (dm, gan, real) "
-                "nor 0_real/1_fake folders; see 'dfx split --help' for the layout."
-            )
+        return "classes", class_dirs
+    binary = {f: BINARY_FOLDERS[f.name] for f in _folders(root) if f.name in BINARY_FOLDERS}
+    return "binary", binary
+
+
+def scan_dataset(root: str | Path) -> ScanResult:
+    """Scan ``root`` in whichever layout it uses; fail with one sentence when it has neither."""
+    root = Path(root)
+    layout, label_dirs = find_layout(root)
+    result = ScanResult(root, layout, [])
+    for label_dir, label in label_dirs.items():
+        _scan_into(result, label_dir, label)
+    nothing = not result.records and not result.reasons and not result.unreadable
+    if layout == "binary" and nothing:
+        raise DfxError(
+            f"data folder {root} has neither class folders (dm, gan, real) "
+            "nor 0_real/1_fake folders; see 'dfx split --help' for the layout."
+        )
     if not result.records:
         raise DfxError(f"data folder {root} holds no image files.")
     result.records.sort(key=lambda record: record.path)

@@ -20,7 +20,7 @@ from dfx.atomic import atomic_write
 from dfx.classes import CLASS_FOLDER_ALIASES, CLASSES
 from dfx.data.dedup import LabelConflict, copy_groups, label_conflicts
 from dfx.data.images import decode_failures
-from dfx.data.layout import ImageRecord, ScanResult, scan_dataset
+from dfx.data.layout import ImageRecord, ScanResult, find_layout, scan_dataset
 from dfx.errors import DfxError, first_few
 from dfx.fingerprint import file_digest
 
@@ -126,6 +126,64 @@ def check_ratios(ratios: tuple[float, ...]) -> tuple[float, float, float]:
     return (float(ratios[0]), float(ratios[1]), float(ratios[2]))
 
 
+DIGEST_DIGITS = 16
+"""Hex digits of a file digest kept in a model's record of its training images."""
+
+
+def content_digests(manifest: Manifest, rows: list[ManifestRow]) -> list[str]:
+    """Short content digests of some rows' files, sorted and unique: a model's training record.
+
+    The manifest's recorded hash when it has one, else the file's digest now (files that
+    vanished are left out). Compared with :func:`dfx.data.manifest.seen_in_training`.
+    """
+    digests = set()
+    for row in rows:
+        digest = row.hash
+        if digest is None:
+            try:
+                digest = file_digest(manifest.absolute(row))
+            except OSError:
+                continue
+        digests.add(digest[:DIGEST_DIGITS])
+    return sorted(digests)
+
+
+def seen_in_training(trained_on: list[str], paths, known: dict | None = None) -> int:
+    """How many of the files ``paths`` have a digest among ``trained_on`` (0 when it is empty).
+
+    ``known`` maps a path to its recorded digest (a manifest's hash column), saving a read.
+    """
+    if not trained_on:
+        return 0
+    trained, known = set(trained_on), known or {}
+    seen = 0
+    for path in paths:
+        digest = known.get(str(path))
+        if digest is None:
+            try:
+                digest = file_digest(path)
+            except OSError:
+                continue
+        seen += digest[:DIGEST_DIGITS] in trained
+    return seen
+
+
+def require_class_layout(data: str | Path, layout: str | None = None) -> None:
+    """Fail unless ``data`` has the class layout that roles need (``layout`` when known).
+
+    Folder names decide, so a binary tree is refused before any image is read.
+    """
+    if layout is None:
+        layout, folders = find_layout(data)
+        if not folders:
+            return  # neither layout: the scan says so in its own words
+    if layout != "classes":
+        raise DfxError(
+            f"{data} uses the binary 0_real/1_fake layout, which has no dm/gan labels to train "
+            "on; split needs class folders dm, gan and real (use it with 'dfx evaluate --data')."
+        )
+
+
 def make_manifest(
     data: str | Path,
     ratios: tuple[float, ...] = DEFAULT_RATIOS,
@@ -149,12 +207,8 @@ def make_manifest(
     truncated files join the empty and unreadable ones in ``unreadable`` instead of the rows.
     """
     ratios = check_ratios(ratios)
+    require_class_layout(data, scan.layout if scan is not None else None)
     scan = scan or scan_dataset(data)
-    if scan.layout != "classes":
-        raise DfxError(
-            f"{data} uses the binary 0_real/1_fake layout, which has no dm/gan labels to train "
-            "on; split needs class folders dm, gan and real (use it with 'dfx evaluate --data')."
-        )
     records = [r for r in scan.records if roles is None or r.path in roles]
     unreadable = [
         (r.path, reason) for r, reason in scan.unreadable if roles is None or r.path in roles

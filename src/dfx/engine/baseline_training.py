@@ -21,7 +21,7 @@ from torch import nn
 from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, save_model_file
 from dfx.classes import CLASSES, class_index
 from dfx.data.dataset import Failure, failure_records
-from dfx.data.manifest import Manifest
+from dfx.data.manifest import Manifest, content_digests
 from dfx.engine.base_training import row_loader
 from dfx.engine.configs import BaselineTrainConfig
 from dfx.engine.inference import run_network
@@ -166,6 +166,7 @@ def train_baseline(
             "counts": counts,
         },
         architecture="baseline",
+        trained_on=content_digests(manifest, rows),
     )
     save_model_file(model_file, out)
     failures = list({f.source: f for f in result.failures + outputs.failures}.values())

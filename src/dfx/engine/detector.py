@@ -60,6 +60,8 @@ class Prediction:
     """Whether P(fake) reaches the detector's threshold (calibrated, or given)."""
     provenance: Provenance | None = None
     """What the file's metadata says about its origin; it never enters the verdict."""
+    warning: str | None = None
+    """Why the verdict deserves caution (an image far smaller than the model's input), or None."""
 
     def to_dict(self) -> dict:
         """The JSON record; a failed input keeps only its path and error."""
@@ -72,6 +74,7 @@ class Prediction:
             "p_fake": self.p_fake,
             "fake": self.fake,
             "provenance": self.provenance.to_dict() if self.provenance else None,
+            "warning": self.warning,
             "error": None,
         }
 
@@ -320,8 +323,10 @@ class Detector:
             for index in sorted([*found, *failed]):
                 name = input_name(images[index], index)
                 if index in found:
-                    batch.append(make_prediction(name, probs[found[index]], threshold))
-                    batch[-1].provenance = _provenance_of(images[index])
+                    batch.append(
+                        make_prediction(name, probs[found[index]], threshold, images[index],
+                                        self.preprocessing.input_size)
+                    )  # fmt: skip
                 else:
                     batch.append(Prediction(name, None, None, None, failed[index].reason))
             yield batch
@@ -347,15 +352,50 @@ class Detector:
         return self._torch_twin
 
 
-def make_prediction(name: str, probs: np.ndarray, threshold: float) -> Prediction:
-    """The prediction of one input from its class probabilities, fake at ``threshold``."""
+def make_prediction(
+    name: str,
+    probs: np.ndarray,
+    threshold: float,
+    image: ImageInput | None = None,
+    input_side: int | None = None,
+) -> Prediction:
+    """The prediction of one input from its class probabilities, fake at ``threshold``.
+
+    With the ``image`` it came from, the record also gets the file's provenance and, with
+    the model's ``input_side``, a warning when the image is far smaller than the input.
+    """
     p_fake = float(p_fake_of(probs[None, :])[0])
-    return Prediction(
+    prediction = Prediction(
         name,
         CLASSES[int(probs.argmax())],
         {c: float(p) for c, p in zip(CLASSES, probs)},
         p_fake,
         fake=bool(p_fake >= threshold),
+    )
+    if image is not None:
+        prediction.provenance = _provenance_of(image)
+        if input_side is not None:
+            prediction.warning = small_input_warning(image, input_side)
+    return prediction
+
+
+SMALL_INPUT_SHARE = 4
+"""An image whose shorter side is under 1/4 of the model's input side carries a warning."""
+
+
+def small_input_warning(image: ImageInput, input_side: int) -> str | None:
+    """The warning of an image far smaller than the model's input (None: big enough)."""
+    from dfx.data.images import displayed_size
+
+    try:
+        width, height = displayed_size(image)
+    except (OSError, ValueError):  # it decoded a moment ago; no size, no warning
+        return None
+    if min(width, height) * SMALL_INPUT_SHARE >= input_side:
+        return None
+    return (
+        f"the image is {width}×{height} pixels, far below the model's {input_side}×{input_side} "
+        "input: the verdict rests on very little evidence"
     )
 
 

@@ -117,6 +117,24 @@ def _check_compile(device: torch.device) -> None:
         raise DfxError("compiling on CUDA needs the triton package; install it, or do not compile.")
     if device.type == "mps":
         raise DfxError("compiling is not supported on MPS; run without compiling.")
+    _import_cpp_extension_quietly()
+
+
+def _import_cpp_extension_quietly() -> None:
+    """Import torch's C++ extension module, which compiling needs, without its CUDA warning.
+
+    On import it logs "No CUDA runtime is found, using CUDA_HOME=..." wherever a CUDA
+    toolkit is installed without a GPU; a CPU run needs no CUDA runtime, so that is noise.
+    """
+    import logging
+
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        import torch.utils.cpp_extension  # noqa: F401
+    finally:
+        logger.setLevel(level)
 
 
 def _amp_dtype(device: torch.device, precision: str) -> torch.dtype | None:

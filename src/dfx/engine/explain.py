@@ -145,7 +145,9 @@ def iter_explain(
                 out.append(Explanation(name, Prediction(name, None, None, None, failed[index])))
                 continue
             row_probs, row_maps, row_shares = explained[index]
-            prediction = make_prediction(name, row_probs, threshold)
+            prediction = make_prediction(
+                name, row_probs, threshold, images[index], detector.preprocessing.input_size
+            )
             size = displayed_size(images[index])
             out.append(
                 Explanation(

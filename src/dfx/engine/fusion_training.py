@@ -21,7 +21,7 @@ from dfx.checkpoint import (
 )
 from dfx.classes import CLASSES, class_index
 from dfx.data.dataset import Failure, ImageDataset, failure_records, make_loader
-from dfx.data.manifest import Manifest
+from dfx.data.manifest import Manifest, content_digests
 from dfx.engine.batches import TensorBatches
 from dfx.engine.configs import FusionTrainConfig
 from dfx.engine.device import Runtime
@@ -247,6 +247,7 @@ def train_fusion(
             "counts": counts,
             "base": {name: files[name].metrics for name in CLASSES},
         },
+        trained_on=content_digests(manifest, manifest.select("base") + rows),
     )
     save_model_file(model_file, out)
     return FusionTrainResult(

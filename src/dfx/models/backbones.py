@@ -6,6 +6,8 @@ extractor is the same network with that layer replaced by the identity.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import urllib.error
 from pathlib import Path
 
@@ -82,7 +84,10 @@ def _with_imagenet_weights(spec: BackboneSpec) -> nn.Module:
     checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
     filename = weights.url.rsplit("/", 1)[-1]
     try:
-        return spec.builder()(weights=weights)
+        # torch.hub writes 'Downloading: "URL" to FILE' on stdout, the results' stream, and a
+        # progress bar on stderr; the library prints nothing, and failures are told below.
+        with contextlib.redirect_stdout(io.StringIO()):
+            return spec.builder()(weights=weights, progress=False)
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
         if (checkpoints / filename).is_file():
             raise DfxError(
