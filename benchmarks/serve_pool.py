@@ -59,11 +59,11 @@ async def main(workers: int, repeats: int) -> None:
     for name, upload in uploads.items():
         arguments = (upload, MAX_PIXELS, TARGET)
 
-        async def in_pool(count: int) -> None:
+        async def in_pool(count: int, arguments=arguments) -> None:
             await asyncio.gather(*(pool.run(object(), 30, decode_upload, *arguments)
                                    for _ in range(count)))  # fmt: skip
 
-        async def in_thread(count: int) -> None:
+        async def in_thread(count: int, arguments=arguments) -> None:
             await asyncio.gather(*(loop.run_in_executor(threads, decode_upload, *arguments)
                                    for _ in range(count)))  # fmt: skip
 
