@@ -161,11 +161,12 @@ def without(monkeypatch):
     return hide
 
 
-def test_a_missing_runtime_names_its_extra(trained, without, exported):
+def test_a_missing_runtime_names_its_extra(trained, without, exported, data_dir):
     without("onnxruntime", "openvino")
-    result = invoke("predict", "--model", trained["model"], "--runtime", "openvino", "x.png")
+    image = next(data_dir.rglob("*.png"))  # a real input: no input at all is refused first
+    result = invoke("predict", "--model", trained["model"], "--runtime", "openvino", image)
     assert_user_error(result, 'pip install "deepfeaturex[openvino]"')
-    result = invoke("predict", "--model", exported[0], "x.png")
+    result = invoke("predict", "--model", exported[0], image)
     assert_user_error(result, "ONNX Runtime", 'pip install "deepfeaturex[onnx]"')
 
 

@@ -322,7 +322,10 @@ class Service:
         explanation = await self.queued(self.batcher.run_alone(job))
         if explanation.error is not None:
             raise ApiError(422, "unreadable image", f"{upload.name}: {explanation.error}")
-        prediction = replace(explanation.prediction, path=upload.name)
+        # The file's provenance, read with its decoding, as /v1/predict and dfx explain give it.
+        prediction = replace(
+            explanation.prediction, path=upload.name, provenance=outcome.provenance
+        )
         explanation = replace(
             explanation, path=upload.name, prediction=prediction, size=outcome.size
         )
