@@ -64,7 +64,8 @@ def install_command(name: str) -> str:
 def missing_extra_message(name: str) -> str:
     """The one sentence that says extra ``name`` is missing and how to install it."""
     extra = EXTRAS[name]
-    return f"{extra.purpose} needs {extra.packages}, which is not installed: " + (
+    verb = "are" if " and " in extra.packages else "is"
+    return f"{extra.purpose} needs {extra.packages}, which {verb} not installed: " + (
         f"{install_command(name)}."
     )
 
