@@ -20,10 +20,11 @@ STDOUT = "-"
 """The value of an output option that means standard output."""
 
 
-def check_outputs(
-    files: dict[str, str | Path | None] | None = None,
-    folders: dict[str, str | Path | None] | None = None,
-) -> None:
+Outputs = dict[str, str | Path | None] | list[tuple[str, str | Path | None]]
+"""Output paths by the option that names them; a list where one option is repeated."""
+
+
+def check_outputs(files: Outputs | None = None, folders: Outputs | None = None) -> None:
     """Fail before any work when an output cannot be written; keys name the options.
 
     ``-`` (stdout, for one option at most) and None are skipped. A file must not be a
@@ -33,22 +34,25 @@ def check_outputs(
     """
     from dfx.errors import DfxError
 
-    files = {k: v for k, v in (files or {}).items() if v is not None}
-    folders = {k: v for k, v in (folders or {}).items() if v is not None}
-    to_stdout = [name for name, value in files.items() if str(value) == STDOUT]
+    files, folders = _named(files), _named(folders)
+    to_stdout = [name for name, value in files if str(value) == STDOUT]
     if len(to_stdout) > 1:
         raise DfxError(f"{' and '.join(to_stdout)} cannot both write to stdout.")
-    wanted = [(name, Path(v), "file") for name, v in files.items() if str(v) != STDOUT]
-    wanted += [(name, Path(v), "folder") for name, v in folders.items()]
+    wanted = [(name, Path(v), "file") for name, v in files if str(v) != STDOUT]
+    wanted += [(name, Path(v), "folder") for name, v in folders]
     for name, path, kind in wanted:
         _check_one(name, path, kind)
+
+
+def _named(outputs: Outputs | None) -> list[tuple[str, str | Path]]:
+    pairs = outputs.items() if isinstance(outputs, dict) else outputs or []
+    return [(name, value) for name, value in pairs if value is not None]
 
 
 def _check_one(name: str, path: Path, kind: str) -> None:
     from dfx.data.images import not_an_image
     from dfx.errors import DfxError
 
-    name = name.split(" ")[0]
     if kind == "file" and path.is_dir():
         raise DfxError(f"cannot write {path} ({name}): it is a folder, and a file is needed.")
     if kind == "file" and path.is_file() and not_an_image(path) is None:
@@ -90,9 +94,9 @@ class OutputPlan:
     files: tuple[tuple[Path, str], ...]
     """Each file to write, with its format."""
 
-    def file_options(self) -> dict[str, Path]:
-        """The files, keyed for :func:`check_outputs` by the option that names them."""
-        return {f"--output {path}": path for path, _ in self.files}
+    def file_options(self) -> list[tuple[str, Path]]:
+        """The files, each with the option that names it, for :func:`check_outputs`."""
+        return [("--output", path) for path, _ in self.files]
 
 
 def plan_outputs(

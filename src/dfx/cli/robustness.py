@@ -129,7 +129,7 @@ def _check_first(model: Path, data: Path | None, plot: Path | None, options: dic
     from dfx.data.labelled import read_labelled_sets
 
     plan = _output_plan(options)
-    check_outputs({**plan.file_options(), "--plot": plot}, {"--plots": options["plots"]})
+    check_outputs([*plan.file_options(), ("--plot", plot)], {"--plots": options["plots"]})
     check_model(model, options["sha256"])
     labelled = read_labelled_sets(
         options["manifest"],

@@ -28,8 +28,8 @@ SESSION_RUNTIMES: tuple[str, ...] = ("onnxruntime", "openvino")
 """Runtimes that run an ONNX graph rather than the torch module."""
 
 _PACKAGES = {
-    "onnxruntime": ("onnxruntime", "ONNX Runtime", "onnx"),
-    "openvino": ("openvino", "OpenVINO", "openvino"),
+    "onnxruntime": ("onnxruntime", "onnx"),
+    "openvino": ("openvino", "openvino"),
 }
 
 
@@ -50,7 +50,7 @@ def is_installed(runtime: str) -> bool:
 
 def require(runtime: str):
     """Import ``runtime``'s package, or fail with one sentence naming the extra to install."""
-    module, _, extra = _PACKAGES[runtime]
+    module, extra = _PACKAGES[runtime]
     try:
         return importlib.import_module(module)
     except ImportError:

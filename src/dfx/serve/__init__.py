@@ -10,15 +10,13 @@ FastAPI nor torch; :func:`create_app` needs FastAPI.
 from __future__ import annotations
 
 from dfx.serve.batcher import MicroBatcher, QueueFull, ShuttingDown
-from dfx.serve.config import INSTALL_HINT, ServeSettings, check_available
+from dfx.serve.config import ServeSettings
 
 __all__ = [
-    "INSTALL_HINT",
     "MicroBatcher",
     "QueueFull",
     "ServeSettings",
     "ShuttingDown",
-    "check_available",
     "create_app",
 ]
 

@@ -1,20 +1,12 @@
-"""The settings of ``dfx serve`` and the check for its extra (torch- and FastAPI-free)."""
+"""The settings of ``dfx serve`` (torch- and FastAPI-free; its extra is ``require("serve")``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from dfx.errors import DfxError
-from dfx.extras import missing_extra_message, require
 from dfx.limits import DEFAULT_MAX_PIXELS
 from dfx.serve.pool import default_workers
-
-INSTALL_HINT = missing_extra_message("serve")
-
-
-def check_available() -> None:
-    """Fail in one sentence when the ``serve`` extra is not installed."""
-    require("serve")
 
 
 @dataclass
