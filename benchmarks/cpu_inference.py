@@ -49,7 +49,7 @@ from dfx import synthetic
 from dfx.api import Detector, load_detector
 from dfx.checkpoint import DETECTOR_FORMAT, load_model_file
 from dfx.data.dataset import ImageDataset
-from dfx.data.images import load_rgb
+from dfx.data.decoding import load_rgb
 from dfx.engine import runtimes
 from dfx.engine.device import Runtime, default_workers
 from dfx.metrics import p_fake_of

@@ -42,7 +42,7 @@ from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, save_model_file
 from dfx.classes import CLASSES
 from dfx.cli import app
 from dfx.data.dataset import ImageDataset, make_loader
-from dfx.data.images import expand_inputs
+from dfx.data.discovery import expand_inputs
 from dfx.data.labelled import LabelledImage
 from dfx.data.manifest import make_manifest
 from dfx.data.perturbations import DEFAULT_QFS, jpeg_grid

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from dfx import synthetic
 from dfx.cli import app
 from dfx.data.audit import AuditEntry, audit, perceptual_hash
-from dfx.data.images import load_rgb
+from dfx.data.decoding import load_rgb
 
 runner = CliRunner()
 

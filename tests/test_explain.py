@@ -16,7 +16,7 @@ from dfx import synthetic
 from dfx.api import Detector, load_detector
 from dfx.checkpoint import DETECTOR_FORMAT, ModelFile
 from dfx.classes import CLASSES
-from dfx.data.images import displayed_size
+from dfx.data.decoding import displayed_size
 from dfx.data.labelled import images_from_manifest
 from dfx.data.manifest import read_manifest
 from dfx.engine.configs import BaseTrainConfig

@@ -23,7 +23,7 @@ import torch
 from PIL import Image, JpegImagePlugin
 
 from dfx.classes import CLASSES
-from dfx.data.images import load_rgb
+from dfx.data.decoding import load_rgb
 from dfx.data.manifest import ROLES, make_manifest, read_manifest
 from dfx.data.perturbations import GaussianBlur, JpegCompression, Rotate, parse_spec
 

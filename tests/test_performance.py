@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 import dfx
 from dfx.cli import app
 from dfx.data.dataset import ImageDataset, collate_images
-from dfx.data.images import load_rgb
+from dfx.data.decoding import load_rgb
 from dfx.data.perturbations import JpegCompression
 from dfx.data.transforms import Preprocessing
 from dfx.engine.device import Runtime, resolve_runtime

@@ -140,7 +140,7 @@ def _explain_examples(detector, test_images, folder: Path, console) -> None:
     from rich.markup import escape
 
     from dfx.classes import CLASSES
-    from dfx.data.images import load_rgb
+    from dfx.data.decoding import load_rgb
     from dfx.engine.explain import check_available, explain
     from dfx.errors import DfxError
     from dfx.overlays import write_explanation

@@ -128,7 +128,7 @@ def explain_command(
 
 def _write(explanation, out: Path, stems: set, threshold: float, max_pixels) -> dict:
     """Write the overlays and sheet of one explained input; its JSON record with ``files``."""
-    from dfx.data.images import load_rgb
+    from dfx.data.decoding import load_rgb
     from dfx.errors import ImageReadError
     from dfx.overlays import write_explanation
 

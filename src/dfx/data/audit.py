@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from dfx.classes import CLASSES
-from dfx.data.images import load_rgb
+from dfx.data.decoding import load_rgb
 from dfx.data.metadata import FileFacts, read_facts
 from dfx.errors import ImageReadError
 from dfx.progress import ProgressReporter, or_null

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dfx.classes import BINARY_FOLDERS, CLASS_FOLDER_ALIASES
-from dfx.data.images import iter_files, not_an_image, unreadable_image, walk
+from dfx.data.discovery import iter_files, not_an_image, unreadable_image, walk
 from dfx.errors import DfxError
 
 NO_GENERATOR = "-"

@@ -16,10 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from dfx.data.dedup import LabelConflict, copy_groups, label_conflicts
+
 from dfx.atomic import atomic_write
 from dfx.classes import CLASS_FOLDER_ALIASES, CLASSES
-from dfx.data.dedup import LabelConflict, copy_groups, label_conflicts
-from dfx.data.images import decode_failures
+from dfx.data.decoding import decode_failures
 from dfx.data.layout import ImageRecord, ScanResult, find_layout, scan_dataset
 from dfx.errors import DfxError, first_few
 from dfx.fingerprint import file_digest

@@ -20,7 +20,7 @@ from dfx import distributed
 from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, load_model_file, load_weights
 from dfx.classes import CLASSES
 from dfx.data.dataset import ImageDataset, VariantDataset, make_loader
-from dfx.data.images import ImageBytes
+from dfx.data.decoding import ImageBytes
 from dfx.data.perturbations import JpegCompression, Perturbation
 from dfx.data.provenance import Provenance, read_provenance
 from dfx.data.shuffle import ShardSampler
@@ -385,7 +385,7 @@ SMALL_INPUT_SHARE = 4
 
 def small_input_warning(image: ImageInput, input_side: int) -> str | None:
     """The warning of an image far smaller than the model's input (None: big enough)."""
-    from dfx.data.images import displayed_size
+    from dfx.data.decoding import displayed_size
 
     try:
         width, height = displayed_size(image)

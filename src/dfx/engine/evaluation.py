@@ -9,7 +9,7 @@ import numpy as np
 
 from dfx.classes import CLASSES, REAL, class_index
 from dfx.data.dataset import Failure
-from dfx.data.images import decode_failures
+from dfx.data.decoding import decode_failures
 from dfx.data.labelled import LabelledImage, LabelledSet
 from dfx.engine.detector import Detector
 from dfx.engine.sampling import balance

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dfx.classes import CLASSES, class_index
-from dfx.data.images import displayed_size
+from dfx.data.decoding import displayed_size
 from dfx.errors import DfxError
 from dfx.extras import MissingExtra, missing_extra_message
 from dfx.limits import DEFAULT_MAX_PIXELS

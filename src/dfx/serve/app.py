@@ -30,7 +30,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from dfx import __version__
-from dfx.data.images import HEIF_HINT, NOT_ACCEPTED, NOT_AN_IMAGE, NOT_DECODABLE, ImageBytes
+from dfx.data.decoding import HEIF_HINT, NOT_ACCEPTED, NOT_DECODABLE, ImageBytes
+from dfx.data.discovery import NOT_AN_IMAGE
 from dfx.errors import DfxError
 from dfx.report import to_json
 from dfx.serve.batcher import MicroBatcher, QueueFull, ShuttingDown
