@@ -43,9 +43,9 @@ from dfx.classes import CLASSES
 from dfx.cli import app
 from dfx.data.dataset import ImageDataset, make_loader
 from dfx.data.discovery import expand_inputs
-from dfx.data.labelled import LabelledImage
 from dfx.data.manifest import make_manifest
 from dfx.data.perturbations import DEFAULT_QFS, jpeg_grid
+from dfx.data.record import ImageRecord
 from dfx.engine.configs import FusionTrainConfig, TrainConfig
 from dfx.engine.device import default_workers, resolve_runtime
 from dfx.engine.evaluation import EvaluationOptions, evaluate
@@ -79,14 +79,14 @@ def write_detector(
     return save_model_file(model_file, path)
 
 
-def labelled_images(folder: Path, count: int) -> list[LabelledImage]:
+def labelled_images(folder: Path, count: int) -> list[ImageRecord]:
     """Up to ``count`` image files of ``folder`` (labels do not matter for timing)."""
     files, _ = expand_inputs([folder])
     files = files[:count]
-    return [LabelledImage(f, CLASSES[i % len(CLASSES)], "bench") for i, f in enumerate(files)]
+    return [ImageRecord(f, CLASSES[i % len(CLASSES)], "bench") for i, f in enumerate(files)]
 
 
-def bench_images(args, root: Path) -> list[LabelledImage]:
+def bench_images(args, root: Path) -> list[ImageRecord]:
     """``--images`` images of ``--data``, or of a synthetic set written under ``root``."""
     folder = args.data
     if folder is None:

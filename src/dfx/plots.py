@@ -161,7 +161,7 @@ def audit_plots(report, folder: str | Path) -> list[Path]:
     folder = Path(folder)
     by_label: dict[str, list] = {}
     for file in report.files:
-        by_label.setdefault(file.entry.label, []).append(file.facts)
+        by_label.setdefault(file.record.label, []).append(file.facts)
     labels = sorted(by_label, key=lambda label: (label not in CLASSES, label))
     figure = _figure(9.0, 3.8)
     for position, (trait, title) in enumerate((("width", "width"), ("height", "height")), 1):

@@ -25,6 +25,7 @@ from PIL import Image
 from dfx.classes import CLASSES
 from dfx.data.decoding import load_rgb
 from dfx.data.metadata import FileFacts, read_facts
+from dfx.data.record import ImageRecord
 from dfx.errors import ImageReadError
 from dfx.progress import ProgressReporter, or_null
 
@@ -61,25 +62,11 @@ ADVICE = (
 
 
 @dataclass(frozen=True)
-class AuditEntry:
-    """One image to audit and what the data set says about it."""
-
-    path: str
-    """Path relative to the data folder."""
-    label: str
-    """``dm``, ``gan`` or ``real`` (``fake`` or ``real`` in the binary layout)."""
-    generator: str
-    """Generator (or source) folder."""
-    role: str | None = None
-    """Manifest role (None when auditing a folder)."""
-
-
-@dataclass(frozen=True)
 class AuditedFile:
     """An image's container traits and content fingerprints."""
 
-    entry: AuditEntry
-    """The image."""
+    record: ImageRecord
+    """The image (its path relative to the data folder; its role when from a manifest)."""
     facts: FileFacts
     """Format, size, mode, JPEG quality, metadata blocks."""
     sha256: str
@@ -254,31 +241,31 @@ def copy_counts(groups: list[CopyGroup]) -> dict[str, int]:
 
 def audit(
     root: str | Path,
-    entries: Sequence[AuditEntry],
+    records: Sequence[ImageRecord],
     *,
     workers: int | None = None,
     progress: ProgressReporter | None = None,
 ) -> AuditReport:
-    """Read every image of ``entries`` (paths relative to ``root``) and audit the set."""
+    """Read every image of ``records`` (paths relative to ``root``) and audit the set."""
     root = Path(root)
     progress = or_null(progress)
     workers = workers or min(8, os.cpu_count() or 1)
-    progress.start("audit", len(entries), "audit")
+    progress.start("audit", len(records), "audit")
 
-    def examine(entry: AuditEntry) -> AuditedFile | tuple[str, str]:
+    def examine(record: ImageRecord) -> AuditedFile | tuple[str, str]:
         try:
-            result = _examine(root, entry)
+            result = _examine(root, record)
         except ImageReadError as error:
-            result = (entry.path, str(error))
+            result = (record.path, str(error))
         progress.advance("audit")
         return result
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(examine, entries))
+        results = list(pool.map(examine, records))
     progress.finish("audit")
     files = [r for r in results if isinstance(r, AuditedFile)]
     failures = [r for r in results if not isinstance(r, AuditedFile)]
-    binary = {f.entry.label for f in files} <= {"real", "fake"}
+    binary = {f.record.label for f in files} <= {"real", "fake"}
     scores, chance = _shortcut_scores(files, binary)
     return AuditReport(
         root=root,
@@ -295,8 +282,8 @@ def audit(
     )
 
 
-def _examine(root: Path, entry: AuditEntry) -> AuditedFile:
-    path = root / entry.path
+def _examine(root: Path, record: ImageRecord) -> AuditedFile:
+    path = root / record.path
     facts = read_facts(path)
     digest = hashlib.sha256()
     try:
@@ -307,7 +294,7 @@ def _examine(root: Path, entry: AuditEntry) -> AuditedFile:
         raise ImageReadError(f"cannot read it ({error.strerror or error})") from error
     image = load_rgb(path, target_size=32)
     thumbnail = np.asarray(image.resize((8, 8), Image.Resampling.BOX), dtype=np.float32)
-    return AuditedFile(entry, facts, digest.hexdigest(), perceptual_hash(image), thumbnail)
+    return AuditedFile(record, facts, digest.hexdigest(), perceptual_hash(image), thumbnail)
 
 
 def perceptual_hash(image: Image.Image) -> int:
@@ -330,7 +317,7 @@ def perceptual_hash(image: Image.Image) -> int:
 def _summaries(files: list[AuditedFile], by_generator: bool) -> list[GroupSummary]:
     groups: dict[tuple[str, str | None], list[FileFacts]] = defaultdict(list)
     for file in files:
-        key = (file.entry.label, file.entry.generator if by_generator else None)
+        key = (file.record.label, file.record.generator if by_generator else None)
         groups[key].append(file.facts)
     order = {label: i for i, label in enumerate(CLASSES)}
     keys = sorted(groups, key=lambda k: (order.get(k[0], len(order)), k[0], k[1] or ""))
@@ -360,14 +347,14 @@ def _summary(label: str, generator: str | None, facts: list[FileFacts]) -> Group
 
 
 def _is_fake(files: list[AuditedFile]) -> np.ndarray:
-    return np.array([file.entry.label != "real" for file in files], dtype=int)
+    return np.array([file.record.label != "real" for file in files], dtype=int)
 
 
 def _shortcut_scores(
     files: list[AuditedFile], binary: bool
 ) -> tuple[dict[str, float | None], dict[str, float | None]]:
     columns = tuple(c for names in TRAITS.values() for c in names)
-    labels = np.array([file.entry.label for file in files])
+    labels = np.array([file.record.label for file in files])
     scores = {"real_vs_fake": _score(files, columns, _is_fake(files))}
     scores["three_class"] = None if binary else _score(files, columns, labels)
     chance = {
@@ -466,11 +453,11 @@ def _same_colours(first: AuditedFile, second: AuditedFile) -> bool:
 
 
 def _group(files: list[AuditedFile], members: list[int], kind: str, distance: int) -> CopyGroup:
-    chosen = sorted((files[i].entry for i in members), key=lambda entry: entry.path)
+    chosen = sorted((files[i].record for i in members), key=lambda record: record.path)
     return CopyGroup(
         kind,
-        tuple(e.path for e in chosen),
-        tuple(e.label for e in chosen),
-        tuple(e.role for e in chosen),
+        tuple(r.path for r in chosen),
+        tuple(r.label for r in chosen),
+        tuple(r.role for r in chosen),
         distance,
     )

@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 from dfx.checkpoint import BASE_FORMAT, ModelFile, save_model_file
 from dfx.classes import CLASSES, class_index
 from dfx.data.dataset import Failure, ImageDataset, failure_records, make_loader
-from dfx.data.manifest import Manifest, ManifestRow
+from dfx.data.manifest import Manifest
+from dfx.data.record import ImageRecord
 from dfx.data.transforms import Preprocessing
 from dfx.engine.configs import BackboneTrainConfig, BaseTrainConfig
 from dfx.engine.device import Runtime
@@ -29,15 +30,15 @@ from dfx.progress import ProgressReporter, or_null
 
 def row_loader(
     manifest: Manifest,
-    target_of: Callable[[ManifestRow], int],
+    target_of: Callable[[ImageRecord], int],
     preprocessing: Preprocessing,
     config: BackboneTrainConfig,
     runtime: Runtime,
     workers: int,
-) -> Callable[[list[ManifestRow], bool, int], DataLoader]:
+) -> Callable[[list[ImageRecord], bool, int], DataLoader]:
     """A function making the DataLoader of some manifest rows: (rows, shuffle, batch size)."""
 
-    def loader(rows: list[ManifestRow], shuffle: bool, batch_size: int) -> DataLoader:
+    def loader(rows: list[ImageRecord], shuffle: bool, batch_size: int) -> DataLoader:
         dataset = ImageDataset(
             [manifest.absolute(r) for r in rows],
             [target_of(r) for r in rows],
@@ -108,7 +109,7 @@ def state_path_of(out_dir: str | Path, target: str) -> Path:
 
 def select_base_rows(
     manifest: Manifest, target: str, negative_fraction: float, rng: np.random.Generator
-) -> tuple[list[ManifestRow], list[ManifestRow]]:
+) -> tuple[list[ImageRecord], list[ImageRecord]]:
     """All ``base`` images of the target class, and a small stratified share of the others."""
     if not 0 < negative_fraction < 1:
         raise DfxError("the negative fraction must lie strictly between 0 and 1.")
