@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from dfx import synthetic
 from dfx.cli import app
-from dfx.data.audit import audit, perceptual_hash
+from dfx.data.audit import audit
+from dfx.data.copies import perceptual_hash
 from dfx.data.decoding import load_rgb
 from dfx.data.record import ImageRecord
 

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from dfx.classes import CLASSES
+from dfx.data.copies import CopyGroup, copy_counts, find_copies, perceptual_hash
 from dfx.data.decoding import load_rgb
 from dfx.data.metadata import FileFacts, read_facts
 from dfx.data.record import ImageRecord
@@ -31,16 +32,6 @@ from dfx.progress import ProgressReporter, or_null
 
 SHORTCUT_WARNING = 0.8
 """Shortcut scores (balanced accuracy) from this value on earn a warning."""
-
-NEAR_DISTANCE = 4
-"""Perceptual hashes that differ in at most this many of their 64 bits mark near-copies."""
-
-NEAR_COLOUR_DIFFERENCE = 12.0
-"""... and their 8 × 8 colour thumbnails by at most this mean absolute difference (0-255).
-
-The hash sees only the layout of light and dark; on smooth, featureless pictures two
-different images can share it, while a re-encoded or resized copy also keeps its colours.
-"""
 
 TRAITS: dict[str, tuple[str, ...]] = {
     "format": ("format",),
@@ -148,39 +139,6 @@ class GroupSummary:
         }
 
 
-@dataclass(frozen=True)
-class CopyGroup:
-    """Images with the same bytes (exact) or nearly the same look (near)."""
-
-    kind: str
-    """``exact`` (byte-identical files) or ``near`` (perceptual hashes within the distance)."""
-    paths: tuple[str, ...]
-    """Relative paths."""
-    labels: tuple[str, ...]
-    """The label of each path."""
-    roles: tuple[str | None, ...]
-    """The manifest role of each path (None without a manifest)."""
-    distance: int
-    """Bits in which the perceptual hashes differ (0 for exact copies)."""
-
-    @property
-    def crosses(self) -> list[str]:
-        """``label`` and/or ``role`` when the copies differ in them."""
-        found = ["label"] if len(set(self.labels)) > 1 else []
-        return found + (["role"] if len(set(self.roles)) > 1 else [])
-
-    def to_dict(self) -> dict:
-        """Plain-data form for JSON."""
-        return {
-            "kind": self.kind,
-            "paths": list(self.paths),
-            "labels": list(self.labels),
-            "roles": list(self.roles),
-            "distance": self.distance,
-            "crosses": self.crosses,
-        }
-
-
 @dataclass
 class AuditReport:
     """What ``dfx audit`` found."""
@@ -226,17 +184,6 @@ class AuditReport:
             "copies": [group.to_dict() for group in self.copies],
             "copy_counts": copy_counts(self.copies),
         }
-
-
-def copy_counts(groups: list[CopyGroup]) -> dict[str, int]:
-    """Number of exact and near copy groups, and of those that cross labels or roles."""
-    counts = Counter()
-    for group in groups:
-        counts[group.kind] += 1
-        for crossed in group.crosses:
-            counts[f"{group.kind}_across_{crossed}s"] += 1
-    keys = [f"{k}{s}" for k in ("exact", "near") for s in ("", "_across_labels", "_across_roles")]
-    return {key: counts[key] for key in keys}
 
 
 def audit(
@@ -295,20 +242,6 @@ def _examine(root: Path, record: ImageRecord) -> AuditedFile:
     image = load_rgb(path, target_size=32)
     thumbnail = np.asarray(image.resize((8, 8), Image.Resampling.BOX), dtype=np.float32)
     return AuditedFile(record, facts, digest.hexdigest(), perceptual_hash(image), thumbnail)
-
-
-def perceptual_hash(image: Image.Image) -> int:
-    """64-bit DCT hash: the signs of the 8 × 8 lowest frequencies of a 32 × 32 grey version.
-
-    Re-encoding, resizing and small edits move few bits; different images differ in about
-    half of them.
-    """
-    from scipy.fft import dctn  # scipy comes with scikit-learn
-
-    grey = image.convert("L").resize((32, 32), Image.Resampling.LANCZOS)
-    low = dctn(np.asarray(grey, dtype=np.float64), norm="ortho")[:8, :8].ravel()
-    bits = low > np.median(low[1:])  # the median leaves out the mean (DC) term
-    return int("".join("1" if bit else "0" for bit in bits), 2)
 
 
 # --- summaries ---------------------------------------------------------------------------------
@@ -400,64 +333,3 @@ def _score(files: list[AuditedFile], columns: Sequence[str], targets: np.ndarray
     )
     predicted = cross_val_predict(tree, _features(files, columns), targets, cv=folds)
     return float(balanced_accuracy_score(targets, predicted))
-
-
-# --- copies ------------------------------------------------------------------------------------
-
-
-def find_copies(files: list[AuditedFile], near_distance: int = NEAR_DISTANCE) -> list[CopyGroup]:
-    """Groups of byte-identical files, then pairs of other files with close perceptual hashes.
-
-    Near pairs are found without comparing every pair: hashes within ``near_distance`` bits
-    agree exactly on at least one of ``near_distance + 1`` bands of bits (pigeonhole).
-    """
-    by_hash: dict[str, list[int]] = defaultdict(list)
-    for index, file in enumerate(files):
-        by_hash[file.sha256].append(index)
-    groups = [
-        _group(files, members, "exact", 0) for members in by_hash.values() if len(members) > 1
-    ]
-    # One representative per content: exact copies are not near copies again.
-    distinct = [members[0] for members in by_hash.values()]
-    copies_of = {members[0]: members for members in by_hash.values()}
-    hashes = np.array([files[i].phash for i in distinct], dtype=np.uint64)
-    pairs: dict[tuple[int, int], int] = {}
-    bands = near_distance + 1
-    edges = np.linspace(0, 64, bands + 1).astype(int)
-    for low, high in zip(edges[:-1], edges[1:]):
-        mask = np.uint64((1 << int(high - low)) - 1)
-        band = (hashes >> np.uint64(low)) & mask
-        order = np.argsort(band, kind="stable")
-        starts = np.flatnonzero(np.r_[True, band[order][1:] != band[order][:-1], True])
-        for start, stop in zip(starts[:-1], starts[1:]):
-            members = order[start:stop]
-            if len(members) < 2:
-                continue
-            xor = hashes[members][:, None] ^ hashes[members][None, :]
-            distances = np.unpackbits(xor.view(np.uint8), axis=-1).reshape(*xor.shape, 64).sum(-1)
-            for a, b in zip(*np.nonzero(np.triu(distances <= near_distance, k=1))):
-                if not _same_colours(files[distinct[members[a]]], files[distinct[members[b]]]):
-                    continue
-                # Every copy of either picture is a near-copy of every copy of the other.
-                for first in copies_of[distinct[members[a]]]:
-                    for second in copies_of[distinct[members[b]]]:
-                        pairs[min(first, second), max(first, second)] = int(distances[a, b])
-    near = [_group(files, [a, b], "near", d) for (a, b), d in pairs.items()]
-    return groups + sorted(near, key=lambda group: group.paths)
-
-
-def _same_colours(first: AuditedFile, second: AuditedFile) -> bool:
-    if first.thumbnail is None or second.thumbnail is None:
-        return True
-    return float(np.abs(first.thumbnail - second.thumbnail).mean()) <= NEAR_COLOUR_DIFFERENCE
-
-
-def _group(files: list[AuditedFile], members: list[int], kind: str, distance: int) -> CopyGroup:
-    chosen = sorted((files[i].record for i in members), key=lambda record: record.path)
-    return CopyGroup(
-        kind,
-        tuple(r.path for r in chosen),
-        tuple(r.label for r in chosen),
-        tuple(r.role for r in chosen),
-        distance,
-    )

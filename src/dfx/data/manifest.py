@@ -18,8 +18,8 @@ from pathlib import Path
 
 from dfx.atomic import atomic_write
 from dfx.classes import CLASS_FOLDER_ALIASES, CLASSES
+from dfx.data.copies import LabelConflict, copy_groups, label_conflicts
 from dfx.data.decoding import decode_failures
-from dfx.data.dedup import LabelConflict, copy_groups, label_conflicts
 from dfx.data.layout import ScanResult, find_layout, scan_dataset
 from dfx.data.record import ImageRecord
 from dfx.errors import DfxError, first_few
