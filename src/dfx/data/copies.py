@@ -32,7 +32,7 @@ different images can share it, while a re-encoded or resized copy also keeps its
 """
 
 
-def same_key_groups(keys: Sequence[Hashable]) -> list[list[int]]:
+def _same_key_groups(keys: Sequence[Hashable]) -> list[list[int]]:
     """Positions of the items that share a key, one list per key, in order of first occurrence."""
     by_key: dict[Hashable, list[int]] = defaultdict(list)
     for position, key in enumerate(keys):
@@ -67,7 +67,7 @@ def copy_groups(root: Path, keys: Mapping[str, str]) -> list[list[str]]:
     """
     paths = sorted(keys)
     groups = []
-    for positions in same_key_groups([keys[path] for path in paths]):
+    for positions in _same_key_groups([keys[path] for path in paths]):
         candidates = [paths[i] for i in positions]
         while len(candidates) > 1:
             first, rest = candidates[0], candidates[1:]
@@ -166,7 +166,7 @@ def find_copies(
     Near pairs are found without comparing every pair: hashes within ``near_distance`` bits
     agree exactly on at least one of ``near_distance + 1`` bands of bits (pigeonhole).
     """
-    same_bytes = same_key_groups([file.sha256 for file in files])
+    same_bytes = _same_key_groups([file.sha256 for file in files])
     groups = [_group(files, members, "exact", 0) for members in same_bytes if len(members) > 1]
     # One representative per content: exact copies are not near copies again.
     distinct = [members[0] for members in same_bytes]

@@ -16,8 +16,7 @@ class ImageRecord:
     """One labelled image and what the data set says about it (unknown fields are None)."""
 
     path: str | Path
-    """Relative to the data folder with forward slashes; a file's location once placed
-    (:meth:`under`), as the labelled sets of evaluation hold it."""
+    """Relative to the data folder, with forward slashes; the file's location once :meth:`under`."""
     label: str
     """``dm``, ``gan`` or ``real`` in the class layout; ``fake`` or ``real`` in the binary one."""
     generator: str
