@@ -55,10 +55,13 @@ def train_detector(
         device="cpu",
         workers=0,
     )
-    base = {name: train_base(manifest, name, base_config, out / "base") for name in CLASSES}
+    base = {
+        name: train_base(manifest, name, base_config, out=out / "base" / f"{name}.pt")
+        for name in CLASSES
+    }
     fusion_config = FusionTrainConfig(epochs=fusion_epochs, lr=1e-3, device="cpu", workers=0)
     fusion = train_fusion(
-        manifest, {n: r.path for n, r in base.items()}, fusion_config, out / "model.pt"
+        manifest, {n: r.path for n, r in base.items()}, fusion_config, out=out / "model.pt"
     )
     return {"base": base, "fusion": fusion, "model": fusion.path, "manifest": manifest_path}
 

@@ -101,7 +101,10 @@ def demo_command(
     )
     with RichProgress() as progress:
         results = [
-            train_base(manifest, name, base_config, out / "base", progress) for name in CLASSES
+            train_base(
+                manifest, name, base_config, out=out / "base" / f"{name}.pt", progress=progress
+            )
+            for name in CLASSES
         ]
     render_base_results(results, as_json=False)
 
@@ -110,7 +113,11 @@ def demo_command(
     )
     with RichProgress() as progress:
         fusion = train_fusion(
-            manifest, {r.target: r.path for r in results}, fusion_config, out / "model.pt", progress
+            manifest,
+            {r.target: r.path for r in results},
+            fusion_config,
+            out=out / "model.pt",
+            progress=progress,
         )
     render_fusion_result(fusion, as_json=False)
 
