@@ -23,7 +23,7 @@ from dfx.errors import DfxError
 from dfx.fingerprint import file_sha256
 from dfx.models.backbones import get_spec
 from dfx.models.detector import build_detector_network
-from tests.test_cli import assert_user_error, invoke
+from tests.helpers import assert_user_error, invoke
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
