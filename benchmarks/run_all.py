@@ -50,8 +50,9 @@ from dfx.engine.configs import FusionTrainConfig, TrainConfig
 from dfx.engine.device import default_workers, resolve_runtime
 from dfx.engine.evaluation import EvaluationOptions, evaluate
 from dfx.engine.fusion_training import train_fusion
-from dfx.engine.loop import fit, make_optimizer
+from dfx.engine.loop import fit
 from dfx.engine.robustness import measure_robustness
+from dfx.engine.training import make_optimizer
 from dfx.models.backbones import build_network, get_spec
 from dfx.models.detector import build_detector_network
 
@@ -318,7 +319,7 @@ def main() -> None:
                 workers=args.workers,
                 compile=args.compile,
             )
-            result = train_fusion(make_manifest(root / "fusion"), paths, config, root / "f.pt")
+            result = train_fusion(make_manifest(root / "fusion"), paths, config, out=root / "f.pt")
             ratio = (
                 result.extraction_seconds + result.training_seconds
             ) / result.extraction_seconds

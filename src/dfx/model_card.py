@@ -154,7 +154,7 @@ def _training_section(model_file: ModelFile) -> str:
 
 def _training_rows(model_file: ModelFile) -> list[_Row]:
     metrics = model_file.metrics
-    document = metrics.get("fusion_validation") or metrics.get("validation")
+    document = metrics.get("validation")
     if not isinstance(document, dict):
         return []
     return [_row("validation at training time", document)]

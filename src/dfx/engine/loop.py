@@ -1,8 +1,7 @@
-"""The training loop shared by base models and the fusion head."""
+"""The training loop shared by every trainer (:mod:`dfx.engine.training` starts a run)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -16,8 +15,7 @@ from torch import nn
 from dfx import distributed
 from dfx.atomic import atomic_write
 from dfx.data.dataset import Failure, unpack
-from dfx.engine.configs import TrainConfig
-from dfx.engine.device import Runtime, default_workers, resolve_runtime, seed_everything
+from dfx.engine.device import Runtime
 from dfx.engine.losses import loss_weight, summed_loss
 from dfx.engine.train_state import (
     TrainState,
@@ -28,27 +26,6 @@ from dfx.engine.train_state import (
 )
 from dfx.errors import TrainingInterrupted
 from dfx.progress import ProgressReporter, or_null
-
-
-def start_training(settings: TrainConfig, compile: bool = False) -> tuple[Runtime, int, int]:
-    """Seed the run; its runtime, data-loader workers and this process's training batch."""
-    runtime = resolve_runtime(settings.device, settings.precision, compile)
-    workers = default_workers() if settings.workers is None else settings.workers
-    seed_everything(settings.seed)
-    return runtime, workers, distributed.per_process_batch_size(settings.batch_size)
-
-
-def make_optimizer(parameters, settings: TrainConfig):
-    """Adam with betas (0.9, 0.999) and, when ``lr_step`` > 0, a StepLR schedule."""
-    optimizer = torch.optim.Adam(
-        parameters, lr=settings.lr, betas=(0.9, 0.999), weight_decay=settings.weight_decay
-    )
-    scheduler = (
-        torch.optim.lr_scheduler.StepLR(optimizer, settings.lr_step, settings.lr_gamma)
-        if settings.lr_step > 0
-        else None
-    )
-    return optimizer, scheduler
 
 
 @dataclass
@@ -200,14 +177,6 @@ def fit(
         raise TrainingInterrupted(label, done, saved) from interrupt
     progress.finish("epochs")
     return FitResult(history, best[1], best[0], best[2], list(failures.values()))
-
-
-def rows_digest(names: Iterable[str]) -> str:
-    """A short digest of the inputs a run trains on, for the resume compatibility check."""
-    digest = hashlib.blake2b(digest_size=12)
-    for name in names:
-        digest.update(str(name).encode() + b"\0")
-    return digest.hexdigest()
 
 
 def _set_epoch(loader, epoch: int) -> None:
