@@ -56,9 +56,14 @@ EXTRAS: dict[str, Extra] = {
 """Every extra whose absence dfx explains, by name."""
 
 
+def requirement(name: str) -> str:
+    """How pip names extra ``name``: ``deepfeaturex[NAME]``."""
+    return f"{DISTRIBUTION}[{EXTRAS[name].name}]"
+
+
 def install_command(name: str) -> str:
     """The pip command that installs extra ``name``."""
-    return f'pip install "{DISTRIBUTION}[{EXTRAS[name].name}]"'
+    return f'pip install "{requirement(name)}"'
 
 
 def missing_extra_message(name: str) -> str:
@@ -70,14 +75,20 @@ def missing_extra_message(name: str) -> str:
     )
 
 
-def is_installed(name: str) -> bool:
-    """Whether every module of extra ``name`` can be imported."""
-    return all(_findable(module) for module in EXTRAS[name].modules)
+def is_installed(name: str, module: str | None = None) -> bool:
+    """Whether every module of extra ``name`` can be imported (with ``module``: that one)."""
+    if module is not None and module not in EXTRAS[name].modules:
+        raise ValueError(f"extra {name!r} does not bring the module {module!r}")
+    return all(_findable(m) for m in ((module,) if module else EXTRAS[name].modules))
 
 
-def require(name: str) -> None:
-    """Fail with one sentence naming ``deepfeaturex[NAME]`` unless extra ``name`` is installed."""
-    if not is_installed(name):
+def require(name: str, module: str | None = None) -> None:
+    """Fail with one sentence naming ``deepfeaturex[NAME]`` unless extra ``name`` is installed.
+
+    With ``module``, only that one of the extra's modules is needed (the ``onnx`` package,
+    which the onnx and the openvino extras both bring, reads graphs for either).
+    """
+    if not is_installed(name, module):
         raise MissingExtra(name)
 
 

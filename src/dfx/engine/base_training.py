@@ -17,7 +17,7 @@ from dfx.data.dataset import Failure, ImageDataset, failure_records, make_loader
 from dfx.data.manifest import Manifest, ManifestRow
 from dfx.data.transforms import Preprocessing
 from dfx.engine.configs import BackboneTrainConfig, BaseTrainConfig
-from dfx.engine.device import Runtime
+from dfx.engine.device import Placement
 from dfx.engine.inference import run_network
 from dfx.engine.loop import fit, make_optimizer, rows_digest, start_training
 from dfx.engine.sampling import holdout_split, sample_per_group
@@ -32,7 +32,7 @@ def row_loader(
     target_of: Callable[[ManifestRow], int],
     preprocessing: Preprocessing,
     config: BackboneTrainConfig,
-    runtime: Runtime,
+    runtime: Placement,
     workers: int,
 ) -> Callable[[list[ManifestRow], bool, int], DataLoader]:
     """A function making the DataLoader of some manifest rows: (rows, shuffle, batch size)."""

@@ -24,7 +24,7 @@ from dfx.data.dataset import Failure, ImageDataset, failure_records, make_loader
 from dfx.data.manifest import Manifest, content_digests
 from dfx.engine.batches import TensorBatches
 from dfx.engine.configs import FusionTrainConfig
-from dfx.engine.device import Runtime
+from dfx.engine.device import Placement
 from dfx.engine.inference import run_network
 from dfx.engine.loop import fit, make_optimizer, rows_digest, start_training
 from dfx.engine.losses import class_weights
@@ -113,7 +113,7 @@ def assemble_extractors(files: dict[str, ModelFile]) -> dict[str, nn.Module]:
 def extract_features(
     extractors: nn.Module,
     dataset: ImageDataset,
-    runtime: Runtime,
+    runtime: Placement,
     *,
     batch_size: int,
     workers: int,

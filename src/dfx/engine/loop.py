@@ -17,7 +17,7 @@ from dfx import distributed
 from dfx.atomic import atomic_write
 from dfx.data.dataset import Failure, unpack
 from dfx.engine.configs import TrainConfig
-from dfx.engine.device import Runtime, default_workers, resolve_runtime, seed_everything
+from dfx.engine.device import Placement, default_workers, resolve_placement, seed_everything
 from dfx.engine.losses import loss_weight, summed_loss
 from dfx.engine.train_state import (
     TrainState,
@@ -30,9 +30,9 @@ from dfx.errors import TrainingInterrupted
 from dfx.progress import ProgressReporter, or_null
 
 
-def start_training(settings: TrainConfig, compile: bool = False) -> tuple[Runtime, int, int]:
+def start_training(settings: TrainConfig, compile: bool = False) -> tuple[Placement, int, int]:
     """Seed the run; its runtime, data-loader workers and this process's training batch."""
-    runtime = resolve_runtime(settings.device, settings.precision, compile)
+    runtime = resolve_placement(settings.device, settings.precision, compile)
     workers = default_workers() if settings.workers is None else settings.workers
     seed_everything(settings.seed)
     return runtime, workers, distributed.per_process_batch_size(settings.batch_size)
@@ -96,7 +96,7 @@ def fit(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     loss_fn: nn.CrossEntropyLoss,
-    runtime: Runtime,
+    runtime: Placement,
     progress: ProgressReporter | None = None,
     history_path: Path | None = None,
     label: str = "training",
