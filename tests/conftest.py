@@ -97,3 +97,11 @@ def trained(tmp_path_factory) -> dict:
         fusion_epochs=FUSION_EPOCHS,
         base_batch_size=16,
     )
+
+
+@pytest.fixture(scope="module")
+def little_data(tmp_path_factory) -> Path:
+    """A private 3 × 2 × 12-image data set and its manifest (tests may change the files)."""
+    root = tmp_path_factory.mktemp("little") / "data"
+    synthetic.write_dataset(root, per_generator=12, image_size=32, seed=5)
+    return write_manifest(make_manifest(root), root.parent / "manifest.csv")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dfx.fingerprint import file_sha256
-from tests.test_cli import assert_user_error, evaluate_test_split, invoke
+from tests.helpers import assert_user_error, evaluate_test_split, invoke
 
 yaml = pytest.importorskip("yaml")
 

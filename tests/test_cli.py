@@ -10,66 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from dfx.cli import app
-from tests.compare import assert_same_up_to_rounding
-
-runner = CliRunner()
-
-TINY_RUN = [
-    "--backbone",
-    "tiny",
-    "--weights",
-    "none",
-    "--image-size",
-    "32",
-    "--epochs",
-    "1",
-    "--device",
-    "cpu",
-    "--workers",
-    "0",
-]
-"""Options of a one-epoch tiny training run on the 32-pixel synthetic set."""
-
-COMMANDS = [
-    "demo",
-    "split",
-    "train-base",
-    "train-fusion",
-    "train-baseline",
-    "evaluate",
-    "jpeg-robustness",
-    "robustness",
-    "predict",
-    "explain",
-    "export",
-    "import-official",
-    "card",
-    "serve",
-    "backbones",
-]
-
-
-def invoke(*args: str, input: str | None = None, env: dict | None = None):
-    return runner.invoke(app, [str(a) for a in args], input=input, env=env)
-
-
-def evaluate_test_split(trained: dict, *options):
-    """``dfx evaluate`` of the trained detector on its manifest's test split."""
-    return invoke("evaluate", "--model", trained["model"], "-m", trained["manifest"], *options)
-
-
-def assert_user_error(result, *fragments: str) -> None:
-    """Exit code 2, one sentence on stderr, no traceback."""
-    assert result.exit_code == 2, result.output
-    # Progress lines (stderr is no terminal here) may come first; the error ends it.
-    message = result.stderr[result.stderr.find("error:") :].strip()
-    assert "error:" in result.stderr and message.count("error:") == 1
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in " ".join(message.split())
+from tests.compare import ABS_TOLERANCE, assert_same_up_to_rounding
+from tests.helpers import COMMANDS, TINY_RUN, assert_user_error, evaluate_test_split, invoke
 
 
 def test_help_lists_every_command_with_examples():
@@ -571,3 +514,35 @@ Accuracy per generator (%)
 └─────────────────┴────┴──────────┴────────┴─────────┘
 """
     assert [line.rstrip() for line in console.export_text().splitlines()] == expected.splitlines()
+
+
+# --- predict keeps the input order when inputs are missing ---
+
+
+def test_predict_keeps_input_order_when_inputs_are_missing(trained, tmp_path):
+    import dfx
+
+    data = trained["manifest"].parent / "data"
+    images = [
+        sorted((data / "real" / "photo").iterdir())[0],
+        tmp_path / "missing-1.png",
+        sorted((data / "gan" / "toygan-b").iterdir())[0],
+        tmp_path / "missing-2.png",
+        sorted((data / "dm" / "toydm-a").iterdir())[0],
+    ]
+    result = invoke("predict", "--model", trained["model"], *images, "--json", "--workers", "0")
+    assert result.exit_code == 1, result.output  # missing inputs: reported, the rest predicted
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    # One line per input: the images in input order, then the inputs that name nothing
+    # (docs/usage.md), each with its error instead of a label.
+    order = [str(p) for p in images if p.exists()] + [str(p) for p in images if not p.exists()]
+    assert [line["path"] for line in lines] == order
+    assert [bool(line.get("error")) for line in lines] == [False] * 3 + [True] * 2
+    lines = [line for line in lines if not line.get("error")]
+    present = [str(p) for p in images if p.exists()]
+    # The predictions are the model's.
+    detector = dfx.load_detector(trained["model"], device="cpu")
+    expected = detector.predict(present, batch_size=1, workers=0)
+    for line, prediction in zip(lines, expected):
+        assert line["label"] == prediction.label
+        assert abs(line["p_fake"] - prediction.p_fake) <= ABS_TOLERANCE * 100

@@ -18,7 +18,7 @@ import pytest
 import typer
 
 from dfx.cli import app
-from tests.test_cli import TINY_RUN, assert_user_error, invoke
+from tests.helpers import TINY_RUN, assert_user_error, invoke
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -533,3 +533,45 @@ def test_progress_off_a_terminal_is_plain_log_lines(trained):
     lines = [line for line in result.stderr.splitlines() if line.startswith("evaluate:")]
     assert lines[0].startswith("evaluate: started, ") and "elapsed" in lines[-1]
     assert "\r" not in result.stderr and "\x1b" not in result.stderr and "…" not in result.stderr
+
+
+# --- exit codes and tracebacks ---
+
+
+SUBPROCESS_TIMEOUT = 120
+
+
+def test_a_bug_exits_3_in_one_line_and_shows_its_traceback_only_with_debug(monkeypatch, tmp_path):
+    import dfx.data.layout
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(dfx.data.layout, "scan_dataset", broken)
+    (tmp_path / "data").mkdir()
+    plain = invoke("split", tmp_path / "data")
+    assert plain.exit_code == 3
+    assert "internal error RuntimeError: boom" in plain.stderr
+    assert "Traceback" not in plain.stderr and len(plain.stderr.strip().splitlines()) == 1
+    debug = invoke("--debug", "split", tmp_path / "data")
+    assert debug.exit_code == 3
+    assert "Traceback" in debug.stderr and "RuntimeError: boom" in debug.stderr
+    # --debug is per invocation: the next run without it is quiet again.
+    again = invoke("split", tmp_path / "data")
+    assert again.exit_code == 3 and "Traceback" not in again.stderr
+
+
+@pytest.mark.parametrize("debug", ["", "1"])
+def test_dfx_debug_environment_variable_shows_tracebacks(tmp_path, debug):
+    env = (
+        {**os.environ, "DFX_DEBUG": debug}
+        if debug
+        else {k: v for k, v in os.environ.items() if k != "DFX_DEBUG"}
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "dfx", "split", str(tmp_path / "missing")],
+        env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert ("Traceback" in run.stderr) == bool(debug), run.stderr
+    assert "missing" in run.stderr.strip().splitlines()[-1]

@@ -215,7 +215,7 @@ def class_layout_with_corpus(tmp_path: Path) -> Path:
 
 
 def test_split_over_the_corpus(tmp_path):
-    from tests.test_cli import invoke
+    from tests.helpers import invoke
 
     data = class_layout_with_corpus(tmp_path)
     result = invoke("split", data, "--out", tmp_path / "m.csv", "--json")
@@ -238,7 +238,7 @@ def test_split_over_the_corpus(tmp_path):
 
 
 def test_predict_over_the_corpus(trained, tmp_path):
-    from tests.test_cli import invoke
+    from tests.helpers import invoke
 
     corpus = awkward.write_corpus(tmp_path / "corpus")
     result = invoke(
@@ -258,7 +258,7 @@ def test_predict_over_the_corpus(trained, tmp_path):
 
 
 def test_evaluate_over_the_corpus(trained, tmp_path):
-    from tests.test_cli import invoke
+    from tests.helpers import invoke
 
     data = class_layout_with_corpus(tmp_path)
     report = tmp_path / "report.json"

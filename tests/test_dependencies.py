@@ -21,7 +21,7 @@ from packaging.utils import canonicalize_name
 
 import dfx
 from dfx.extras import DISTRIBUTION, EXTRAS
-from tests.test_cli import COMMANDS
+from tests.helpers import COMMANDS
 
 PACKAGE_ROOT = Path(dfx.__file__).parent
 

@@ -18,7 +18,7 @@ from dfx.data.shuffle import EpochShuffleSampler, ShardSampler, shuffle_order
 from dfx.engine.batches import TensorBatches
 from dfx.errors import DfxError
 from tests.compare import assert_same_up_to_rounding, without_decimals
-from tests.test_cli import assert_user_error, invoke
+from tests.helpers import assert_user_error, invoke
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TINY = ["--backbone", "tiny", "--weights", "none", "--image-size", "32"]

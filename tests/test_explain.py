@@ -24,7 +24,7 @@ from dfx.engine.device import resolve_placement
 from dfx.engine.explain import BASELINE_KEY, METHODS, class_activation_map, normalised_shares
 from dfx.models.backbones import REGISTRY, get_spec
 from dfx.models.detector import build_detector_network
-from tests.test_cli import assert_user_error, invoke
+from tests.helpers import assert_user_error, invoke
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from PIL import Image
 from dfx.checkpoint import DETECTOR_FORMAT, load_model_file
 from dfx.classes import CLASSES
 from dfx.data.manifest import read_manifest
-from tests.test_cli import TINY_RUN, assert_user_error, invoke
+from tests.helpers import TINY_RUN, assert_user_error, invoke
 from tests.test_cli_conventions import SRC, run_dfx, stderr_of
 
 CPU = ["--device", "cpu", "--workers", "0"]

@@ -11,7 +11,7 @@ import pytest
 
 from dfx.data.manifest import make_manifest, read_manifest
 from dfx.interop.guidance import manifest_from_guidance
-from tests.test_cli import assert_user_error, invoke
+from tests.helpers import assert_user_error, invoke
 
 ROLE_OF_LABEL = {0: "base", 1: "fusion", 2: "test"}
 

@@ -330,7 +330,7 @@ HOSTILE_FILES = {
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_FILES))
 def test_predict_answers_each_hostile_class_within_bounds(quick_model, tmp_path, name):
-    from tests.test_cli import invoke
+    from tests.helpers import invoke
 
     build, error = HOSTILE_FILES[name]
     path = tmp_path / name

@@ -12,12 +12,13 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 
 from dfx.atomic import atomic_write
 from dfx.data.manifest import make_manifest, read_manifest, write_manifest
 from dfx.errors import DfxError
 from dfx.fingerprint import file_digest
-from tests.test_cli import assert_user_error, invoke
+from tests.helpers import TINY_RUN, assert_user_error, invoke, private_copy
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -204,3 +205,32 @@ def test_old_manifests_without_fingerprints_still_work(trained, manifest_path, t
     result = invoke("evaluate", "--model", trained["model"], "-m", old, "--workers", "0")
     assert result.exit_code == 0, result.output
     assert "no size/hash columns" in " ".join(result.stderr.split())
+
+
+# --- --allow-changed on training ---
+
+
+def test_allow_changed_leaves_changed_training_images_out(little_data, tmp_path):
+    manifest = private_copy(little_data, tmp_path)
+    changed = next((manifest.parent / "data" / "real").rglob("*.png"))
+    changed.write_bytes(next((manifest.parent / "data" / "gan").rglob("*.png")).read_bytes())
+    args = ["train-baseline", "-m", manifest, *TINY_RUN, "-o", tmp_path / "model.pt"]
+    refused = invoke(*args)
+    assert_user_error(refused, "changed")
+    allowed = invoke(*args, "--allow-changed")
+    assert allowed.exit_code == 0, allowed.output
+    assert changed.name in allowed.stderr
+    counts = torch.load(tmp_path / "model.pt", weights_only=True)["metrics"]["counts"]
+    roles = [line.split(",")[3] for line in manifest.read_text().splitlines()[2:]]
+    assert counts["train"] + counts["val"] == sum(r in ("base", "fusion") for r in roles) - (
+        1 if _role_of(manifest, changed) in ("base", "fusion") else 0
+    )
+
+
+def _role_of(manifest: Path, image: Path) -> str:
+    relative = image.relative_to(manifest.parent / "data").as_posix()
+    return next(
+        line.split(",")[3]
+        for line in manifest.read_text().splitlines()
+        if line.startswith(relative)
+    )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from dfx.classes import CLASSES
-from tests.test_cli import assert_user_error, invoke
+from tests.helpers import assert_user_error, invoke
 
 
 class Exploit:
@@ -160,3 +161,20 @@ def test_files_that_are_not_dfx_model_files(trained, tmp_path):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"\x00garbage" * 10)
     assert_user_error(predict_with(garbage, some_image(trained)), "loads safely")
+
+
+# --- a detector with its classes permuted ---
+
+
+def test_a_detector_with_its_classes_permuted_is_refused(trained, tmp_path):
+    import dfx
+    from dfx.errors import DfxError
+
+    payload = torch.load(trained["model"], weights_only=True)
+    payload["classes"] = ["gan", "dm", "real"]
+    permuted = tmp_path / "permuted.pt"
+    torch.save(payload, permuted)
+    with pytest.raises(DfxError, match="classes"):
+        dfx.load_detector(permuted, device="cpu")
+    result = invoke("predict", "--model", permuted, trained["manifest"])
+    assert_user_error(result, "classes")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dfx.model_source import DOWNLOAD_TASK, model_cache_dir, resolve_model
-from tests.test_cli import assert_user_error, invoke
+from tests.helpers import assert_user_error, invoke
 from tests.test_model_files import some_image
 
 WRONG_SHA256 = "0" * 64

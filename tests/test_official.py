@@ -17,7 +17,7 @@ from dfx.errors import DfxError
 from dfx.fingerprint import file_sha256
 from dfx.interop.official import import_official
 from dfx.models.backbones import get_spec
-from tests.test_cli import assert_user_error, invoke
+from tests.helpers import assert_user_error, invoke
 
 BACKBONE = "resnet18"
 SIZE = 64

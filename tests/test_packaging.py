@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import dfx
-from tests.test_cli import invoke
+from tests.helpers import invoke
 
 DISTRIBUTION = "deepfeaturex"
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "dfx"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import subprocess
@@ -25,6 +26,7 @@ from dfx.data.transforms import Preprocessing
 from dfx.engine.device import Placement, resolve_placement
 from dfx.errors import DfxError
 from dfx.models.inference_settings import default_batch_size
+from tests.helpers import invoke
 
 COMMANDS = tuple(command.name for command in app.registered_commands)
 
@@ -154,3 +156,22 @@ def test_default_batch_size_and_workers_give_the_same_predictions(trained):
     assert [p.path for p in automatic] == [p.path for p in inline]
     for a, b in zip(automatic, inline):
         assert a.probs == pytest.approx(b.probs, abs=1e-5)
+
+
+# --- --compile ---
+
+
+def test_compile_gives_the_eager_results_within_rounding(trained, tmp_path):
+    images = sorted((Path(trained["manifest"]).parent / "data" / "gan").rglob("*.png"))[:4]
+    args = ["predict", "-M", trained["model"], "--device", "cpu", *images]
+    eager = invoke(*args, "--json")
+    assert eager.exit_code == 0, eager.output
+    compiled = invoke(*args, "--compile", "--json")
+    if compiled.exit_code != 0 and "compile" in compiled.stderr.lower():
+        pytest.skip(f"torch.compile is not usable here: {compiled.stderr.strip()}")
+    assert compiled.exit_code == 0, compiled.output
+    for a, b in zip(eager.stdout.splitlines(), compiled.stdout.splitlines(), strict=True):
+        a, b = json.loads(a), json.loads(b)
+        assert a["path"] == b["path"] and a["label"] == b["label"] and a["fake"] == b["fake"]
+        for name, p in a["probs"].items():
+            assert abs(p - b["probs"][name]) < 1e-4, (a["path"], name)

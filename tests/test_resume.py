@@ -18,7 +18,7 @@ from dfx.classes import CLASSES
 from dfx.data.manifest import make_manifest, write_manifest
 from dfx.engine.batches import TensorBatches
 from dfx.errors import TrainingInterrupted
-from tests.test_cli import assert_user_error, invoke
+from tests.helpers import TINY_RUN, assert_user_error, invoke
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -304,3 +304,23 @@ def test_train_baseline_resumes_through_fit(small_manifest, tmp_path, monkeypatc
     resumed = invoke(*words[1:])
     assert resumed.exit_code == 0, resumed.output
     assert_same_weights(tmp_path / "straight.pt", tmp_path / "cut.pt")
+
+
+# --- train-base refuses to resume changed settings or images ---
+
+
+def test_train_base_resume_refuses_changed_settings_or_images(little_data, tmp_path):
+    out = tmp_path / "base"
+    args = ["train-base", "-m", little_data, "--target", "gan", *TINY_RUN, "--out", out]
+    first = invoke(*args)
+    assert first.exit_code == 0, first.output
+    other_lr = invoke("--quiet", *args, "--resume", "--lr", "0.5")
+    assert_user_error(other_lr, "cannot resume from", "lr 0.0001 then, 0.5 now")
+    fewer = little_data.parent / "fewer.csv"
+    lines = little_data.read_text().splitlines()
+    # One gan image of the base role: a positive of the gan model, so its training set changes.
+    dropped = next(i for i, line in enumerate(lines) if line.split(",")[1:4:2] == ["gan", "base"])
+    kept = lines[:dropped] + lines[dropped + 1 :]
+    fewer.write_text("\n".join(kept) + "\n")
+    other_rows = invoke("--quiet", *[fewer if a == little_data else a for a in args], "--resume")
+    assert_user_error(other_rows, "cannot resume from", "rows")

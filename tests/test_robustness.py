@@ -12,7 +12,7 @@ from PIL import Image
 import dfx
 from dfx.data.manifest import read_manifest
 from dfx.report import METRIC_COLUMNS
-from tests.test_cli import assert_user_error, invoke
+from tests.helpers import assert_user_error, invoke
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FAST = ["--device", "cpu", "--workers", "0"]

@@ -26,7 +26,7 @@ from dfx.models.backbones import get_spec
 from dfx.models.detector import build_detector_network
 from dfx.models.inference_settings import choose_backend, settings_for
 from dfx.threshold import Threshold
-from tests.test_cli import assert_user_error, invoke
+from tests.helpers import assert_user_error, invoke
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None

@@ -42,7 +42,7 @@ from dfx.serve.server import max_connections, uvicorn_config  # noqa: E402
 from dfx.serve.uploads import UploadError, read_uploads  # noqa: E402
 from tests import awkward  # noqa: E402
 from tests.compare import assert_same_up_to_rounding  # noqa: E402
-from tests.test_cli import assert_user_error, invoke  # noqa: E402
+from tests.helpers import assert_user_error, invoke  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TIMEOUT = 30.0

@@ -16,6 +16,7 @@ from dfx.engine.base_training import select_base_rows
 from dfx.engine.evaluation import EvaluationOptions, evaluate
 from dfx.engine.losses import class_weights, loss_weight, summed_loss
 from dfx.errors import DfxError
+from tests.helpers import TINY_RUN, invoke
 
 from .conftest import BASE_EPOCHS, FUSION_EPOCHS
 
@@ -243,3 +244,61 @@ def test_train_base_says_which_split_lacks_images(manifest_path, tmp_path):
     with pytest.raises(DfxError) as raised:
         train_base(dataclasses.replace(manifest, rows=only_gan), "gan", config, tmp_path)
     assert str(raised.value) == expected
+
+
+# --- --quiet, --val-fraction 0, reduced precision and --max-pixels in training ---
+
+
+def test_quiet_silences_notices_and_val_fraction_0_fits_on_training_images(little_data, tmp_path):
+    args = ["train-baseline", "-m", little_data, *TINY_RUN, "--val-fraction", "0", "--json"]
+    loud = invoke(*args, "-o", tmp_path / "loud.pt")
+    assert loud.exit_code == 0, loud.output
+    assert "baseline:" in loud.stderr and " 0 val images" in loud.stderr
+    quiet = invoke("--quiet", *args, "-o", tmp_path / "quiet.pt")
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stderr.strip() == ""
+    assert json.loads(quiet.stdout).keys() == json.loads(loud.stdout).keys()
+
+    payload = torch.load(tmp_path / "quiet.pt", weights_only=True)
+    assert payload["metrics"]["counts"]["val"] == 0
+    assert "training images" in payload["metrics"]["threshold"]["rule"]
+    history = [json.loads(line) for line in (tmp_path / "quiet.history.jsonl").open()]
+    assert [h["val_loss"] for h in history] == [None]  # no validation: null, not NaN or 0
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_training_runs_on_cpu(little_data, tmp_path, monkeypatch, precision):
+    scalers = []
+    real_scaler = torch.amp.GradScaler
+
+    def recording(*args, **kwargs):
+        scaler = real_scaler(*args, **kwargs)
+        scalers.append(scaler)
+        return scaler
+
+    monkeypatch.setattr(torch.amp, "GradScaler", recording)
+    result = invoke(
+        "train-baseline", "-m", little_data, *TINY_RUN, "--precision", precision,
+        "-o", tmp_path / "model.pt",
+    )  # fmt: skip
+    if result.exit_code != 0 and "not supported" in (result.stderr or ""):
+        pytest.skip(f"{precision} autocast is not available on this CPU build: {result.stderr}")
+    assert result.exit_code == 0, result.output
+    history = [json.loads(line) for line in (tmp_path / "model.history.jsonl").open()]
+    assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in history)
+    # fp16 needs loss scaling against underflow; bf16 has fp32's range and does not.
+    assert [s.is_enabled() for s in scalers] == [precision == "fp16"]
+
+
+@pytest.mark.parametrize("command", ["train-base", "train-baseline"])
+def test_max_pixels_applies_to_training_images(little_data, tmp_path, command):
+    target = ["--target", "dm"] if command == "train-base" else []
+    out = tmp_path / ("base" if command == "train-base" else "model.pt")
+    result = invoke(command, "-m", little_data, *target, *TINY_RUN, "--max-pixels", "1000",
+                    "-o", out)  # fmt: skip
+    assert result.exit_code in (1, 2), result.output  # 32 × 32 = 1024 pixels: every image refused
+    # Named as too big where reported one by one, or as "no image could be read" at the end.
+    assert "too many pixels" in result.stderr or "could be read" in result.stderr, result.stderr
+    ok = invoke(command, "-m", little_data, *target, *TINY_RUN, "--max-pixels", "1024",
+                "-o", out)  # fmt: skip
+    assert ok.exit_code == 0, ok.output

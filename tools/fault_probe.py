@@ -8,8 +8,8 @@ tests that failed; a fault no test catches is reported as MISSED and the exit st
 The same tests first run on an unchanged copy, which must pass: otherwise a failure would
 say nothing about the fault.
 
-    python tests/fault_probe.py                  # all faults
-    python tests/fault_probe.py --only jpeg-420,binary-alpha
+    python tools/fault_probe.py                  # all faults
+    python tools/fault_probe.py --only jpeg-420,binary-alpha
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Usage, from the repository root::
 
-    python tests/mutation.py src/dfx/metrics.py tests/test_metrics.py \
+    python tools/mutation.py src/dfx/metrics.py tests/test_metrics.py \
         [--preload torch sklearn.metrics] [--sample 40] [--seed 0] [--lines 86,109-119] \
         [-- PYTEST_ARGS]
 
