@@ -25,7 +25,7 @@ class Extra:
     name: str
     """The extra's name in ``pip install "deepfeaturex[NAME]"``."""
     modules: tuple[str, ...]
-    """Top-level modules that must import for the extra to count as installed."""
+    """Modules that must be findable for the extra to count as installed."""
     packages: str
     """The packages as a reader knows them, for the hint."""
     purpose: str
@@ -41,7 +41,8 @@ EXTRAS: dict[str, Extra] = {
             "FastAPI and uvicorn",
             "dfx serve",
         ),
-        Extra("explain", ("captum",), "captum", "dfx explain"),
+        # captum.attr too: a captum whose attribution module cannot load is as good as none.
+        Extra("explain", ("captum", "captum.attr"), "captum", "dfx explain"),
         Extra(
             "onnx",
             ("onnx", "onnxruntime"),
