@@ -75,11 +75,11 @@ def train_base(
     positives, negatives = select_base_rows(manifest, target, config.negative_fraction, run.rng)
     train_rows, val_rows = run.holdout(positives + negatives, lambda r: r.label == target)
     loader = run.row_loader(manifest, lambda r: int(r.label == target), preprocessing)
-    runtime = run.runtime
-    network = runtime.prepare(build_network(spec.name, config.weights, config.image_size))
+    placement = run.placement
+    network = placement.prepare(build_network(spec.name, config.weights, config.image_size))
     progress.notice(
         f"{target} base model: {len(positives)} positives, {len(negatives)} negatives; "
-        f"{len(train_rows)} train / {len(val_rows)} val; {spec.name} on {runtime.device}"
+        f"{len(train_rows)} train / {len(val_rows)} val; {spec.name} on {placement.device}"
     )
     result = run.fit(
         network,
@@ -99,7 +99,7 @@ def train_base(
         outputs = run_network(
             network,
             loader(test_rows, False, config.eval_batch_size),
-            runtime,
+            placement,
             progress=progress,
             description=f"test {target} base model",
         )

@@ -47,7 +47,7 @@ def train_baseline(
     spec = get_spec(config.backbone)
     preprocessing = spec.preprocessing(config.image_size)
     run = start_run(config, "baseline", out)
-    runtime = run.runtime
+    placement = run.placement
 
     rows = [row for role in TRAIN_ROLES for row in manifest.select(role)]
     missing = [name for name in CLASSES if not any(r.label == name for r in rows)]
@@ -59,14 +59,14 @@ def train_baseline(
     train_counts = np.bincount([class_index(r.label) for r in train_rows], minlength=len(CLASSES))
 
     loader = run.row_loader(manifest, lambda r: class_index(r.label), preprocessing)
-    network = runtime.prepare(
+    network = placement.prepare(
         build_network(spec.name, config.weights, config.image_size, len(CLASSES))
     )
     progress.notice(
         f"baseline: {len(train_rows)} train / {len(val_rows)} val images; "
-        f"{spec.name} on {runtime.device}"
+        f"{spec.name} on {placement.device}"
     )
-    weights = class_weights(train_counts, "baseline").to(runtime.device)
+    weights = class_weights(train_counts, "baseline").to(placement.device)
     result = run.fit(
         network,
         loader(train_rows, True, run.batch_size),
@@ -80,7 +80,7 @@ def train_baseline(
     outputs = run_network(
         network,
         loader(val_rows or train_rows, False, config.eval_batch_size),
-        runtime,
+        placement,
         progress=progress,
         description="validate baseline",
     )

@@ -18,7 +18,7 @@ from dfx.errors import DfxError
 from dfx.limits import DEFAULT_MAX_PIXELS
 from dfx.metrics import binary_metrics, grouped_accuracy, multiclass_metrics, p_fake_of
 from dfx.progress import ProgressReporter, or_null
-from dfx.threshold import Threshold
+from dfx.threshold import Threshold, is_called_fake
 
 
 @dataclass
@@ -80,7 +80,7 @@ def measure(
     else:
         correct = binary_correct
     groups = [f"{image.label}/{image.generator}" for image in kept]
-    at_threshold = (p_fake >= threshold) == is_fake
+    at_threshold = is_called_fake(p_fake, threshold) == is_fake
     per_group = {
         "accuracy": grouped_accuracy(groups, correct),
         "binary_accuracy": grouped_accuracy(groups, binary_correct),

@@ -17,7 +17,7 @@ from dfx.data.dataset import ImageDataset, make_loader
 from dfx.data.manifest import Manifest, content_digests
 from dfx.engine.batches import TensorBatches
 from dfx.engine.configs import FusionTrainConfig
-from dfx.engine.device import Runtime
+from dfx.engine.device import Placement
 from dfx.engine.inference import run_network
 from dfx.engine.losses import class_weights
 from dfx.engine.train_state import require_state
@@ -69,16 +69,16 @@ def assemble_extractors(files: dict[str, ModelFile]) -> dict[str, nn.Module]:
 def extract_features(
     extractors: nn.Module,
     dataset: ImageDataset,
-    runtime: Runtime,
+    placement: Placement,
     *,
     batch_size: int,
     workers: int,
     progress: ProgressReporter | None = None,
 ):
     """The (N, 3, D) stacked features of every readable image, computed once in eval mode."""
-    loader = make_loader(dataset, batch_size, workers=workers, pin_memory=runtime.is_cuda)
+    loader = make_loader(dataset, batch_size, workers=workers, pin_memory=placement.is_cuda)
     return run_network(
-        extractors, loader, runtime, progress=progress, description="extract features"
+        extractors, loader, placement, progress=progress, description="extract features"
     )
 
 
@@ -104,7 +104,7 @@ def train_fusion(
     if spec.feature_dim < min_feature_dim():
         raise DfxError(f"backbone {spec.name} has too few features for the fusion head.")
     run = start_run(config, "fusion", out, config.compile)
-    runtime = run.runtime
+    placement = run.placement
 
     rows = manifest.select("fusion")
     missing = [name for name in CLASSES if not any(r.label == name for r in rows)]
@@ -113,7 +113,7 @@ def train_fusion(
     if resume:  # say so now, not after a long extraction
         require_state(run.paths.state)
     # Compiling the backbones would cost more than the one pass over the images it speeds up.
-    extractors = dataclasses.replace(runtime, compile=False).prepare(
+    extractors = dataclasses.replace(placement, compile=False).prepare(
         StackedExtractors(assemble_extractors(files))
     )
     extractors.requires_grad_(False)
@@ -127,7 +127,7 @@ def train_fusion(
     outputs = extract_features(
         extractors,
         dataset,
-        runtime,
+        placement,
         batch_size=config.extract_batch_size,
         workers=run.workers,
         progress=progress,
@@ -137,19 +137,19 @@ def train_fusion(
     positions = list(range(len(outputs.targets)))
     labels = outputs.targets.tolist()
     train_pos, val_pos = run.holdout(positions, lambda i: labels[i])
-    features = outputs.values.to(runtime.device)
-    targets = outputs.targets.to(runtime.device)
+    features = outputs.values.to(placement.device)
+    targets = outputs.targets.to(placement.device)
     train_counts = np.bincount(np.asarray(labels)[train_pos], minlength=len(CLASSES))
-    weights = class_weights(train_counts, "fusion").to(runtime.device)
+    weights = class_weights(train_counts, "fusion").to(placement.device)
 
     def batches(chosen: list[int], shuffle: bool) -> TensorBatches:
-        index = torch.tensor(chosen, dtype=torch.long, device=runtime.device)
+        index = torch.tensor(chosen, dtype=torch.long, device=placement.device)
         batch_size = run.batch_size if shuffle else config.batch_size
         return TensorBatches(
             features[index], targets[index], batch_size, shuffle=shuffle, seed=config.seed
         )
 
-    head = runtime.prepare(FusionHead(len(CLASSES)))
+    head = placement.prepare(FusionHead(len(CLASSES)))
     training_started = time.perf_counter()
     result = run.fit(
         head,
@@ -167,7 +167,7 @@ def train_fusion(
     training_seconds = time.perf_counter() - training_started
     chosen = val_pos or train_pos
     calibrated = calibrate(
-        targets[chosen], _head_logits(head, features[chosen], runtime), held_out=bool(val_pos)
+        targets[chosen], _head_logits(head, features[chosen], placement), held_out=bool(val_pos)
     )
 
     # The detector's state dict is the extractors' and the head's, under DeepFeatureX's names.
@@ -188,8 +188,8 @@ def train_fusion(
     )
 
 
-def _head_logits(head: nn.Module, features: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+def _head_logits(head: nn.Module, features: torch.Tensor, placement: Placement) -> torch.Tensor:
     """The kept head's logits of some cached features, in eval mode."""
     head.eval()
-    with torch.inference_mode(), runtime.autocast():
+    with torch.inference_mode(), placement.autocast():
         return head(features)

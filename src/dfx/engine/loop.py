@@ -15,7 +15,7 @@ from torch import nn
 from dfx import distributed
 from dfx.atomic import atomic_write
 from dfx.data.dataset import Failure, unpack
-from dfx.engine.device import Runtime
+from dfx.engine.device import Placement
 from dfx.engine.losses import loss_weight, summed_loss
 from dfx.engine.train_state import (
     TrainState,
@@ -73,7 +73,7 @@ def fit(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     loss_fn: nn.CrossEntropyLoss,
-    runtime: Runtime,
+    placement: Placement,
     progress: ProgressReporter | None = None,
     history_path: Path | None = None,
     label: str = "training",
@@ -96,7 +96,7 @@ def fit(
     """
     progress = or_null(progress)
     config = dict(config or {})
-    scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
+    scaler = torch.amp.GradScaler(placement.device.type, enabled=placement.amp_dtype == torch.float16)
     history: list[EpochRecord] = []
     failures: dict[str, Failure] = {}
     best = (math.inf, 0, _cpu_state(model))
@@ -108,7 +108,7 @@ def fit(
         failures = {f["source"]: Failure(**f) for f in state.failures}
         best = (state.best_criterion, state.best_epoch, state.best_state)
         done = state.epoch
-    trained = distributed.wrap_for_training(model, runtime.device)
+    trained = distributed.wrap_for_training(model, placement.device)
     spare = _Spare()
     writes = distributed.is_main()
     progress.start("epochs", epochs, label)
@@ -126,7 +126,7 @@ def fit(
                 optimizer,
                 scaler,
                 loss_fn,
-                runtime,
+                placement,
                 progress,
                 failures,
                 epoch,
@@ -136,7 +136,7 @@ def fit(
             # the ones it saves, so that every process validates the same model.
             distributed.broadcast_buffers(model)
             if val_loader is not None:
-                val_loss, val_acc = evaluate_loss(model, val_loader, loss_fn, runtime, failures)
+                val_loss, val_acc = evaluate_loss(model, val_loader, loss_fn, placement, failures)
             else:
                 val_loss, val_acc = math.nan, math.nan
             if scheduler is not None:
@@ -218,7 +218,7 @@ class _Spare:
 
 
 def _train_epoch(
-    model, loader, optimizer, scaler, loss_fn, runtime, progress, failures, epoch, spare
+    model, loader, optimizer, scaler, loss_fn, placement, progress, failures, epoch, spare
 ):
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
@@ -230,10 +230,10 @@ def _train_epoch(
         if step is None:  # no readable image in this step, on any process
             progress.advance("batches")
             continue
-        inputs = runtime.to_device(step.inputs)
-        targets = step.targets.to(runtime.device, non_blocking=True)
+        inputs = placement.to_device(step.inputs)
+        targets = step.targets.to(placement.device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        with runtime.autocast():
+        with placement.autocast():
             logits = model(inputs)
             loss, batch_loss = step.loss(loss_fn, logits.float(), targets)
         scaler.scale(loss).backward()
@@ -304,7 +304,7 @@ def _plan_step(inputs, targets, loss_fn, spare: _Spare) -> _Step | None:
     return _Step(inputs, targets, readable, scale, total_count, total_weight)
 
 
-def evaluate_loss(model, loader, loss_fn, runtime, failures=None) -> tuple[float, float]:
+def evaluate_loss(model, loader, loss_fn, placement, failures=None) -> tuple[float, float]:
     """Loss and accuracy of ``model`` over all of ``loader`` (and all processes) in eval mode.
 
     The loss is ``loss_fn``'s (class-weighted) mean over the whole set, not a mean of batch
@@ -319,9 +319,9 @@ def evaluate_loss(model, loader, loss_fn, runtime, failures=None) -> tuple[float
                 _remember(failures, batch_failures)
             if len(targets) == 0:
                 continue
-            inputs = runtime.to_device(inputs)
-            targets = targets.to(runtime.device, non_blocking=True)
-            with runtime.autocast():
+            inputs = placement.to_device(inputs)
+            targets = targets.to(placement.device, non_blocking=True)
+            with placement.autocast():
                 logits = model(inputs)
             total_loss += summed_loss(loss_fn, logits.float(), targets).item()
             total_weight += loss_weight(loss_fn, targets)

@@ -28,7 +28,7 @@ from dfx.data.manifest import Manifest
 from dfx.data.record import ImageRecord
 from dfx.data.transforms import Preprocessing
 from dfx.engine.configs import TrainConfig
-from dfx.engine.device import Runtime, default_workers, resolve_runtime, seed_everything
+from dfx.engine.device import Placement, default_workers, resolve_placement, seed_everything
 from dfx.engine.loop import FitResult, fit
 from dfx.engine.sampling import holdout_split
 from dfx.metrics import validation_report
@@ -66,7 +66,7 @@ class Run:
 
     config: TrainConfig
     """The run's settings."""
-    runtime: Runtime
+    placement: Placement
     """Device, precision and compilation."""
     workers: int
     """DataLoader worker processes."""
@@ -106,7 +106,7 @@ class Run:
                 batch_size,
                 shuffle=shuffle,
                 workers=self.workers,
-                pin_memory=self.runtime.is_cuda,
+                pin_memory=self.placement.is_cuda,
                 seed=config.seed,
             )
 
@@ -136,7 +136,7 @@ class Run:
             optimizer=optimizer,
             scheduler=scheduler,
             loss_fn=loss_fn,
-            runtime=self.runtime,
+            placement=self.placement,
             progress=progress,
             history_path=self.paths.history,
             label=label,
@@ -205,15 +205,15 @@ class Run:
 
 
 def start_run(config: TrainConfig, name: str, out: str | Path, compile: bool = False) -> Run:
-    """Seed everything, choose the runtime and workers. ``name`` picks the seed salt: a
+    """Seed everything, choose the placement and workers. ``name`` picks the seed salt: a
     class for a base model, ``fusion`` or ``baseline``."""
     started = time.perf_counter()
-    runtime = resolve_runtime(config.device, config.precision, compile)
+    placement = resolve_placement(config.device, config.precision, compile)
     workers = default_workers() if config.workers is None else config.workers
     seed_everything(config.seed)
     return Run(
         config,
-        runtime,
+        placement,
         workers,
         distributed.per_process_batch_size(config.batch_size),
         np.random.default_rng([config.seed, SEED_SALTS[name]]),
