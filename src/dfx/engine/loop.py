@@ -96,7 +96,9 @@ def fit(
     """
     progress = or_null(progress)
     config = dict(config or {})
-    scaler = torch.amp.GradScaler(placement.device.type, enabled=placement.amp_dtype == torch.float16)
+    scaler = torch.amp.GradScaler(
+        placement.device.type, enabled=placement.amp_dtype == torch.float16
+    )
     history: list[EpochRecord] = []
     failures: dict[str, Failure] = {}
     best = (math.inf, 0, _cpu_state(model))
