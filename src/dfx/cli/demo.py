@@ -57,14 +57,12 @@ def demo_command(
 
     from dfx import synthetic
     from dfx.api import load_detector
-    from dfx.classes import CLASSES
     from dfx.cli.tables import predictions_table, split_table
     from dfx.data.labelled import images_from_manifest
     from dfx.data.manifest import ROLES, make_manifest, write_manifest
-    from dfx.engine.base_training import train_base
-    from dfx.engine.configs import BaseTrainConfig, FusionTrainConfig
+    from dfx.engine.configs import demo_configs
     from dfx.engine.evaluation import EvaluationOptions, evaluate
-    from dfx.engine.fusion_training import train_fusion
+    from dfx.engine.pipeline import train_detector
 
     console = stdout()
     console.print(
@@ -89,29 +87,23 @@ def demo_command(
     write_manifest(manifest, out / "manifest.csv")
     console.print(split_table(manifest.counts(), ROLES))
 
-    base_config = BaseTrainConfig(
-        backbone="tiny",
-        weights="none",
+    base_config, fusion_config = demo_configs(
         image_size=image_size,
-        epochs=base_epochs,
-        lr=1e-3,
+        base_epochs=base_epochs,
+        fusion_epochs=fusion_epochs,
         seed=seed,
         device=device,
-        workers=0,
     )
     with RichProgress() as progress:
-        results = [
-            train_base(manifest, name, base_config, out / "base", progress) for name in CLASSES
-        ]
-    render_base_results(results, as_json=False)
-
-    fusion_config = FusionTrainConfig(
-        epochs=fusion_epochs, lr=1e-3, seed=seed, device=device, workers=0
-    )
-    with RichProgress() as progress:
-        fusion = train_fusion(
-            manifest, {r.target: r.path for r in results}, fusion_config, out / "model.pt", progress
+        trained = train_detector(
+            manifest,
+            out,
+            base_config,
+            fusion_config,
+            progress=progress,
+            on_base=lambda results: render_base_results(results, as_json=False),
         )
+    fusion = trained.fusion
     render_fusion_result(fusion, as_json=False)
 
     detector = load_detector(fusion.path, device)
