@@ -48,7 +48,7 @@ from dfx.data.perturbations import DEFAULT_QFS, jpeg_grid
 from dfx.data.record import ImageRecord
 from dfx.engine.configs import FusionTrainConfig, TrainConfig
 from dfx.engine.device import default_workers, resolve_placement
-from dfx.engine.evaluation import EvaluationOptions, evaluate
+from dfx.engine.evaluation import EvaluationConfig, evaluate
 from dfx.engine.fusion_training import train_fusion
 from dfx.engine.loop import fit
 from dfx.engine.robustness import measure_robustness
@@ -104,9 +104,9 @@ def timed(function) -> tuple[float, object]:
     return time.perf_counter() - started, result
 
 
-def bench_options(args) -> EvaluationOptions:
+def bench_options(args) -> EvaluationConfig:
     """All images (no balancing), with the benchmark's batch size and workers."""
-    return EvaluationOptions(balanced=False, batch_size=args.batch_size, workers=args.workers)
+    return EvaluationConfig(balanced=False, batch_size=args.batch_size, workers=args.workers)
 
 
 def evaluate_seconds(detector: Detector, images, args, qf: int | None = None) -> float:

@@ -325,7 +325,7 @@ def test_torchrun_trains_base_models_and_fusion_writing_each_file_once(manifest_
     train = ["-m", manifest_path, *CPU, "--epochs", "2", "--batch-size", "16"]
     result = succeeded(torchrun("train-base", *train, *TINY, "--target", "all", "-o", base))
     # Rank 0 alone prints: one table, one "wrote" line per model.
-    assert result.stdout.count("Base models on the test split") == 1
+    assert result.stdout.count("Base models on the test images") == 1
     for name in ("dm", "gan", "real"):
         assert result.stderr.count(f"wrote {base / name}.pt") == 1
         assert len((base / f"{name}.history.jsonl").read_text().splitlines()) == 2

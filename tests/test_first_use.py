@@ -169,12 +169,15 @@ def test_evaluate_warns_when_the_images_were_training_images(trained):
     model_file = load_model_file(trained["model"], DETECTOR_FORMAT)
     assert len(model_file.trained_on) > 0  # the base and fusion images it was trained on
     args = ["evaluate", "-M", trained["model"], "-m", trained["manifest"], *CPU]
-    on_training = invoke(*args, "--split", "fusion", "--json")
+    on_training = invoke(*args, "--role", "fusion", "--json")
     assert on_training.exit_code == 0, on_training.output
     [warning] = [line for line in on_training.stderr.splitlines() if "warning:" in line]
     fusion = sum(row.role == "fusion" for row in read_manifest(trained["manifest"]).rows)
     assert f"{fusion} of the {fusion} images given to evaluate were training images" in warning
     assert json.loads(on_training.stdout)["n"] <= fusion  # measured after balancing
+    older_name = invoke("-q", *args, "--split", "fusion", "--json")  # --role's older name
+    assert older_name.exit_code == 0, older_name.output
+    assert json.loads(older_name.stdout)["n"] == json.loads(on_training.stdout)["n"]
     on_test = invoke("-q", *args, "--json")
     assert on_test.exit_code == 0 and "warning" not in on_test.stderr
 

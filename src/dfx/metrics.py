@@ -148,7 +148,7 @@ def validation_report(
 
     The threshold on P(fake) maximises balanced accuracy on these images
     (:func:`dfx.threshold.calibrate`); the binary metrics include the decision there.
-    ``held_out`` False: the images are training images (no validation split), and the
+    ``held_out`` False: the images are training images (no validation hold-out), and the
     calibration's rule says so.
     """
     is_fake, p_fake = y_true != REAL, p_fake_of(probs)

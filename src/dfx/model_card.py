@@ -218,7 +218,7 @@ def _results_section(
     )
     bases = _base_table(model_file)
     if bases:
-        note += "\n\nThe base models, each telling its class from the others on the test split "
+        note += "\n\nThe base models, each telling its class from the others on the test images "
         note += "(the paper's Table 1), in %:\n\n" + bases
     if not result_rows:
         note += (

@@ -19,7 +19,7 @@ DEFAULT_THRESHOLD = 0.5
 VALIDATION_RULE = "max balanced accuracy on validation"
 """How a threshold calibrated on validation data was chosen."""
 
-TRAINING_RULE = "max balanced accuracy on the training images (no validation split)"
+TRAINING_RULE = "max balanced accuracy on the training images (no validation hold-out)"
 """How it was chosen when training held nothing out (``--val-fraction 0``)."""
 
 SOURCE_LABELS: dict[str, str] = {

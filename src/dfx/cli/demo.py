@@ -61,7 +61,7 @@ def demo_command(
     from dfx.data.labelled import images_from_manifest
     from dfx.data.manifest import ROLES, make_manifest, write_manifest
     from dfx.engine.configs import demo_configs
-    from dfx.engine.evaluation import EvaluationOptions, evaluate
+    from dfx.engine.evaluation import EvaluationConfig, evaluate
     from dfx.engine.pipeline import train_detector
 
     console = stdout()
@@ -109,9 +109,7 @@ def demo_command(
     detector = load_detector(fusion.path, device)
     test_images = images_from_manifest(manifest, "test")
     with RichProgress() as progress:
-        evaluation = evaluate(
-            detector, test_images, EvaluationOptions(seed=seed), progress=progress
-        )
+        evaluation = evaluate(detector, test_images, EvaluationConfig(seed=seed), progress=progress)
     render_evaluation(evaluation, plan_outputs([str(out / "evaluation.json")]))
 
     samples = [image.path for image in test_images[:: max(1, len(test_images) // PREDICT_SAMPLES)]]

@@ -58,7 +58,15 @@ ThresholdOption = Annotated[
         "0.5 for model files without one).",
     ),
 ]
-RoleOption = Annotated[str, typer.Option("--split", help="Manifest role to evaluate.")]
+RoleOption = Annotated[
+    str,
+    typer.Option(
+        "--role",
+        "--split",
+        metavar="ROLE",
+        help="Manifest role to evaluate: base, fusion or test (--split is its older name).",
+    ),
+]
 Balanced = Annotated[
     bool,
     typer.Option(
@@ -228,7 +236,7 @@ BACKBONE_TRAINING_OPTIONS = (*BACKBONE_OPTIONS, *TRAINING_OPTIONS)
 EVALUATION_OPTIONS = (
     _option("sha256", Sha256Option, None),
     _option("manifest", OptionalManifest, None),
-    _option("split", RoleOption, "test"),
+    _option("role", RoleOption, "test"),
     _option("balanced", Balanced, True),
     _option("threshold", ThresholdOption, None),
     _option("as_json", JsonFlag, False),
@@ -266,9 +274,9 @@ def config_from(config_type, values: dict):
 
 def evaluation_options(values: dict, batch_size: int | None):
     """The shared evaluation options of evaluate and the robustness commands."""
-    from dfx.engine.evaluation import EvaluationOptions
+    from dfx.engine.evaluation import EvaluationConfig
 
-    return config_from(EvaluationOptions, values | {"batch_size": batch_size})
+    return config_from(EvaluationConfig, values | {"batch_size": batch_size})
 
 
 def read_stdin_paths(paths: list[str]) -> list[str]:

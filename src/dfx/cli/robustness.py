@@ -133,7 +133,7 @@ def _check_first(model: Path, data: Path | None, plot: Path | None, options: dic
     check_model(model, options["sha256"])
     labelled = read_labelled_sets(
         options["manifest"],
-        options["split"],
+        options["role"],
         [data] if data is not None else [],
         options["allow_changed"],
     )

@@ -23,7 +23,7 @@ from dfx.cli.options import (
 )
 from dfx.extras import install_command, require
 from dfx.limits import DEFAULT_MAX_PIXELS
-from dfx.serve.config import ServeSettings
+from dfx.serve.config import ServeConfig
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -40,7 +40,7 @@ reach should ask for a token (--token-file) and sit behind a reverse proxy (docs
 Needs the serve extra: {hint}.
 """.format(hint=escape(install_command("serve")))
 
-_DEFAULTS = ServeSettings()
+_DEFAULTS = ServeConfig()
 
 
 def _count(flag: str, help: str, **extra):
@@ -172,7 +172,7 @@ def serve_command(
     token = read_token(token_file) if token_file is not None else None
     check_model(model, sha256)
     hosts = parse_hosts(allowed_hosts) if allowed_hosts is not None else None
-    settings = config_from(ServeSettings, options | {"token": token, "allowed_hosts": hosts})
+    settings = config_from(ServeConfig, options | {"token": token, "allowed_hosts": hosts})
 
     from dfx.api import load_detector
     from dfx.fingerprint import file_sha256

@@ -50,7 +50,7 @@ def images_from_manifest(manifest: Manifest, role: str | None = "test") -> list[
     check_role(role)
     rows = manifest.select(role)
     if not rows:
-        raise DfxError(f"the manifest has no images in the {role} split.")
+        raise DfxError(f"the manifest has no images in the {role} role.")
     return [row.under(manifest.root) for row in rows]
 
 

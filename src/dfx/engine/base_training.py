@@ -45,7 +45,7 @@ def select_base_rows(
     others = [row for row in rows if row.label != target]
     if not positives or not others:
         raise DfxError(
-            f"the manifest's base split has {len(positives)} {target} image(s) and "
+            f"the manifest's base role has {len(positives)} {target} image(s) and "
             f"{len(others)} other image(s); training a {target} model needs both."
         )
     wanted = round(len(positives) * negative_fraction / (1 - negative_fraction))

@@ -52,9 +52,7 @@ def train_baseline(
     rows = [row for role in TRAIN_ROLES for row in manifest.select(role)]
     missing = [name for name in CLASSES if not any(r.label == name for r in rows)]
     if missing:
-        raise DfxError(
-            f"the manifest's base and fusion splits have no {', '.join(missing)} images."
-        )
+        raise DfxError(f"the manifest's base and fusion roles have no {', '.join(missing)} images.")
     train_rows, val_rows = run.holdout(rows, lambda r: r.label)
     train_counts = np.bincount([class_index(r.label) for r in train_rows], minlength=len(CLASSES))
 

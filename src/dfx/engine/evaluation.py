@@ -22,7 +22,7 @@ from dfx.threshold import Threshold, is_called_fake
 
 
 @dataclass
-class EvaluationOptions:
+class EvaluationConfig:
     """How evaluate and the robustness runs choose, classify and judge their images."""
 
     balanced: bool = True
@@ -192,7 +192,7 @@ def label_counts(images: list[ImageRecord]) -> dict[str, int]:
 def evaluate(
     detector: Detector,
     images: list[ImageRecord],
-    options: EvaluationOptions | None = None,
+    options: EvaluationConfig | None = None,
     *,
     qf: int | None = None,
     progress: ProgressReporter | None = None,
@@ -202,7 +202,7 @@ def evaluate(
 
     ``options.threshold`` overrides the detector's calibrated threshold on P(fake).
     """
-    options = options or EvaluationOptions()
+    options = options or EvaluationConfig()
     if qf is not None and not 1 <= qf <= 100:
         raise DfxError(f"a JPEG quality factor must be between 1 and 100, got {qf}.")
     chosen_threshold = detector.resolve_threshold(options.threshold)
@@ -278,7 +278,7 @@ class GeneralizationResult:
 def evaluate_sets(
     detector: Detector,
     sets: list[LabelledSet],
-    options: EvaluationOptions | None = None,
+    options: EvaluationConfig | None = None,
     *,
     qf: int | None = None,
     progress: ProgressReporter | None = None,

@@ -109,7 +109,7 @@ def train_fusion(
     rows = manifest.select("fusion")
     missing = [name for name in CLASSES if not any(r.label == name for r in rows)]
     if missing:
-        raise DfxError(f"the manifest's fusion split has no {', '.join(missing)} images.")
+        raise DfxError(f"the manifest's fusion role has no {', '.join(missing)} images.")
     if resume:  # say so now, not after a long extraction
         require_state(run.paths.state)
     # Compiling the backbones would cost more than the one pass over the images it speeds up.

@@ -30,7 +30,7 @@ from dfx.data.transforms import Preprocessing
 from dfx.engine.configs import TrainConfig
 from dfx.engine.device import Placement, default_workers, resolve_placement, seed_everything
 from dfx.engine.loop import FitResult, fit
-from dfx.engine.sampling import holdout_split
+from dfx.engine.sampling import hold_out
 from dfx.metrics import validation_report
 from dfx.progress import ProgressReporter
 
@@ -83,7 +83,7 @@ class Run:
 
     def holdout(self, items: Sequence[T], key: Callable[[T], Hashable]) -> tuple[list[T], list[T]]:
         """(train, validation): ``val_fraction`` of each ``key`` group held out."""
-        return holdout_split(items, key, self.config.val_fraction, self.rng)
+        return hold_out(items, key, self.config.val_fraction, self.rng)
 
     def row_loader(
         self,
@@ -247,7 +247,7 @@ def rows_digest(names: Iterable[str]) -> str:
 def calibrate(targets: torch.Tensor, logits: torch.Tensor, held_out: bool) -> tuple[dict, dict]:
     """A detector's validation metrics and its threshold on P(fake) calibrated there.
 
-    ``held_out`` False: the images are training images (no validation split), and the
+    ``held_out`` False: the images are training images (no validation hold-out), and the
     threshold's rule says so.
     """
     probs = torch.softmax(logits.float(), dim=1).cpu().numpy()

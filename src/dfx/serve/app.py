@@ -36,7 +36,7 @@ from dfx.errors import DfxError
 from dfx.extras import MissingExtra
 from dfx.report import to_json
 from dfx.serve.batcher import MicroBatcher, QueueFull, ShuttingDown
-from dfx.serve.config import ServeSettings
+from dfx.serve.config import ServeConfig
 from dfx.serve.guard import Guard
 from dfx.serve.pool import TaskFailed, TaskTimeout, WorkerPool
 from dfx.serve.tasks import Decoded, decode_upload, draw_explanation
@@ -117,7 +117,7 @@ def error_response(status: int, error: str, detail, headers=None) -> Response:
 class Service:
     """The state behind the routes: the detector once loaded, the batcher, the decoders."""
 
-    def __init__(self, detector, settings: ServeSettings) -> None:
+    def __init__(self, detector, settings: ServeConfig) -> None:
         self.settings = settings
         self.detector = None if callable(detector) else detector
         self._load = detector if callable(detector) else None
@@ -383,14 +383,14 @@ def _static_files() -> dict[str, bytes]:
     }
 
 
-def create_app(detector, settings: ServeSettings | None = None) -> FastAPI:
+def create_app(detector, settings: ServeConfig | None = None) -> FastAPI:
     """The ASGI application serving ``detector``: a loaded :class:`dfx.api.Detector`, or a
     callable that loads one (then /readyz says 503 until it has loaded and warmed up).
 
     Loading and warming up run in a thread at startup, so /healthz answers at once;
     shutdown lets the queued images finish first.
     """
-    settings = settings or ServeSettings()
+    settings = settings or ServeConfig()
     service = Service(detector, settings)
     assets = _static_files()
 
