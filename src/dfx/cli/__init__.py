@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from dfx import __version__, distributed
+from dfx import distributed
+from dfx._version import __version__
 from dfx.cli import (
     audit,
     backbones,

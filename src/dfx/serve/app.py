@@ -29,7 +29,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from dfx import __version__
+from dfx._version import __version__
 from dfx.data.decoding import HEIF_HINT, NOT_ACCEPTED, NOT_DECODABLE, ImageBytes
 from dfx.data.discovery import NOT_AN_IMAGE
 from dfx.errors import DfxError
