@@ -13,6 +13,7 @@ from dfx.cli.inputs import gather_inputs
 from dfx.cli.model_reference import check_model, fetch_model
 from dfx.cli.options import (
     Device,
+    ImagePaths,
     JsonFlag,
     MaxPixels,
     ModelOption,
@@ -46,12 +47,7 @@ of manipulation (docs/explain.md).
 
 @handle_errors
 def explain_command(
-    paths: Annotated[
-        list[str],
-        typer.Argument(
-            metavar="PATH", help="Image files, folders (recursive), or - for stdin paths."
-        ),
-    ],
+    paths: ImagePaths,
     model: ModelOption,
     sha256: Sha256Option = None,
     out: Annotated[

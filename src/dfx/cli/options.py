@@ -58,6 +58,10 @@ ThresholdOption = Annotated[
         "0.5 for model files without one).",
     ),
 ]
+ImagePaths = Annotated[
+    list[str],
+    typer.Argument(metavar="PATH", help="Image files, folders (recursive), or - for stdin paths."),
+]
 RoleOption = Annotated[
     str,
     typer.Option(

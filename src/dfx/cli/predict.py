@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from contextlib import ExitStack
-from typing import Annotated
 
 import typer
 
@@ -24,6 +23,7 @@ from dfx.cli.options import (
     BackendOption,
     Compile,
     Device,
+    ImagePaths,
     InferenceBatchSize,
     JsonFlag,
     MaxPixels,
@@ -63,12 +63,7 @@ a summary with the threshold goes to stderr.
 
 @handle_errors
 def predict_command(
-    paths: Annotated[
-        list[str],
-        typer.Argument(
-            metavar="PATH", help="Image files, folders (recursive), or - for stdin paths."
-        ),
-    ],
+    paths: ImagePaths,
     model: ModelOption,
     sha256: Sha256Option = None,
     as_json: JsonFlag = False,
