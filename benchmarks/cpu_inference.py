@@ -53,6 +53,7 @@ from dfx.data.decoding import load_rgb
 from dfx.engine.device import Placement, default_workers
 from dfx.metrics import p_fake_of
 from dfx.models import inference_settings
+from dfx.threshold import is_called_fake
 
 REPEATS = 1
 """Passes per measurement; the best counts (--repeats)."""
@@ -239,8 +240,8 @@ def main() -> None:
     for row in rows:
         delta = float(np.abs(row.probs - exact).max())
         argmax = float((row.probs.argmax(1) == exact.argmax(1)).mean())
-        decision = p_fake_of(row.probs) >= threshold
-        decision = float((decision == (p_fake_of(exact) >= threshold)).mean())
+        decision = is_called_fake(p_fake_of(row.probs), threshold)
+        decision = float((decision == is_called_fake(p_fake_of(exact), threshold)).mean())
         own = (
             row.images_per_s / row.model_only_per_s
             if row.model_only_per_s == row.model_only_per_s
