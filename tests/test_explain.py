@@ -21,7 +21,13 @@ from dfx.data.labelled import images_from_manifest
 from dfx.data.manifest import read_manifest
 from dfx.engine.configs import BaseTrainConfig
 from dfx.engine.device import resolve_placement
-from dfx.engine.explain import BASELINE_KEY, METHODS, class_activation_map, normalised_shares
+from dfx.engine.explain import (
+    BASELINE_KEY,
+    METHODS,
+    _spatial_layer,
+    class_activation_map,
+    normalised_shares,
+)
 from dfx.models.backbones import REGISTRY, get_spec
 from dfx.models.detector import build_detector_network
 from tests.helpers import assert_user_error, invoke
@@ -269,11 +275,44 @@ def test_every_method_gives_a_map_on_a_cnn_and_a_vit(name, method):
     assert np.isfinite(heatmap).all() and heatmap.min() >= 0.0 and heatmap.max() <= 1.0
 
 
+# Two or more cells per side on the feature map: 64 pixels at stride 32, 32 for ViT-B/16.
+def _map_side(name: str) -> int:
+    return 32 if name == "vit_b_16" else 64
+
+
 @pytest.mark.parametrize("name", list(REGISTRY))
-def test_every_backbone_gives_a_map_of_the_displayed_size(name):
+def test_every_backbone_has_a_spatial_attribution_layer(name):
+    # Shapes only, on the meta device: no weights are allocated and nothing is computed.
     spec = get_spec(name)
-    # Two or more cells per side on the feature map: 64 pixels at stride 32, 32 for ViT-B/16.
-    detector = _random_baseline(name, 32 if name == "vit_b_16" else 64)
+    with torch.device("meta"):
+        network = build_detector_network("baseline", name, _map_side(name))
+    keys = list(network.state_dict())
+    shapes = []
+    with _spatial_layer(network, spec) as layer:
+        hook = layer.register_forward_hook(
+            lambda module, inputs, output: shapes.append(output.shape)
+        )
+        size = spec.preprocessing(_map_side(name)).input_size
+        network(torch.empty(2, 3, size, size, device="meta"))
+        hook.remove()
+    [(batch, channels, rows, columns)] = shapes
+    assert batch == 2 and channels > 1 and rows >= 2 and columns >= 2
+    assert list(network.state_dict()) == keys  # a ViT's token view is taken away again
+
+
+def family(name: str) -> str:
+    """resnet, densenet, efficientnet, vit or tiny: backbones that share an attribution layer."""
+    return name.rstrip("0123456789_b").replace("resnext", "resnet")
+
+
+ONE_PER_FAMILY = ["tiny", "resnet18", "densenet121", "efficientnet_b0", "vit_b_16"]
+
+
+# One backbone of each family computes real maps; the others share its attribution code.
+@pytest.mark.parametrize("name", ONE_PER_FAMILY)
+def test_a_backbone_of_each_family_gives_a_map_of_the_displayed_size(name):
+    spec = get_spec(name)
+    detector = _random_baseline(name, _map_side(name))
     keys = list(detector.network.state_dict())
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 50, 3), np.uint8))
     (explanation,) = detector.explain([image], method="hirescam" if spec.vit else "gradcam")
@@ -281,7 +320,16 @@ def test_every_backbone_gives_a_map_of_the_displayed_size(name):
     assert list(explanation.heatmaps) == [BASELINE_KEY] and explanation.shares is None
     assert heatmap.shape == (30, 50) and np.isfinite(heatmap).all()
     assert heatmap.min() >= 0.0 and heatmap.max() <= 1.0
-    assert list(detector.network.state_dict()) == keys  # a ViT's token view is taken away again
+    assert list(detector.network.state_dict()) == keys
+
+
+def test_the_real_maps_cover_every_family_of_the_registry():
+    assert sorted(family(name) for name in ONE_PER_FAMILY) == sorted(
+        {family(name) for name in REGISTRY}
+    )
+    assert {get_spec(name).attribution_layer for name in REGISTRY if family(name) == "resnet"} == {
+        "layer4"
+    }
 
 
 def test_explain_command_json_lines_files_and_exit_codes(trained, test_images, tmp_path):
