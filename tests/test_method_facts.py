@@ -553,13 +553,13 @@ class ValidationSpy:
     def __init__(self, patch: pytest.MonkeyPatch):
         self.calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
         self._depth = 0
-        self._input: torch.Tensor | None = None
+        self.last_input: torch.Tensor | None = None
         real = torch.nn.functional.cross_entropy
 
         def spy(logits, targets, weight=None, *args, **kwargs):
-            if not torch.is_grad_enabled() and self._input is not None:
+            if not torch.is_grad_enabled() and self.last_input is not None:
                 kept = None if weight is None else weight.detach().clone()
-                self.calls.append((self._input, targets.detach().clone(), kept))
+                self.calls.append((self.last_input, targets.detach().clone(), kept))
             return real(logits, targets, weight, *args, **kwargs)
 
         patch.setattr(torch.nn.functional, "cross_entropy", spy)
@@ -570,8 +570,9 @@ class ValidationSpy:
         ]
 
     def _enter(self, module, args):
-        if self._depth == 0 and args and isinstance(args[0], torch.Tensor):
-            self._input = args[0].detach().clone()
+        is_loss = isinstance(module, torch.nn.CrossEntropyLoss)  # its input is logits
+        if self._depth == 0 and not is_loss and args and isinstance(args[0], torch.Tensor):
+            self.last_input = args[0].detach().clone()
         self._depth += 1
 
     def _leave(self, module, args, output):
@@ -744,7 +745,7 @@ def test_the_network_receives_the_preprocessed_image(tiny_models, tmp_path, monk
     finally:
         spy.remove()
     assert result.exit_code == 0, result.output
-    received = spy._input
+    received = spy.last_input
     assert received is not None and received.shape == (1, 3, 32, 32)
     expected = reference_tensor(image, 32, None)
     assert np.abs(received[0].float().numpy() - expected).max() < 1e-5
