@@ -165,7 +165,7 @@ EMPTY = (torch.empty(0, 4), torch.empty(0, dtype=torch.long))
 
 def fit_tiny(model, batches, validation) -> list:
     """Two epochs of ``fit``; the history without wall times."""
-    from dfx.engine.device import Runtime
+    from dfx.engine.device import Placement
     from dfx.engine.loop import fit
 
     result = fit(
@@ -176,7 +176,7 @@ def fit_tiny(model, batches, validation) -> list:
         optimizer=torch.optim.Adam(model.parameters(), lr=0.1),
         scheduler=None,
         loss_fn=torch.nn.CrossEntropyLoss(weight=CLASS_WEIGHTS),
-        runtime=Runtime(torch.device("cpu"), None),
+        runtime=Placement(torch.device("cpu"), None),
     )
     return [(r.train_loss, r.train_accuracy, r.val_loss, r.val_accuracy) for r in result.history]
 

@@ -258,7 +258,7 @@ def test_compiling_on_a_cpu_says_nothing_of_cuda(tmp_path):
         pytest.skip("compiling needs a C++ compiler")
     toolkit = tmp_path / "cuda"
     toolkit.mkdir()  # a CUDA toolkit without a GPU: torch's warning case
-    code = "from dfx.engine.device import resolve_runtime; resolve_runtime('cpu', 'auto', True)"
+    code = "from dfx.engine.device import resolve_placement; resolve_placement('cpu', 'auto', True)"
     env = {"PYTHONPATH": str(SRC), "CUDA_HOME": str(toolkit), "CUDA_VISIBLE_DEVICES": "",
            "PATH": "/usr/bin:/bin"}  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
@@ -271,8 +271,8 @@ def test_compiling_on_a_cpu_says_nothing_of_cuda(tmp_path):
 
 
 def test_the_contact_sheet_of_a_thin_strip_shows_every_panel(trained):
-    from dfx.engine.detector import Prediction
     from dfx.engine.explain import Explanation
+    from dfx.engine.predictions import Prediction
     from dfx.overlays import MAX_PANEL_ASPECT, PANEL_SIDE, contact_sheet
 
     image = Image.fromarray(np.full((3000, 7, 3), (200, 20, 20), dtype=np.uint8))

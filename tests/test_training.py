@@ -161,7 +161,7 @@ def test_detector_file_describes_itself(trained):
     }
     assert payload["config"]["fusion"]["epochs"] == FUSION_EPOCHS
     assert set(payload["config"]["base"]) == set(CLASSES)
-    validation = payload["metrics"]["fusion_validation"]
+    validation = payload["metrics"]["validation"]
     assert 0 <= validation["multiclass"]["accuracy"] <= 1
     head_params = sum(
         v.numel()
@@ -234,10 +234,10 @@ def test_seed_makes_training_repeatable(manifest_path, tmp_path):
         workers=0,
         seed=7,
     )
-    first = train_base(manifest, "dm", config, tmp_path / "a")
-    second = train_base(manifest, "dm", config, tmp_path / "b")
+    first = train_base(manifest, "dm", config, out=tmp_path / "a" / "dm.pt")
+    second = train_base(manifest, "dm", config, out=tmp_path / "b" / "dm.pt")
     other = train_base(
-        manifest, "dm", BaseTrainConfig(**{**config.__dict__, "seed": 8}), tmp_path / "c"
+        manifest, "dm", BaseTrainConfig(**{**config.__dict__, "seed": 8}), out=tmp_path / "c.pt"
     )
     weights = [torch.load(r.path, weights_only=True)["state_dict"] for r in (first, second, other)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
@@ -255,7 +255,7 @@ def test_fusion_training_names_a_class_missing_from_its_split(trained, tmp_path)
     base = {name: result.path for name, result in trained["base"].items()}
     config = FusionTrainConfig(epochs=1, device="cpu", workers=0)
     with pytest.raises(DfxError, match=r"^the manifest's fusion split has no gan, real images\.$"):
-        train_fusion(dataclasses.replace(manifest, rows=rows), base, config, tmp_path / "m.pt")
+        train_fusion(dataclasses.replace(manifest, rows=rows), base, config, out=tmp_path / "m.pt")
     assert not (tmp_path / "m.pt").exists()
 
 
@@ -284,8 +284,19 @@ def test_train_base_says_which_split_lacks_images(manifest_path, tmp_path):
         "training a gan model needs both."
     )
     with pytest.raises(DfxError) as raised:
-        train_base(dataclasses.replace(manifest, rows=only_gan), "gan", config, tmp_path)
+        train_base(
+            dataclasses.replace(manifest, rows=only_gan), "gan", config, out=tmp_path / "gan.pt"
+        )
     assert str(raised.value) == expected
+
+
+def test_seed_salts_are_distinct_and_the_base_models_keep_their_class_index():
+    from dfx.classes import class_index
+    from dfx.engine.training import SEED_SALTS
+
+    assert len(set(SEED_SALTS.values())) == len(SEED_SALTS)
+    assert {name: SEED_SALTS[name] for name in CLASSES} == {n: class_index(n) for n in CLASSES}
+    assert (SEED_SALTS["fusion"], SEED_SALTS["baseline"]) == (3, 7)
 
 
 # --- --quiet, --val-fraction 0, reduced precision and --max-pixels in training ---

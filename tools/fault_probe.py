@@ -90,14 +90,14 @@ FAULTS = (
     Fault(
         "binary-alpha",
         "transparency composited as a binary mask",
-        "src/dfx/data/images.py",
+        "src/dfx/data/decoding.py",
         'background.paste(image, mask=image.getchannel("A"))',
         'background.paste(image, mask=image.getchannel("A").point(lambda a: 255 * (a >= 128)))',
     ),
     Fault(
         "exif-wrong-way",
         "EXIF orientations 6 and 8 turned the wrong way",
-        "src/dfx/data/images.py",
+        "src/dfx/data/decoding.py",
         "turn = _TRANSPOSE.get(orientation)",
         "turn = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}.get(\n"
         "        orientation, _TRANSPOSE.get(orientation)\n"

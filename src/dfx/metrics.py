@@ -10,7 +10,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from dfx.classes import CLASSES, REAL
-from dfx.threshold import TRAINING_RULE, VALIDATION_RULE, Calibration, calibrate
+from dfx.threshold import TRAINING_RULE, VALIDATION_RULE, Calibration, calibrate, is_called_fake
 
 
 def multiclass_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -48,7 +48,7 @@ def binary_metrics(
     }
     if threshold is not None:
         result["at_threshold"] = {"threshold": float(threshold)} | decision_metrics(
-            is_fake, p_fake >= threshold
+            is_fake, is_called_fake(p_fake, threshold)
         )
     return result
 

@@ -140,13 +140,12 @@ def _explain_examples(detector, test_images, folder: Path, console) -> None:
     from rich.markup import escape
 
     from dfx.classes import CLASSES
-    from dfx.data.images import load_rgb
-    from dfx.engine.explain import check_available, explain
+    from dfx.data.decoding import load_rgb
     from dfx.errors import DfxError
     from dfx.overlays import write_explanation
 
     try:
-        check_available()
+        detector.check_explain()
     except DfxError as missing:  # the demo's other results stand without it
         console.print(f"[yellow]explanations skipped:[/yellow] {escape(str(missing))}")
         return
@@ -154,7 +153,7 @@ def _explain_examples(detector, test_images, folder: Path, console) -> None:
     for image in test_images:
         firsts.setdefault(image.label, image.path)
     threshold = detector.resolve_threshold().value
-    for explanation in explain(detector, [firsts[c] for c in CLASSES if c in firsts]):
+    for explanation in detector.explain([firsts[c] for c in CLASSES if c in firsts]):
         if explanation.error is None:
             image = load_rgb(explanation.path)
             write_explanation(explanation, image, folder, Path(explanation.path).stem, threshold)

@@ -104,7 +104,7 @@ def evaluate_command(
         options["device"],
         options["precision"],
         compile,
-        runtime=options["runtime"],
+        runtime=options["backend"],
     )
     warn_if_trained_on(detector, labelled)
     settings = evaluation_options(options, batch_size)

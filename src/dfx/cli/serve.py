@@ -12,8 +12,8 @@ from dfx.cli.console import stderr
 from dfx.cli.errors import handle_errors
 from dfx.cli.model_reference import check_model, fetch_model
 from dfx.cli.options import (
+    BackendOption,
     Device,
-    InferenceRuntime,
     MaxPixels,
     ModelOption,
     Precision,
@@ -61,7 +61,7 @@ def serve_command(
         str, typer.Option("--host", help="Interface to listen on (0.0.0.0: every interface).")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port.")] = 8000,
-    runtime: InferenceRuntime = "auto",
+    backend: BackendOption = "auto",
     device: Device = "auto",
     precision: Precision = "auto",
     threshold: ThresholdOption = None,
@@ -180,7 +180,7 @@ def serve_command(
     from dfx.serve.server import serve
 
     local = fetch_model(model, sha256)
-    detector = load_detector(local, device, precision, runtime=runtime)
+    detector = load_detector(local, device, precision, runtime=backend)
     settings.model_name = Path(local).name
     settings.model_sha256 = file_sha256(local)
     console = stderr()

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dfx.data.dataset import Failure
-from dfx.data.labelled import LabelledImage
 from dfx.data.perturbations import JpegCompression, Perturbation, Raw
+from dfx.data.record import ImageRecord
 from dfx.engine.detector import Detector
 from dfx.engine.evaluation import (
     EvaluationOptions,
@@ -83,7 +83,7 @@ class RobustnessResult:
 
 def measure_robustness(
     detector: Detector,
-    images: list[LabelledImage],
+    images: list[ImageRecord],
     perturbations: list[Perturbation],
     options: EvaluationOptions | None = None,
     *,
