@@ -36,41 +36,21 @@ def test_base_models_specialise_and_write_their_files(trained):
         assert set(result.test_metrics) == {"accuracy", "recall", "precision", "f1"}
 
 
-# Each base model's AUC for "its class vs the others" on the test split, measured on data
-# seeds 0, 1, 2 (docs/testing.md): dm 0.85, 0.83, 0.59; gan 0.99, 1.00, 0.96; real 0.74,
-# 0.70, 0.75. The dm model is the one that sometimes fails to specialise.
-SPECIALIST_AUC = {"dm": 0.55, "gan": 0.90, "real": 0.62}
-
-
-def test_base_models_specialise_in_their_class(trained):
+def test_base_models_specialise_in_their_class(trained, outputs):
     """Trained 90:10 towards its class, each base model must still single its class out."""
-    from PIL import Image
     from sklearn.metrics import roc_auc_score
 
-    from dfx.models.backbones import build_network
-
-    manifest = read_manifest(trained["manifest"])
-    rows = manifest.select("test")
-    labels = np.array([row.label for row in rows])
-    files = {name: load_model_file(r.path, BASE_FORMAT) for name, r in trained["base"].items()}
-    preprocessing = files["dm"].preprocessing  # the three share backbone and input size
-    images = [Image.open(manifest.absolute(row)).convert("RGB") for row in rows]
-    batch = torch.stack([preprocessing(image) for image in images])
-    for name, model_file in files.items():
-        assert model_file.preprocessing == preprocessing
-        network = build_network("tiny", "none", 32)
-        network.load_state_dict(model_file.state_dict)
-        network.eval()
-        with torch.no_grad():
-            p_class = network(batch).softmax(1)[:, 1].numpy()
-        is_class = labels == name
-        auc = roc_auc_score(is_class, p_class)
-        assert auc >= SPECIALIST_AUC[name], (name, auc)
+    labels = outputs["labels"]
+    for index, name in enumerate(CLASSES):
+        is_class = labels == index
+        auc = {other: roc_auc_score(is_class, p) for other, p in outputs["base"].items()}
+        # Its own score ranks its class higher than the other base models' scores do.
+        assert auc[name] > max(a for other, a in auc.items() if other != name) + 0.05, (name, auc)
     # Recall near 1 is what a 90:10 set gives; precision above the class's share of the test
     # split is what specialisation adds. Only the gan model's argmax shows it clearly here
     # (+0.29 to +0.44 over the share); dm and real stay within +0.08 (docs/testing.md).
     gan = trained["base"]["gan"].test_metrics
-    share = float(np.mean(labels == "gan"))
+    share = float(np.mean(labels == CLASSES.index("gan")))
     assert gan["precision"] >= share + 0.15 and gan["recall"] >= 0.9, (gan, share)
 
 
@@ -97,13 +77,75 @@ def test_fusion_detector_is_far_above_chance(trained):
     result = evaluate(detector, images, EvaluationConfig(seed=0))
     assert result.balanced and len(set(result.counts.values())) == 1
     assert result.n == 3 * min(result.counts.values())
-    # Measured with the fixture's settings on data seeds 0 (the fixture), 1, 2: accuracy 0.84,
-    # 0.82, 0.69 and AUC 0.92, 0.91, 0.82 (docs/testing.md); chance is 1/3 and 0.5. Another
-    # CPU's rounding changes a run about as much as another seed does, hence the bounds.
-    assert result.multiclass["accuracy"] >= 0.65
-    assert result.binary["auc"] >= 0.78
     confusion = np.array(result.multiclass["confusion"])
     assert confusion.sum() == result.n
+    # Chance is 1/3 and 0.5; how far above it a run lands depends on the CPU's rounding
+    # about as much as on the data's seed (docs/testing.md), so the bounds that measure the
+    # fusion compare it with other models of the same run (the next test).
+    assert result.multiclass["accuracy"] > 0.45 and result.binary["auc"] > 0.6
+
+
+def run_outputs(trained) -> dict:
+    """On the trained run's test split: the labels, and the probabilities of its models.
+
+    ``fusion`` (N, 3) is the detector's; ``shuffled`` the same head fed the stacked features
+    with their channels rotated (dm's in gan's place, gan's in real's, real's in dm's);
+    ``base`` maps each class to its base model's P(class) (N,).
+    """
+    from PIL import Image
+
+    from dfx.models.backbones import build_network
+    from dfx.models.detector import DeepFeatureX
+
+    manifest = read_manifest(trained["manifest"])
+    rows = manifest.select("test")
+    files = {name: load_model_file(r.path, BASE_FORMAT) for name, r in trained["base"].items()}
+    preprocessing = files["dm"].preprocessing  # the three share backbone and input size
+    images = [Image.open(manifest.absolute(row)).convert("RGB") for row in rows]
+    batch = torch.stack([preprocessing(image) for image in images])
+    detector = DeepFeatureX("tiny", 32)
+    detector.load_state_dict(load_model_file(trained["model"], DETECTOR_FORMAT).state_dict)
+    detector.eval()
+    base = {}
+    with torch.no_grad():
+        features = detector.features(batch)
+        fusion = detector.head(features).softmax(1).numpy()
+        shuffled = detector.head(features[:, [2, 0, 1]]).softmax(1).numpy()
+        for name, model_file in files.items():
+            assert model_file.preprocessing == preprocessing
+            network = build_network("tiny", "none", 32)
+            network.load_state_dict(model_file.state_dict)
+            base[name] = network.eval()(batch).softmax(1)[:, 1].numpy()
+    labels = np.array([CLASSES.index(row.label) for row in rows])
+    return {"labels": labels, "fusion": fusion, "shuffled": shuffled, "base": base}
+
+
+@pytest.fixture(scope="module")
+def outputs(trained) -> dict:
+    """:func:`run_outputs` of the session's trained run."""
+    return run_outputs(trained)
+
+
+def fake_auc(labels: np.ndarray, p_fake: np.ndarray) -> float:
+    """ROC AUC of real (label 2) against fake (dm, gan)."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels != CLASSES.index("real"), p_fake))
+
+
+def test_fusion_beats_its_best_base_model_and_needs_its_channels_in_order(outputs):
+    labels, fusion, shuffled = outputs["labels"], outputs["fusion"], outputs["shuffled"]
+    real = CLASSES.index("real")
+    # Real vs fake: the fusion of the three against the best any one base model gives alone
+    # (the real model's 1 - P(real), or the dm or gan model's P(dm) or P(gan)).
+    single = {name: fake_auc(labels, 1 - p if name == "real" else p)
+              for name, p in outputs["base"].items()}  # fmt: skip
+    fused = fake_auc(labels, 1 - fusion[:, real])
+    accuracy = float(np.mean(fusion.argmax(1) == labels))
+    shuffled_accuracy = float(np.mean(shuffled.argmax(1) == labels))
+    assert fused >= max(single.values()) - 0.02, (fused, single)
+    # The head reads each channel as its class's features: rotated, they are worth far less.
+    assert accuracy >= shuffled_accuracy + 0.2, (accuracy, shuffled_accuracy)
 
 
 def test_detector_file_describes_itself(trained):

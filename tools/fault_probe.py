@@ -1,7 +1,8 @@
 """Apply each known fault of the method to a copy of the code and name the tests it fails.
 
-Not part of the suite: the faults that issue 18's probe found unnoticed, each a small,
-plausible mistake in a fixed fact of the method. For every fault the script copies the
+Not part of the suite: the faults that issue 18's probe found unnoticed, and those of the
+training facts (JPEG quality, optimizer, epochs, kept weights, hold-out, normalisation),
+each a small, plausible mistake in a fixed fact of the method. For every fault the script copies the
 repository's files into a temporary folder, makes the change there (the working tree is
 never touched), runs the tests that should catch it against that copy, and prints the
 tests that failed; a fault no test catches is reported as MISSED and the exit status is 1.
@@ -117,6 +118,49 @@ FAULTS = (
         "self.kernel or 2 * math.ceil(3 * self.sigma) + 1",
         "2 * math.ceil(3 * self.sigma) + 1",
         (FACTS, "tests/test_perturbations.py"),
+    ),
+    Fault(
+        "jpeg-quality-90",
+        "JPEG perturbations written at quality 90 whatever the factor asked",
+        "src/dfx/data/perturbations.py",
+        "quality=self.quality",
+        "quality=90",
+        (FACTS, "tests/test_perturbations.py"),
+    ),
+    Fault(
+        "adam-no-decay",
+        "Adam without weight decay by default",
+        "src/dfx/engine/configs.py",
+        "weight_decay: float = 1e-3",
+        "weight_decay: float = 0.0",
+    ),
+    Fault(
+        "40-epochs",
+        "40 training epochs by default instead of 50",
+        "src/dfx/engine/configs.py",
+        "epochs: int = 50",
+        "epochs: int = 40",
+    ),
+    Fault(
+        "last-epoch-kept",
+        "the last epoch's weights kept instead of the best epoch's",
+        "src/dfx/engine/loop.py",
+        "if criterion < best[0]:",
+        "if True:",
+    ),
+    Fault(
+        "holdout-70-30",
+        "a 70/30 train/validation hold-out instead of 80/20",
+        "src/dfx/engine/configs.py",
+        "val_fraction: float = 0.2",
+        "val_fraction: float = 0.3",
+    ),
+    Fault(
+        "no-normalisation",
+        "preprocessing without the ImageNet mean/std normalisation",
+        "src/dfx/data/transforms.py",
+        "return TF.normalize(tensor, list(self.mean), list(self.std))",
+        "return tensor",
     ),
 )
 
