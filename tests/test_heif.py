@@ -8,14 +8,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
+import pillow_heif
 from PIL import Image
 from typer.testing import CliRunner
 
 from dfx.cli import app
 from dfx.data.images import expand_inputs, load_rgb, not_an_image
 
-pillow_heif = pytest.importorskip("pillow_heif")
 runner = CliRunner()
 
 

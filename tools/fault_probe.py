@@ -1,10 +1,10 @@
 """Apply each known fault of the method to a copy of the code and name the tests it fails.
 
 Not part of the suite: the faults that issue 18's probe found unnoticed, each a small,
-plausible mistake in a fixed fact of the method. For every fault the script copies the
-repository's files into a temporary folder, makes the change there (the working tree is
-never touched), runs the tests that should catch it against that copy, and prints the
-tests that failed; a fault no test catches is reported as MISSED and the exit status is 1.
+plausible mistake in a fixed fact of the method, and mistakes in the suite itself (a test
+that puts src/ on PYTHONPATH). For every fault the script copies the repository's files
+into a temporary folder, makes the change there (the working tree is never touched), runs
+the tests that should catch it against that copy, and prints the tests that failed; a fault no test catches is reported as MISSED and the exit status is 1.
 The same tests first run on an unchanged copy, which must pass: otherwise a failure would
 say nothing about the fault.
 
@@ -117,6 +117,15 @@ FAULTS = (
         "self.kernel or 2 * math.ceil(3 * self.sigma) + 1",
         "2 * math.ceil(3 * self.sigma) + 1",
         (FACTS, "tests/test_perturbations.py"),
+    ),
+    Fault(
+        "pythonpath-src",
+        "PYTHONPATH=src reintroduced in one test (it would test src/, not the installed dfx)",
+        "tests/test_integrity.py",
+        'subprocess.run([sys.executable, "-c", script], timeout=60)',
+        'subprocess.run([sys.executable, "-c", script], timeout=60,\n'
+        '                          env=os.environ | {"PYTHONPATH": "src"})',
+        ("tests/test_packaging.py::test_no_test_puts_src_on_pythonpath",),
     ),
 )
 
