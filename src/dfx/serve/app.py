@@ -120,6 +120,8 @@ class Service:
         self.detector = None if callable(detector) else detector
         self._load = detector if callable(detector) else None
         self.ready = False
+        self.stopping = False
+        """Shutdown has begun: new requests get 503 while the ones in flight finish."""
         self.failure: str | None = None
         """Why the model could not be loaded or warmed up (then /readyz stays 503)."""
         self.batcher: MicroBatcher | None = None
@@ -185,6 +187,9 @@ class Service:
         )
 
     def check_ready(self) -> None:
+        if self.stopping:
+            detail = "the service is shutting down; send the request to another replica."
+            raise ApiError(503, "shutting down", detail, {"Retry-After": str(NOT_READY_RETRY_S)})
         if not self.ready:
             detail = self.failure or "the model is loading or warming up."
             raise ApiError(503, "not ready", detail, {"Retry-After": str(NOT_READY_RETRY_S)})
@@ -406,6 +411,7 @@ def create_app(detector, settings: ServeSettings | None = None) -> FastAPI:
         loop = asyncio.get_running_loop()
         starting = loop.run_in_executor(None, service.start)
         yield
+        service.stopping = True  # /readyz turns 503, so a load balancer sends no more
         await starting
         await loop.run_in_executor(None, service.stop, settings.request_timeout_s)
 
@@ -454,7 +460,7 @@ def create_app(detector, settings: ServeSettings | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["health"])
     async def readyz():
-        """The model is loaded and warmed up (503 before, with Retry-After)."""
+        """The model is loaded and warmed up (503 before, and while shutting down)."""
         service.check_ready()
         return json_response({"status": "ready", "queued": service.batcher.queued})
 
