@@ -2,9 +2,10 @@
 
 For each backbone it times the feature network alone (random weights, fp32, inference
 mode) on the same random batch at each batch size, contiguous and channels-last, and
-prints images/s, the best setting, and the registry's current default for comparison;
+prints images/s, the best setting, and the current default for comparison;
 then the thread split: torch threads × decoding workers on ``Detector.run`` end to end.
-The registry's ``cpu_batch_size`` and ``cpu_channels_last`` come from runs of this script
+The ``cpu_batch_size`` and ``cpu_channels_last`` of :mod:`dfx.models.inference_settings`
+come from runs of this script
 (docs/performance.md records them with the CPU).
 
     python benchmarks/cpu_defaults.py
@@ -30,6 +31,7 @@ from run_all import labelled_images, write_detector
 from dfx import synthetic
 from dfx.api import Detector, load_detector
 from dfx.models.backbones import build_network, to_feature_extractor
+from dfx.models.inference_settings import settings_for
 from dfx.models.registry import get_spec
 
 FAMILIES = "densenet121,efficientnet_b0,resnet50,vit_b_16"
@@ -50,7 +52,7 @@ def rate(network: torch.nn.Module, images: torch.Tensor, batch_size: int, repeat
 
 
 def layouts(name: str, batch_sizes: list[int], images: int, repeats: int) -> None:
-    spec = get_spec(name)
+    spec, settings, nan = get_spec(name), settings_for(name), float("nan")
     size = spec.preprocessing().input_size
     network = to_feature_extractor(build_network(name, "none"), name).eval()
     data = torch.randn(images, 3, size, size)
@@ -68,9 +70,9 @@ def layouts(name: str, batch_sizes: list[int], images: int, repeats: int) -> Non
     print(f"{name:<16} {size:>4}px  {cells}")
     print(
         f"{'':<16} best: batch {best[0]}, {'channels-last' if best[1] else 'contiguous'} "
-        f"{figures[best]:.2f} img/s; registry default: batch {spec.cpu_batch_size}, "
-        f"{'channels-last' if spec.cpu_channels_last else 'contiguous'} "
-        f"{figures.get((spec.cpu_batch_size, spec.cpu_channels_last), float('nan')):.2f} img/s",
+        f"{figures[best]:.2f} img/s; default: batch {settings.cpu_batch_size}, "
+        f"{'channels-last' if settings.cpu_channels_last else 'contiguous'} "
+        f"{figures.get((settings.cpu_batch_size, settings.cpu_channels_last), nan):.2f} img/s",
         flush=True,
     )
 
@@ -91,7 +93,7 @@ def thread_split(backbone: str, images: int) -> None:
         for threads in sorted({1, cpus}):
             for workers in (0, 1, 2):
                 torch.set_num_threads(threads)
-                detector = Detector(default.model_file, default.runtime)
+                detector = Detector(default.model_file, default.placement)
                 detector.run(paths[:batch_size], batch_size=batch_size, workers=0)
                 started = time.perf_counter()
                 detector.run(paths, batch_size=batch_size, workers=workers)

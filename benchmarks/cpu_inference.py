@@ -49,10 +49,10 @@ from dfx import synthetic
 from dfx.api import Detector, load_detector
 from dfx.checkpoint import DETECTOR_FORMAT, load_model_file
 from dfx.data.dataset import ImageDataset
-from dfx.data.images import load_rgb
-from dfx.engine import runtimes
-from dfx.engine.device import Runtime, default_workers
+from dfx.data.decoding import load_rgb
+from dfx.engine.device import Placement, default_workers
 from dfx.metrics import p_fake_of
+from dfx.models import inference_settings
 
 REPEATS = 1
 """Passes per measurement; the best counts (--repeats)."""
@@ -128,14 +128,14 @@ def run_path(detector: Detector, paths: list[Path], batch_size: int, workers: in
     end_to_end = len(paths) / best
     dataset = ImageDataset(paths, None, detector.preprocessing)
     tensors = torch.stack([dataset[i][0] for i in range(len(dataset))])
-    runtime = detector.runtime
-    batches = [runtime.to_device(batch) for batch in tensors.split(batch_size)]
+    placement = detector.placement
+    batches = [placement.to_device(batch) for batch in tensors.split(batch_size)]
     best = float("inf")
     with torch.inference_mode():
         for _ in range(REPEATS):
             started = time.perf_counter()
             for batch in batches:
-                with runtime.autocast():
+                with placement.autocast():
                     detector.network(batch).float()
             best = min(best, time.perf_counter() - started)
     model_only = len(paths) / best
@@ -194,8 +194,8 @@ def main() -> None:
         cpu = torch.device("cpu")
 
         def torch_row(name, batch_size, channels_last=False, amp=None):
-            runtime = Runtime(cpu, amp, channels_last=channels_last)
-            detector = Detector(reference.model_file, runtime)
+            placement = Placement(cpu, amp, channels_last=channels_last)
+            detector = Detector(reference.model_file, placement)
             row = run_path(detector, paths, batch_size, workers)
             row.name = name
             rows.append(row)
@@ -204,7 +204,7 @@ def main() -> None:
         torch_row("dfx old: torch fp32 b32", 32)
         default = load_detector(model, "cpu")
         row = run_path(default, paths, default.batch_size(), workers)
-        row.name = f"dfx default: {default.runtime_name} b{default.batch_size()}"
+        row.name = f"dfx default: {default.backend} b{default.batch_size()}"
         rows.append(row)
         for batch_size in [int(b) for b in args.batch_sizes.split(",") if b]:
             torch_row(f"torch fp32 b{batch_size}", batch_size)
@@ -217,7 +217,7 @@ def main() -> None:
             ("openvino", "fp32"),
             ("openvino", "bf16"),
         ):
-            if f"{name}-{precision}" in skip or not runtimes.is_installed(name):
+            if f"{name}-{precision}" in skip or not inference_settings.is_installed(name):
                 print(f"  {name} {precision}: not installed or skipped", file=sys.stderr)
                 continue
             started = time.perf_counter()

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from dfx.data.images import expand_inputs, load_rgb
+from dfx.data.decoding import load_rgb
+from dfx.data.discovery import expand_inputs
 from dfx.data.transforms import Preprocessing
 
 

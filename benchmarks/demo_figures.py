@@ -53,7 +53,7 @@ def dfx(*args: str) -> tuple[str, float]:
 def measure(out: Path, run: bool = True) -> dict:
     """Run the demo (unless ``run`` is False: it ran into ``out`` already) and the JPEG
     sweep; the figures the docs quote."""
-    import torch
+    from dfx.checkpoint import DETECTOR_FORMAT, load_model_file
 
     seconds = dfx("demo", "--out", str(out))[1] if run else None
     jpeg = out / "jpeg-robustness.json"
@@ -64,8 +64,7 @@ def measure(out: Path, run: bool = True) -> dict:
     with open(out / "manifest.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(line for line in handle if not line.startswith("#")))
     split = Counter((row["label"], row["generator"], row["split"]) for row in rows)
-    payload = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
-    metrics = payload["metrics"]
+    metrics = load_model_file(out / "model.pt", DETECTOR_FORMAT).metrics
     evaluation = json.loads((out / "evaluation.json").read_text())
     jpeg = json.loads(jpeg.read_text())
     confusion = evaluation["multiclass"]["confusion"]
@@ -84,8 +83,8 @@ def measure(out: Path, run: bool = True) -> dict:
         "split_totals": {r: sum(n for k, n in split.items() if k[2] == r) for r in ROLES},
         "base_test": {name: metrics["base"][name].get("test") for name in CLASSES},
         "fusion_validation": {
-            "n": metrics["fusion_validation"]["n"],
-            "accuracy": metrics["fusion_validation"]["multiclass"]["accuracy"],
+            "n": metrics["validation"]["n"],
+            "accuracy": metrics["validation"]["multiclass"]["accuracy"],
         },
         "threshold": metrics["threshold"]["value"],
         "best_epoch": metrics["best_epoch"],

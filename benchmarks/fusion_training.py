@@ -85,7 +85,7 @@ def main() -> None:
             epochs=args.epochs, device=args.device, precision=args.precision, workers=None
         )
         started = time.perf_counter()
-        result = train_fusion(manifest, paths, config, root / "model.pt")
+        result = train_fusion(manifest, paths, config, out=root / "model.pt")
         total = time.perf_counter() - started
 
     n = result.counts["train"] + result.counts["val"]

@@ -42,16 +42,17 @@ from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, save_model_file
 from dfx.classes import CLASSES
 from dfx.cli import app
 from dfx.data.dataset import ImageDataset, make_loader
-from dfx.data.images import expand_inputs
-from dfx.data.labelled import LabelledImage
+from dfx.data.discovery import expand_inputs
 from dfx.data.manifest import make_manifest
 from dfx.data.perturbations import DEFAULT_QFS, jpeg_grid
+from dfx.data.record import ImageRecord
 from dfx.engine.configs import FusionTrainConfig, TrainConfig
-from dfx.engine.device import default_workers, resolve_runtime
-from dfx.engine.evaluation import EvaluationOptions, evaluate
+from dfx.engine.device import default_workers, resolve_placement
+from dfx.engine.evaluation import EvaluationConfig, evaluate
 from dfx.engine.fusion_training import train_fusion
-from dfx.engine.loop import fit, make_optimizer
+from dfx.engine.loop import fit
 from dfx.engine.robustness import measure_robustness
+from dfx.engine.training import make_optimizer
 from dfx.models.backbones import build_network, get_spec
 from dfx.models.detector import build_detector_network
 
@@ -79,14 +80,14 @@ def write_detector(
     return save_model_file(model_file, path)
 
 
-def labelled_images(folder: Path, count: int) -> list[LabelledImage]:
+def labelled_images(folder: Path, count: int) -> list[ImageRecord]:
     """Up to ``count`` image files of ``folder`` (labels do not matter for timing)."""
     files, _ = expand_inputs([folder])
     files = files[:count]
-    return [LabelledImage(f, CLASSES[i % len(CLASSES)], "bench") for i, f in enumerate(files)]
+    return [ImageRecord(f, CLASSES[i % len(CLASSES)], "bench") for i, f in enumerate(files)]
 
 
-def bench_images(args, root: Path) -> list[LabelledImage]:
+def bench_images(args, root: Path) -> list[ImageRecord]:
     """``--images`` images of ``--data``, or of a synthetic set written under ``root``."""
     folder = args.data
     if folder is None:
@@ -103,9 +104,9 @@ def timed(function) -> tuple[float, object]:
     return time.perf_counter() - started, result
 
 
-def bench_options(args) -> EvaluationOptions:
+def bench_options(args) -> EvaluationConfig:
     """All images (no balancing), with the benchmark's batch size and workers."""
-    return EvaluationOptions(balanced=False, batch_size=args.batch_size, workers=args.workers)
+    return EvaluationConfig(balanced=False, batch_size=args.batch_size, workers=args.workers)
 
 
 def evaluate_seconds(detector: Detector, images, args, qf: int | None = None) -> float:
@@ -116,17 +117,17 @@ def evaluate_seconds(detector: Detector, images, args, qf: int | None = None) ->
 
 def model_only_seconds(detector: Detector, images, batch_size: int) -> float:
     """Wall time of the forward passes alone over the same batches, inputs already on device."""
-    runtime = detector.runtime
+    placement = detector.placement
     dataset = ImageDataset([image.path for image in images], None, detector.preprocessing)
     tensors = torch.stack([dataset[i][0] for i in range(len(dataset))])
-    batches = [runtime.to_device(b) for b in tensors.split(batch_size)]
+    batches = [placement.to_device(b) for b in tensors.split(batch_size)]
     network = detector.network
     with torch.inference_mode():
         started = time.perf_counter()
         for batch in batches:
-            with runtime.autocast():
+            with placement.autocast():
                 network(batch).float().cpu()
-        if runtime.is_cuda:
+        if placement.is_cuda:
             torch.cuda.synchronize()
         return time.perf_counter() - started
 
@@ -142,7 +143,7 @@ def training_rates(images, args) -> tuple[float, float]:
     Both train the same network on the same batches; the bare steps take inputs that are
     already decoded and on the device, so the ratio shows what the data pipeline costs.
     """
-    runtime = resolve_runtime(args.device, args.precision, args.compile)
+    runtime = resolve_placement(args.device, args.precision, args.compile)
     spec = get_spec(args.backbone)
     network = runtime.prepare(build_network(args.backbone, "none", args.image_size))
     optimizer, _ = make_optimizer(network.parameters(), TrainConfig())
@@ -257,13 +258,13 @@ def main() -> None:
             if args.workers is None:
                 args.workers = default_workers() if len(images) > batch_size else 0
             workers = args.workers
-            runtime = detector.runtime
-            name = torch.cuda.get_device_name() if runtime.is_cuda else "cpu"
+            placement = detector.placement
+            name = torch.cuda.get_device_name() if placement.is_cuda else "cpu"
             print(
                 f"setting: {name} ({torch.get_num_threads()} threads), {args.backbone} at "
                 f"{detector.preprocessing.input_size} px, {len(images)} images from "
                 f"{'synthetic PNG' if args.data is None else args.data}, batch {batch_size}, "
-                f"{workers} workers, precision {runtime.amp_dtype or 'fp32'}"
+                f"{workers} workers, precision {placement.amp_dtype or 'fp32'}"
                 f"{', compiled' if args.compile else ''}"
             )
             warm_up(detector, images, batch_size)
@@ -318,7 +319,7 @@ def main() -> None:
                 workers=args.workers,
                 compile=args.compile,
             )
-            result = train_fusion(make_manifest(root / "fusion"), paths, config, root / "f.pt")
+            result = train_fusion(make_manifest(root / "fusion"), paths, config, out=root / "f.pt")
             ratio = (
                 result.extraction_seconds + result.training_seconds
             ) / result.extraction_seconds

@@ -56,7 +56,7 @@ def tiny_model(root: Path, image_size: int) -> Path:
     synthetic.write_dataset(data, per_generator=20, image_size=image_size, seed=1)
     bases = write_base_models("tiny", image_size, root / "base")
     config = FusionTrainConfig(epochs=2, device="cpu", workers=0)
-    return train_fusion(make_manifest(data), bases, config, root / "model.pt").path
+    return train_fusion(make_manifest(data), bases, config, out=root / "model.pt").path
 
 
 def bench_files(args, root: Path) -> list[Path]:

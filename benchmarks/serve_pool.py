@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from dfx.data.images import ImageBytes
+from dfx.data.decoding import ImageBytes
 from dfx.serve.pool import WorkerPool
 from dfx.serve.tasks import decode_upload
 

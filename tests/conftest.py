@@ -13,11 +13,9 @@ from pathlib import Path
 import pytest
 
 from dfx import synthetic
-from dfx.classes import CLASSES
 from dfx.data.manifest import make_manifest, read_manifest, write_manifest
-from dfx.engine.base_training import train_base
-from dfx.engine.configs import BaseTrainConfig, FusionTrainConfig
-from dfx.engine.fusion_training import train_fusion
+from dfx.engine import pipeline
+from dfx.engine.configs import demo_configs
 from tests.helpers import DECLARED_SKIPS
 
 REQUIRE_INSTALLED = os.environ.get("DFX_REQUIRE_INSTALLED") == "1"
@@ -78,26 +76,20 @@ def train_detector(
     out: Path, *, per_generator: int, image_size: int, base_epochs: int, fusion_epochs: int,
     base_batch_size: int,
 ) -> dict:  # fmt: skip
-    """Synthetic data (seed 0), the default manifest, three tiny base models and a detector."""
+    """Synthetic data (seed 0), the default manifest, and :func:`dfx.engine.pipeline.train_detector`
+    with the demo's recipe."""
     synthetic.write_dataset(out / "data", per_generator=per_generator, image_size=image_size)
     manifest_path = write_manifest(make_manifest(out / "data"), out / "manifest.csv")
-    manifest = read_manifest(manifest_path)
-    base_config = BaseTrainConfig(
-        backbone="tiny",
-        weights="none",
+    configs = demo_configs(
         image_size=image_size,
-        epochs=base_epochs,
-        lr=1e-3,
-        batch_size=base_batch_size,
+        base_epochs=base_epochs,
+        fusion_epochs=fusion_epochs,
         device="cpu",
-        workers=0,
+        base_batch_size=base_batch_size,
     )
-    base = {name: train_base(manifest, name, base_config, out / "base") for name in CLASSES}
-    fusion_config = FusionTrainConfig(epochs=fusion_epochs, lr=1e-3, device="cpu", workers=0)
-    fusion = train_fusion(
-        manifest, {n: r.path for n, r in base.items()}, fusion_config, out / "model.pt"
-    )
-    return {"base": base, "fusion": fusion, "model": fusion.path, "manifest": manifest_path}
+    run = pipeline.train_detector(read_manifest(manifest_path), out, *configs)
+    return {"base": run.base, "fusion": run.fusion, "model": run.fusion.path,
+            "manifest": manifest_path}  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,10 @@ from typer.testing import CliRunner
 
 from dfx import synthetic
 from dfx.cli import app
-from dfx.data.audit import AuditEntry, audit, perceptual_hash
-from dfx.data.images import load_rgb
+from dfx.data.audit import audit
+from dfx.data.copies import perceptual_hash
+from dfx.data.decoding import load_rgb
+from dfx.data.record import ImageRecord
 
 runner = CliRunner()
 
@@ -169,12 +171,12 @@ def test_library_audit_of_binary_layout_has_no_three_class_score(tmp_path):
         (tmp_path / folder).mkdir()
         for i in range(6):
             Image.new("RGB", (16 + i, 16), (40 * i, 0, 0)).save(tmp_path / folder / f"{i}.png")
-    entries = [
-        AuditEntry(f"{folder}/{i}.png", label, "-")
+    records = [
+        ImageRecord(f"{folder}/{i}.png", label, "-")
         for label, folder in (("real", "0_real"), ("fake", "1_fake"))
         for i in range(6)
     ]
-    report = audit(tmp_path, entries, workers=1)
+    report = audit(tmp_path, records, workers=1)
     assert report.shortcut_score["three_class"] is None
     assert report.shortcut_score["real_vs_fake"] is not None
 

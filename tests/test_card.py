@@ -44,7 +44,7 @@ def test_card_metadata_and_markdown(trained, tmp_path):
     assert {"accuracy", "f1", "roc_auc", "average_precision", "eer"} <= set(metadata["metrics"])
 
     # The card's metadata holds 6 decimals.
-    stored = torch.load(trained["model"], weights_only=True)["metrics"]["fusion_validation"]
+    stored = torch.load(trained["model"], weights_only=True)["metrics"]["validation"]
     validation = index_values(metadata, "validation at training time")
     card = functools.partial(pytest.approx, abs=5e-7)
     assert validation["3-class accuracy"] == card(stored["multiclass"]["accuracy"])
@@ -66,6 +66,25 @@ def test_card_metadata_and_markdown(trained, tmp_path):
     to_stdout = invoke("card", "--model", trained["model"], "--repo", "lab/dfx-tiny",
                        "--results", report)  # fmt: skip
     assert to_stdout.stdout == out.read_text()
+
+
+def test_card_of_a_file_with_the_old_validation_key(trained, tmp_path):
+    """Fusion files of dfx 0.2.0 and before keep their validation under fusion_validation."""
+    payload = torch.load(trained["model"], weights_only=True)
+    metrics = payload["metrics"]
+    payload["metrics"] = {
+        ("fusion_validation" if key == "validation" else key): value
+        for key, value in metrics.items()
+    }
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    result = invoke("card", "--model", old, "--repo", "lab/dfx-tiny")
+    assert result.exit_code == 0, result.output
+    metadata, _ = split_card(result.stdout)
+    validation = index_values(metadata, "validation at training time")
+    card = functools.partial(pytest.approx, abs=5e-7)
+    assert validation["3-class accuracy"] == card(metrics["validation"]["multiclass"]["accuracy"])
+    assert validation["ROC-AUC"] == card(metrics["validation"]["binary"]["auc"])
 
 
 def test_card_refuses_what_it_cannot_describe(trained, tmp_path):

@@ -465,11 +465,11 @@ def test_no_library_message_spells_a_command_line_option():
 
 
 def test_the_command_line_names_its_options_in_library_messages(trained, tmp_path):
-    from dfx.engine.runtimes import check_runtime_name
     from dfx.errors import DfxError
+    from dfx.models.inference_settings import check_backend_name
 
     with pytest.raises(DfxError, match="^`runtime` 'nope' is not one of"):
-        check_runtime_name("nope")
+        check_backend_name("nope")
     image = next((trained["manifest"].parent / "data" / "real").rglob("*.png"))
     result = invoke("predict", "-M", trained["model"], "--runtime", "nope", image)
     assert_user_error(result, "--runtime 'nope' is not one of")

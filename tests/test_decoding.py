@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dfx.data.images import ImageBytes, expand_inputs, load_rgb, not_an_image
+from dfx.data.decoding import ImageBytes, load_rgb
+from dfx.data.discovery import expand_inputs, not_an_image
 from dfx.data.layout import scan_dataset
 from dfx.errors import ImageReadError
 from tests import awkward

@@ -81,7 +81,7 @@ def test_drop_label_conflicts_leaves_every_copy_out(small_data):
 
 
 def test_same_fingerprint_but_different_bytes_are_not_copies(tmp_path):
-    from dfx.data.dedup import copy_groups
+    from dfx.data.copies import copy_groups
 
     (tmp_path / "a").write_bytes(b"x" * 300_000)
     (tmp_path / "b").write_bytes(b"x" * 150_000 + b"y" + b"x" * 149_999)

@@ -164,7 +164,7 @@ EMPTY = (torch.empty(0, 4), torch.empty(0, dtype=torch.long))
 
 def fit_tiny(model, batches, validation) -> list:
     """Two epochs of ``fit``; the history without wall times."""
-    from dfx.engine.device import Runtime
+    from dfx.engine.device import Placement
     from dfx.engine.loop import fit
 
     result = fit(
@@ -175,7 +175,7 @@ def fit_tiny(model, batches, validation) -> list:
         optimizer=torch.optim.Adam(model.parameters(), lr=0.1),
         scheduler=None,
         loss_fn=torch.nn.CrossEntropyLoss(weight=CLASS_WEIGHTS),
-        runtime=Runtime(torch.device("cpu"), None),
+        runtime=Placement(torch.device("cpu"), None),
     )
     return [(r.train_loss, r.train_accuracy, r.val_loss, r.val_accuracy) for r in result.history]
 
@@ -324,7 +324,7 @@ def test_torchrun_trains_base_models_and_fusion_writing_each_file_once(manifest_
     train = ["-m", manifest_path, *CPU, "--epochs", "2", "--batch-size", "16"]
     result = succeeded(torchrun("train-base", *train, *TINY, "--target", "all", "-o", base))
     # Rank 0 alone prints: one table, one "wrote" line per model.
-    assert result.stdout.count("Base models on the test split") == 1
+    assert result.stdout.count("Base models on the test images") == 1
     for name in ("dm", "gan", "real"):
         assert result.stderr.count(f"wrote {base / name}.pt") == 1
         assert len((base / f"{name}.history.jsonl").read_text().splitlines()) == 2

@@ -16,11 +16,11 @@ from dfx import synthetic
 from dfx.api import Detector, load_detector
 from dfx.checkpoint import DETECTOR_FORMAT, ModelFile
 from dfx.classes import CLASSES
-from dfx.data.images import displayed_size
+from dfx.data.decoding import displayed_size
 from dfx.data.labelled import images_from_manifest
 from dfx.data.manifest import read_manifest
 from dfx.engine.configs import BaseTrainConfig
-from dfx.engine.device import resolve_runtime
+from dfx.engine.device import resolve_placement
 from dfx.engine.explain import BASELINE_KEY, METHODS, class_activation_map, normalised_shares
 from dfx.models.backbones import REGISTRY, get_spec
 from dfx.models.detector import build_detector_network
@@ -255,7 +255,7 @@ def _random_baseline(name: str, size: int) -> Detector:
         {},
         architecture="baseline",
     )
-    return Detector(model_file, resolve_runtime("cpu"))
+    return Detector(model_file, resolve_placement("cpu"))
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -170,12 +170,15 @@ def test_evaluate_warns_when_the_images_were_training_images(trained):
     model_file = load_model_file(trained["model"], DETECTOR_FORMAT)
     assert len(model_file.trained_on) > 0  # the base and fusion images it was trained on
     args = ["evaluate", "-M", trained["model"], "-m", trained["manifest"], *CPU]
-    on_training = invoke(*args, "--split", "fusion", "--json")
+    on_training = invoke(*args, "--role", "fusion", "--json")
     assert on_training.exit_code == 0, on_training.output
     [warning] = [line for line in on_training.stderr.splitlines() if "warning:" in line]
     fusion = sum(row.role == "fusion" for row in read_manifest(trained["manifest"]).rows)
     assert f"{fusion} of the {fusion} images given to evaluate were training images" in warning
     assert json.loads(on_training.stdout)["n"] <= fusion  # measured after balancing
+    older_name = invoke("-q", *args, "--split", "fusion", "--json")  # --role's older name
+    assert older_name.exit_code == 0, older_name.output
+    assert json.loads(older_name.stdout)["n"] == json.loads(on_training.stdout)["n"]
     on_test = invoke("-q", *args, "--json")
     assert on_test.exit_code == 0 and "warning" not in on_test.stderr
 
@@ -260,7 +263,7 @@ def test_compiling_on_a_cpu_says_nothing_of_cuda(tmp_path):
         pytest.skip("compiling needs a C++ compiler")
     toolkit = tmp_path / "cuda"
     toolkit.mkdir()  # a CUDA toolkit without a GPU: torch's warning case
-    code = "from dfx.engine.device import resolve_runtime; resolve_runtime('cpu', 'auto', True)"
+    code = "from dfx.engine.device import resolve_placement; resolve_placement('cpu', 'auto', True)"
     env = os.environ | {"CUDA_HOME": str(toolkit), "CUDA_VISIBLE_DEVICES": "",
                         "PATH": "/usr/bin:/bin"}  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
@@ -273,8 +276,8 @@ def test_compiling_on_a_cpu_says_nothing_of_cuda(tmp_path):
 
 
 def test_the_contact_sheet_of_a_thin_strip_shows_every_panel(trained):
-    from dfx.engine.detector import Prediction
     from dfx.engine.explain import Explanation
+    from dfx.engine.predictions import Prediction
     from dfx.overlays import MAX_PANEL_ASPECT, PANEL_SIDE, contact_sheet
 
     image = Image.fromarray(np.full((3000, 7, 3), (200, 20, 20), dtype=np.uint8))

@@ -13,7 +13,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dfx.cli import app
-from dfx.data.images import expand_inputs, load_rgb, not_an_image
+from dfx.data.decoding import load_rgb
+from dfx.data.discovery import expand_inputs, not_an_image
 
 runner = CliRunner()
 
@@ -47,7 +48,7 @@ def test_without_pillow_heif_the_reason_names_it(tmp_path):
     path = write_heic(tmp_path / "a.heic")
     code = (
         "import sys; sys.modules['pillow_heif'] = None\n"
-        "from dfx.data.images import load_rgb\n"
+        "from dfx.data.decoding import load_rgb\n"
         "from dfx.errors import ImageReadError\n"
         f"try:\n    load_rgb({str(path)!r})\nexcept ImageReadError as e:\n    print(e)\n"
     )

@@ -17,7 +17,7 @@ import pytest
 from PIL import EpsImagePlugin, IcoImagePlugin, Image, ImageFile
 
 from dfx.data import metadata, provenance
-from dfx.data.images import (
+from dfx.data.decoding import (
     ACCEPTED_NAMES,
     NOT_ACCEPTED,
     TRUNCATION_SWITCH_ON,
@@ -245,7 +245,7 @@ def test_whole_files_of_every_accepted_format_still_decode():
 
 PEAK_SCRIPT = """
 import resource, sys
-from dfx.data.images import ImageBytes, load_rgb
+from dfx.data.decoding import ImageBytes, load_rgb
 data = open(sys.argv[1], "rb").read()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 image = load_rgb(ImageBytes("x.png", data), target_size=int(sys.argv[2]))

@@ -23,7 +23,7 @@ import torch
 from PIL import Image, JpegImagePlugin
 
 from dfx.classes import CLASSES
-from dfx.data.images import load_rgb
+from dfx.data.decoding import load_rgb
 from dfx.data.manifest import ROLES, make_manifest, read_manifest
 from dfx.data.perturbations import GaussianBlur, JpegCompression, Rotate, parse_spec
 
@@ -77,10 +77,13 @@ def test_fusion_training_weights_its_loss_by_inverse_class_counts(
     base_config = BaseTrainConfig(
         backbone="tiny", weights="none", image_size=32, epochs=1, device="cpu", workers=0
     )
-    base = {name: train_base(manifest, name, base_config, tmp_path).path for name in CLASSES}
+    base = {
+        name: train_base(manifest, name, base_config, out=tmp_path / f"{name}.pt").path
+        for name in CLASSES
+    }
     spy = LossSpy(monkeypatch)
     config = FusionTrainConfig(epochs=2, lr=1e-3, device="cpu", workers=0)
-    result = train_fusion(manifest, base, config, tmp_path / "model.pt")
+    result = train_fusion(manifest, base, config, out=tmp_path / "model.pt")
     assert result.counts["train_dm"] > 3 * result.counts["train_real"]  # really unbalanced
     spy.assert_inverse_counts(result.counts)
     assert result.to_dict()["counts"] == result.counts  # what train-fusion --json reports
@@ -105,7 +108,7 @@ def test_baseline_training_weights_its_loss_by_inverse_class_counts(
         backbone="tiny", weights="none", image_size=32, epochs=1, batch_size=32,
         device="cpu", workers=0,
     )  # fmt: skip
-    result = train_baseline(manifest, config, tmp_path / "baseline.pt")
+    result = train_baseline(manifest, config, out=tmp_path / "baseline.pt")
     assert result.counts["train_dm"] > 3 * result.counts["train_real"]
     spy.assert_inverse_counts(result.counts)
 

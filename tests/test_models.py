@@ -36,6 +36,15 @@ def test_registry_has_the_papers_fourteen_backbones_and_tiny():
     assert set(REGISTRY) == set(PAPER_BACKBONES) | {"tiny"}
 
 
+def test_every_backbone_has_inference_settings_and_no_other_name_does():
+    from dfx.models.inference_settings import SETTINGS, settings_for
+
+    assert list(SETTINGS) == list(REGISTRY)
+    assert settings_for("resnext101").cpu_batch_size == 4
+    with pytest.raises(DfxError, match="unknown backbone 'resnet9'"):
+        settings_for("resnet9")
+
+
 @pytest.mark.parametrize("name", list(REGISTRY))
 def test_base_model_and_extractor_shapes(name):
     spec = get_spec(name)

@@ -1,4 +1,4 @@
-"""The fast paths stay correct: lazy imports, shrink-on-decode, spawn-safe data, Runtime."""
+"""The fast paths stay correct: lazy imports, shrink-on-decode, spawn-safe data, Placement."""
 
 from __future__ import annotations
 
@@ -19,11 +19,12 @@ from typer.testing import CliRunner
 import dfx
 from dfx.cli import app
 from dfx.data.dataset import ImageDataset, collate_images
-from dfx.data.images import load_rgb
+from dfx.data.decoding import load_rgb
 from dfx.data.perturbations import JpegCompression
 from dfx.data.transforms import Preprocessing
-from dfx.engine.device import Runtime, resolve_runtime
+from dfx.engine.device import Placement, resolve_placement
 from dfx.errors import DfxError
+from dfx.models.inference_settings import default_batch_size
 from tests.helpers import invoke
 
 COMMANDS = tuple(command.name for command in app.registered_commands)
@@ -107,12 +108,12 @@ def test_dataset_pickles_and_loads_under_spawn(data_dir):
     assert spawned.indices.tolist() == [0, 1, 2, 3]
 
 
-def test_runtime_layout_on_cpu_and_channels_last():
-    cpu = resolve_runtime("cpu")
-    assert not cpu.channels_last and cpu.default_batch_size() == 32
+def test_placement_layout_on_cpu_and_channels_last():
+    cpu = resolve_placement("cpu")
+    assert not cpu.channels_last and default_batch_size("tiny", cpu.device.type) == 32
     images = torch.rand(2, 3, 8, 8)
     assert cpu.to_device(images).is_contiguous()
-    wide = Runtime(torch.device("cpu"), None, channels_last=True)
+    wide = Placement(torch.device("cpu"), None, channels_last=True)
     network = wide.prepare(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv1d(4, 4, 1)))
     assert network[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert not network[0].weight.is_contiguous()
@@ -122,10 +123,10 @@ def test_runtime_layout_on_cpu_and_channels_last():
 
 
 def test_compile_keeps_the_module_and_its_state_dict_keys():
-    runtime = Runtime(torch.device("cpu"), None, compile=True)
+    placement = Placement(torch.device("cpu"), None, compile=True)
     network = nn.Sequential(nn.Linear(4, 2))
     keys = list(network.state_dict())
-    prepared = runtime.prepare(network)
+    prepared = placement.prepare(network)
     assert prepared is network and list(prepared.state_dict()) == keys
     assert prepared._compiled_call_impl is not None
 
@@ -133,7 +134,7 @@ def test_compile_keeps_the_module_and_its_state_dict_keys():
 def test_compile_without_a_compiler_fails_in_one_sentence(monkeypatch, trained):
     monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(DfxError, match="C\\+\\+ compiler"):
-        resolve_runtime("cpu", compile=True)
+        resolve_placement("cpu", compile=True)
     image = sorted((trained["manifest"].parent / "data" / "real").rglob("*.png"))[0]
     result = CliRunner().invoke(
         app, ["predict", "--model", str(trained["model"]), "--compile", str(image)]
@@ -163,7 +164,7 @@ def test_compile_gives_the_eager_results_within_rounding(trained, tmp_path):
     assert eager.exit_code == 0, eager.output
     compiled = invoke(*args, "--compile", "--json")
     try:  # the documented refusals (no C++ compiler, an unsupported Python), said up front
-        resolve_runtime("cpu", compile=True)
+        resolve_placement("cpu", compile=True)
     except DfxError as refusal:
         assert compiled.exit_code == 2 and str(refusal) in compiled.stderr, compiled.output
         pytest.skip(f"torch.compile is not usable here: {refusal}")

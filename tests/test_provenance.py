@@ -14,7 +14,7 @@ from PIL import Image, PngImagePlugin
 from typer.testing import CliRunner
 
 from dfx.cli import app
-from dfx.data.images import ImageBytes
+from dfx.data.decoding import ImageBytes
 from dfx.data.provenance import has_c2pa_box, read_provenance
 
 runner = CliRunner()

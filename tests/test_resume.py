@@ -213,7 +213,7 @@ def test_library_raises_training_interrupted(trained, tmp_path, monkeypatch):
     config = FusionTrainConfig(epochs=3, device="cpu", workers=0)
     paths = {name: trained["base"][name].path for name in CLASSES}
     with pytest.raises(TrainingInterrupted) as caught:
-        train_fusion(read_manifest(trained["manifest"]), paths, config, tmp_path / "m.pt")
+        train_fusion(read_manifest(trained["manifest"]), paths, config, out=tmp_path / "m.pt")
     assert caught.value.epoch == 1
     assert caught.value.state_path == tmp_path / "m.state.pt"
 

@@ -1,4 +1,4 @@
-"""ONNX export and the runtimes: round trips, metadata, runtime choice, errors."""
+"""ONNX export and the backends: round trips, metadata, backend choice, errors."""
 
 from __future__ import annotations
 
@@ -15,15 +15,18 @@ from torch import nn
 
 import dfx
 from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, save_model_file
-from dfx.engine import runtimes
-from dfx.engine.detector import Detector, choose_runtime
-from dfx.engine.device import Runtime
+from dfx.engine import sessions
+from dfx.engine.detector import Detector
+from dfx.engine.device import Placement
 from dfx.engine.export import export_detector
 from dfx.engine.onnx_file import read_metadata, read_onnx_detector
 from dfx.errors import DfxError
 from dfx.fingerprint import file_sha256
+from dfx.models import inference_settings
 from dfx.models.backbones import get_spec
 from dfx.models.detector import build_detector_network
+from dfx.models.inference_settings import choose_backend, settings_for
+from dfx.threshold import Threshold
 from tests.helpers import SKIP_WITHOUT_OPENVINO, assert_user_error, invoke
 
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
@@ -89,7 +92,7 @@ def test_the_onnx_file_predicts_like_the_pt_file(trained, exported, data_dir):
     images = sorted(data_dir.rglob("*.png"))[:37]
     torch_run = dfx.load_detector(trained["model"], device="cpu").predict(images, batch_size=8)
     onnx_detector = dfx.load_detector(exported[0], device="cpu")
-    assert onnx_detector.runtime_name == "onnxruntime"
+    assert onnx_detector.backend == "onnxruntime"
     onnx_run = onnx_detector.predict(images, batch_size=8)
     for expected, got in zip(torch_run, onnx_run, strict=True):
         assert got.path == expected.path
@@ -119,7 +122,7 @@ def test_a_pt_file_runs_under_onnxruntime_through_the_cache(trained, data_dir, t
     expected = dfx.load_detector(trained["model"], device="cpu").run(images).values
     for _ in range(2):
         detector = dfx.load_detector(trained["model"], device="cpu", runtime="onnxruntime")
-        assert detector.runtime_name == "onnxruntime"
+        assert detector.backend == "onnxruntime"
         assert torch.allclose(detector.run(images).values, expected, atol=1e-5, rtol=0)
     assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 1  # exported once
 
@@ -139,15 +142,15 @@ def test_a_paper_backbone_exports_and_matches_torch(backbone, tmp_path):
 
 
 def test_auto_picks_torch_for_pt_files_and_a_session_runtime_for_onnx(monkeypatch):
-    assert choose_runtime("auto", is_onnx=False) == "torch"
-    assert choose_runtime("auto", is_onnx=True) == "onnxruntime"
-    assert choose_runtime("OpenVINO", is_onnx=False) == "openvino"
-    monkeypatch.setattr(runtimes, "is_installed", lambda name: name == "openvino")
-    assert choose_runtime("auto", is_onnx=True) == "openvino"
-    monkeypatch.setattr(runtimes, "is_installed", lambda name: True)
-    assert choose_runtime("auto", is_onnx=True, precision="bf16") == "openvino"
+    assert choose_backend("auto", is_onnx=False) == "torch"
+    assert choose_backend("auto", is_onnx=True) == "onnxruntime"
+    assert choose_backend("OpenVINO", is_onnx=False) == "openvino"
+    monkeypatch.setattr(inference_settings, "is_installed", lambda name: name == "openvino")
+    assert choose_backend("auto", is_onnx=True) == "openvino"
+    monkeypatch.setattr(inference_settings, "is_installed", lambda name: True)
+    assert choose_backend("auto", is_onnx=True, precision="bf16") == "openvino"
     with pytest.raises(DfxError, match="not one of auto, torch, onnxruntime, openvino"):
-        choose_runtime("tensorflow", is_onnx=False)
+        choose_backend("tensorflow", is_onnx=False)
 
 
 @pytest.fixture
@@ -220,10 +223,10 @@ def test_openvino_runs_the_onnx_file_like_torch(trained, exported, data_dir):
     images = sorted(data_dir.rglob("*.png"))[:12]
     expected = dfx.load_detector(trained["model"], device="cpu").run(images, batch_size=4)
     detector = dfx.load_detector(exported[0], device="cpu", runtime="openvino")
-    assert detector.runtime_name == "openvino"
+    assert detector.backend == "openvino"
     got = detector.run(images, batch_size=4)
     assert torch.allclose(got.values, expected.values, atol=1e-5, rtol=0)
-    if runtimes.cpu_has_native_bf16():
+    if sessions.cpu_has_native_bf16():
         bf16 = dfx.load_detector(exported[0], "cpu", "bf16", runtime="openvino")
         assert bf16.network.precision == "bf16"
         assert torch.allclose(bf16.run(images, batch_size=4).values, expected.values, atol=0.05)
@@ -243,40 +246,55 @@ def _random_images(count: int) -> list[Image.Image]:
 )  # fmt: skip
 def test_cpu_defaults_come_from_the_backbone_family(backbone, batch_size, channels_last, tmp_path):
     """Each family runs with its measured batch and layout on the CPU (docs/performance.md)."""
-    spec = get_spec(backbone)
-    assert (spec.cpu_batch_size, spec.cpu_channels_last) == (batch_size, channels_last)
+    settings = settings_for(backbone)
+    assert (settings.cpu_batch_size, settings.cpu_channels_last) == (batch_size, channels_last)
     path, _ = write_detector(tmp_path / "m.pt", backbone)
     detector = dfx.load_detector(path, device="cpu", runtime="torch")
     assert detector.batch_size() == batch_size and detector.batch_size(3) == 3
-    assert detector.runtime.channels_last is channels_last
+    assert detector.placement.channels_last is channels_last
     convolution = next(m for m in detector.network.modules() if isinstance(m, nn.Conv2d))
     assert convolution.weight.is_contiguous(memory_format=torch.channels_last) is channels_last
     # The layout changes the kernels, not the answer: contiguous fp32 within rounding.
     images = _random_images(5)
-    contiguous = Detector(detector.model_file, Runtime(torch.device("cpu"), None))
+    contiguous = Detector(detector.model_file, Placement(torch.device("cpu"), None))
     assert torch.allclose(
         detector.run(images).values, contiguous.run(images, batch_size=5).values, atol=1e-5
     )
 
 
+def test_a_run_resolves_its_threshold_and_batch_size_once_and_hands_them_back(trained):
+    detector = dfx.load_detector(trained["model"], device="cpu", runtime="torch")
+    images = _random_images(3)
+    batches = detector.iter_predict(images)
+    assert (batches.threshold, batches.batch_size) == (Threshold(0.42, "model"), 32)
+    predictions = [p for batch in batches for p in batch]
+    assert [p.fake for p in predictions] == [p.p_fake >= 0.42 for p in predictions]
+    given = detector.iter_predict(images, threshold=0.9, batch_size=2)
+    assert (given.threshold, given.batch_size) == (Threshold(0.9, "option"), 2)
+    assert detector.resolve_threshold(given.threshold) is given.threshold
+    # A verdict decided at another threshold: the same decision, P(fake) >= t.
+    moved = predictions[0].at_threshold(predictions[0].p_fake)
+    assert moved.fake is True and predictions[0].at_threshold(1.0).fake is False
+
+
 def test_auto_runs_a_measured_family_through_onnxruntime_on_the_cpu(tmp_path, monkeypatch):
-    """densenet's registry entry measured ONNX Runtime faster: auto takes it, exact to 1e-5."""
+    """densenet's inference settings measured ONNX Runtime faster: auto takes it, exact to 1e-5."""
     path, _ = write_detector(tmp_path / "m.pt", "densenet121")
     images = _random_images(3)
     automatic = dfx.load_detector(path, device="cpu")
-    assert automatic.runtime_name == "onnxruntime"  # the module skips without it
+    assert automatic.backend == "onnxruntime"  # the module skips without it
     reference = dfx.load_detector(path, device="cpu", runtime="torch")
     assert torch.allclose(automatic.run(images).values, reference.run(images).values, atol=1e-5)
     # Exact runs only, torch where the user asked for its features.
     for options in ({"precision": "bf16"}, {"runtime": "torch"}):
-        assert dfx.load_detector(path, device="cpu", **options).runtime_name == "torch"
-    assert choose_runtime("auto", False, "auto", "tiny", "cpu") == "torch"
-    assert choose_runtime("auto", False, "auto", "densenet121", "cpu", compile=True) == "torch"
+        assert dfx.load_detector(path, device="cpu", **options).backend == "torch"
+    assert choose_backend("auto", False, "auto", "tiny", "cpu") == "torch"
+    assert choose_backend("auto", False, "auto", "densenet121", "cpu", compile=True) == "torch"
     # A cache it cannot write to: auto falls back to torch instead of failing.
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     monkeypatch.setenv("DFX_CACHE_DIR", str(blocker))
-    assert dfx.load_detector(path, device="cpu").runtime_name == "torch"
+    assert dfx.load_detector(path, device="cpu").backend == "torch"
     with pytest.raises(DfxError, match="cannot write the exported graph"):
         dfx.load_detector(path, device="cpu", runtime="onnxruntime")
     # Explanations of a session-run .pt come from its torch weights, as torch gives them.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dfx.engine.sampling import balance, group_by, holdout_split, sample_per_group
+from dfx.engine.sampling import balance, group_by, hold_out, sample_per_group
 
 ITEMS = (
     [("gan", i) for i in range(40)]
@@ -45,30 +45,30 @@ def test_sample_per_group_is_seeded():
 
 
 def test_holdout_split_holds_out_the_fraction_of_every_group():
-    train, held = holdout_split(ITEMS, label, 0.2, np.random.default_rng(0))
+    train, held = hold_out(ITEMS, label, 0.2, np.random.default_rng(0))
     assert sorted(train + held) == sorted(ITEMS) and not set(train) & set(held)
     held_counts = {
         name: sum(1 for item in held if item[0] == name) for name in ("gan", "dm", "real")
     }
     assert held_counts == {"gan": 8, "dm": 4, "real": 2}
     assert train == sorted(train, key=ITEMS.index) and held == sorted(held, key=ITEMS.index)
-    again = holdout_split(ITEMS, label, 0.2, np.random.default_rng(0))
+    again = hold_out(ITEMS, label, 0.2, np.random.default_rng(0))
     assert again == (train, held)
-    assert holdout_split(ITEMS, label, 0.2, np.random.default_rng(1)) != (train, held)
+    assert hold_out(ITEMS, label, 0.2, np.random.default_rng(1)) != (train, held)
 
 
 def test_holdout_split_keeps_one_of_each_side_when_it_can():
     tiny = [("a", 0), ("a", 1), ("b", 0)]
-    train, held = holdout_split(tiny, label, 0.01, np.random.default_rng(0))
+    train, held = hold_out(tiny, label, 0.01, np.random.default_rng(0))
     assert len([i for i in held if i[0] == "a"]) == 1  # a positive fraction holds out ≥ 1
     assert [i for i in train if i[0] == "a"] and ("b", 0) in train  # a lone item trains
-    train, held = holdout_split(tiny, label, 0.99, np.random.default_rng(0))
+    train, held = hold_out(tiny, label, 0.99, np.random.default_rng(0))
     assert len([i for i in train if i[0] == "a"]) == 1  # and leaves ≥ 1 to train on
     assert held.count(("b", 0)) == 1  # a lone item follows the rounded fraction
     three = [("c", 0), ("c", 1), ("c", 2)]
-    train, held = holdout_split(three, label, 0.01, np.random.default_rng(0))
+    train, held = hold_out(three, label, 0.01, np.random.default_rng(0))
     assert len(held) == 1 and len(train) == 2  # the minimum held out is one, not more
-    train, held = holdout_split(ITEMS, label, 0.0, np.random.default_rng(0))
+    train, held = hold_out(ITEMS, label, 0.0, np.random.default_rng(0))
     assert held == [] and train == ITEMS
 
 

@@ -32,7 +32,7 @@ from PIL import Image
 
 from dfx.api import load_detector
 from dfx.fingerprint import file_sha256
-from dfx.serve import MicroBatcher, QueueFull, ServeSettings, create_app
+from dfx.serve import MicroBatcher, QueueFull, ServeConfig, create_app
 from dfx.serve.pool import TaskFailed, TaskTimeout, WorkerPool
 from dfx.serve.server import max_connections, uvicorn_config
 from dfx.serve.uploads import UploadError, read_uploads
@@ -76,10 +76,10 @@ def expected(detector, good, bad) -> dict[str, dict]:
     return {Path(p.path).name: p.to_dict() | {"path": Path(p.path).name} for p in predictions}
 
 
-def settings_for(trained, **changes) -> ServeSettings:
+def settings_for(trained, **changes) -> ServeConfig:
     model = Path(trained["model"])
     fields = {"max_pixels": MAX_PIXELS, "model_name": model.name}
-    return ServeSettings(**(fields | {"model_sha256": file_sha256(model)} | changes))
+    return ServeConfig(**(fields | {"model_sha256": file_sha256(model)} | changes))
 
 
 def wait_ready(get, timeout: float = TIMEOUT) -> None:
@@ -624,9 +624,9 @@ def test_connections_are_capped_below_the_open_file_limit():
     import resource
 
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    derived = max_connections(ServeSettings(decode_workers=2))
+    derived = max_connections(ServeConfig(decode_workers=2))
     assert 8 <= derived < soft or soft == resource.RLIM_INFINITY
-    assert max_connections(ServeSettings(max_connections=7)) == 7
+    assert max_connections(ServeConfig(max_connections=7)) == 7
 
 
 # A real server: uvicorn on 127.0.0.1, a free port, stopped by the test.

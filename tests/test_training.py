@@ -13,7 +13,7 @@ from dfx.classes import CLASSES
 from dfx.data.labelled import images_from_manifest
 from dfx.data.manifest import read_manifest
 from dfx.engine.base_training import select_base_rows
-from dfx.engine.evaluation import EvaluationOptions, evaluate
+from dfx.engine.evaluation import EvaluationConfig, evaluate
 from dfx.engine.losses import class_weights, loss_weight, summed_loss
 from dfx.errors import DfxError
 from tests.helpers import TINY_RUN, invoke
@@ -94,7 +94,7 @@ def test_fusion_detector_is_far_above_chance(trained):
 
     detector = dfx.load_detector(trained["model"], device="cpu")
     images = images_from_manifest(read_manifest(trained["manifest"]), "test")
-    result = evaluate(detector, images, EvaluationOptions(seed=0))
+    result = evaluate(detector, images, EvaluationConfig(seed=0))
     assert result.balanced and len(set(result.counts.values())) == 1
     assert result.n == 3 * min(result.counts.values())
     # Measured with the fixture's settings on data seeds 0 (the fixture), 1, 2: accuracy 0.84,
@@ -119,7 +119,7 @@ def test_detector_file_describes_itself(trained):
     }
     assert payload["config"]["fusion"]["epochs"] == FUSION_EPOCHS
     assert set(payload["config"]["base"]) == set(CLASSES)
-    validation = payload["metrics"]["fusion_validation"]
+    validation = payload["metrics"]["validation"]
     assert 0 <= validation["multiclass"]["accuracy"] <= 1
     head_params = sum(
         v.numel()
@@ -192,10 +192,10 @@ def test_seed_makes_training_repeatable(manifest_path, tmp_path):
         workers=0,
         seed=7,
     )
-    first = train_base(manifest, "dm", config, tmp_path / "a")
-    second = train_base(manifest, "dm", config, tmp_path / "b")
+    first = train_base(manifest, "dm", config, out=tmp_path / "a" / "dm.pt")
+    second = train_base(manifest, "dm", config, out=tmp_path / "b" / "dm.pt")
     other = train_base(
-        manifest, "dm", BaseTrainConfig(**{**config.__dict__, "seed": 8}), tmp_path / "c"
+        manifest, "dm", BaseTrainConfig(**{**config.__dict__, "seed": 8}), out=tmp_path / "c.pt"
     )
     weights = [torch.load(r.path, weights_only=True)["state_dict"] for r in (first, second, other)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
@@ -212,8 +212,8 @@ def test_fusion_training_names_a_class_missing_from_its_split(trained, tmp_path)
     rows = [row for row in manifest.rows if row.role != "fusion" or row.label == "dm"]
     base = {name: result.path for name, result in trained["base"].items()}
     config = FusionTrainConfig(epochs=1, device="cpu", workers=0)
-    with pytest.raises(DfxError, match=r"^the manifest's fusion split has no gan, real images\.$"):
-        train_fusion(dataclasses.replace(manifest, rows=rows), base, config, tmp_path / "m.pt")
+    with pytest.raises(DfxError, match=r"^the manifest's fusion role has no gan, real images\.$"):
+        train_fusion(dataclasses.replace(manifest, rows=rows), base, config, out=tmp_path / "m.pt")
     assert not (tmp_path / "m.pt").exists()
 
 
@@ -238,12 +238,23 @@ def test_train_base_says_which_split_lacks_images(manifest_path, tmp_path):
     gan_count = sum(row.label == "gan" for row in manifest.select("base"))
     config = BaseTrainConfig(backbone="tiny", weights="none", image_size=32, device="cpu")
     expected = (
-        f"the manifest's base split has {gan_count} gan image(s) and 0 other image(s); "
+        f"the manifest's base role has {gan_count} gan image(s) and 0 other image(s); "
         "training a gan model needs both."
     )
     with pytest.raises(DfxError) as raised:
-        train_base(dataclasses.replace(manifest, rows=only_gan), "gan", config, tmp_path)
+        train_base(
+            dataclasses.replace(manifest, rows=only_gan), "gan", config, out=tmp_path / "gan.pt"
+        )
     assert str(raised.value) == expected
+
+
+def test_seed_salts_are_distinct_and_the_base_models_keep_their_class_index():
+    from dfx.classes import class_index
+    from dfx.engine.training import SEED_SALTS
+
+    assert len(set(SEED_SALTS.values())) == len(SEED_SALTS)
+    assert {name: SEED_SALTS[name] for name in CLASSES} == {n: class_index(n) for n in CLASSES}
+    assert (SEED_SALTS["fusion"], SEED_SALTS["baseline"]) == (3, 7)
 
 
 # --- --quiet, --val-fraction 0, reduced precision and --max-pixels in training ---

@@ -4,7 +4,8 @@ Not part of the suite: the faults that issue 18's probe found unnoticed, each a 
 plausible mistake in a fixed fact of the method, and mistakes in the suite itself (a test
 that puts src/ on PYTHONPATH). For every fault the script copies the repository's files
 into a temporary folder, makes the change there (the working tree is never touched), runs
-the tests that should catch it against that copy, and prints the tests that failed; a fault no test catches is reported as MISSED and the exit status is 1.
+the tests that should catch it against that copy, and prints the tests that failed; a
+fault no test catches is reported as MISSED and the exit status is 1.
 The same tests first run on an unchanged copy, which must pass: otherwise a failure would
 say nothing about the fault.
 
@@ -89,14 +90,14 @@ FAULTS = (
     Fault(
         "binary-alpha",
         "transparency composited as a binary mask",
-        "src/dfx/data/images.py",
+        "src/dfx/data/decoding.py",
         'background.paste(image, mask=image.getchannel("A"))',
         'background.paste(image, mask=image.getchannel("A").point(lambda a: 255 * (a >= 128)))',
     ),
     Fault(
         "exif-wrong-way",
         "EXIF orientations 6 and 8 turned the wrong way",
-        "src/dfx/data/images.py",
+        "src/dfx/data/decoding.py",
         "turn = _TRANSPOSE.get(orientation)",
         "turn = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}.get(\n"
         "        orientation, _TRANSPOSE.get(orientation)\n"

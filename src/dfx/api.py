@@ -10,7 +10,8 @@ The public names live in the library's engine and are re-exported here.
 
 from __future__ import annotations
 
-from dfx.engine.detector import Detector, ImageInput, Prediction, load_detector
+from dfx.engine.detector import Detector, load_detector
+from dfx.engine.predictions import ImageInput, Prediction
 from dfx.threshold import DEFAULT_THRESHOLD, Threshold
 
 __all__ = [

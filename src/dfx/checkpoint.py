@@ -81,7 +81,7 @@ class ModelFile:
             preprocessing=Preprocessing.from_dict(payload["preprocessing"]),
             state_dict=state_dict,
             config=payload.get("config") or {},
-            metrics=payload.get("metrics") or {},
+            metrics=_current_metrics(payload.get("metrics") or {}),
             dfx_version=payload.get("dfx_version", "unknown"),
             target=payload.get("target"),
             architecture=payload.get("architecture") or "deepfeaturex",
@@ -104,6 +104,22 @@ class ModelFile:
             "trained_on": list(self.trained_on),
             "state_dict": self.state_dict,
         }
+
+
+def _current_metrics(metrics: dict) -> dict:
+    """``metrics`` under today's keys.
+
+    Fusion detector files written by dfx 0.2.0 and before keep their validation metrics
+    under ``fusion_validation`` (baselines and base models always used ``validation``).
+    They are read here, the one place where files are read, under the one key
+    ``validation``, so that nothing else needs to know the old name.
+    """
+    if "fusion_validation" in metrics and "validation" not in metrics:
+        metrics = {
+            ("validation" if key == "fusion_validation" else key): value
+            for key, value in metrics.items()
+        }
+    return metrics
 
 
 def save_model_file(model_file: ModelFile, path: str | Path) -> Path:

@@ -25,7 +25,7 @@ class Extra:
     name: str
     """The extra's name in ``pip install "deepfeaturex[NAME]"``."""
     modules: tuple[str, ...]
-    """Top-level modules that must import for the extra to count as installed."""
+    """Modules that must be findable for the extra to count as installed."""
     packages: str
     """The packages as a reader knows them, for the hint."""
     purpose: str
@@ -41,7 +41,8 @@ EXTRAS: dict[str, Extra] = {
             "FastAPI and uvicorn",
             "dfx serve",
         ),
-        Extra("explain", ("captum",), "captum", "dfx explain"),
+        # captum.attr too: a captum whose attribution module cannot load is as good as none.
+        Extra("explain", ("captum", "captum.attr"), "captum", "dfx explain"),
         Extra(
             "onnx",
             ("onnx", "onnxruntime"),
@@ -56,9 +57,14 @@ EXTRAS: dict[str, Extra] = {
 """Every extra whose absence dfx explains, by name."""
 
 
+def requirement(name: str) -> str:
+    """How pip names extra ``name``: ``deepfeaturex[NAME]``."""
+    return f"{DISTRIBUTION}[{EXTRAS[name].name}]"
+
+
 def install_command(name: str) -> str:
     """The pip command that installs extra ``name``."""
-    return f'pip install "{DISTRIBUTION}[{EXTRAS[name].name}]"'
+    return f'pip install "{requirement(name)}"'
 
 
 def missing_extra_message(name: str) -> str:
@@ -70,14 +76,20 @@ def missing_extra_message(name: str) -> str:
     )
 
 
-def is_installed(name: str) -> bool:
-    """Whether every module of extra ``name`` can be imported."""
-    return all(_findable(module) for module in EXTRAS[name].modules)
+def is_installed(name: str, module: str | None = None) -> bool:
+    """Whether every module of extra ``name`` can be imported (with ``module``: that one)."""
+    if module is not None and module not in EXTRAS[name].modules:
+        raise ValueError(f"extra {name!r} does not bring the module {module!r}")
+    return all(_findable(m) for m in ((module,) if module else EXTRAS[name].modules))
 
 
-def require(name: str) -> None:
-    """Fail with one sentence naming ``deepfeaturex[NAME]`` unless extra ``name`` is installed."""
-    if not is_installed(name):
+def require(name: str, module: str | None = None) -> None:
+    """Fail with one sentence naming ``deepfeaturex[NAME]`` unless extra ``name`` is installed.
+
+    With ``module``, only that one of the extra's modules is needed (the ``onnx`` package,
+    which the onnx and the openvino extras both bring, reads graphs for either).
+    """
+    if not is_installed(name, module):
         raise MissingExtra(name)
 
 

@@ -14,7 +14,7 @@ DECODE_SIDE_MULTIPLE = 6
 """A decoded image is kept at most this many times the model's resize side on each side.
 
 Decoding for a model shrinks each side by an integer factor while it stays at least three
-times that side (``dfx.data.images.SHRINK_MARGIN``), so each side ends below six times it:
+times that side (``dfx.data.decoding.SHRINK_MARGIN``), so each side ends below six times it:
 an image held until its batch runs takes at most ``(6 × resize)² × 3`` bytes (7.1 MB at
 resize 256, 5.4 MB at 224), whatever its size or shape.
 """

@@ -10,7 +10,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from dfx.classes import CLASSES, REAL
-from dfx.threshold import TRAINING_RULE, VALIDATION_RULE, Calibration, calibrate
+from dfx.threshold import TRAINING_RULE, VALIDATION_RULE, Calibration, calibrate, is_called_fake
 
 
 def multiclass_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -48,7 +48,7 @@ def binary_metrics(
     }
     if threshold is not None:
         result["at_threshold"] = {"threshold": float(threshold)} | decision_metrics(
-            is_fake, p_fake >= threshold
+            is_fake, is_called_fake(p_fake, threshold)
         )
     return result
 
@@ -148,7 +148,7 @@ def validation_report(
 
     The threshold on P(fake) maximises balanced accuracy on these images
     (:func:`dfx.threshold.calibrate`); the binary metrics include the decision there.
-    ``held_out`` False: the images are training images (no validation split), and the
+    ``held_out`` False: the images are training images (no validation hold-out), and the
     calibration's rule says so.
     """
     is_fake, p_fake = y_true != REAL, p_fake_of(probs)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from dfx.checkpoint import ModelFile
 from dfx.classes import CLASSES
+from dfx.extras import install_command
 
 CARD_TAGS = (
     "ai-generated-image-detection",
@@ -154,7 +155,7 @@ def _training_section(model_file: ModelFile) -> str:
 
 def _training_rows(model_file: ModelFile) -> list[_Row]:
     metrics = model_file.metrics
-    document = metrics.get("fusion_validation") or metrics.get("validation")
+    document = metrics.get("validation")
     if not isinstance(document, dict):
         return []
     return [_row("validation at training time", document)]
@@ -217,7 +218,7 @@ def _results_section(
     )
     bases = _base_table(model_file)
     if bases:
-        note += "\n\nThe base models, each telling its class from the others on the test split "
+        note += "\n\nThe base models, each telling its class from the others on the test images "
         note += "(the paper's Table 1), in %:\n\n" + bases
     if not result_rows:
         note += (
@@ -252,7 +253,7 @@ def _table(header: tuple[str, ...], rows) -> str:
 def _usage(inputs: CardInputs) -> str:
     return (
         "```bash\n"
-        'pip install "deepfeaturex[hub]"\n'
+        f"{install_command('hub')}\n"
         f"dfx predict --model {inputs.reference} --sha256 {inputs.sha256} photo.jpg\n"
         "```\n\n"
         "The file is downloaded once into the Hugging Face cache and checked against its "

@@ -14,6 +14,7 @@ from dfx.atomic import atomic_write
 from dfx.classes import CLASSES
 from dfx.metrics import binary_confusion, curve_points
 from dfx.report import write_json
+from dfx.threshold import is_called_fake
 
 
 def _figure(width: float = 5.0, height: float = 4.0):
@@ -113,7 +114,7 @@ def evaluation_plots(result, folder: str | Path) -> list[Path]:
     if result.multiclass is not None:
         matrix, labels, title = result.multiclass["confusion"], list(CLASSES), "3-class"
     else:
-        matrix = binary_confusion(result.is_fake, result.p_fake >= threshold)
+        matrix = binary_confusion(result.is_fake, is_called_fake(result.p_fake, threshold))
         labels, title = ["real", "fake"], f"real/fake at t = {threshold:.3g}"
     written.append(confusion_plot(matrix, labels, folder / "confusion.png", title))
     curves = curve_points(result.is_fake, result.p_fake)
@@ -161,7 +162,7 @@ def audit_plots(report, folder: str | Path) -> list[Path]:
     folder = Path(folder)
     by_label: dict[str, list] = {}
     for file in report.files:
-        by_label.setdefault(file.entry.label, []).append(file.facts)
+        by_label.setdefault(file.record.label, []).append(file.facts)
     labels = sorted(by_label, key=lambda label: (label not in CLASSES, label))
     figure = _figure(9.0, 3.8)
     for position, (trait, title) in enumerate((("width", "width"), ("height", "height")), 1):

@@ -1,6 +1,7 @@
 """The threshold on P(fake): its value, where it came from, its calibration and resolution.
 
-A detector calls an image fake when P(fake) >= t. The threshold t is calibrated on held-out
+A detector calls an image fake when P(fake) >= t (:func:`is_called_fake`, the one place
+that decision is written). The threshold t is calibrated on held-out
 data at training time and stored in the model file (its :class:`Calibration` dict form);
 ``--threshold`` overrides it, and files without one fall back to :data:`DEFAULT_THRESHOLD`.
 Torch-free, so the command line can use it before any model loads.
@@ -18,7 +19,7 @@ DEFAULT_THRESHOLD = 0.5
 VALIDATION_RULE = "max balanced accuracy on validation"
 """How a threshold calibrated on validation data was chosen."""
 
-TRAINING_RULE = "max balanced accuracy on the training images (no validation split)"
+TRAINING_RULE = "max balanced accuracy on the training images (no validation hold-out)"
 """How it was chosen when training held nothing out (``--val-fraction 0``)."""
 
 SOURCE_LABELS: dict[str, str] = {
@@ -83,8 +84,18 @@ class Threshold:
         return {"value": self.value, "source": self.source}
 
 
-def resolve_threshold(override: float | None, calibrated: float | None) -> Threshold:
-    """``override`` if given, else the model file's ``calibrated`` threshold, else 0.5."""
+def is_called_fake(p_fake, threshold: float):
+    """The decision at ``threshold``: P(fake) >= t is fake (a bool, or an array of them)."""
+    return p_fake >= threshold
+
+
+def resolve_threshold(override: float | Threshold | None, calibrated: float | None) -> Threshold:
+    """``override`` if given, else the model file's ``calibrated`` threshold, else 0.5.
+
+    A :class:`Threshold` given as ``override`` was resolved already and is kept as it is.
+    """
+    if isinstance(override, Threshold):
+        return override
     if override is not None:
         if not 0.0 <= override <= 1.0:
             raise DfxError(f"a threshold on P(fake) must be between 0 and 1, got {override}.")

@@ -55,7 +55,7 @@ def audit_command(
     ] = None,
 ) -> None:
     """Audit a data set: container traits per class, a shortcut score, copies across roles."""
-    from dfx.data.audit import AuditEntry, audit
+    from dfx.data.audit import audit
 
     if (data is None) == (manifest is None):
         raise fail("give either a data folder DATA or --manifest, not both or neither.")
@@ -67,22 +67,22 @@ def audit_command(
         loaded = read_manifest(manifest, allow_changed=True)
         report_manifest_checks(loaded)
         root = loaded.root
-        entries = [AuditEntry(r.path, r.label, r.generator, r.role) for r in loaded.rows]
+        records = loaded.rows
     else:
         from dfx.data.layout import scan_dataset
 
         scan = scan_dataset(data)
         report_skipped(scan.reasons)
         root = scan.root
-        entries = [AuditEntry(r.path, r.label, r.generator) for r in scan.records]
-    with RichProgress(enabled=len(entries) > 200) as progress:
-        report = audit(root, entries, workers=workers, progress=progress)
+        records = scan.records
+    with RichProgress(enabled=len(records) > 200) as progress:
+        report = audit(root, records, workers=workers, progress=progress)
     report_list(
         f"skipped {len(report.failures)} unreadable image(s):",
         [f"{path}: {reason}" for path, reason in report.failures],
     )
     if not report.files:
-        raise fail(f"none of the {len(entries)} images could be read.")
+        raise fail(f"none of the {len(records)} images could be read.")
     document = report.to_dict()
     written = []
     if plots is not None:

@@ -19,9 +19,10 @@ def backbones_command(as_json: JsonFlag = False) -> None:
     from rich.table import Table
 
     from dfx.cli.tables import tsv
+    from dfx.models.inference_settings import settings_for
     from dfx.models.registry import REGISTRY
 
-    rows = [spec.to_dict() for spec in REGISTRY.values()]
+    rows = [spec.to_dict() | settings_for(spec.name).to_dict() for spec in REGISTRY.values()]
     if emit_json(rows, as_json):
         return
     cells = [

@@ -57,14 +57,12 @@ def demo_command(
 
     from dfx import synthetic
     from dfx.api import load_detector
-    from dfx.classes import CLASSES
     from dfx.cli.tables import predictions_table, split_table
     from dfx.data.labelled import images_from_manifest
     from dfx.data.manifest import ROLES, make_manifest, write_manifest
-    from dfx.engine.base_training import train_base
-    from dfx.engine.configs import BaseTrainConfig, FusionTrainConfig
-    from dfx.engine.evaluation import EvaluationOptions, evaluate
-    from dfx.engine.fusion_training import train_fusion
+    from dfx.engine.configs import demo_configs
+    from dfx.engine.evaluation import EvaluationConfig, evaluate
+    from dfx.engine.pipeline import train_detector
 
     console = stdout()
     console.print(
@@ -89,37 +87,29 @@ def demo_command(
     write_manifest(manifest, out / "manifest.csv")
     console.print(split_table(manifest.counts(), ROLES))
 
-    base_config = BaseTrainConfig(
-        backbone="tiny",
-        weights="none",
+    base_config, fusion_config = demo_configs(
         image_size=image_size,
-        epochs=base_epochs,
-        lr=1e-3,
+        base_epochs=base_epochs,
+        fusion_epochs=fusion_epochs,
         seed=seed,
         device=device,
-        workers=0,
     )
     with RichProgress() as progress:
-        results = [
-            train_base(manifest, name, base_config, out / "base", progress) for name in CLASSES
-        ]
-    render_base_results(results, as_json=False)
-
-    fusion_config = FusionTrainConfig(
-        epochs=fusion_epochs, lr=1e-3, seed=seed, device=device, workers=0
-    )
-    with RichProgress() as progress:
-        fusion = train_fusion(
-            manifest, {r.target: r.path for r in results}, fusion_config, out / "model.pt", progress
+        trained = train_detector(
+            manifest,
+            out,
+            base_config,
+            fusion_config,
+            progress=progress,
+            on_base=lambda results: render_base_results(results, as_json=False),
         )
+    fusion = trained.fusion
     render_fusion_result(fusion, as_json=False)
 
     detector = load_detector(fusion.path, device)
     test_images = images_from_manifest(manifest, "test")
     with RichProgress() as progress:
-        evaluation = evaluate(
-            detector, test_images, EvaluationOptions(seed=seed), progress=progress
-        )
+        evaluation = evaluate(detector, test_images, EvaluationConfig(seed=seed), progress=progress)
     render_evaluation(evaluation, plan_outputs([str(out / "evaluation.json")]))
 
     samples = [image.path for image in test_images[:: max(1, len(test_images) // PREDICT_SAMPLES)]]
@@ -140,13 +130,12 @@ def _explain_examples(detector, test_images, folder: Path, console) -> None:
     from rich.markup import escape
 
     from dfx.classes import CLASSES
-    from dfx.data.images import load_rgb
-    from dfx.engine.explain import check_available, explain
+    from dfx.data.decoding import load_rgb
     from dfx.errors import DfxError
     from dfx.overlays import write_explanation
 
     try:
-        check_available()
+        detector.check_explain()
     except DfxError as missing:  # the demo's other results stand without it
         console.print(f"[yellow]explanations skipped:[/yellow] {escape(str(missing))}")
         return
@@ -154,7 +143,7 @@ def _explain_examples(detector, test_images, folder: Path, console) -> None:
     for image in test_images:
         firsts.setdefault(image.label, image.path)
     threshold = detector.resolve_threshold().value
-    for explanation in explain(detector, [firsts[c] for c in CLASSES if c in firsts]):
+    for explanation in detector.explain([firsts[c] for c in CLASSES if c in firsts]):
         if explanation.error is None:
             image = load_rgb(explanation.path)
             write_explanation(explanation, image, folder, Path(explanation.path).stem, threshold)

@@ -93,7 +93,7 @@ def evaluate_command(
 
     # The cheap checks of the data come first (torch-free), so a typo fails at once.
     labelled = read_labelled_sets(
-        options["manifest"], options["split"], list(data or []), options["allow_changed"]
+        options["manifest"], options["role"], list(data or []), options["allow_changed"]
     )
     report_labelled_sets(labelled)
     from dfx.api import load_detector
@@ -104,7 +104,7 @@ def evaluate_command(
         options["device"],
         options["precision"],
         compile,
-        runtime=options["runtime"],
+        runtime=options["backend"],
     )
     warn_if_trained_on(detector, labelled)
     settings = evaluation_options(options, batch_size)

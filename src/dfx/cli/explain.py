@@ -24,6 +24,7 @@ from dfx.cli.options import (
 )
 from dfx.cli.outputs import check_outputs
 from dfx.limits import DEFAULT_MAX_PIXELS
+from dfx.models.inference_settings import explain_batch_size_help
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -72,7 +73,7 @@ def explain_command(
     batch_size: Annotated[
         int | None,
         typer.Option(
-            "--batch-size", min=1, help="Images per step (default: 8 on CPU, 32 on CUDA)."
+            "--batch-size", min=1, help=f"Images per step (default: {explain_batch_size_help()})."
         ),
     ] = None,
     threshold: ThresholdOption = None,
@@ -88,28 +89,26 @@ def explain_command(
 
     from dfx.api import load_detector
     from dfx.cli.tables import explanations_table, explanations_tsv
-    from dfx.engine.explain import check_available, default_batch_size, iter_explain
+    from dfx.extras import require
     from dfx.report import to_json
 
-    check_available()
+    require("explain")  # before the model loads
     # Attribution needs gradients, which only torch gives.
     detector = load_detector(fetch_model(model, sha256), device, precision, runtime="torch")
-    chosen = detector.resolve_threshold(threshold).value
-    batch_size = batch_size or default_batch_size(detector.runtime)
+    batches = detector.iter_explain(  # the threshold and the batch size, resolved once
+        inputs,
+        target=target,
+        method=method,
+        batch_size=batch_size,
+        workers=workers,
+        threshold=threshold,
+        max_pixels=max_pixels,
+    )
+    chosen = batches.threshold.value
     records, stems, warned = [], set(), []
     failed = bool(problems)
-    with RichProgress(enabled=len(inputs) > batch_size) as progress:
-        batches = iter_explain(
-            detector,
-            inputs,
-            target=target,
-            method=method,
-            batch_size=batch_size,
-            workers=workers,
-            progress=progress,
-            threshold=threshold,
-            max_pixels=max_pixels,
-        )
+    with RichProgress(enabled=len(inputs) > batches.batch_size) as progress:
+        batches.progress = progress
         for batch in batches:
             for explanation in batch:
                 record = _write(explanation, out, stems, chosen, max_pixels)
@@ -128,7 +127,7 @@ def explain_command(
 
 def _write(explanation, out: Path, stems: set, threshold: float, max_pixels) -> dict:
     """Write the overlays and sheet of one explained input; its JSON record with ``files``."""
-    from dfx.data.images import load_rgb
+    from dfx.data.decoding import load_rgb
     from dfx.errors import ImageReadError
     from dfx.overlays import write_explanation
 

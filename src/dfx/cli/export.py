@@ -6,12 +6,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from dfx.cli.console import RichProgress, notice
 from dfx.cli.errors import handle_errors
 from dfx.cli.model_reference import fetch_model
 from dfx.cli.options import JsonFlag, ModelOption, Sha256Option, artifact_option
 from dfx.cli.outputs import check_outputs, emit_json
+from dfx.extras import install_command
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -27,8 +29,8 @@ graph, input 'images' (B, 3, H, W) float32 after the model's preprocessing, outp
 backbone, preprocessing, calibrated threshold, dfx version and the .pt file's sha256 go
 into the ONNX metadata. Export runs both networks on a few random inputs and prints and
 stores the largest class-probability difference (dfx.parity_max_abs_dp). Needs
-pip install "deepfeaturex\\[onnx]".
-"""
+{hint}.
+""".format(hint=escape(install_command("onnx")))
 
 
 @handle_errors

@@ -17,7 +17,7 @@ from dfx.cli.options import read_stdin_paths
 
 def gather_inputs(paths: list[str], verb: str) -> tuple[list[Path], list[tuple[str, str]]]:
     """The files to ``verb`` (predict, explain) and (argument, reason) for those naming none."""
-    from dfx.data.images import expand_inputs
+    from dfx.data.discovery import expand_inputs
 
     arguments = read_stdin_paths(paths)
     skipped: dict[str, str] = {}

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from dfx.cli.framework import hide_help_option_metavar
 from dfx.engine.configs import BackboneTrainConfig, TrainConfig
+from dfx.extras import requirement
 from dfx.limits import DEFAULT_MAX_PIXELS
-from dfx.models.registry import default_batch_size_help
+from dfx.models.inference_settings import BACKEND_EXTRAS, batch_size_help
 
 _MANIFEST = typer.Option(
     "--manifest", "-m", metavar="FILE", help="Manifest CSV written by 'dfx split'."
@@ -56,7 +58,15 @@ ThresholdOption = Annotated[
         "0.5 for model files without one).",
     ),
 ]
-RoleOption = Annotated[str, typer.Option("--split", help="Manifest role to evaluate.")]
+RoleOption = Annotated[
+    str,
+    typer.Option(
+        "--role",
+        "--split",
+        metavar="ROLE",
+        help="Manifest role to evaluate: base, fusion or test (--split is its older name).",
+    ),
+]
 Balanced = Annotated[
     bool,
     typer.Option(
@@ -109,15 +119,17 @@ Precision = Annotated[
         "--precision", help="Autocast: auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16."
     ),
 ]
-InferenceRuntime = Annotated[
+BackendOption = Annotated[
     str,
     typer.Option(
         "--runtime",
         help="What runs the network: auto (ONNX Runtime for .onnx and, when installed, for "
-        "DenseNet .pt files on a CPU; else torch), torch, "
-        "onnxruntime or openvino (the deepfeaturex\\[onnx] and deepfeaturex\\[openvino] extras).",
+        "DenseNet .pt files on a CPU; else torch), torch, onnxruntime or openvino (the "
+        + " and ".join(escape(requirement(extra)) for extra in BACKEND_EXTRAS.values())
+        + " extras).",
     ),
 ]
+"""``--runtime``: the backend that does the arithmetic (:mod:`dfx.models.inference_settings`)."""
 Workers = Annotated[
     int | None,
     typer.Option(
@@ -126,9 +138,7 @@ Workers = Annotated[
 ]
 InferenceBatchSize = Annotated[
     int | None,
-    typer.Option(
-        "--batch-size", min=1, help=f"Images per step (default: {default_batch_size_help()})."
-    ),
+    typer.Option("--batch-size", min=1, help=f"Images per step (default: {batch_size_help()})."),
 ]
 TrainBatchSize = Annotated[
     int,
@@ -190,7 +200,7 @@ def _option(name: str, annotation, default) -> inspect.Parameter:
     )
 
 
-RUNTIME_OPTIONS = (
+EXECUTION_OPTIONS = (
     _option("device", Device, TrainConfig.device),
     _option("precision", Precision, TrainConfig.precision),
     _option("workers", Workers, TrainConfig.workers),
@@ -207,11 +217,11 @@ TRAINING_OPTIONS = (
     _option("weight_decay", WeightDecay, TrainConfig.weight_decay),
     _option("lr_step", LrStep, TrainConfig.lr_step),
     _option("val_fraction", ValFraction, TrainConfig.val_fraction),
-    *RUNTIME_OPTIONS,
+    *EXECUTION_OPTIONS,
     _option("resume", Resume, False),
     _option("as_json", JsonFlag, False),
 )
-"""The optimisation, runtime and output options of every training command."""
+"""The optimisation, execution and output options of every training command."""
 
 BACKBONE_OPTIONS = (
     _option("backbone", Backbone, BackboneTrainConfig.backbone),
@@ -226,15 +236,15 @@ BACKBONE_TRAINING_OPTIONS = (*BACKBONE_OPTIONS, *TRAINING_OPTIONS)
 EVALUATION_OPTIONS = (
     _option("sha256", Sha256Option, None),
     _option("manifest", OptionalManifest, None),
-    _option("split", RoleOption, "test"),
+    _option("role", RoleOption, "test"),
     _option("balanced", Balanced, True),
     _option("threshold", ThresholdOption, None),
     _option("as_json", JsonFlag, False),
     _option("as_csv", CsvFlag, False),
     _option("outputs", OutputFiles, None),
     _option("plots", PlotsOption, None),
-    _option("runtime", InferenceRuntime, "auto"),
-    *RUNTIME_OPTIONS,
+    _option("backend", BackendOption, "auto"),
+    *EXECUTION_OPTIONS,
 )
 """The data, decision and output options of evaluate and the robustness commands."""
 
@@ -264,9 +274,9 @@ def config_from(config_type, values: dict):
 
 def evaluation_options(values: dict, batch_size: int | None):
     """The shared evaluation options of evaluate and the robustness commands."""
-    from dfx.engine.evaluation import EvaluationOptions
+    from dfx.engine.evaluation import EvaluationConfig
 
-    return config_from(EvaluationOptions, values | {"batch_size": batch_size})
+    return config_from(EvaluationConfig, values | {"batch_size": batch_size})
 
 
 def read_stdin_paths(paths: list[str]) -> list[str]:

@@ -50,7 +50,7 @@ def _named(outputs: Outputs | None) -> list[tuple[str, str | Path]]:
 
 
 def _check_one(name: str, path: Path, kind: str) -> None:
-    from dfx.data.images import not_an_image
+    from dfx.data.discovery import not_an_image
     from dfx.errors import DfxError
 
     if kind == "file" and path.is_dir():

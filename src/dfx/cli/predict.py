@@ -21,10 +21,10 @@ from dfx.cli.errors import EXIT_INPUT_FAILED, handle_errors
 from dfx.cli.inputs import gather_inputs
 from dfx.cli.model_reference import check_model, fetch_model
 from dfx.cli.options import (
+    BackendOption,
     Compile,
     Device,
     InferenceBatchSize,
-    InferenceRuntime,
     JsonFlag,
     MaxPixels,
     ModelOption,
@@ -78,7 +78,7 @@ def predict_command(
     device: Device = "auto",
     precision: Precision = "auto",
     compile: Compile = False,
-    runtime: InferenceRuntime = "auto",
+    backend: BackendOption = "auto",
     workers: Workers = None,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
@@ -94,10 +94,12 @@ def predict_command(
     from dfx.report import to_json, write_text
 
     detector = load_detector(
-        fetch_model(model, sha256), device, precision, compile, runtime=runtime
+        fetch_model(model, sha256), device, precision, compile, runtime=backend
     )
-    decision = detector.resolve_threshold(threshold)
-    batch_size = detector.batch_size(batch_size)
+    batches = detector.iter_predict(  # the threshold and the batch size, resolved once
+        inputs, batch_size=batch_size, workers=workers, threshold=threshold, max_pixels=max_pixels
+    )
+    decision = batches.threshold
     to_stdout = plan.stdout == "json"
     json_files = [path for path, form in plan.files if form == "json"]
     keep_rows = not to_stdout or len(json_files) < len(plan.files)
@@ -105,17 +107,10 @@ def predict_command(
     counts = Counter()
     unchecked_c2pa = 0
     warned = []
-    with RichProgress(enabled=len(inputs) > batch_size) as progress, ExitStack() as files:
+    with RichProgress(enabled=len(inputs) > batches.batch_size) as progress, ExitStack() as files:
         handles = [files.enter_context(atomic_write(path)) for path in json_files]
-        batches = detector.iter_predict(
-            inputs,
-            batch_size=batch_size,
-            workers=workers,
-            progress=progress,
-            threshold=decision.value,
-            max_pixels=max_pixels,
-        )
-        unusable = [Prediction(str(path), None, None, None, reason) for path, reason in problems]
+        batches.progress = progress
+        unusable = [Prediction.failed(path, reason) for path, reason in problems]
         for batch in itertools.chain(batches, [unusable]):
             counts.update(_verdict(p) for p in batch)
             unchecked_c2pa += sum(_unchecked_c2pa(p) for p in batch)

@@ -18,7 +18,7 @@ from dfx.cli.errors import exit_if_failures, handle_errors
 from dfx.cli.model_reference import check_model, fetch_model
 from dfx.cli.options import EVALUATION_OPTIONS, ModelOption, evaluation_options, with_options
 from dfx.cli.outputs import check_outputs, emit, plan_outputs
-from dfx.models.registry import default_batch_size_help
+from dfx.models.inference_settings import batch_size_help
 
 JPEG_EPILOG = """\
 [bold]Examples[/bold]
@@ -63,7 +63,7 @@ VariantBatchSize = Annotated[
         "--batch-size",
         min=1,
         help="Network inputs (images × variants) per step, at least one image "
-        f"(default: {default_batch_size_help()}).",
+        f"(default: {batch_size_help()}).",
     ),
 ]
 
@@ -133,7 +133,7 @@ def _check_first(model: Path, data: Path | None, plot: Path | None, options: dic
     check_model(model, options["sha256"])
     labelled = read_labelled_sets(
         options["manifest"],
-        options["split"],
+        options["role"],
         [data] if data is not None else [],
         options["allow_changed"],
     )
@@ -170,7 +170,7 @@ def _run(
         fetch_model(model, options["sha256"]),
         options["device"],
         options["precision"],
-        runtime=options["runtime"],
+        runtime=options["backend"],
     )
     settings = evaluation_options(options, batch_size)
     with RichProgress() as progress:

@@ -12,8 +12,8 @@ from dfx.cli.console import stderr
 from dfx.cli.errors import handle_errors
 from dfx.cli.model_reference import check_model, fetch_model
 from dfx.cli.options import (
+    BackendOption,
     Device,
-    InferenceRuntime,
     MaxPixels,
     ModelOption,
     Precision,
@@ -23,7 +23,7 @@ from dfx.cli.options import (
 )
 from dfx.extras import install_command, require
 from dfx.limits import DEFAULT_MAX_PIXELS
-from dfx.serve.config import ServeSettings
+from dfx.serve.config import ServeConfig
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -40,7 +40,7 @@ reach should ask for a token (--token-file) and sit behind a reverse proxy (docs
 Needs the serve extra: {hint}.
 """.format(hint=escape(install_command("serve")))
 
-_DEFAULTS = ServeSettings()
+_DEFAULTS = ServeConfig()
 
 
 def _count(flag: str, help: str, **extra):
@@ -61,7 +61,7 @@ def serve_command(
         str, typer.Option("--host", help="Interface to listen on (0.0.0.0: every interface).")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port.")] = 8000,
-    runtime: InferenceRuntime = "auto",
+    backend: BackendOption = "auto",
     device: Device = "auto",
     precision: Precision = "auto",
     threshold: ThresholdOption = None,
@@ -172,7 +172,7 @@ def serve_command(
     token = read_token(token_file) if token_file is not None else None
     check_model(model, sha256)
     hosts = parse_hosts(allowed_hosts) if allowed_hosts is not None else None
-    settings = config_from(ServeSettings, options | {"token": token, "allowed_hosts": hosts})
+    settings = config_from(ServeConfig, options | {"token": token, "allowed_hosts": hosts})
 
     from dfx.api import load_detector
     from dfx.fingerprint import file_sha256
@@ -180,7 +180,7 @@ def serve_command(
     from dfx.serve.server import serve
 
     local = fetch_model(model, sha256)
-    detector = load_detector(local, device, precision, runtime=runtime)
+    detector = load_detector(local, device, precision, runtime=backend)
     settings.model_name = Path(local).name
     settings.model_sha256 = file_sha256(local)
     console = stderr()

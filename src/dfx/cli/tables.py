@@ -39,7 +39,9 @@ def split_table(counts: Counter, roles: tuple[str, ...]) -> Table:
 
 def base_metrics_table(rows: list[tuple[str, dict | None]]) -> Table:
     """The paper's Table 1: each base model's "target vs others" metrics on the test images."""
-    table = Table(title="Base models on the test split (target vs others, %)", title_justify="left")
+    table = Table(
+        title="Base models on the test images (target vs others, %)", title_justify="left"
+    )
     table.add_column("base model")
     for name in ("accuracy", "recall", "precision", "F1"):
         table.add_column(name, justify="right")

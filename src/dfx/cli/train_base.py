@@ -7,17 +7,11 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.console import RichProgress, report_failures
-from dfx.cli.errors import exit_if_failures, handle_errors
-from dfx.cli.options import (
-    BACKBONE_TRAINING_OPTIONS,
-    ManifestOption,
-    artifact_option,
-    config_from,
-    with_options,
-)
+from dfx.cli.console import RichProgress
+from dfx.cli.errors import handle_errors
+from dfx.cli.options import BACKBONE_TRAINING_OPTIONS, ManifestOption, artifact_option, with_options
 from dfx.cli.outputs import check_outputs
-from dfx.cli.training import read_training_manifest, render_base_results
+from dfx.cli.training import finish_training, render_base_results, training_setup
 from dfx.engine.configs import BaseTrainConfig
 
 EPILOG = """\
@@ -59,18 +53,22 @@ def train_base_command(
     """Train base models: one backbone per class, each specialised in "its class vs the others"."""
     check_outputs(folders={"--output": out})
     from dfx.classes import CLASSES
-    from dfx.engine.base_training import check_target, state_path_of, train_base
+    from dfx.engine.base_training import base_model_path, check_target, train_base
+    from dfx.engine.training import RunPaths
     from dfx.errors import TrainingInterrupted
-    from dfx.models.backbones import get_spec
 
     targets = list(CLASSES) if target == "all" else [check_target(target)]
-    config = config_from(BaseTrainConfig, options | {"negative_fraction": negative_fraction})
-    get_spec(config.backbone)
+    config, loaded = training_setup(
+        BaseTrainConfig,
+        options | {"negative_fraction": negative_fraction},
+        manifest,
+        ("base", "test"),
+    )
     resume = options["resume"]
-    loaded = read_training_manifest(manifest, ("base", "test"), options["allow_changed"])
+    paths = {name: RunPaths.of(base_model_path(out, name)) for name in targets}
     # With --target all, the models after the interrupted one have no state yet: they
     # start from scratch, as long as some model of the run has a state to resume from.
-    saved = {name: state_path_of(out, name).is_file() for name in targets}
+    saved = {name: paths[name].state.is_file() for name in targets}
     results = []
     try:
         with RichProgress() as progress:
@@ -78,17 +76,24 @@ def train_base_command(
                 resume_this = resume and (saved[name] or not any(saved.values()))
                 if resume and not resume_this:
                     progress.notice(f"{name} base model: no saved state, so it starts from epoch 1")
-                results.append(train_base(loaded, name, config, out, progress, resume=resume_this))
+                results.append(
+                    train_base(
+                        loaded,
+                        name,
+                        config,
+                        out=paths[name].model,
+                        progress=progress,
+                        resume=resume_this,
+                    )
+                )
     except KeyboardInterrupt as interrupt:
         # Stopped before the current model saved a state: earlier models' states still let
         # --resume skip or continue them, so say so instead of "nothing to resume".
         if getattr(interrupt, "state_path", None) is None and any(
-            state_path_of(out, name).is_file() for name in targets
+            paths[name].state.is_file() for name in targets
         ):
             raise TrainingInterrupted(f"train-base --target {target}", 0, out) from None
         raise
     # Each model reads the same test images: name every unreadable file once.
     failures = list({f.source: f for r in results for f in r.failures}.values())
-    report_failures(failures)
-    render_base_results(results, options["as_json"])
-    exit_if_failures(failures)
+    finish_training(failures, lambda: render_base_results(results, options["as_json"]))

@@ -5,17 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from dfx.cli.console import RichProgress, report_failures
-from dfx.cli.errors import exit_if_failures, handle_errors
-from dfx.cli.options import (
-    BACKBONE_TRAINING_OPTIONS,
-    ManifestOption,
-    artifact_option,
-    config_from,
-    with_options,
-)
+from dfx.cli.console import RichProgress
+from dfx.cli.errors import handle_errors
+from dfx.cli.options import BACKBONE_TRAINING_OPTIONS, ManifestOption, artifact_option, with_options
 from dfx.cli.outputs import check_outputs
-from dfx.cli.training import read_training_manifest, render_validated
+from dfx.cli.training import finish_training, render_validated, training_setup
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -46,19 +40,19 @@ def train_baseline_command(
     check_outputs({"--output": out})
     from dfx.engine.baseline_training import TRAIN_ROLES, train_baseline
     from dfx.engine.configs import BaselineTrainConfig
-    from dfx.models.backbones import get_spec
 
-    config = config_from(BaselineTrainConfig, options)
-    get_spec(config.backbone)
-    loaded = read_training_manifest(manifest, TRAIN_ROLES, options["allow_changed"])
+    config, loaded = training_setup(BaselineTrainConfig, options, manifest, TRAIN_ROLES)
     with RichProgress() as progress:
-        result = train_baseline(loaded, config, out, progress, resume=options["resume"])
-    report_failures(result.failures)
-    render_validated(
-        result,
-        options["as_json"],
-        f"Baseline {config.backbone} on its validation images",
-        f"best epoch {result.best_epoch}, threshold {result.threshold['value']:.4g}, "
-        f"{result.seconds:.1f} s",
+        result = train_baseline(
+            loaded, config, out=out, progress=progress, resume=options["resume"]
+        )
+    finish_training(
+        result.failures,
+        lambda: render_validated(
+            result,
+            options["as_json"],
+            f"Baseline {config.backbone} on its validation images",
+            f"best epoch {result.best_epoch}, threshold {result.threshold['value']:.4g}, "
+            f"{result.seconds:.1f} s",
+        ),
     )
-    exit_if_failures(result.failures)

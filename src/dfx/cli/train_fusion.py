@@ -7,18 +7,11 @@ from typing import Annotated
 
 import typer
 
-from dfx.cli.console import RichProgress, report_failures
-from dfx.cli.errors import exit_if_failures, handle_errors
-from dfx.cli.options import (
-    TRAINING_OPTIONS,
-    Compile,
-    ManifestOption,
-    artifact_option,
-    config_from,
-    with_options,
-)
+from dfx.cli.console import RichProgress
+from dfx.cli.errors import handle_errors
+from dfx.cli.options import TRAINING_OPTIONS, Compile, ManifestOption, artifact_option, with_options
 from dfx.cli.outputs import check_outputs
-from dfx.cli.training import read_training_manifest, render_fusion_result
+from dfx.cli.training import finish_training, render_fusion_result, training_setup
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -57,6 +50,7 @@ def train_fusion_command(
 ) -> None:
     """Train the fusion head on cached features of the frozen base models; write the detector."""
     check_outputs({"--output": out})
+    from dfx.engine.base_training import base_model_path
     from dfx.engine.configs import FusionTrainConfig
     from dfx.engine.fusion_training import train_fusion
     from dfx.errors import DfxError
@@ -66,11 +60,12 @@ def train_fusion_command(
     for name, path in explicit.items():
         if path is None and base_dir is None:
             raise DfxError(f"give --base-dir DIR or --{name} FILE for the {name} base model.")
-        paths[name] = path if path is not None else base_dir / f"{name}.pt"
-    config = config_from(FusionTrainConfig, options | {"compile": compile})
-    loaded = read_training_manifest(manifest, ("fusion",), options["allow_changed"])
+        paths[name] = path if path is not None else base_model_path(base_dir, name)
+    config, loaded = training_setup(
+        FusionTrainConfig, options | {"compile": compile}, manifest, ("fusion",)
+    )
     with RichProgress() as progress:
-        result = train_fusion(loaded, paths, config, out, progress, resume=options["resume"])
-    report_failures(result.failures)
-    render_fusion_result(result, options["as_json"])
-    exit_if_failures(result.failures)
+        result = train_fusion(
+            loaded, paths, config, out=out, progress=progress, resume=options["resume"]
+        )
+    finish_training(result.failures, lambda: render_fusion_result(result, options["as_json"]))

@@ -1,11 +1,32 @@
-"""What the three training commands share: reading their manifest, showing their results."""
+"""What the three training commands share: their config and manifest, showing their results."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-from dfx.cli.console import notice, report_manifest_checks, stdout
+from dfx.cli.console import notice, report_failures, report_manifest_checks, stdout
+from dfx.cli.errors import exit_if_failures
+from dfx.cli.options import config_from
 from dfx.cli.outputs import emit_json
+
+
+def training_setup(config_type, options: dict, manifest: Path, roles: tuple[str, ...]):
+    """The run's config from the command's options (its backbone checked first, where it
+    has one) and the manifest with its files of ``roles`` checked."""
+    config = config_from(config_type, options)
+    if hasattr(config, "backbone"):
+        from dfx.models.backbones import get_spec
+
+        get_spec(config.backbone)
+    return config, read_training_manifest(manifest, roles, options["allow_changed"])
+
+
+def finish_training(failures: list, render: Callable[[], None]) -> None:
+    """Name the unreadable images, show the results, and exit 1 when images were skipped."""
+    report_failures(failures)
+    render()
+    exit_if_failures(failures)
 
 
 def read_training_manifest(path: Path, roles: tuple[str, ...], allow_changed: bool):

@@ -23,23 +23,15 @@ import numpy as np
 from PIL import Image
 
 from dfx.classes import CLASSES
-from dfx.data.images import load_rgb
+from dfx.data.copies import CopyGroup, copy_counts, find_copies, perceptual_hash
+from dfx.data.decoding import load_rgb
 from dfx.data.metadata import FileFacts, read_facts
+from dfx.data.record import ImageRecord
 from dfx.errors import ImageReadError
 from dfx.progress import ProgressReporter, or_null
 
 SHORTCUT_WARNING = 0.8
 """Shortcut scores (balanced accuracy) from this value on earn a warning."""
-
-NEAR_DISTANCE = 4
-"""Perceptual hashes that differ in at most this many of their 64 bits mark near-copies."""
-
-NEAR_COLOUR_DIFFERENCE = 12.0
-"""... and their 8 × 8 colour thumbnails by at most this mean absolute difference (0-255).
-
-The hash sees only the layout of light and dark; on smooth, featureless pictures two
-different images can share it, while a re-encoded or resized copy also keeps its colours.
-"""
 
 TRAITS: dict[str, tuple[str, ...]] = {
     "format": ("format",),
@@ -61,25 +53,11 @@ ADVICE = (
 
 
 @dataclass(frozen=True)
-class AuditEntry:
-    """One image to audit and what the data set says about it."""
-
-    path: str
-    """Path relative to the data folder."""
-    label: str
-    """``dm``, ``gan`` or ``real`` (``fake`` or ``real`` in the binary layout)."""
-    generator: str
-    """Generator (or source) folder."""
-    role: str | None = None
-    """Manifest role (None when auditing a folder)."""
-
-
-@dataclass(frozen=True)
 class AuditedFile:
     """An image's container traits and content fingerprints."""
 
-    entry: AuditEntry
-    """The image."""
+    record: ImageRecord
+    """The image (its path relative to the data folder; its role when from a manifest)."""
     facts: FileFacts
     """Format, size, mode, JPEG quality, metadata blocks."""
     sha256: str
@@ -161,39 +139,6 @@ class GroupSummary:
         }
 
 
-@dataclass(frozen=True)
-class CopyGroup:
-    """Images with the same bytes (exact) or nearly the same look (near)."""
-
-    kind: str
-    """``exact`` (byte-identical files) or ``near`` (perceptual hashes within the distance)."""
-    paths: tuple[str, ...]
-    """Relative paths."""
-    labels: tuple[str, ...]
-    """The label of each path."""
-    roles: tuple[str | None, ...]
-    """The manifest role of each path (None without a manifest)."""
-    distance: int
-    """Bits in which the perceptual hashes differ (0 for exact copies)."""
-
-    @property
-    def crosses(self) -> list[str]:
-        """``label`` and/or ``role`` when the copies differ in them."""
-        found = ["label"] if len(set(self.labels)) > 1 else []
-        return found + (["role"] if len(set(self.roles)) > 1 else [])
-
-    def to_dict(self) -> dict:
-        """Plain-data form for JSON."""
-        return {
-            "kind": self.kind,
-            "paths": list(self.paths),
-            "labels": list(self.labels),
-            "roles": list(self.roles),
-            "distance": self.distance,
-            "crosses": self.crosses,
-        }
-
-
 @dataclass
 class AuditReport:
     """What ``dfx audit`` found."""
@@ -241,44 +186,33 @@ class AuditReport:
         }
 
 
-def copy_counts(groups: list[CopyGroup]) -> dict[str, int]:
-    """Number of exact and near copy groups, and of those that cross labels or roles."""
-    counts = Counter()
-    for group in groups:
-        counts[group.kind] += 1
-        for crossed in group.crosses:
-            counts[f"{group.kind}_across_{crossed}s"] += 1
-    keys = [f"{k}{s}" for k in ("exact", "near") for s in ("", "_across_labels", "_across_roles")]
-    return {key: counts[key] for key in keys}
-
-
 def audit(
     root: str | Path,
-    entries: Sequence[AuditEntry],
+    records: Sequence[ImageRecord],
     *,
     workers: int | None = None,
     progress: ProgressReporter | None = None,
 ) -> AuditReport:
-    """Read every image of ``entries`` (paths relative to ``root``) and audit the set."""
+    """Read every image of ``records`` (paths relative to ``root``) and audit the set."""
     root = Path(root)
     progress = or_null(progress)
     workers = workers or min(8, os.cpu_count() or 1)
-    progress.start("audit", len(entries), "audit")
+    progress.start("audit", len(records), "audit")
 
-    def examine(entry: AuditEntry) -> AuditedFile | tuple[str, str]:
+    def examine(record: ImageRecord) -> AuditedFile | tuple[str, str]:
         try:
-            result = _examine(root, entry)
+            result = _examine(root, record)
         except ImageReadError as error:
-            result = (entry.path, str(error))
+            result = (record.path, str(error))
         progress.advance("audit")
         return result
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(examine, entries))
+        results = list(pool.map(examine, records))
     progress.finish("audit")
     files = [r for r in results if isinstance(r, AuditedFile)]
     failures = [r for r in results if not isinstance(r, AuditedFile)]
-    binary = {f.entry.label for f in files} <= {"real", "fake"}
+    binary = {f.record.label for f in files} <= {"real", "fake"}
     scores, chance = _shortcut_scores(files, binary)
     return AuditReport(
         root=root,
@@ -295,8 +229,8 @@ def audit(
     )
 
 
-def _examine(root: Path, entry: AuditEntry) -> AuditedFile:
-    path = root / entry.path
+def _examine(root: Path, record: ImageRecord) -> AuditedFile:
+    path = root / record.path
     facts = read_facts(path)
     digest = hashlib.sha256()
     try:
@@ -307,21 +241,7 @@ def _examine(root: Path, entry: AuditEntry) -> AuditedFile:
         raise ImageReadError(f"cannot read it ({error.strerror or error})") from error
     image = load_rgb(path, target_size=32)
     thumbnail = np.asarray(image.resize((8, 8), Image.Resampling.BOX), dtype=np.float32)
-    return AuditedFile(entry, facts, digest.hexdigest(), perceptual_hash(image), thumbnail)
-
-
-def perceptual_hash(image: Image.Image) -> int:
-    """64-bit DCT hash: the signs of the 8 × 8 lowest frequencies of a 32 × 32 grey version.
-
-    Re-encoding, resizing and small edits move few bits; different images differ in about
-    half of them.
-    """
-    from scipy.fft import dctn  # scipy comes with scikit-learn
-
-    grey = image.convert("L").resize((32, 32), Image.Resampling.LANCZOS)
-    low = dctn(np.asarray(grey, dtype=np.float64), norm="ortho")[:8, :8].ravel()
-    bits = low > np.median(low[1:])  # the median leaves out the mean (DC) term
-    return int("".join("1" if bit else "0" for bit in bits), 2)
+    return AuditedFile(record, facts, digest.hexdigest(), perceptual_hash(image), thumbnail)
 
 
 # --- summaries ---------------------------------------------------------------------------------
@@ -330,7 +250,7 @@ def perceptual_hash(image: Image.Image) -> int:
 def _summaries(files: list[AuditedFile], by_generator: bool) -> list[GroupSummary]:
     groups: dict[tuple[str, str | None], list[FileFacts]] = defaultdict(list)
     for file in files:
-        key = (file.entry.label, file.entry.generator if by_generator else None)
+        key = (file.record.label, file.record.generator if by_generator else None)
         groups[key].append(file.facts)
     order = {label: i for i, label in enumerate(CLASSES)}
     keys = sorted(groups, key=lambda k: (order.get(k[0], len(order)), k[0], k[1] or ""))
@@ -360,14 +280,14 @@ def _summary(label: str, generator: str | None, facts: list[FileFacts]) -> Group
 
 
 def _is_fake(files: list[AuditedFile]) -> np.ndarray:
-    return np.array([file.entry.label != "real" for file in files], dtype=int)
+    return np.array([file.record.label != "real" for file in files], dtype=int)
 
 
 def _shortcut_scores(
     files: list[AuditedFile], binary: bool
 ) -> tuple[dict[str, float | None], dict[str, float | None]]:
     columns = tuple(c for names in TRAITS.values() for c in names)
-    labels = np.array([file.entry.label for file in files])
+    labels = np.array([file.record.label for file in files])
     scores = {"real_vs_fake": _score(files, columns, _is_fake(files))}
     scores["three_class"] = None if binary else _score(files, columns, labels)
     chance = {
@@ -413,64 +333,3 @@ def _score(files: list[AuditedFile], columns: Sequence[str], targets: np.ndarray
     )
     predicted = cross_val_predict(tree, _features(files, columns), targets, cv=folds)
     return float(balanced_accuracy_score(targets, predicted))
-
-
-# --- copies ------------------------------------------------------------------------------------
-
-
-def find_copies(files: list[AuditedFile], near_distance: int = NEAR_DISTANCE) -> list[CopyGroup]:
-    """Groups of byte-identical files, then pairs of other files with close perceptual hashes.
-
-    Near pairs are found without comparing every pair: hashes within ``near_distance`` bits
-    agree exactly on at least one of ``near_distance + 1`` bands of bits (pigeonhole).
-    """
-    by_hash: dict[str, list[int]] = defaultdict(list)
-    for index, file in enumerate(files):
-        by_hash[file.sha256].append(index)
-    groups = [
-        _group(files, members, "exact", 0) for members in by_hash.values() if len(members) > 1
-    ]
-    # One representative per content: exact copies are not near copies again.
-    distinct = [members[0] for members in by_hash.values()]
-    copies_of = {members[0]: members for members in by_hash.values()}
-    hashes = np.array([files[i].phash for i in distinct], dtype=np.uint64)
-    pairs: dict[tuple[int, int], int] = {}
-    bands = near_distance + 1
-    edges = np.linspace(0, 64, bands + 1).astype(int)
-    for low, high in zip(edges[:-1], edges[1:]):
-        mask = np.uint64((1 << int(high - low)) - 1)
-        band = (hashes >> np.uint64(low)) & mask
-        order = np.argsort(band, kind="stable")
-        starts = np.flatnonzero(np.r_[True, band[order][1:] != band[order][:-1], True])
-        for start, stop in zip(starts[:-1], starts[1:]):
-            members = order[start:stop]
-            if len(members) < 2:
-                continue
-            xor = hashes[members][:, None] ^ hashes[members][None, :]
-            distances = np.unpackbits(xor.view(np.uint8), axis=-1).reshape(*xor.shape, 64).sum(-1)
-            for a, b in zip(*np.nonzero(np.triu(distances <= near_distance, k=1))):
-                if not _same_colours(files[distinct[members[a]]], files[distinct[members[b]]]):
-                    continue
-                # Every copy of either picture is a near-copy of every copy of the other.
-                for first in copies_of[distinct[members[a]]]:
-                    for second in copies_of[distinct[members[b]]]:
-                        pairs[min(first, second), max(first, second)] = int(distances[a, b])
-    near = [_group(files, [a, b], "near", d) for (a, b), d in pairs.items()]
-    return groups + sorted(near, key=lambda group: group.paths)
-
-
-def _same_colours(first: AuditedFile, second: AuditedFile) -> bool:
-    if first.thumbnail is None or second.thumbnail is None:
-        return True
-    return float(np.abs(first.thumbnail - second.thumbnail).mean()) <= NEAR_COLOUR_DIFFERENCE
-
-
-def _group(files: list[AuditedFile], members: list[int], kind: str, distance: int) -> CopyGroup:
-    chosen = sorted((files[i].entry for i in members), key=lambda entry: entry.path)
-    return CopyGroup(
-        kind,
-        tuple(e.path for e in chosen),
-        tuple(e.label for e in chosen),
-        tuple(e.role for e in chosen),
-        distance,
-    )

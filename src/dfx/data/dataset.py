@@ -11,7 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from dfx import distributed
-from dfx.data.images import ImageBytes, load_rgb, to_rgb
+from dfx.data.decoding import ImageBytes, load_rgb, to_rgb
 from dfx.data.shuffle import EpochShuffleSampler, ShardSampler
 from dfx.errors import ImageReadError
 from dfx.limits import DEFAULT_MAX_PIXELS

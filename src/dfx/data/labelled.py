@@ -11,24 +11,8 @@ from pathlib import Path
 
 from dfx.data.layout import scan_dataset
 from dfx.data.manifest import ROLES, Manifest, read_manifest
+from dfx.data.record import ImageRecord
 from dfx.errors import DfxError
-
-
-@dataclass(frozen=True)
-class LabelledImage:
-    """An image with its ground truth."""
-
-    path: Path
-    """Where the image is."""
-    label: str
-    """dm, gan or real; or fake / real for binary-layout data."""
-    generator: str
-    """The generator (source) folder it came from."""
-
-    @property
-    def is_fake(self) -> bool:
-        """True unless the image is real."""
-        return self.label != "real"
 
 
 @dataclass
@@ -39,8 +23,8 @@ class LabelledSet:
     """Short name for tables (the manifest's file name, or the folder's)."""
     source: str
     """The manifest or folder it came from, as given."""
-    images: list[LabelledImage]
-    """Its images, in manifest or scan order."""
+    images: list[ImageRecord]
+    """Its images (paths placed under their data folder), in manifest or scan order."""
 
 
 @dataclass
@@ -61,16 +45,16 @@ def check_role(role: str | None) -> None:
         raise DfxError(f"`split` {role!r} is not one of {', '.join(ROLES)}.")
 
 
-def images_from_manifest(manifest: Manifest, role: str | None = "test") -> list[LabelledImage]:
+def images_from_manifest(manifest: Manifest, role: str | None = "test") -> list[ImageRecord]:
     """The labelled images of one role of a manifest (all roles when ``role`` is None)."""
     check_role(role)
     rows = manifest.select(role)
     if not rows:
-        raise DfxError(f"the manifest has no images in the {role} split.")
-    return [LabelledImage(manifest.absolute(r), r.label, r.generator) for r in rows]
+        raise DfxError(f"the manifest has no images in the {role} role.")
+    return [row.under(manifest.root) for row in rows]
 
 
-def images_from_folder(data: str | Path) -> tuple[list[LabelledImage], dict[str, str]]:
+def images_from_folder(data: str | Path) -> tuple[list[ImageRecord], dict[str, str]]:
     """The labelled images of a data folder in either layout, and the files passed over.
 
     The second value maps each non-image file (relative path) to the reason. Image files
@@ -79,7 +63,7 @@ def images_from_folder(data: str | Path) -> tuple[list[LabelledImage], dict[str,
     """
     scan = scan_dataset(data)
     records = sorted([*scan.records, *(r for r, _ in scan.unreadable)], key=lambda r: r.path)
-    images = [LabelledImage(scan.root / r.path, r.label, r.generator) for r in records]
+    images = [record.under(scan.root) for record in records]
     return images, dict(scan.reasons)
 
 

@@ -11,23 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dfx.classes import BINARY_FOLDERS, CLASS_FOLDER_ALIASES
-from dfx.data.images import iter_files, not_an_image, unreadable_image, walk
+from dfx.data.discovery import iter_files, not_an_image, unreadable_image, walk
+from dfx.data.record import ImageRecord
 from dfx.errors import DfxError
 
 NO_GENERATOR = "-"
 """Generator name for images that sit directly in a class (or binary) folder."""
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """One labelled image of a data folder."""
-
-    path: str
-    """Path relative to the data folder, with forward slashes."""
-    label: str
-    """``dm``, ``gan`` or ``real`` in the class layout; ``fake`` or ``real`` in the binary one."""
-    generator: str
-    """The generator (or source) folder the image belongs to."""
 
 
 @dataclass

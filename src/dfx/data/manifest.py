@@ -18,9 +18,10 @@ from pathlib import Path
 
 from dfx.atomic import atomic_write
 from dfx.classes import CLASS_FOLDER_ALIASES, CLASSES
-from dfx.data.dedup import LabelConflict, copy_groups, label_conflicts
-from dfx.data.images import decode_failures
-from dfx.data.layout import ImageRecord, ScanResult, find_layout, scan_dataset
+from dfx.data.copies import LabelConflict, copy_groups, label_conflicts
+from dfx.data.decoding import decode_failures
+from dfx.data.layout import ScanResult, find_layout, scan_dataset
+from dfx.data.record import ImageRecord
 from dfx.errors import DfxError, first_few
 from dfx.fingerprint import file_digest
 
@@ -39,32 +40,14 @@ INTEGRITY_COLUMNS: tuple[str, ...] = ("size", "hash")
 _HEADER_PREFIX = "# dfx-manifest"
 
 
-@dataclass(frozen=True)
-class ManifestRow:
-    """One image and its role."""
-
-    path: str
-    """Path relative to the manifest's data folder, with forward slashes."""
-    label: str
-    """``dm``, ``gan`` or ``real``."""
-    generator: str
-    """Generator (or source) folder name."""
-    role: str
-    """``base``, ``fusion`` or ``test``."""
-    size: int | None = None
-    """File size in bytes when the manifest was written (None: not recorded)."""
-    hash: str | None = None
-    """:func:`dfx.fingerprint.file_digest` of the file then (None: not recorded)."""
-
-
 @dataclass
 class Manifest:
     """A data folder and the role of each of its images."""
 
     root: Path
     """The data folder that the rows' paths are relative to."""
-    rows: list[ManifestRow]
-    """All images, sorted by path."""
+    rows: list[ImageRecord]
+    """All images, sorted by path, each with its role."""
     seed: int | None = None
     """Seed the split was drawn with (None for a hand-written manifest)."""
     ratios: tuple[float, float, float] | None = None
@@ -88,11 +71,11 @@ class Manifest:
         """Files under the data folder that were not images (only when just made)."""
         return list(self.skip_reasons)
 
-    def select(self, role: str | None = None) -> list[ManifestRow]:
+    def select(self, role: str | None = None) -> list[ImageRecord]:
         """Rows of one role (all rows when ``role`` is None)."""
         return [row for row in self.rows if role is None or row.role == role]
 
-    def absolute(self, row: ManifestRow) -> Path:
+    def absolute(self, row: ImageRecord) -> Path:
         """Absolute location of a row's image."""
         return self.root / row.path
 
@@ -130,7 +113,7 @@ DIGEST_DIGITS = 16
 """Hex digits of a file digest kept in a model's record of its training images."""
 
 
-def content_digests(manifest: Manifest, rows: list[ManifestRow]) -> list[str]:
+def content_digests(manifest: Manifest, rows: list[ImageRecord]) -> list[str]:
     """Short content digests of some rows' files, sorted and unique: a model's training record.
 
     The manifest's recorded hash when it has one, else the file's digest now (files that
@@ -222,10 +205,10 @@ def make_manifest(
         records = [r for i, r in enumerate(records) if i not in failed]
     unreadable.sort()
     if roles is not None:
-        rows = [_row(r, roles[r.path]) for r in records]
+        rows = [replace(r, role=roles[r.path]) for r in records]
         return Manifest(scan.root.resolve(), rows, None, None, scan.reasons, unreadable)
     root = scan.root.resolve()
-    rows = fingerprint_rows(root, [_row(record, "") for record in records])
+    rows = fingerprint_rows(root, [replace(record, role="") for record in records])
     groups = copy_groups(root, {row.path: row.hash for row in rows if row.hash})
     conflicts = label_conflicts(groups, {row.path: row.label for row in rows})
     if conflicts and not drop_conflicts:
@@ -255,10 +238,6 @@ class LabelConflictError(DfxError):
         )
 
 
-def _row(record: ImageRecord, role: str) -> ManifestRow:
-    return ManifestRow(record.path, record.label, record.generator, role)
-
-
 def write_manifest(manifest: Manifest, out: str | Path) -> Path:
     """Write the manifest CSV (data folder recorded relative to the CSV) atomically.
 
@@ -280,16 +259,15 @@ def write_manifest(manifest: Manifest, out: str | Path) -> Path:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(COLUMNS + INTEGRITY_COLUMNS)
         for row in rows:
-            writer.writerow(
-                (row.path, row.label, row.generator, row.role, _blank(row.size), row.hash or "")
-            )
+            fields = row.to_dict()
+            writer.writerow(_blank(fields[column]) for column in COLUMNS + INTEGRITY_COLUMNS)
     return out
 
 
-def fingerprint_rows(root: Path, rows: list[ManifestRow]) -> list[ManifestRow]:
+def fingerprint_rows(root: Path, rows: list[ImageRecord]) -> list[ImageRecord]:
     """The rows with size and hash filled in from the files under ``root`` where missing."""
 
-    def filled(row: ManifestRow) -> ManifestRow:
+    def filled(row: ImageRecord) -> ImageRecord:
         if row.size is not None and row.hash:
             return row
         measured = _measure(root / row.path)
@@ -306,7 +284,7 @@ def _measure(path: Path) -> tuple[int, str] | None:
         return None
 
 
-def _blank(value: int | None) -> str:
+def _blank(value) -> str:
     return "" if value is None else str(value)
 
 
@@ -356,7 +334,7 @@ def read_manifest(
     return manifest
 
 
-def _rows(reader: csv.DictReader, path: Path, line_numbers: list[int]) -> list[ManifestRow]:
+def _rows(reader: csv.DictReader, path: Path, line_numbers: list[int]) -> list[ImageRecord]:
     """The manifest rows of ``reader``; ``line_numbers`` maps its lines to the file's."""
     fieldnames = reader.fieldnames or []
     missing_columns = [c for c in COLUMNS if c not in fieldnames]
@@ -382,7 +360,7 @@ def _rows(reader: csv.DictReader, path: Path, line_numbers: list[int]) -> list[M
             )
         size = (entry.get("size") or "").strip()
         rows.append(
-            ManifestRow(
+            ImageRecord(
                 entry["path"],
                 label,
                 entry["generator"],
@@ -406,7 +384,7 @@ def find_changes(manifest: Manifest, roles: tuple[str, ...] | None = None) -> li
     """(path, reason) of the rows in ``roles`` whose file vanished or changed since writing."""
     chosen = [row for row in manifest.rows if roles is None or row.role in roles]
 
-    def change(row: ManifestRow) -> str | None:
+    def change(row: ImageRecord) -> str | None:
         file = manifest.absolute(row)
         try:
             size = file.stat().st_size

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dfx.data.images import not_a_file_with_content, open_image
+from dfx.data.decoding import open_image
+from dfx.data.discovery import not_a_file_with_content
 from dfx.errors import ImageReadError
 
 # The example tables of the JPEG standard (ITU T.81 Annex K), in natural (row-major) order.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from dfx.data.images import ImageBytes, ImageSource, open_image
+from dfx.data.decoding import ImageBytes, ImageSource, open_image
 from dfx.data.metadata import jpeg_quality, xmp_packet
 from dfx.limits import METADATA_SCAN_BYTES
 

@@ -76,3 +76,29 @@ class FusionTrainConfig(TrainConfig):
     """Images per step during feature extraction."""
     compile: bool = False
     """Compile the fusion head with torch.compile (it runs every epoch; extraction runs once)."""
+
+
+def demo_configs(
+    *,
+    image_size: int,
+    base_epochs: int,
+    fusion_epochs: int,
+    seed: int = 0,
+    device: str = "auto",
+    base_batch_size: int = TrainConfig.batch_size,
+) -> tuple[BaseTrainConfig, FusionTrainConfig]:
+    """The scaled-down recipe of ``dfx demo`` and the tests: a tiny backbone from scratch,
+    small images, lr 1e-3, no loader workers."""
+    base = BaseTrainConfig(
+        backbone="tiny",
+        weights="none",
+        image_size=image_size,
+        epochs=base_epochs,
+        lr=1e-3,
+        batch_size=base_batch_size,
+        seed=seed,
+        device=device,
+        workers=0,
+    )
+    fusion = FusionTrainConfig(epochs=fusion_epochs, lr=1e-3, seed=seed, device=device, workers=0)
+    return base, fusion

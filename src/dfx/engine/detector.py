@@ -1,98 +1,68 @@
 """The detector: a model file's network on a device, and every way of running it on images.
 
-Prediction, evaluation and the robustness runs all go through :class:`Detector`: it owns
-the data loaders, the default batch size and the softmax, so nothing else touches its
-network or runtime.
+Prediction, explanations, evaluation, the robustness runs and the service all go through
+:class:`Detector`: it applies the inference settings (:mod:`dfx.models.inference_settings`:
+the backend, the CPU tuning, the default batch size), resolves the threshold once per run,
+and owns the data loaders and the softmax, so nothing else touches its network, backend or
+placement.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from dfx import distributed
 from dfx.checkpoint import DETECTOR_FORMAT, ModelFile, load_model_file, load_weights
 from dfx.classes import CLASSES
 from dfx.data.dataset import ImageDataset, VariantDataset, make_loader
-from dfx.data.images import ImageBytes
 from dfx.data.perturbations import JpegCompression, Perturbation
-from dfx.data.provenance import Provenance, read_provenance
 from dfx.data.shuffle import ShardSampler
-from dfx.engine import runtimes
-from dfx.engine.device import Runtime, default_workers, resolve_runtime
+from dfx.engine import explain as explaining
+from dfx.engine import sessions
+from dfx.engine.device import Placement, default_workers, resolve_placement
 from dfx.engine.inference import Outputs, iter_network, run_network
 from dfx.engine.onnx_file import cached_graph, read_onnx_detector
-from dfx.engine.runtimes import SESSION_RUNTIMES
+from dfx.engine.predictions import (
+    Batches,
+    ImageInput,
+    Prediction,
+    in_input_order,
+    make_prediction,
+)
 from dfx.errors import DfxError
 from dfx.limits import DEFAULT_MAX_PIXELS
-from dfx.metrics import p_fake_of
 from dfx.model_source import resolve_model
 from dfx.models.detector import PerVariant, build_detector_network
-from dfx.models.registry import get_spec
+from dfx.models.inference_settings import (
+    choose_backend,
+    default_batch_size,
+    require_backend,
+    settings_for,
+)
 from dfx.progress import ProgressReporter
 from dfx.threshold import Threshold, resolve_threshold
-
-ImageInput = str | Path | ImageBytes | Image.Image
-"""An input: a file, an encoded image in memory (named), or a decoded Pillow image."""
-
-
-@dataclass
-class Prediction:
-    """The verdict on one input (the fields of ``dfx predict --json``)."""
-
-    path: str
-    """The input's path or :class:`ImageBytes` name (``<image #i>`` for a Pillow image)."""
-    label: str | None
-    """Most probable class: dm, gan or real (None if the input failed)."""
-    probs: dict[str, float] | None
-    """Probability of each class."""
-    p_fake: float | None
-    """P(fake) = p_dm + p_gan."""
-    error: str | None = None
-    """Why the input could not be classified (None on success)."""
-    fake: bool | None = None
-    """Whether P(fake) reaches the detector's threshold (calibrated, or given)."""
-    provenance: Provenance | None = None
-    """What the file's metadata says about its origin; it never enters the verdict."""
-    warning: str | None = None
-    """Why the verdict deserves caution (an image far smaller than the model's input), or None."""
-
-    def to_dict(self) -> dict:
-        """The JSON record; a failed input keeps only its path and error."""
-        if self.error is not None:
-            return {"path": self.path, "error": self.error}
-        return {
-            "path": self.path,
-            "label": self.label,
-            "probs": self.probs,
-            "p_fake": self.p_fake,
-            "fake": self.fake,
-            "provenance": self.provenance.to_dict() if self.provenance else None,
-            "warning": self.warning,
-            "error": None,
-        }
 
 
 class Detector:
     """A trained detector (DeepFeatureX fusion or a baseline backbone), ready to run on a device."""
 
     def __init__(
-        self, model_file: ModelFile, runtime: Runtime, network: nn.Module | None = None
+        self, model_file: ModelFile, placement: Placement, network: nn.Module | None = None
     ) -> None:
         if list(model_file.classes) != list(CLASSES):
             raise DfxError(f"model classes {model_file.classes} differ from {list(CLASSES)}.")
         self.model_file = model_file
-        self.runtime = runtime
+        self.placement = placement
+        """Where and how torch runs: the device, autocast, layout, compilation."""
         self.preprocessing = model_file.preprocessing
         self.network = network if network is not None else torch_network(model_file)
-        """Images (B, 3, H, W) → logits (B, 3): the torch module or a runtime's session."""
-        runtime.prepare(self.network).eval()
+        """Images (B, 3, H, W) → logits (B, 3): the torch module or a backend's session."""
+        placement.prepare(self.network).eval()
         self._torch_twin: Detector | None = None
 
     @classmethod
@@ -106,7 +76,8 @@ class Detector:
     ) -> Detector:
         """Load a ``.pt`` detector (train-fusion, train-baseline) or a ``dfx export`` ``.onnx``.
 
-        ``runtime``: torch, onnxruntime, openvino, or auto (see :func:`choose_runtime`). A
+        ``runtime`` (as ``--runtime``): the backend, torch, onnxruntime, openvino, or auto
+        (see :func:`dfx.models.inference_settings.choose_backend`). A
         ``.pt`` file runs under ONNX Runtime or OpenVINO through a graph exported once into
         the cache (:func:`dfx.engine.onnx_file.cached_graph`). ``compile``: torch.compile.
         """
@@ -114,7 +85,7 @@ class Detector:
         is_onnx = path.suffix.lower() == ".onnx"
         model_file = None if is_onnx else load_model_file(path, DETECTOR_FORMAT)
         backbone = model_file.backbone if model_file is not None else None
-        name = choose_runtime(runtime, is_onnx, precision, backbone, device, compile)
+        name = choose_backend(runtime, is_onnx, precision, backbone, device, compile)
         if name == "torch":
             if is_onnx:
                 raise DfxError(
@@ -124,15 +95,15 @@ class Detector:
             return cls._on_torch(model_file, device, precision, compile)
         if compile:
             raise DfxError(f"`compile` applies to the torch runtime only, not to {name}.")
-        session_precision = runtimes.session_precision(name, precision)
-        runtimes.require(name)
-        chosen = resolve_runtime(device, "fp32")  # checks the device, joins torchrun's group
+        session_precision = sessions.session_precision(name, precision)
+        require_backend(name)
+        chosen = resolve_placement(device, "fp32")  # checks the device, joins torchrun's group
         try:
             if is_onnx:
                 model_file, graph = read_onnx_detector(path), path
             else:
                 graph = cached_graph(path, torch_network(model_file), model_file)
-            network = runtimes.session_network(
+            network = sessions.session_network(
                 name, graph, torch.get_num_threads(), chosen.device, session_precision
             )
         except DfxError:
@@ -141,28 +112,29 @@ class Detector:
             # auto chose the session only to be faster: where it cannot start, torch runs.
             return cls._on_torch(model_file, device, precision, compile)
         # The session does the arithmetic; torch only decodes and batches on the CPU.
-        return cls(model_file, Runtime(torch.device("cpu"), None), network)
+        return cls(model_file, Placement(torch.device("cpu"), None), network)
 
     @classmethod
     def _on_torch(cls, model_file: ModelFile, device: str, precision: str, compile: bool):
         """``model_file`` run by torch, channels-last on a CPU where its family gains by it."""
-        runtime = resolve_runtime(device, precision, compile)
-        if runtime.device.type == "cpu" and get_spec(model_file.backbone).cpu_channels_last:
-            runtime = replace(runtime, channels_last=True)
-        return cls(model_file, runtime)
+        placement = resolve_placement(device, precision, compile)
+        if placement.device.type == "cpu" and settings_for(model_file.backbone).cpu_channels_last:
+            placement = replace(placement, channels_last=True)
+        return cls(model_file, placement)
 
     @property
-    def runtime_name(self) -> str:
-        """The runtime doing the arithmetic: torch, onnxruntime or openvino."""
-        return getattr(self.network, "runtime", "torch")
+    def backend(self) -> str:
+        """The backend doing the arithmetic: torch, onnxruntime or openvino."""
+        return getattr(self.network, "backend", "torch")
 
     @property
     def threshold(self) -> float | None:
         """The threshold on P(fake) calibrated on validation data at training time, if stored."""
         return self.model_file.threshold
 
-    def resolve_threshold(self, override: float | None = None) -> Threshold:
-        """``override`` if given, else the model file's calibrated threshold, else 0.5."""
+    def resolve_threshold(self, override: float | Threshold | None = None) -> Threshold:
+        """``override`` if given, else the model file's calibrated threshold, else 0.5 (a
+        :class:`Threshold` resolved already is kept)."""
         return resolve_threshold(override, self.threshold)
 
     @property
@@ -171,12 +143,9 @@ class Detector:
         return CLASSES
 
     def batch_size(self, requested: int | None = None) -> int:
-        """``requested``, or the default: the backbone's measured CPU batch, 256 on CUDA."""
-        if requested:
-            return requested
-        if self.runtime.device.type == "cpu":
-            return get_spec(self.model_file.backbone).cpu_batch_size
-        return self.runtime.default_batch_size()
+        """``requested``, or the default of the inference settings
+        (:func:`dfx.models.inference_settings.default_batch_size`)."""
+        return requested or default_batch_size(self.model_file.backbone, self.placement.device.type)
 
     def run(
         self,
@@ -193,8 +162,7 @@ class Detector:
         """Class probabilities (N, 3) of the readable images, optionally JPEG-compressed first.
 
         Files of more than ``max_pixels`` pixels are skipped as failures (None: no limit).
-        ``batch_size`` None: :meth:`batch_size`'s default (the backbone's measured CPU
-        batch, or 256 on CUDA); ``workers`` None:
+        ``batch_size`` None: :meth:`batch_size`'s default; ``workers`` None:
         decoding processes from the CPU count, none when everything fits in one batch.
         """
         perturbation = JpegCompression(qf) if qf is not None else None
@@ -233,6 +201,12 @@ class Detector:
         """
         return ImageDataset([], None, self.preprocessing, max_pixels=max_pixels).decode(image)
 
+    @property
+    def decode_size(self) -> int | None:
+        """The side :meth:`decode` shrinks images towards as it decodes them (the network's
+        resize), for code that decodes in processes of its own as this detector would."""
+        return ImageDataset([], None, self.preprocessing).decode_size
+
     def image_batches(
         self,
         images: Sequence[ImageInput],
@@ -250,12 +224,12 @@ class Detector:
         if workers is None:
             workers = default_workers() if len(dataset) > images_per_step else 0
         return make_loader(
-            dataset, images_per_step, workers=workers, pin_memory=self.runtime.is_cuda
+            dataset, images_per_step, workers=workers, pin_memory=self.placement.is_cuda
         )
 
     def _probabilities(self, network, loader, progress, description) -> Outputs:
         outputs = run_network(
-            network, loader, self.runtime, progress=progress, description=description
+            network, loader, self.placement, progress=progress, description=description
         )
         if len(outputs.values):
             outputs.values = torch.softmax(outputs.values, dim=-1)
@@ -268,7 +242,7 @@ class Detector:
         batch_size: int | None = None,
         workers: int | None = None,
         progress: ProgressReporter | None = None,
-        threshold: float | None = None,
+        threshold: float | Threshold | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> list[Prediction]:
         """One :class:`Prediction` per input, in input order; unreadable inputs carry an error.
@@ -290,7 +264,7 @@ class Detector:
         if len(shares) == 1:
             return shares[0]
         # Each process classified whole batches (ShardSampler), one prediction per input.
-        size, step = len(images), self.batch_size(batch_size)
+        size, step = len(images), batches.batch_size
         placed: list[Prediction | None] = [None] * size
         for rank, share in enumerate(shares):
             for position, prediction in zip(ShardSampler(size, rank, len(shares), step), share):
@@ -304,108 +278,64 @@ class Detector:
         batch_size: int | None = None,
         workers: int | None = None,
         progress: ProgressReporter | None = None,
-        threshold: float | None = None,
+        threshold: float | Threshold | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    ) -> Iterator[list[Prediction]]:
+    ) -> Batches[Prediction]:
         """:meth:`predict` one batch at a time, in input order, as soon as each is done.
 
-        In a data-parallel run each process yields the predictions of its own share of
+        The threshold and the batch size are resolved once, at the call, and come back as
+        the result's ``threshold`` (a :class:`Threshold`) and ``batch_size``. In a
+        data-parallel run each process yields the predictions of its own share of
         ``images`` only: the batches rank, rank + world size, and so on.
         """
-        threshold = self.resolve_threshold(threshold).value
-        dataset = ImageDataset(images, None, self.preprocessing, max_pixels=max_pixels)
-        loader = self._loader(dataset, self.batch_size(batch_size), workers)
-        for part in iter_network(self.network, loader, self.runtime, progress=progress):
-            probs = torch.softmax(part.values, dim=1).numpy() if len(part.indices) else None
-            found = {int(i): row for row, i in enumerate(part.indices.tolist())}
-            failed = {f.index: f for f in part.failures}
-            batch = []
-            for index in sorted([*found, *failed]):
-                name = input_name(images[index], index)
-                if index in found:
-                    batch.append(
-                        make_prediction(name, probs[found[index]], threshold, images[index],
-                                        self.preprocessing.input_size)
-                    )  # fmt: skip
-                else:
-                    batch.append(Prediction(name, None, None, None, failed[index].reason))
-            yield batch
+        decision = self.resolve_threshold(threshold)
+        step = self.batch_size(batch_size)
+        side = self.preprocessing.input_size
+
+        def run(reporter: ProgressReporter | None):
+            dataset = ImageDataset(images, None, self.preprocessing, max_pixels=max_pixels)
+            loader = self._loader(dataset, step, workers)
+            for part in iter_network(self.network, loader, self.placement, progress=reporter):
+                probs = torch.softmax(part.values, dim=1).numpy() if len(part.indices) else None
+                found = {int(i): probs[row] for row, i in enumerate(part.indices.tolist())}
+                failed = {f.index: f.reason for f in part.failures}
+
+                def record(index, name, row):
+                    return make_prediction(name, row, decision.value, images[index], side)
+
+                yield in_input_order(images, found, failed, record)
+
+        return Batches(run, decision, step, progress)
+
+    def check_explain(self, target: str | None = None, method: str = "gradcam") -> None:
+        """Fail before any work when :meth:`explain` cannot run: the ``explain`` extra missing
+        (:class:`dfx.extras.MissingExtra`), or a bad ``target`` or ``method`` (DfxError)."""
+        explaining.check_available()
+        explaining.check_options(target, method)
 
     def explain(self, images: Sequence[ImageInput], target: str | None = None, **options) -> list:
         """One :class:`dfx.engine.explain.Explanation` per input: heatmaps and shares.
 
         ``target``: None (the predicted class) or dm, gan, real; ``method``: one of
         :data:`dfx.engine.explain.METHODS`; other options as :meth:`predict`. Needs
-        ``pip install "deepfeaturex[explain]"``.
+        ``pip install "deepfeaturex[explain]"``. Runs in one process.
         """
-        from dfx.engine.explain import explain
+        return [item for batch in self.iter_explain(images, target, **options) for item in batch]
 
-        return explain(self._with_gradients(), images, target=target, **options)
+    def iter_explain(
+        self, images: Sequence[ImageInput], target: str | None = None, **options
+    ) -> Batches:
+        """:meth:`explain` one batch at a time, in input order, as soon as each is done
+        (with the resolved ``threshold`` and ``batch_size``, as :meth:`iter_predict`)."""
+        return explaining.iter_explain(self._with_gradients(), images, target=target, **options)
 
     def _with_gradients(self) -> Detector:
-        """This detector, or its torch twin when a session runtime (no gradients) runs it."""
-        if self.runtime_name == "torch" or not self.model_file.state_dict:
+        """This detector, or its torch twin when a session backend (no gradients) runs it."""
+        if self.backend == "torch" or not self.model_file.state_dict:
             return self  # a .onnx file has no torch weights: explain says so
         if self._torch_twin is None:
-            runtime = Runtime(torch.device("cpu"), None)
-            self._torch_twin = Detector(self.model_file, runtime)
+            self._torch_twin = Detector(self.model_file, Placement(torch.device("cpu"), None))
         return self._torch_twin
-
-
-def make_prediction(
-    name: str,
-    probs: np.ndarray,
-    threshold: float,
-    image: ImageInput | None = None,
-    input_side: int | None = None,
-) -> Prediction:
-    """The prediction of one input from its class probabilities, fake at ``threshold``.
-
-    With the ``image`` it came from, the record also gets the file's provenance and, with
-    the model's ``input_side``, a warning when the image is far smaller than the input.
-    """
-    p_fake = float(p_fake_of(probs[None, :])[0])
-    prediction = Prediction(
-        name,
-        CLASSES[int(probs.argmax())],
-        {c: float(p) for c, p in zip(CLASSES, probs)},
-        p_fake,
-        fake=bool(p_fake >= threshold),
-    )
-    if image is not None:
-        prediction.provenance = _provenance_of(image)
-        if input_side is not None:
-            prediction.warning = small_input_warning(image, input_side)
-    return prediction
-
-
-SMALL_INPUT_SHARE = 4
-"""An image whose shorter side is under 1/4 of the model's input side carries a warning."""
-
-
-def small_input_warning(image: ImageInput, input_side: int) -> str | None:
-    """The warning of an image far smaller than the model's input (None: big enough)."""
-    from dfx.data.images import displayed_size
-
-    try:
-        width, height = displayed_size(image)
-    except (OSError, ValueError):  # it decoded a moment ago; no size, no warning
-        return None
-    if min(width, height) * SMALL_INPUT_SHARE >= input_side:
-        return None
-    return (
-        f"the image is {width}×{height} pixels, far below the model's {input_side}×{input_side} "
-        "input: the verdict rests on very little evidence"
-    )
-
-
-def _provenance_of(image: ImageInput) -> Provenance | None:
-    return None if isinstance(image, Image.Image) else read_provenance(image)
-
-
-def input_name(image: ImageInput, index: int) -> str:
-    """How an input is named in results: its path or name, or ``<image #i>`` for Pillow's."""
-    return str(image) if not isinstance(image, Image.Image) else f"<image #{index}>"
 
 
 def torch_network(model_file: ModelFile) -> nn.Module:
@@ -417,44 +347,6 @@ def torch_network(model_file: ModelFile) -> nn.Module:
         )
     load_weights(network, model_file.state_dict, f"the detector's {model_file.backbone} weights")
     return network
-
-
-def choose_runtime(
-    runtime: str,
-    is_onnx: bool,
-    precision: str = "auto",
-    backbone: str | None = None,
-    device: str = "auto",
-    compile: bool = False,
-) -> str:
-    """The runtime ``auto`` stands for, or ``runtime`` itself once checked.
-
-    ``auto`` runs a ``.onnx`` file with ONNX Runtime, or with OpenVINO when ONNX Runtime is
-    not installed or ``precision`` is bf16 (which ONNX Runtime does not run on the CPU). A
-    ``.pt`` file runs with torch, except an exact (fp32) CPU run of a backbone whose
-    registry entry measured ONNX Runtime faster, when ONNX Runtime is installed.
-    """
-    name = runtimes.check_runtime_name(runtime)
-    if name != "auto":
-        return name
-    if not is_onnx:
-        faster = (
-            backbone is not None
-            and get_spec(backbone).cpu_onnxruntime
-            and precision.strip().lower() in ("auto", "fp32")
-            and not compile
-            and _runs_on_cpu(device)
-            and runtimes.is_installed("onnxruntime")
-        )
-        return "onnxruntime" if faster else "torch"
-    order = ("openvino", "onnxruntime") if precision.lower() == "bf16" else SESSION_RUNTIMES
-    installed = [candidate for candidate in order if runtimes.is_installed(candidate)]
-    return installed[0] if installed else order[0]
-
-
-def _runs_on_cpu(device: str) -> bool:
-    name = device.strip().lower()
-    return name == "cpu" or (name == "auto" and not torch.cuda.is_available())
 
 
 def load_detector(
@@ -470,9 +362,9 @@ def load_detector(
     """Load a detector: a file (``.pt`` or ``.onnx``), an ``https://`` URL or
     ``hf://ORG/REPO[@REVISION]/FILE``.
 
-    ``device`` is auto, cpu, cuda or cuda:N; ``runtime`` auto, torch, onnxruntime or
-    openvino; ``sha256`` is checked against the file (:func:`dfx.model_source.resolve_model`);
-    ``progress`` hears of downloads.
+    ``device`` is auto, cpu, cuda or cuda:N; ``runtime`` (as ``--runtime``, the backend)
+    auto, torch, onnxruntime or openvino; ``sha256`` is checked against the file
+    (:func:`dfx.model_source.resolve_model`); ``progress`` hears of downloads.
     """
     local = resolve_model(path, sha256, progress=progress)
     return Detector.load(local, device, precision, compile, runtime)

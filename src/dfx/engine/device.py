@@ -1,4 +1,4 @@
-"""Choose the device and the autocast precision once, up front."""
+"""Choose the device, the autocast precision and the layout once, up front (:class:`Placement`)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,11 @@ from torch import nn
 
 from dfx import distributed
 from dfx.errors import DfxError
-from dfx.models.registry import CUDA_BATCH_SIZE
 
 
 @dataclass(frozen=True)
-class Runtime:
-    """Where and how the arithmetic runs."""
+class Placement:
+    """Where and how torch does the arithmetic: device, autocast, layout, compilation."""
 
     device: torch.device
     """The torch device."""
@@ -61,14 +60,10 @@ class Runtime:
             return tensor.to(self.device, non_blocking=True, memory_format=torch.channels_last)
         return tensor.to(self.device, non_blocking=True)
 
-    def default_batch_size(self) -> int:
-        """Images per inference step when the user gives none: larger where memory is."""
-        return CUDA_BATCH_SIZE if self.is_cuda else 32
 
-
-def resolve_runtime(
+def resolve_placement(
     device: str = "auto", precision: str = "auto", compile: bool = False
-) -> Runtime:
+) -> Placement:
     """Parse ``--device`` (auto, cpu, cuda[:N], mps), ``--precision`` and ``--compile``.
 
     Under torchrun this also joins the job's process group (:func:`dfx.distributed.setup`):
@@ -98,7 +93,7 @@ def resolve_runtime(
     if chosen.type == "cuda":
         # Fixed input sizes: let cuDNN time its algorithms once and keep the fastest.
         torch.backends.cudnn.benchmark = True
-    return Runtime(
+    return Placement(
         chosen, _amp_dtype(chosen, precision), channels_last=chosen.type == "cuda", compile=compile
     )
 

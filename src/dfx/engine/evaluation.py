@@ -9,19 +9,20 @@ import numpy as np
 
 from dfx.classes import CLASSES, REAL, class_index
 from dfx.data.dataset import Failure
-from dfx.data.images import decode_failures
-from dfx.data.labelled import LabelledImage, LabelledSet
+from dfx.data.decoding import decode_failures
+from dfx.data.labelled import LabelledSet
+from dfx.data.record import ImageRecord
 from dfx.engine.detector import Detector
 from dfx.engine.sampling import balance
 from dfx.errors import DfxError
 from dfx.limits import DEFAULT_MAX_PIXELS
 from dfx.metrics import binary_metrics, grouped_accuracy, multiclass_metrics, p_fake_of
 from dfx.progress import ProgressReporter, or_null
-from dfx.threshold import Threshold
+from dfx.threshold import Threshold, is_called_fake
 
 
 @dataclass
-class EvaluationOptions:
+class EvaluationConfig:
     """How evaluate and the robustness runs choose, classify and judge their images."""
 
     balanced: bool = True
@@ -63,7 +64,7 @@ class Measurement:
 
 
 def measure(
-    kept: list[LabelledImage], probs: np.ndarray, threshold: float, three_class: bool
+    kept: list[ImageRecord], probs: np.ndarray, threshold: float, three_class: bool
 ) -> Measurement:
     """All metrics of class probabilities (N, 3) for the images ``kept`` (same order)."""
     predicted = probs.argmax(1)
@@ -79,7 +80,7 @@ def measure(
     else:
         correct = binary_correct
     groups = [f"{image.label}/{image.generator}" for image in kept]
-    at_threshold = (p_fake >= threshold) == is_fake
+    at_threshold = is_called_fake(p_fake, threshold) == is_fake
     per_group = {
         "accuracy": grouped_accuracy(groups, correct),
         "binary_accuracy": grouped_accuracy(groups, binary_correct),
@@ -146,8 +147,8 @@ class EvaluationResult:
 
 
 def select_images(
-    images: list[LabelledImage], balanced: bool, seed: int
-) -> tuple[list[LabelledImage], bool]:
+    images: list[ImageRecord], balanced: bool, seed: int
+) -> tuple[list[ImageRecord], bool]:
     """The images to evaluate (balanced if asked) and whether all carry a 3-class label."""
     if balanced:
         images = balance(images, lambda image: image.label, np.random.default_rng(seed))
@@ -155,8 +156,8 @@ def select_images(
 
 
 def unreadable_left_out(
-    images: list[LabelledImage],
-    drawn: list[LabelledImage],
+    images: list[ImageRecord],
+    drawn: list[ImageRecord],
     max_pixels: int | None,
     progress: ProgressReporter | None = None,
 ) -> list[Failure]:
@@ -180,7 +181,7 @@ def unreadable_left_out(
     return [Failure(-1, reason, str(left_out[i].path)) for i, reason in sorted(failed.items())]
 
 
-def label_counts(images: list[LabelledImage]) -> dict[str, int]:
+def label_counts(images: list[ImageRecord]) -> dict[str, int]:
     """Images per label, labels sorted."""
     return {
         label: sum(image.label == label for image in images)
@@ -190,8 +191,8 @@ def label_counts(images: list[LabelledImage]) -> dict[str, int]:
 
 def evaluate(
     detector: Detector,
-    images: list[LabelledImage],
-    options: EvaluationOptions | None = None,
+    images: list[ImageRecord],
+    options: EvaluationConfig | None = None,
     *,
     qf: int | None = None,
     progress: ProgressReporter | None = None,
@@ -201,7 +202,7 @@ def evaluate(
 
     ``options.threshold`` overrides the detector's calibrated threshold on P(fake).
     """
-    options = options or EvaluationOptions()
+    options = options or EvaluationConfig()
     if qf is not None and not 1 <= qf <= 100:
         raise DfxError(f"a JPEG quality factor must be between 1 and 100, got {qf}.")
     chosen_threshold = detector.resolve_threshold(options.threshold)
@@ -237,7 +238,7 @@ def evaluate(
     )
 
 
-def readable_images(images: list[LabelledImage], positions: list[int]) -> list[LabelledImage]:
+def readable_images(images: list[ImageRecord], positions: list[int]) -> list[ImageRecord]:
     """The images at ``positions`` (those that could be read); fails when there are none."""
     if not positions:
         raise DfxError("no image could be read, so there is nothing to evaluate.")
@@ -277,7 +278,7 @@ class GeneralizationResult:
 def evaluate_sets(
     detector: Detector,
     sets: list[LabelledSet],
-    options: EvaluationOptions | None = None,
+    options: EvaluationConfig | None = None,
     *,
     qf: int | None = None,
     progress: ProgressReporter | None = None,

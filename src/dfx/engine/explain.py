@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,15 +29,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dfx.classes import CLASSES, class_index
-from dfx.data.images import displayed_size
+from dfx.data.decoding import displayed_size
+from dfx.engine.predictions import Batches, Prediction, in_input_order, make_prediction
 from dfx.errors import DfxError
-from dfx.extras import MissingExtra, missing_extra_message
+from dfx.extras import require
 from dfx.limits import DEFAULT_MAX_PIXELS
 from dfx.models.backbones import get_spec, set_module
+from dfx.models.inference_settings import explain_batch_size
 from dfx.progress import ProgressReporter, or_null
-
-if TYPE_CHECKING:
-    from dfx.engine.detector import Prediction
+from dfx.threshold import Threshold
 
 METHODS: tuple[str, ...] = ("gradcam", "gradcam-relative", "gradcam++", "layercam", "hirescam")
 """Heatmap methods, see :func:`class_activation_map`."""
@@ -48,8 +47,6 @@ TARGETS: tuple[str, ...] = ("predicted", *CLASSES)
 
 BASELINE_KEY = "detector"
 """The key of a baseline detector's single heatmap."""
-
-INSTALL_HINT = missing_extra_message("explain")
 
 # Integration steps over the fusion head (captum's Gauss-Legendre rule). Each step runs the
 # head forward and back, which for D = 1024 costs more than the backbone itself. Measured on
@@ -99,11 +96,8 @@ class Explanation:
 
 
 def check_available() -> None:
-    """Fail in one sentence when the attribution library is not installed."""
-    try:
-        import captum.attr  # noqa: F401
-    except ImportError:
-        raise MissingExtra("explain") from None
+    """Fail in one sentence naming ``deepfeaturex[explain]`` without the attribution library."""
+    require("explain")
 
 
 def iter_explain(
@@ -115,42 +109,40 @@ def iter_explain(
     batch_size: int | None = None,
     workers: int | None = None,
     progress: ProgressReporter | None = None,
-    threshold: float | None = None,
+    threshold: float | Threshold | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
-) -> Iterator[list[Explanation]]:
-    """:func:`explain` one batch at a time, in input order, as soon as each is done."""
-    from dfx.engine.detector import Prediction, input_name, make_prediction
-
+) -> Batches[Explanation]:
+    """:meth:`dfx.api.Detector.explain` one batch at a time, in input order, as soon as each
+    is done; the threshold and the batch size (default:
+    :func:`dfx.models.inference_settings.explain_batch_size`) are resolved once, at the
+    call, and come back as the result's ``threshold`` and ``batch_size``."""
     check_available()
     wanted = check_options(target, method)
-    threshold = detector.resolve_threshold(threshold).value
-    explainer = _Explainer(detector, method)
-    batch_size = batch_size or default_batch_size(detector.runtime)
-    loader = detector.image_batches(images, batch_size, workers, max_pixels)
-    progress = or_null(progress)
-    progress.start("explain", len(images), "explain")
-    for batch in loader:
-        explained = {}
-        if len(batch.indices):
-            inputs = detector.runtime.to_device(batch.inputs)
-            probs, maps, shares = explainer.run(inputs, wanted)
-            for row, index in enumerate(batch.indices.tolist()):
-                row_shares = None if shares is None else shares[row]
-                explained[index] = (probs[row], {k: v[row] for k, v in maps.items()}, row_shares)
-        failed = {f.index: f.reason for f in batch.failures}
-        out = []
-        for index in sorted([*explained, *failed]):
-            name = input_name(images[index], index)
-            if index in failed:
-                out.append(Explanation(name, Prediction(name, None, None, None, failed[index])))
-                continue
-            row_probs, row_maps, row_shares = explained[index]
-            prediction = make_prediction(
-                name, row_probs, threshold, images[index], detector.preprocessing.input_size
-            )
-            size = displayed_size(images[index])
-            out.append(
-                Explanation(
+    decision = detector.resolve_threshold(threshold)
+    step = batch_size or explain_batch_size(detector.placement.device.type)
+    side = detector.preprocessing.input_size
+
+    def run(reporter: ProgressReporter | None):
+        explainer = _Explainer(detector, method)
+        loader = detector.image_batches(images, step, workers, max_pixels)
+        reporter = or_null(reporter)
+        reporter.start("explain", len(images), "explain")
+        for batch in loader:
+            explained = {}
+            if len(batch.indices):
+                inputs = detector.placement.to_device(batch.inputs)
+                probs, maps, shares = explainer.run(inputs, wanted)
+                for row, index in enumerate(batch.indices.tolist()):
+                    row_shares = None if shares is None else shares[row]
+                    row_maps = {k: v[row] for k, v in maps.items()}
+                    explained[index] = (probs[row], row_maps, row_shares)
+            failed = {f.index: f.reason for f in batch.failures}
+
+            def record(index, name, outputs):
+                row_probs, row_maps, row_shares = outputs
+                prediction = make_prediction(name, row_probs, decision.value, images[index], side)
+                size = displayed_size(images[index])
+                return Explanation(
                     name,
                     prediction,
                     target=wanted or prediction.label,
@@ -161,25 +153,17 @@ def iter_explain(
                     else dict(zip(CLASSES, map(float, row_shares))),
                     size=size,
                 )
-            )
-        progress.advance("explain", len(out))
-        yield out
-    progress.finish("explain")
+
+            out = in_input_order(images, explained, failed, record, _failed)
+            reporter.advance("explain", len(out))
+            yield out
+        reporter.finish("explain")
+
+    return Batches(run, decision, step, progress)
 
 
-def explain(detector, images, **options) -> list[Explanation]:
-    """One :class:`Explanation` per input, in input order; unreadable inputs carry an error.
-
-    ``target``: None (the predicted class) or dm, gan, real; ``method``: one of
-    :data:`METHODS`; the other options are those of :meth:`dfx.api.Detector.predict`. Runs in
-    one process.
-    """
-    return [item for batch in iter_explain(detector, images, **options) for item in batch]
-
-
-def default_batch_size(runtime) -> int:
-    """Images per explanation step: gradients are kept, so fewer than for plain inference."""
-    return 32 if runtime.is_cuda else 8
+def _failed(name: str, reason: str) -> Explanation:
+    return Explanation(name, Prediction.failed(name, reason))
 
 
 def check_options(target: str | None, method: str) -> str | None:
@@ -197,13 +181,13 @@ class _Explainer:
     """Computes maps at the network's feature resolution and shares, one batch at a time."""
 
     def __init__(self, detector, method: str) -> None:
-        if detector.runtime_name != "torch":
+        if detector.backend != "torch":
             raise DfxError(
-                f"explanations need gradients, which the {detector.runtime_name} runtime does "
+                f"explanations need gradients, which the {detector.backend} runtime does "
                 "not give, and an ONNX file has no torch weights; explain the .pt file."
             )
         self.network = detector.network
-        self.runtime = detector.runtime
+        self.placement = detector.placement
         self.method = method
         self.spec = get_spec(detector.model_file.backbone)
         self.fused = detector.model_file.architecture == "deepfeaturex"
@@ -212,7 +196,7 @@ class _Explainer:
     def run(self, inputs: Tensor, wanted: str | None):
         """Probabilities (B, 3), maps {key: (B, h, w)} and shares (B, 3) or None, on the CPU."""
         network = self.network.eval()
-        with torch.no_grad(), self.runtime.autocast():
+        with torch.no_grad(), self.placement.autocast():
             if self.fused:
                 features = network.features(inputs).float()
                 logits = network.head(features).float()
@@ -232,14 +216,14 @@ class _Explainer:
         return probs, maps, self._shares(network.head, features, targets)
 
     def _map(self, forward: Callable, backbone: nn.Module, inputs: Tensor, targets: Tensor):
-        with _spatial_layer(backbone, self.spec) as layer, self.runtime.autocast():
+        with _spatial_layer(backbone, self.spec) as layer, self.placement.autocast():
             maps = _layer_cam(forward, layer, self.method, inputs, targets)
         return maps.detach().float().cpu()
 
     def _shares(self, head: nn.Module, features: Tensor, targets: Tensor) -> np.ndarray:
         from captum.attr import IntegratedGradients
 
-        with self.runtime.autocast():
+        with self.placement.autocast():
             attributions = IntegratedGradients(head).attribute(
                 features,
                 baselines=torch.zeros_like(features),

@@ -11,8 +11,8 @@ import torch
 from dfx.atomic import atomic_write
 from dfx.engine.detector import Detector
 from dfx.engine.onnx_file import graph_bytes, metadata_of, set_metadata
-from dfx.engine.runtimes import require, require_onnx
 from dfx.errors import DfxError
+from dfx.extras import require
 from dfx.fingerprint import file_sha256
 from dfx.progress import ProgressReporter, or_null
 
@@ -69,8 +69,9 @@ def export_detector(
     model, out = Path(model), Path(out)
     if model.suffix.lower() == ".onnx":
         raise DfxError(f"{model} is already an ONNX graph; export reads a .pt detector file.")
-    onnx = require_onnx()
-    require("onnxruntime")
+    require("onnx")  # onnx and ONNX Runtime, for the parity check
+    import onnx
+
     progress = or_null(progress)
     detector = Detector.load(model, device="cpu", precision="fp32", runtime="torch")
     file = detector.model_file
@@ -106,7 +107,8 @@ def export_detector(
 
 def _parity(detector: Detector, graph: bytes, size: int, seed: int) -> float:
     """Max |Δp| between ONNX Runtime and torch (fp32) on random normalised images."""
-    ort = require("onnxruntime")
+    import onnxruntime as ort
+
     session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     generator = torch.Generator().manual_seed(seed)

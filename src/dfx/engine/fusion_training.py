@@ -4,74 +4,30 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from dfx.checkpoint import (
-    BASE_FORMAT,
-    DETECTOR_FORMAT,
-    ModelFile,
-    load_model_file,
-    load_weights,
-    save_model_file,
-)
+from dfx.checkpoint import BASE_FORMAT, ModelFile, load_model_file, load_weights
 from dfx.classes import CLASSES, class_index
-from dfx.data.dataset import Failure, ImageDataset, failure_records, make_loader
+from dfx.data.dataset import ImageDataset, make_loader
 from dfx.data.manifest import Manifest, content_digests
 from dfx.engine.batches import TensorBatches
 from dfx.engine.configs import FusionTrainConfig
-from dfx.engine.device import Runtime
+from dfx.engine.device import Placement
 from dfx.engine.inference import run_network
-from dfx.engine.loop import fit, make_optimizer, rows_digest, start_training
 from dfx.engine.losses import class_weights
-from dfx.engine.sampling import holdout_split
 from dfx.engine.train_state import require_state
+from dfx.engine.training import TrainResult, calibrate, class_counts, rows_digest, start_run
 from dfx.errors import DfxError
 from dfx.fingerprint import file_digest
-from dfx.metrics import validation_report
 from dfx.models.backbones import build_network, get_spec, to_feature_extractor
 from dfx.models.detector import StackedExtractors
 from dfx.models.fusion import FusionHead, min_feature_dim
 from dfx.progress import ProgressReporter, or_null
-
-
-@dataclass
-class FusionTrainResult:
-    """What training the fusion head produced."""
-
-    path: Path
-    """The detector file written."""
-    history_path: Path
-    """The per-epoch history (JSON lines)."""
-    counts: dict[str, int]
-    """Numbers of feature vectors: train, val, and per class of train."""
-    best_epoch: int
-    """Epoch whose weights were kept."""
-    validation: dict
-    """3-class and binary metrics of the kept weights on the validation features."""
-    extraction_seconds: float
-    """Wall time of the one feature-extraction pass."""
-    training_seconds: float
-    """Wall time of head training over the cached features."""
-    failures: list[Failure] = field(default_factory=list)
-    """Images that could not be read and were skipped."""
-
-    def to_dict(self) -> dict:
-        """The ``train-fusion --json`` document."""
-        return {
-            "path": str(self.path),
-            "history": str(self.history_path),
-            "best_epoch": self.best_epoch,
-            "counts": self.counts,
-            "validation": self.validation,
-            "extraction_seconds": self.extraction_seconds,
-            "training_seconds": self.training_seconds,
-            "failures": failure_records(self.failures),
-        }
 
 
 def load_base_models(paths: dict[str, Path]) -> dict[str, ModelFile]:
@@ -113,16 +69,16 @@ def assemble_extractors(files: dict[str, ModelFile]) -> dict[str, nn.Module]:
 def extract_features(
     extractors: nn.Module,
     dataset: ImageDataset,
-    runtime: Runtime,
+    placement: Placement,
     *,
     batch_size: int,
     workers: int,
     progress: ProgressReporter | None = None,
 ):
     """The (N, 3, D) stacked features of every readable image, computed once in eval mode."""
-    loader = make_loader(dataset, batch_size, workers=workers, pin_memory=runtime.is_cuda)
+    loader = make_loader(dataset, batch_size, workers=workers, pin_memory=placement.is_cuda)
     return run_network(
-        extractors, loader, runtime, progress=progress, description="extract features"
+        extractors, loader, placement, progress=progress, description="extract features"
     )
 
 
@@ -130,11 +86,12 @@ def train_fusion(
     manifest: Manifest,
     base_paths: dict[str, Path],
     config: FusionTrainConfig,
+    *,
     out: str | Path,
     progress: ProgressReporter | None = None,
     resume: bool = False,
-) -> FusionTrainResult:
-    """Freeze the base models, cache their features, train the head, write the detector.
+) -> TrainResult:
+    """Freeze the base models, cache their features, train the head, write the detector ``out``.
 
     The head's state after each epoch goes to ``<out>.state.pt`` (beside ``out``);
     ``resume=True`` continues from it. The features are computed again on resumption
@@ -146,17 +103,17 @@ def train_fusion(
     spec = get_spec(reference.backbone)
     if spec.feature_dim < min_feature_dim():
         raise DfxError(f"backbone {spec.name} has too few features for the fusion head.")
-    runtime, workers, train_batch_size = start_training(config, config.compile)
+    run = start_run(config, "fusion", out, config.compile)
+    placement = run.placement
 
     rows = manifest.select("fusion")
     missing = [name for name in CLASSES if not any(r.label == name for r in rows)]
     if missing:
-        raise DfxError(f"the manifest's fusion split has no {', '.join(missing)} images.")
-    state_path = Path(out).with_suffix(".state.pt")
+        raise DfxError(f"the manifest's fusion role has no {', '.join(missing)} images.")
     if resume:  # say so now, not after a long extraction
-        require_state(state_path)
+        require_state(run.paths.state)
     # Compiling the backbones would cost more than the one pass over the images it speeds up.
-    extractors = dataclasses.replace(runtime, compile=False).prepare(
+    extractors = dataclasses.replace(placement, compile=False).prepare(
         StackedExtractors(assemble_extractors(files))
     )
     extractors.requires_grad_(False)
@@ -166,107 +123,73 @@ def train_fusion(
         reference.preprocessing,
         max_pixels=config.max_pixels,
     )
-    started = time.perf_counter()
+    extraction_started = time.perf_counter()
     outputs = extract_features(
         extractors,
         dataset,
-        runtime,
+        placement,
         batch_size=config.extract_batch_size,
-        workers=workers,
+        workers=run.workers,
         progress=progress,
     )
-    extraction_seconds = time.perf_counter() - started
+    extraction_seconds = time.perf_counter() - extraction_started
 
-    # Salted apart from the base models' draws (salts 0-2) and the baselines' (7).
-    rng = np.random.default_rng([config.seed, 3])
     positions = list(range(len(outputs.targets)))
     labels = outputs.targets.tolist()
-    train_pos, val_pos = holdout_split(positions, lambda i: labels[i], config.val_fraction, rng)
-    features = outputs.values.to(runtime.device)
-    targets = outputs.targets.to(runtime.device)
+    train_pos, val_pos = run.holdout(positions, lambda i: labels[i])
+    features = outputs.values.to(placement.device)
+    targets = outputs.targets.to(placement.device)
     train_counts = np.bincount(np.asarray(labels)[train_pos], minlength=len(CLASSES))
-    weights = class_weights(train_counts, "fusion").to(runtime.device)
+    weights = class_weights(train_counts, "fusion").to(placement.device)
 
     def batches(chosen: list[int], shuffle: bool) -> TensorBatches:
-        index = torch.tensor(chosen, dtype=torch.long, device=runtime.device)
-        batch_size = train_batch_size if shuffle else config.batch_size
+        index = torch.tensor(chosen, dtype=torch.long, device=placement.device)
+        batch_size = run.batch_size if shuffle else config.batch_size
         return TensorBatches(
             features[index], targets[index], batch_size, shuffle=shuffle, seed=config.seed
         )
 
-    head = runtime.prepare(FusionHead(len(CLASSES)))
-    optimizer, scheduler = make_optimizer(head.parameters(), config)
-    out = Path(out)
-    history_path = out.with_suffix(".history.jsonl")
-    started = time.perf_counter()
-    result = fit(
+    head = placement.prepare(FusionHead(len(CLASSES)))
+    training_started = time.perf_counter()
+    result = run.fit(
         head,
         batches(train_pos, True),
         batches(val_pos, False) if val_pos else None,
-        epochs=config.epochs,
-        optimizer=optimizer,
-        scheduler=scheduler,
         loss_fn=nn.CrossEntropyLoss(weight=weights),
-        runtime=runtime,
-        progress=progress,
-        history_path=history_path,
         label="train fusion head",
-        state_path=state_path,
+        progress=progress,
         resume=resume,
-        config=asdict(config)
-        | {
+        identity={
             "base_models": {name: file_digest(base_paths[name]) for name in CLASSES},
             "rows": rows_digest(rows[i].path for i in outputs.indices.tolist()),
         },
     )
-    training_seconds = time.perf_counter() - started
-    head.load_state_dict(result.best_state)
-    validation, calibration = _validation_metrics(
-        head, features, targets, val_pos or train_pos, runtime, held_out=bool(val_pos)
+    training_seconds = time.perf_counter() - training_started
+    chosen = val_pos or train_pos
+    calibrated = calibrate(
+        targets[chosen], _head_logits(head, features[chosen], placement), held_out=bool(val_pos)
     )
 
     # The detector's state dict is the extractors' and the head's, under DeepFeatureX's names.
     detector_state = {f"head.{k}": v for k, v in result.best_state.items()}
     detector_state.update(extractors.state_dict())
-    counts = {
-        "train": len(train_pos),
-        "val": len(val_pos),
-        **{f"train_{n}": int(c) for n, c in zip(CLASSES, train_counts)},
-    }
-    model_file = ModelFile(
-        format=DETECTOR_FORMAT,
+    return run.finish_detector(
+        result,
+        class_counts(len(train_pos), len(val_pos), train_counts),
+        outputs.failures + result.failures,
+        calibrated,
+        more_metrics={"base": {name: files[name].metrics for name in CLASSES}},
+        details={"extraction_seconds": extraction_seconds, "training_seconds": training_seconds},
         backbone=spec.name,
-        classes=list(CLASSES),
         preprocessing=reference.preprocessing,
         state_dict=detector_state,
         config={"fusion": asdict(config), "base": {name: files[name].config for name in CLASSES}},
-        metrics={
-            "fusion_validation": validation,
-            "threshold": calibration.to_dict(),
-            "best_epoch": result.best_epoch,
-            "counts": counts,
-            "base": {name: files[name].metrics for name in CLASSES},
-        },
         trained_on=content_digests(manifest, manifest.select("base") + rows),
     )
-    save_model_file(model_file, out)
-    return FusionTrainResult(
-        out,
-        history_path,
-        counts,
-        result.best_epoch,
-        validation,
-        extraction_seconds,
-        training_seconds,
-        outputs.failures + result.failures,
-    )
 
 
-def _validation_metrics(head, features, targets, chosen, runtime, held_out: bool):
-    """Metrics of the kept head on the validation features, and the threshold calibrated there."""
+def _head_logits(head: nn.Module, features: torch.Tensor, placement: Placement) -> torch.Tensor:
+    """The kept head's logits of some cached features, in eval mode."""
     head.eval()
-    index = torch.tensor(chosen, dtype=torch.long, device=features.device)
-    with torch.inference_mode(), runtime.autocast():
-        probs = torch.softmax(head(features[index]).float(), dim=1).cpu().numpy()
-    y_true = targets[index].cpu().numpy()
-    return validation_report(y_true, probs, held_out)
+    with torch.inference_mode(), placement.autocast():
+        return head(features)

@@ -10,7 +10,7 @@ from torch import nn
 
 from dfx import distributed
 from dfx.data.dataset import Failure, unpack
-from dfx.engine.device import Runtime
+from dfx.engine.device import Placement
 from dfx.progress import ProgressReporter, or_null
 
 
@@ -31,7 +31,7 @@ class Outputs:
 def iter_network(
     network: nn.Module,
     loader: Iterable,
-    runtime: Runtime,
+    placement: Placement,
     *,
     progress: ProgressReporter | None = None,
     description: str = "inference",
@@ -48,8 +48,8 @@ def iter_network(
         inputs, batch_targets, batch_failures = unpack(batch)
         values = torch.empty(0)
         if len(batch_targets):
-            with torch.inference_mode(), runtime.autocast():
-                values = network(runtime.to_device(inputs)).float().cpu()
+            with torch.inference_mode(), placement.autocast():
+                values = network(placement.to_device(inputs)).float().cpu()
         indices = batch.indices if len(batch_targets) else torch.empty(0, dtype=torch.long)
         progress.advance("inference", len(batch_targets) + len(batch_failures))
         yield Outputs(values, indices, batch_targets, batch_failures)
@@ -59,7 +59,7 @@ def iter_network(
 def run_network(
     network: nn.Module,
     loader: Iterable,
-    runtime: Runtime,
+    placement: Placement,
     *,
     progress: ProgressReporter | None = None,
     description: str = "inference",
@@ -70,7 +70,9 @@ def run_network(
     process receives all the outputs, each input exactly once, in data-set order.
     """
     values, indices, targets, failures = [], [], [], []
-    for part in iter_network(network, loader, runtime, progress=progress, description=description):
+    for part in iter_network(
+        network, loader, placement, progress=progress, description=description
+    ):
         failures.extend(part.failures)
         if len(part.indices):
             values.append(part.values)

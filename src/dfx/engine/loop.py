@@ -1,8 +1,7 @@
-"""The training loop shared by base models and the fusion head."""
+"""The training loop shared by every trainer (:mod:`dfx.engine.training` starts a run)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -16,8 +15,7 @@ from torch import nn
 from dfx import distributed
 from dfx.atomic import atomic_write
 from dfx.data.dataset import Failure, unpack
-from dfx.engine.configs import TrainConfig
-from dfx.engine.device import Runtime, default_workers, resolve_runtime, seed_everything
+from dfx.engine.device import Placement
 from dfx.engine.losses import loss_weight, summed_loss
 from dfx.engine.train_state import (
     TrainState,
@@ -28,27 +26,6 @@ from dfx.engine.train_state import (
 )
 from dfx.errors import TrainingInterrupted
 from dfx.progress import ProgressReporter, or_null
-
-
-def start_training(settings: TrainConfig, compile: bool = False) -> tuple[Runtime, int, int]:
-    """Seed the run; its runtime, data-loader workers and this process's training batch."""
-    runtime = resolve_runtime(settings.device, settings.precision, compile)
-    workers = default_workers() if settings.workers is None else settings.workers
-    seed_everything(settings.seed)
-    return runtime, workers, distributed.per_process_batch_size(settings.batch_size)
-
-
-def make_optimizer(parameters, settings: TrainConfig):
-    """Adam with betas (0.9, 0.999) and, when ``lr_step`` > 0, a StepLR schedule."""
-    optimizer = torch.optim.Adam(
-        parameters, lr=settings.lr, betas=(0.9, 0.999), weight_decay=settings.weight_decay
-    )
-    scheduler = (
-        torch.optim.lr_scheduler.StepLR(optimizer, settings.lr_step, settings.lr_gamma)
-        if settings.lr_step > 0
-        else None
-    )
-    return optimizer, scheduler
 
 
 @dataclass
@@ -96,7 +73,7 @@ def fit(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     loss_fn: nn.CrossEntropyLoss,
-    runtime: Runtime,
+    placement: Placement,
     progress: ProgressReporter | None = None,
     history_path: Path | None = None,
     label: str = "training",
@@ -119,7 +96,9 @@ def fit(
     """
     progress = or_null(progress)
     config = dict(config or {})
-    scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
+    scaler = torch.amp.GradScaler(
+        placement.device.type, enabled=placement.amp_dtype == torch.float16
+    )
     history: list[EpochRecord] = []
     failures: dict[str, Failure] = {}
     best = (math.inf, 0, _cpu_state(model))
@@ -131,7 +110,7 @@ def fit(
         failures = {f["source"]: Failure(**f) for f in state.failures}
         best = (state.best_criterion, state.best_epoch, state.best_state)
         done = state.epoch
-    trained = distributed.wrap_for_training(model, runtime.device)
+    trained = distributed.wrap_for_training(model, placement.device)
     spare = _Spare()
     writes = distributed.is_main()
     progress.start("epochs", epochs, label)
@@ -149,7 +128,7 @@ def fit(
                 optimizer,
                 scaler,
                 loss_fn,
-                runtime,
+                placement,
                 progress,
                 failures,
                 epoch,
@@ -159,7 +138,7 @@ def fit(
             # the ones it saves, so that every process validates the same model.
             distributed.broadcast_buffers(model)
             if val_loader is not None:
-                val_loss, val_acc = evaluate_loss(model, val_loader, loss_fn, runtime, failures)
+                val_loss, val_acc = evaluate_loss(model, val_loader, loss_fn, placement, failures)
             else:
                 val_loss, val_acc = math.nan, math.nan
             if scheduler is not None:
@@ -202,14 +181,6 @@ def fit(
     return FitResult(history, best[1], best[0], best[2], list(failures.values()))
 
 
-def rows_digest(names: Iterable[str]) -> str:
-    """A short digest of the inputs a run trains on, for the resume compatibility check."""
-    digest = hashlib.blake2b(digest_size=12)
-    for name in names:
-        digest.update(str(name).encode() + b"\0")
-    return digest.hexdigest()
-
-
 def _set_epoch(loader, epoch: int) -> None:
     for owner in (loader, getattr(loader, "sampler", None)):
         if hasattr(owner, "set_epoch"):
@@ -249,7 +220,7 @@ class _Spare:
 
 
 def _train_epoch(
-    model, loader, optimizer, scaler, loss_fn, runtime, progress, failures, epoch, spare
+    model, loader, optimizer, scaler, loss_fn, placement, progress, failures, epoch, spare
 ):
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
@@ -261,10 +232,10 @@ def _train_epoch(
         if step is None:  # no readable image in this step, on any process
             progress.advance("batches")
             continue
-        inputs = runtime.to_device(step.inputs)
-        targets = step.targets.to(runtime.device, non_blocking=True)
+        inputs = placement.to_device(step.inputs)
+        targets = step.targets.to(placement.device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        with runtime.autocast():
+        with placement.autocast():
             logits = model(inputs)
             loss, batch_loss = step.loss(loss_fn, logits.float(), targets)
         scaler.scale(loss).backward()
@@ -335,7 +306,7 @@ def _plan_step(inputs, targets, loss_fn, spare: _Spare) -> _Step | None:
     return _Step(inputs, targets, readable, scale, total_count, total_weight)
 
 
-def evaluate_loss(model, loader, loss_fn, runtime, failures=None) -> tuple[float, float]:
+def evaluate_loss(model, loader, loss_fn, placement, failures=None) -> tuple[float, float]:
     """Loss and accuracy of ``model`` over all of ``loader`` (and all processes) in eval mode.
 
     The loss is ``loss_fn``'s (class-weighted) mean over the whole set, not a mean of batch
@@ -350,9 +321,9 @@ def evaluate_loss(model, loader, loss_fn, runtime, failures=None) -> tuple[float
                 _remember(failures, batch_failures)
             if len(targets) == 0:
                 continue
-            inputs = runtime.to_device(inputs)
-            targets = targets.to(runtime.device, non_blocking=True)
-            with runtime.autocast():
+            inputs = placement.to_device(inputs)
+            targets = targets.to(placement.device, non_blocking=True)
+            with placement.autocast():
                 logits = model(inputs)
             total_loss += summed_loss(loss_fn, logits.float(), targets).item()
             total_weight += loss_weight(loss_fn, targets)

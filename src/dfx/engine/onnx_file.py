@@ -22,8 +22,8 @@ from torch import nn
 from dfx._version import __version__
 from dfx.atomic import atomic_write
 from dfx.checkpoint import DETECTOR_FORMAT, ModelFile
-from dfx.engine.runtimes import require_onnx
 from dfx.errors import DfxError
+from dfx.extras import require
 from dfx.fingerprint import file_sha256
 
 OPSET = 17
@@ -97,7 +97,9 @@ def set_metadata(model, entries: dict[str, str]) -> None:
 
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The ``metadata_props`` of an ONNX file, failing with one sentence if it is not one."""
-    onnx = require_onnx()
+    require("onnx", "onnx")
+    import onnx
+
     path = Path(path)
     if not path.is_file():
         raise DfxError(f"model file {path} does not exist.")
@@ -146,7 +148,9 @@ def cached_graph(source: Path, network: nn.Module, model_file: ModelFile) -> Pat
     path = cache_dir() / "onnx" / f"{key}.onnx"
     if path.is_file():
         return path
-    onnx = require_onnx()
+    require("onnx", "onnx")
+    import onnx
+
     model = onnx.load_from_string(graph_bytes(network, model_file.preprocessing.input_size))
     set_metadata(model, metadata_of(model_file, digest))
     try:

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dfx.data.dataset import Failure
-from dfx.data.labelled import LabelledImage
 from dfx.data.perturbations import JpegCompression, Perturbation, Raw
+from dfx.data.record import ImageRecord
 from dfx.engine.detector import Detector
 from dfx.engine.evaluation import (
-    EvaluationOptions,
+    EvaluationConfig,
     label_counts,
     measure,
     readable_images,
@@ -83,9 +83,9 @@ class RobustnessResult:
 
 def measure_robustness(
     detector: Detector,
-    images: list[LabelledImage],
+    images: list[ImageRecord],
     perturbations: list[Perturbation],
-    options: EvaluationOptions | None = None,
+    options: EvaluationConfig | None = None,
     *,
     progress: ProgressReporter | None = None,
 ) -> RobustnessResult:
@@ -94,7 +94,7 @@ def measure_robustness(
     ``options.batch_size`` counts network inputs (images × variants); ``options.threshold``
     overrides the detector's calibrated one.
     """
-    options = options or EvaluationOptions()
+    options = options or EvaluationConfig()
     variants: list[Perturbation] = [Raw(), *(p for p in perturbations if p != Raw())]
     chosen_threshold = detector.resolve_threshold(options.threshold)
     every_image = images

@@ -34,7 +34,7 @@ def sample_per_group(
     return chosen
 
 
-def holdout_split(
+def hold_out(
     items: Sequence[T], key: Callable[[T], Hashable], fraction: float, rng: np.random.Generator
 ) -> tuple[list[T], list[T]]:
     """Split into (train, held out) with ``fraction`` of each group held out."""

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from dfx.classes import CLASS_FOLDER_ALIASES
-from dfx.data.images import NOT_AN_IMAGE, NOT_DECODABLE
+from dfx.data.decoding import NOT_DECODABLE
+from dfx.data.discovery import NOT_AN_IMAGE
 from dfx.data.layout import scan_dataset
 from dfx.data.manifest import Manifest, make_manifest
 from dfx.errors import DfxError

@@ -1,7 +1,8 @@
 """The backbone registry's facts: names, feature sizes, inputs, torchvision names.
 
 Torch-free, so ``dfx backbones`` prints its table without loading torch; the networks
-themselves are built in :mod:`dfx.models.backbones`.
+themselves are built in :mod:`dfx.models.backbones`, and how a detector of each runs by
+default (batch sizes, CPU tuning, the backend) is in :mod:`dfx.models.inference_settings`.
 """
 
 from __future__ import annotations
@@ -37,12 +38,6 @@ class BackboneSpec:
 
     Their attribution layer outputs tokens (class token first, then the patch grid row by row).
     """
-    cpu_batch_size: int = 32
-    """Images per inference step on a CPU when none is asked for (benchmarks/cpu_defaults.py)."""
-    cpu_channels_last: bool = False
-    """Run channels-last on a CPU (images and weights), where measured to be faster."""
-    cpu_onnxruntime: bool = False
-    """``--runtime auto`` runs a ``.pt`` of it on a CPU through ONNX Runtime (measured faster)."""
 
     def input_sides(self, image_size: int | None = None) -> tuple[int, int | None]:
         """(resize, centre crop or None) for an input of ``image_size`` (default when None)."""
@@ -60,7 +55,7 @@ class BackboneSpec:
         return Preprocessing(resize=resize, crop=crop)
 
     def to_dict(self) -> dict:
-        """What ``dfx backbones --json`` lists for this backbone."""
+        """What ``dfx backbones --json`` lists of this backbone (beside its inference settings)."""
         resize, crop = self.input_sides()
         return {
             "name": self.name,
@@ -69,9 +64,6 @@ class BackboneSpec:
             "crop": crop,
             "imagenet_weights": self.torchvision_name is not None,
             "attribution_layer": self.attribution_layer,
-            "cpu_batch_size": self.cpu_batch_size,
-            "cpu_channels_last": self.cpu_channels_last,
-            "cpu_onnxruntime": self.cpu_onnxruntime,
         }
 
     def builder(self) -> Callable:
@@ -95,37 +87,23 @@ def _spec(
 # so the patch tokens of the block's own output carry no gradient.
 _VIT_LAYER = "encoder.layers.encoder_layer_11.ln_1"
 
-
-# CPU defaults per family, from benchmarks/cpu_defaults.py and cpu_inference.py
-# (docs/performance.md): small batches stay in cache; channels-last lets oneDNN skip
-# reorders in DenseNet and EfficientNet, while it does not help ResNet and ViT; ONNX
-# Runtime's fused graph beat torch (exactly) where it was measured, on DenseNet.
-_DENSENET = {"cpu_batch_size": 4, "cpu_channels_last": True, "cpu_onnxruntime": True}
-_EFFICIENTNET = {"cpu_batch_size": 4, "cpu_channels_last": True}
-_RESNET = {"cpu_batch_size": 4}
-_VIT = {"vit": True, "cpu_batch_size": 8}
-
-CUDA_BATCH_SIZE = 256
-"""Images per inference step on a GPU when none is given (on a CPU: the backbone's own)."""
-
 REGISTRY: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
-        _spec("densenet121", 1024, "classifier", "features", **_DENSENET),
-        _spec("densenet161", 2208, "classifier", "features", **_DENSENET),
-        _spec("densenet169", 1664, "classifier", "features", **_DENSENET),
-        _spec("densenet201", 1920, "classifier", "features", **_DENSENET),
-        _spec("efficientnet_b0", 1280, "classifier.1", "features", **_EFFICIENTNET),
-        _spec("efficientnet_b4", 1792, "classifier.1", "features", **_EFFICIENTNET),
-        _spec("resnet18", 512, "fc", "layer4", **_RESNET),
-        _spec("resnet34", 512, "fc", "layer4", **_RESNET),
-        _spec("resnet50", 2048, "fc", "layer4", **_RESNET),
-        _spec("resnet101", 2048, "fc", "layer4", **_RESNET),
-        _spec("resnet152", 2048, "fc", "layer4", **_RESNET),
-        _spec("resnext101", 2048, "fc", "layer4", "resnext101_32x8d", **_RESNET),
-        _spec("vit_b_16", 768, "heads.head", _VIT_LAYER, **_VIT),
-        _spec("vit_b_32", 768, "heads.head", _VIT_LAYER, **_VIT),
-        # Tiny inputs: a large batch amortises the per-step overhead.
+        _spec("densenet121", 1024, "classifier", "features"),
+        _spec("densenet161", 2208, "classifier", "features"),
+        _spec("densenet169", 1664, "classifier", "features"),
+        _spec("densenet201", 1920, "classifier", "features"),
+        _spec("efficientnet_b0", 1280, "classifier.1", "features"),
+        _spec("efficientnet_b4", 1792, "classifier.1", "features"),
+        _spec("resnet18", 512, "fc", "layer4"),
+        _spec("resnet34", 512, "fc", "layer4"),
+        _spec("resnet50", 2048, "fc", "layer4"),
+        _spec("resnet101", 2048, "fc", "layer4"),
+        _spec("resnet152", 2048, "fc", "layer4"),
+        _spec("resnext101", 2048, "fc", "layer4", "resnext101_32x8d"),
+        _spec("vit_b_16", 768, "heads.head", _VIT_LAYER, vit=True),
+        _spec("vit_b_32", 768, "heads.head", _VIT_LAYER, vit=True),
         BackboneSpec("tiny", None, 64, "fc", "features", image_size=64),
     )
 }
@@ -140,13 +118,3 @@ def get_spec(name: str) -> BackboneSpec:
         raise DfxError(
             f"unknown backbone {name!r}; choose one of: {', '.join(REGISTRY)}."
         ) from None
-
-
-def default_batch_size_help() -> str:
-    """The inference batch-size default in words, from the registry (for help and docs)."""
-    paper = sorted({spec.cpu_batch_size for spec in REGISTRY.values() if spec.name != "tiny"})
-    cpu = f"{paper[0]}" if len(paper) == 1 else f"{paper[0]}-{paper[-1]}"
-    return (
-        f"the backbone's measured CPU batch, {cpu} for the paper's backbones and "
-        f"{REGISTRY['tiny'].cpu_batch_size} for tiny; {CUDA_BATCH_SIZE} on CUDA"
-    )

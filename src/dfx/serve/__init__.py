@@ -10,18 +10,18 @@ FastAPI nor torch; :func:`create_app` needs FastAPI.
 from __future__ import annotations
 
 from dfx.serve.batcher import MicroBatcher, QueueFull, ShuttingDown
-from dfx.serve.config import ServeSettings
+from dfx.serve.config import ServeConfig
 
 __all__ = [
     "MicroBatcher",
     "QueueFull",
-    "ServeSettings",
+    "ServeConfig",
     "ShuttingDown",
     "create_app",
 ]
 
 
-def create_app(detector, settings: ServeSettings | None = None):
+def create_app(detector, settings: ServeConfig | None = None):
     """The FastAPI application serving ``detector`` (see :func:`dfx.serve.app.create_app`)."""
     from dfx.serve.app import create_app as build
 

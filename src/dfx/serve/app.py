@@ -30,11 +30,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from dfx import __version__
-from dfx.data.images import HEIF_HINT, NOT_ACCEPTED, NOT_AN_IMAGE, NOT_DECODABLE, ImageBytes
+from dfx.data.decoding import HEIF_HINT, NOT_ACCEPTED, NOT_DECODABLE, ImageBytes
+from dfx.data.discovery import NOT_AN_IMAGE
 from dfx.errors import DfxError
+from dfx.extras import MissingExtra
 from dfx.report import to_json
 from dfx.serve.batcher import MicroBatcher, QueueFull, ShuttingDown
-from dfx.serve.config import ServeSettings
+from dfx.serve.config import ServeConfig
 from dfx.serve.guard import Guard
 from dfx.serve.pool import TaskFailed, TaskTimeout, WorkerPool
 from dfx.serve.tasks import Decoded, decode_upload, draw_explanation
@@ -115,7 +117,7 @@ def error_response(status: int, error: str, detail, headers=None) -> Response:
 class Service:
     """The state behind the routes: the detector once loaded, the batcher, the decoders."""
 
-    def __init__(self, detector, settings: ServeSettings) -> None:
+    def __init__(self, detector, settings: ServeConfig) -> None:
         self.settings = settings
         self.detector = None if callable(detector) else detector
         self._load = detector if callable(detector) else None
@@ -131,18 +133,16 @@ class Service:
         self.uploading = 0
         """Request bodies being read now (at most ``settings.max_uploads``)."""
         self.threshold = None
+        """The service's :class:`dfx.threshold.Threshold`, resolved once at start."""
 
     def start(self) -> None:
         """Start the workers, load (when given a loader) and warm up the detector; then it is
         ready."""
-        from dfx.data.dataset import ImageDataset
-
         try:
             self.pool.start()
             if self.detector is None:
                 self.detector = self._load()
-            preprocessing = self.detector.preprocessing
-            self.decode_size = ImageDataset([], None, preprocessing).decode_size
+            self.decode_size = self.detector.decode_size
             self.threshold = self.detector.resolve_threshold(self.settings.threshold)
             self.batcher = MicroBatcher(
                 self._predict_batch,
@@ -165,9 +165,6 @@ class Service:
         # Explanations too, when they can run: their first call imports captum (seconds of
         # loading libraries, which holds the interpreter) and would stall every request.
         with contextlib.suppress(Exception):  # not installed, or a model without gradients
-            from dfx.engine.explain import check_available
-
-            check_available()
             self.detector.explain([blank], workers=0, max_pixels=None)
 
     def stop(self, timeout: float) -> None:
@@ -182,7 +179,7 @@ class Service:
             images,
             batch_size=len(images),
             workers=0,
-            threshold=self.threshold.value,
+            threshold=self.threshold,
             max_pixels=None,
         )
 
@@ -277,7 +274,7 @@ class Service:
                 continue
             prediction = replace(next(predictions), path=upload.name, provenance=outcome.provenance)
             if threshold is not None:  # the batch was decided at the service's threshold
-                prediction.fake = prediction.p_fake >= threshold
+                prediction = prediction.at_threshold(threshold)
             records.append(prediction.to_dict())
         return records
 
@@ -286,14 +283,10 @@ class Service:
     ) -> dict:
         """The explain record of one upload with its pictures, or 504 past the request
         timeout (the work still under way is then cancelled)."""
-        from dfx.engine.explain import INSTALL_HINT, check_available, check_options
-
         try:
-            check_available()
-        except Exception:
-            raise ApiError(501, "not installed", INSTALL_HINT) from None
-        try:
-            check_options(target, method)
+            self.detector.check_explain(target, method)
+        except MissingExtra as missing:
+            raise ApiError(501, "not installed", str(missing)) from None
         except DfxError as error:
             raise ApiError(400, "bad option", str(error)) from None
         timeout = self.settings.request_timeout_s
@@ -309,7 +302,7 @@ class Service:
             unsupported = outcome.startswith(UNSUPPORTED_REASONS) or NOT_ACCEPTED in outcome
             status = 415 if unsupported else 422
             raise ApiError(status, "unreadable image", f"{upload.name}: {outcome}")
-        threshold = self.threshold.value
+        threshold = self.threshold
 
         def job():
             # The decoded image: the network sees what predict gives it, and the heatmaps
@@ -334,8 +327,8 @@ class Service:
         explanation = replace(
             explanation, path=upload.name, prediction=prediction, size=outcome.size
         )
-        pictures = await self._draw(owner, outcome, explanation, threshold)
-        return {**explanation.to_dict(), "threshold": threshold, "images": pictures}
+        pictures = await self._draw(owner, outcome, explanation, threshold.value)
+        return {**explanation.to_dict(), "threshold": threshold.value, "images": pictures}
 
     async def _draw(self, owner, outcome: Decoded, explanation, threshold: float) -> dict:
         """The overlays and the sheet as base64 PNG, drawn in a worker (see OVERLAY_SIDE)."""
@@ -373,7 +366,7 @@ class Service:
                 "metrics": model_file.metrics,
                 "written_by_dfx": model_file.dfx_version,
             },
-            "runtime": {"name": detector.runtime_name, "device": str(detector.runtime.device)},
+            "runtime": {"name": detector.backend, "device": str(detector.placement.device)},
             "limits": {
                 "max_batch": self.settings.max_batch,
                 "max_wait_ms": self.settings.max_wait_ms,
@@ -395,14 +388,14 @@ def _static_files() -> dict[str, bytes]:
     }
 
 
-def create_app(detector, settings: ServeSettings | None = None) -> FastAPI:
+def create_app(detector, settings: ServeConfig | None = None) -> FastAPI:
     """The ASGI application serving ``detector``: a loaded :class:`dfx.api.Detector`, or a
     callable that loads one (then /readyz says 503 until it has loaded and warmed up).
 
     Loading and warming up run in a thread at startup, so /healthz answers at once;
     shutdown lets the queued images finish first.
     """
-    settings = settings or ServeSettings()
+    settings = settings or ServeConfig()
     service = Service(detector, settings)
     assets = _static_files()
 

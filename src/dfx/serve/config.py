@@ -10,7 +10,7 @@ from dfx.serve.pool import default_workers
 
 
 @dataclass
-class ServeSettings:
+class ServeConfig:
     """How the service batches, what it accepts, and who may use it."""
 
     max_batch: int = 16

@@ -1,4 +1,4 @@
-"""Running the application under uvicorn with the connection limits of :class:`ServeSettings`.
+"""Running the application under uvicorn with the connection limits of :class:`ServeConfig`.
 
 uvicorn closes an idle connection only after a response (its keep-alive timeout), and
 accepts connections until the process runs out of file descriptors. dfx therefore runs it
@@ -15,7 +15,7 @@ import time
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from dfx.serve.config import ServeSettings
+from dfx.serve.config import ServeConfig
 
 REQUIRES_EXTRA = "serve"
 
@@ -32,7 +32,7 @@ _BUSY = (
 ) % (len(_BUSY_BODY), _BUSY_BODY)
 
 
-def max_connections(settings: ServeSettings) -> int:
+def max_connections(settings: ServeConfig) -> int:
     """``settings.max_connections``, or what the open-file limit leaves for connections."""
     if settings.max_connections is not None:
         return settings.max_connections
@@ -111,7 +111,7 @@ class _OncePerMinute(logging.Filter):
         return True
 
 
-def protocol_for(settings: ServeSettings) -> type[GuardedH11Protocol]:
+def protocol_for(settings: ServeConfig) -> type[GuardedH11Protocol]:
     """The protocol class carrying ``settings``' connection cap and head timeout."""
     return type(
         "DfxH11Protocol",
@@ -123,7 +123,7 @@ def protocol_for(settings: ServeSettings) -> type[GuardedH11Protocol]:
     )
 
 
-def uvicorn_config(app, settings: ServeSettings, host: str, port: int, **options):
+def uvicorn_config(app, settings: ServeConfig, host: str, port: int, **options):
     """The uvicorn.Config that serves ``app`` with ``settings``' limits."""
     import uvicorn
 
@@ -143,7 +143,7 @@ def uvicorn_config(app, settings: ServeSettings, host: str, port: int, **options
     )
 
 
-def serve(app, settings: ServeSettings, host: str, port: int) -> None:
+def serve(app, settings: ServeConfig, host: str, port: int) -> None:
     """Run ``app`` until SIGINT or SIGTERM (then the requests in flight finish)."""
     import uvicorn
 

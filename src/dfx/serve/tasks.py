@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from dfx.data.images import ImageBytes, displayed_size, load_rgb
+from dfx.data.decoding import ImageBytes, displayed_size, load_rgb
 from dfx.data.provenance import Provenance, read_provenance
 from dfx.errors import ImageReadError
 

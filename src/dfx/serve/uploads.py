@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dfx.data.images import ImageBytes
+from dfx.data.decoding import ImageBytes
 
 REQUIRES_EXTRA = "serve"
 """python-multipart parses the body: use this module after ``require('serve')``."""

@@ -1,16 +1,15 @@
-"""The inference runtimes: torch, ONNX Runtime and OpenVINO behind one call shape.
+"""The session backends: ONNX Runtime and OpenVINO behind the torch module's call shape.
 
 A detector's network is always a callable ``images (B, 3, H, W) → logits (B, 3)``. With
-the torch runtime it is the ``nn.Module`` itself; with ONNX Runtime or OpenVINO it is a
+the torch backend it is the ``nn.Module`` itself; with ONNX Runtime or OpenVINO it is a
 :class:`SessionNetwork`, a module without parameters whose forward pass hands the batch
 to the session. Everything that runs a detector (prediction, evaluation, the robustness
-runs) therefore works with every runtime unchanged.
+runs) therefore works with every backend unchanged. Which backend runs is decided in
+:mod:`dfx.models.inference_settings`.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,50 +18,7 @@ import torch
 from torch import nn
 
 from dfx.errors import DfxError
-from dfx.extras import MissingExtra
-
-RUNTIMES: tuple[str, ...] = ("auto", "torch", "onnxruntime", "openvino")
-"""Values of ``--runtime``."""
-
-SESSION_RUNTIMES: tuple[str, ...] = ("onnxruntime", "openvino")
-"""Runtimes that run an ONNX graph rather than the torch module."""
-
-_PACKAGES = {
-    "onnxruntime": ("onnxruntime", "onnx"),
-    "openvino": ("openvino", "openvino"),
-}
-
-
-def check_runtime_name(name: str) -> str:
-    """``name`` in lower case, or one sentence listing the runtimes."""
-    name = name.strip().lower()
-    if name not in RUNTIMES:
-        raise DfxError(f"`runtime` {name!r} is not one of {', '.join(RUNTIMES)}.")
-    return name
-
-
-def is_installed(runtime: str) -> bool:
-    """Whether ``runtime``'s package can be imported (torch always can)."""
-    if runtime == "torch":
-        return True
-    return importlib.util.find_spec(_PACKAGES[runtime][0]) is not None
-
-
-def require(runtime: str):
-    """Import ``runtime``'s package, or fail with one sentence naming the extra to install."""
-    module, extra = _PACKAGES[runtime]
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MissingExtra(extra) from None
-
-
-def require_onnx():
-    """Import the ``onnx`` package (export and model metadata), or one sentence naming the extra."""
-    try:
-        return importlib.import_module("onnx")
-    except ImportError:
-        raise MissingExtra("onnx") from None
+from dfx.extras import require
 
 
 def cpu_has_native_bf16() -> bool:
@@ -78,8 +34,8 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-def session_precision(runtime: str, precision: str) -> str:
-    """``--precision`` for a session runtime, checked before any export or compilation.
+def session_precision(backend: str, precision: str) -> str:
+    """``--precision`` for a session backend, checked before any export or compilation.
 
     auto and fp32 are fp32 (exact); bf16 is OpenVINO's inference hint, on CPUs that
     compute bf16 natively.
@@ -87,10 +43,10 @@ def session_precision(runtime: str, precision: str) -> str:
     precision = precision.strip().lower()
     if precision in ("auto", "fp32"):
         return "fp32"
-    if precision != "bf16" or runtime == "onnxruntime":
-        others = "openvino or torch" if runtime == "onnxruntime" else "torch"
+    if precision != "bf16" or backend == "onnxruntime":
+        others = "openvino or torch" if backend == "onnxruntime" else "torch"
         raise DfxError(
-            f"the {runtime} runtime runs fp32{' or bf16' if runtime == 'openvino' else ' only'}; "
+            f"the {backend} runtime runs fp32{' or bf16' if backend == 'openvino' else ' only'}; "
             f"use the {others} `runtime` for `precision` {precision}."
         )
     if not cpu_has_native_bf16():
@@ -102,10 +58,10 @@ def session_precision(runtime: str, precision: str) -> str:
 
 
 def session_network(
-    runtime: str, graph: Path, threads: int, device: torch.device, precision: str
+    backend: str, graph: Path, threads: int, device: torch.device, precision: str
 ) -> SessionNetwork:
-    """The network of an ONNX graph file under ``runtime`` (onnxruntime or openvino)."""
-    build = onnxruntime_network if runtime == "onnxruntime" else openvino_network
+    """The network of an ONNX graph file under ``backend`` (onnxruntime or openvino)."""
+    build = onnxruntime_network if backend == "onnxruntime" else openvino_network
     return build(graph, threads, device, precision)
 
 
@@ -116,9 +72,9 @@ class SessionNetwork(nn.Module):
     made contiguous float32 NCHW arrays, the layout the exported graph expects.
     """
 
-    def __init__(self, runtime: str, run: Callable[[np.ndarray], np.ndarray], precision: str):
+    def __init__(self, backend: str, run: Callable[[np.ndarray], np.ndarray], precision: str):
         super().__init__()
-        self.runtime = runtime
+        self.backend = backend
         """``onnxruntime`` or ``openvino``."""
         self.precision = precision
         """``fp32`` (exact) or ``bf16`` (OpenVINO's bf16 inference hint)."""
@@ -129,7 +85,7 @@ class SessionNetwork(nn.Module):
         return torch.from_numpy(np.asarray(self._run(array), dtype=np.float32))
 
     def extra_repr(self) -> str:
-        return f"runtime={self.runtime}, precision={self.precision}"
+        return f"backend={self.backend}, precision={self.precision}"
 
 
 def onnxruntime_network(
@@ -140,7 +96,9 @@ def onnxruntime_network(
     On the CPU it runs fp32 only. On CUDA it takes TensorRT, then CUDA, from the installed
     onnxruntime-gpu package.
     """
-    ort = require("onnxruntime")
+    require("onnx", "onnxruntime")
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -172,7 +130,9 @@ def onnxruntime_network(
 
 def openvino_network(graph: Path, threads: int, device: torch.device, precision: str):
     """An OpenVINO CPU model compiled from an ONNX file, fp32 or with the bf16 hint."""
-    ov = require("openvino")
+    require("openvino", "openvino")
+    import openvino as ov
+
     if device.type != "cpu":
         raise DfxError("the openvino runtime runs on the CPU here; use `device` cpu.")
     hints = {"fp32": "f32", "bf16": "bf16"}

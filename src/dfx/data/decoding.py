@@ -1,10 +1,10 @@
-"""Recognise image files by content and decode them safely to RGB."""
+"""Decode image files (or their bytes) safely to RGB: accepted formats only, refusals from
+the header, each side shrunk for the model while decoding, EXIF orientation, modes."""
 
 from __future__ import annotations
 
 import io
 import os
-import stat
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,26 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from dfx.data.suffixes import IMAGE_SUFFIXES
+from dfx.data.discovery import EMPTY, FTYP_IMAGE_BRANDS, not_a_file_with_content, open_failure
 from dfx.errors import ImageReadError
 from dfx.limits import DEFAULT_MAX_PIXELS, MAX_ASPECT_RATIO
-
-# Leading bytes of the formats Pillow decodes that image data sets use in practice.
-_SIGNATURES: tuple[bytes, ...] = (
-    b"\x89PNG\r\n\x1a\n",
-    b"\xff\xd8\xff",  # JPEG
-    b"GIF87a",
-    b"GIF89a",
-    b"BM",  # BMP
-    b"II*\x00",  # TIFF, little endian
-    b"MM\x00*",  # TIFF, big endian
-)
-
-# Major brands of the ISO base media "ftyp" box that mark a still image: HEIC/HEIF (the
-# default format of iPhone cameras) and AVIF.
-_FTYP_IMAGE_BRANDS = frozenset(
-    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
-)
 
 HEIF_HINT = "a HEIC/HEIF image; install pillow-heif to read it (pip install pillow-heif)"
 """Why a HEIC file fails when the pillow-heif plugin is missing."""
@@ -165,28 +148,8 @@ ImageSource = str | Path | ImageBytes
 """What :func:`load_rgb` decodes: a file, or the bytes of one."""
 
 
-NOT_AN_IMAGE = "not an image by its content"
 NOT_DECODABLE = "not an image Pillow can decode"
-EMPTY = "empty file (0 bytes)"
-MISSING = "no such file or folder"
-"""The reason given for a path that names nothing, by the library and every command alike."""
-
-
-def not_an_image(path: str | Path) -> str | None:
-    """Why ``path`` is not an image file by its first bytes, or None when it looks like one."""
-    reason = not_a_file_with_content(path)
-    if reason is not None:
-        return reason
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(16)
-    except OSError as error:
-        return _open_failure(Path(path), error)
-    if head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
-        return None
-    if head[4:8] == b"ftyp" and head[8:12] in _FTYP_IMAGE_BRANDS:
-        return None
-    return NOT_AN_IMAGE
+"""The reason given for a file that no accepted format's plugin recognises."""
 
 
 def is_heif(path: ImageSource) -> bool:
@@ -196,50 +159,11 @@ def is_heif(path: ImageSource) -> bool:
             head = handle.read(12)
     except OSError:
         return False
-    return head[4:8] == b"ftyp" and head[8:12] in _FTYP_IMAGE_BRANDS - {b"avif", b"avis"}
+    return head[4:8] == b"ftyp" and head[8:12] in FTYP_IMAGE_BRANDS - {b"avif", b"avis"}
 
 
 def _openable_binary(source: ImageSource):
     return source.stream() if isinstance(source, ImageBytes) else open(source, "rb")
-
-
-def not_a_file_with_content(path: str | Path) -> str | None:
-    """Why ``path`` (symlinks followed) is not a non-empty regular file, or None.
-
-    Checked before opening: opening a named pipe would wait for a writer forever.
-    """
-    try:
-        status = os.stat(path)
-    except OSError as error:
-        return _open_failure(Path(path), error)
-    if stat.S_ISDIR(status.st_mode):
-        return "is a folder, not an image file"
-    if not stat.S_ISREG(status.st_mode):
-        return "not a regular file (a pipe, device or socket)"
-    if status.st_size == 0:
-        return EMPTY
-    return None
-
-
-def _open_failure(path: Path, error: OSError) -> str:
-    if isinstance(error, FileNotFoundError):
-        return "dangling symbolic link" if path.is_symlink() else MISSING
-    if isinstance(error, PermissionError):
-        return "permission denied"
-    if isinstance(error, IsADirectoryError):
-        return "is a folder, not an image file"
-    return f"cannot open ({error.strerror or error})"
-
-
-def unreadable_image(path: str | Path, reason: str | None) -> bool:
-    """Whether a file that failed the content check (``reason``) is an image that failed.
-
-    Empty, unreadable or vanished files, and files with an image extension, are reported
-    as unreadable images; other files that are not images (README.txt) are passed over.
-    """
-    return reason is not None and (
-        reason != NOT_AN_IMAGE or Path(path).suffix.lower() in IMAGE_SUFFIXES
-    )
 
 
 CHECK_SIDE = 32
@@ -273,39 +197,6 @@ def decode_failures(
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         reasons = list(pool.map(check, paths))
     return {i: reason for i, reason in enumerate(reasons) if reason is not None}
-
-
-def walk(root: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
-    """``os.walk`` in sorted order that enters symlinked folders, each real folder once.
-
-    Linked generator folders (e.g. on another disk) are scanned; a link back to a folder
-    already visited, such as a cycle, is not entered again, so a scan always ends.
-    """
-    visited: set[tuple[int, int]] = set()
-    for folder, dirnames, filenames in os.walk(root, followlinks=True):
-        try:
-            identity = os.stat(folder)
-        except OSError:
-            dirnames[:] = []
-            continue
-        key = (identity.st_dev, identity.st_ino)
-        if key in visited:
-            dirnames[:] = []
-            continue
-        visited.add(key)
-        dirnames.sort()
-        yield Path(folder), dirnames, sorted(filenames)
-
-
-def iter_files(root: Path) -> Iterator[Path]:
-    """Every file below ``root`` in sorted order (see :func:`walk`); hidden files are skipped.
-
-    Links to files (dangling ones included) are listed like files.
-    """
-    for folder, _, filenames in walk(root):
-        for name in filenames:
-            if not name.startswith("."):
-                yield folder / name
 
 
 TRUNCATION_SWITCH_ON = (
@@ -364,7 +255,7 @@ def load_rgb(
     except OSError as error:
         opening = (FileNotFoundError, PermissionError, IsADirectoryError)
         if not in_memory and isinstance(error, opening):
-            raise ImageReadError(_open_failure(path, error)) from error
+            raise ImageReadError(open_failure(path, error)) from error
         raise ImageReadError(f"corrupt or truncated image ({error})") from error
     except Image.DecompressionBombError as error:
         raise ImageReadError(f"too many pixels ({error})") from error
@@ -586,35 +477,3 @@ def to_rgb(image: Image.Image) -> Image.Image:
         # 16-bit grey: scale to 8 bits instead of clipping at 255.
         return _grey_to_8_bits(image).convert("RGB")
     return image.convert("RGB")
-
-
-def expand_inputs(
-    arguments: list[str | Path], skipped: dict[str, str] | None = None
-) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files as given, and the image files found in folders (recursively, by content).
-
-    Returns the inputs to classify and (path, reason) for arguments that name nothing.
-    Files in folders that should be images (an image extension, or empty, unreadable, a
-    dangling link) are inputs even when they cannot be images, so that decoding them gives
-    the reason the Python API gives; other non-image files are passed over, and ``skipped``,
-    when given, gets their path → reason.
-    """
-    files: list[Path] = []
-    problems: list[tuple[str, str]] = []
-    for argument in arguments:
-        path = Path(argument)
-        if path.is_dir():
-            found = len(files) + len(problems)
-            for file in iter_files(path):
-                reason = not_an_image(file)
-                if reason is None or unreadable_image(file, reason):
-                    files.append(file)  # a broken photo.jpg is an input, reported as such
-                elif skipped is not None:  # README.txt is passed over, for the caller to name
-                    skipped[str(file)] = reason
-            if len(files) + len(problems) == found:
-                problems.append((str(argument), "a folder with no image files in it"))
-        elif path.exists() or path.is_symlink():
-            files.append(path)
-        else:
-            problems.append((str(argument), MISSING))
-    return files, problems
