@@ -179,3 +179,37 @@ def test_library_audit_of_binary_layout_has_no_three_class_score(tmp_path):
     report = audit(tmp_path, records, workers=1)
     assert report.shortcut_score["three_class"] is None
     assert report.shortcut_score["real_vs_fake"] is not None
+
+
+def test_a_class_of_fewer_than_two_images_has_a_null_score(tmp_path):
+    for label, count in (("dm", 1), ("gan", 6), ("real", 6)):
+        folder = tmp_path / "data" / label / "one"
+        folder.mkdir(parents=True)
+        for i in range(count):
+            Image.new("RGB", (16 + i, 16), (30 * i, 0, 0)).save(folder / f"{i}.png")
+    code, document, stderr = _audit_json(str(tmp_path / "data"))
+    assert code == 0, stderr
+    assert document["shortcut_score"]["three_class"] is None  # dm has one image
+    assert isinstance(document["shortcut_score"]["real_vs_fake"], float)  # 7 fake, 6 real
+    assert "null" in runner.invoke(app, ["audit", str(tmp_path / "data"), "--json"]).stdout
+
+
+@pytest.mark.parametrize("real_jpegs, warned", [(12, True), (11, False)])
+def test_the_warning_starts_exactly_at_0_8(tmp_path, real_jpegs, warned):
+    """20 real and 20 fake images, the same pixels; only the real ones are ever JPEG. The
+    tree finds every real JPEG and nothing else: a balanced accuracy of (12/20 + 1) / 2 =
+    0.8 exactly, or (11/20 + 1) / 2 = 0.775."""
+    picture = Image.new("RGB", (24, 24), (90, 120, 150))
+    for folder, jpegs in (("0_real", real_jpegs), ("1_fake", 0)):
+        (tmp_path / folder).mkdir()
+        for i in range(20):
+            if i < jpegs:
+                picture.save(tmp_path / folder / f"{i}.jpg", quality=90)
+            else:
+                picture.save(tmp_path / folder / f"{i}.png")
+    code, document, stderr = _audit_json(str(tmp_path))
+    assert code == 0, stderr
+    assert document["shortcut_warning_at"] == 0.8
+    assert document["shortcut_score"]["real_vs_fake"] == pytest.approx(0.8 if warned else 0.775)
+    assert document["shortcut_warning"] is warned
+    assert ("warning: container traits alone tell the classes apart" in stderr) is warned

@@ -7,11 +7,10 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from dfx.fingerprint import file_sha256
 from tests.helpers import assert_user_error, evaluate_test_split, invoke
-
-yaml = pytest.importorskip("yaml")
 
 
 def split_card(text: str) -> tuple[dict, str]:

@@ -10,21 +10,24 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import typer
 
+import dfx
 from dfx.cli import app
-from tests.helpers import TINY_RUN, assert_user_error, invoke
-
-SRC = Path(__file__).resolve().parents[1] / "src"
+from tests import awkward
+from tests.helpers import DFX, SKIP_AS_ROOT, TINY_RUN, assert_user_error, invoke
 
 
 def run_dfx(*args, env: dict | None = None, stdout=subprocess.PIPE, timeout: int = 300):
-    """``python -m dfx ARGS`` from the source tree; reports whether torch was imported."""
+    """The installed ``dfx ARGS`` in a child process; reports whether torch was imported."""
     probe = (
         "import atexit, runpy, sys\n"
         "atexit.register(lambda: sys.stderr.write(f\"\\nTORCH={'torch' in sys.modules}\\n\"))\n"
@@ -32,7 +35,7 @@ def run_dfx(*args, env: dict | None = None, stdout=subprocess.PIPE, timeout: int
         "runpy.run_module('dfx', run_name='__main__')\n"
     )
     inherited = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
-    environment = inherited | {"PYTHONPATH": str(SRC), "COLUMNS": "100"} | (env or {})
+    environment = inherited | {"COLUMNS": "100"} | (env or {})
     return subprocess.run(
         [sys.executable, "-c", probe],
         stdout=stdout,
@@ -449,9 +452,10 @@ def test_no_library_message_spells_a_command_line_option():
     import ast
     import re
 
-    library = [p for p in (SRC / "dfx").rglob("*.py") if "cli" not in p.relative_to(SRC).parts]
+    package = Path(dfx.__file__).parent  # the installed package
+    library = [p for p in package.rglob("*.py") if "cli" not in p.relative_to(package).parts]
     offenders = [
-        f"{path.relative_to(SRC)}: {text!r}"
+        f"{path.relative_to(package.parent)}: {text!r}"
         for path in library
         for text in _raised_texts(ast.parse(path.read_text()))
         # A command quoted whole ('dfx split --help') is a pointer, torchrun's options are not ours.
@@ -575,3 +579,93 @@ def test_dfx_debug_environment_variable_shows_tracebacks(tmp_path, debug):
     assert run.returncode == 2
     assert ("Traceback" in run.stderr) == bool(debug), run.stderr
     assert "missing" in run.stderr.strip().splitlines()[-1]
+
+
+# --- an output folder that refuses files; Ctrl-C --------------------------------------------
+
+
+@pytest.fixture(params=["read-only", "kernel"])
+def refusing_folder(request, tmp_path):
+    """A folder that takes no new file: mode 0o555 (root ignores it), or under /proc."""
+    if request.param == "kernel":
+        if not Path("/proc/self").is_dir():
+            pytest.skip("needs /proc (Linux)")
+        yield Path("/proc") / f"dfx-output-{os.getpid()}"
+        return
+    if awkward.running_as_root():
+        pytest.skip(SKIP_AS_ROOT)
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        yield folder
+    finally:
+        folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", ["train-base", "predict", "evaluate", "explain"])
+def test_an_output_folder_that_refuses_files_is_exit_2_before_any_work(
+    trained, refusing_folder, command
+):
+    image = str(next((trained["manifest"].parent / "data" / "real").rglob("*.png")))
+    model, manifest = trained["model"], trained["manifest"]
+    args = {
+        "train-base": ["train-base", "-m", manifest, "--target", "real", *TINY_RUN,
+                       "-o", refusing_folder],
+        "predict": ["predict", "-M", model, image, "-o", refusing_folder / "out.json"],
+        "evaluate": ["evaluate", "--model", model, "-m", manifest, "--plots", refusing_folder],
+        "explain": ["explain", "-M", model, image, "-o", refusing_folder],
+    }[command]  # fmt: skip
+    result = invoke(*args)
+    existing = refusing_folder if refusing_folder.is_dir() else refusing_folder.parent
+    assert_user_error(result, f"the folder {existing} does not accept files")
+    assert ": started" not in result.stderr  # no progress: nothing was read or trained
+    assert not refusing_folder.is_dir() or list(refusing_folder.iterdir()) == []
+
+
+def interrupted_once_working(args, working, timeout: float = 120) -> tuple[int, str, str]:
+    """The installed ``dfx ARGS``, sent SIGINT (Ctrl-C) once ``working(stdout, stderr)``;
+    its exit status and output."""
+    process = subprocess.Popen(
+        [*DFX, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Ctrl-C as in a terminal, even where the suite runs with SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    out, err = [], []
+    readers = [threading.Thread(target=lambda s=s, into=into: into.extend(iter(s.readline, "")),
+                                daemon=True)
+               for s, into in ((process.stdout, out), (process.stderr, err))]  # fmt: skip
+    for reader in readers:
+        reader.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not working("".join(out), "".join(err)):
+            assert process.poll() is None, f"ended ({process.returncode}) first: {''.join(err)}"
+            assert time.monotonic() < deadline, f"no work began: {''.join(err)}"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    for reader in readers:
+        reader.join(timeout=30)
+    return code, "".join(out), "".join(err)
+
+
+def test_ctrl_c_in_predict_and_evaluate_exits_130(trained):
+    data = trained["manifest"].parent / "data"
+    slow = ["--device", "cpu", "--batch-size", "1", "--workers", "0"]
+    code, out, err = interrupted_once_working(
+        ["predict", "-M", trained["model"], data, "--json", *slow],
+        lambda out, err: out.count("\n") >= 1,  # a first record: predicting has begun
+    )
+    assert code == 130, err
+    assert 1 <= out.count("\n") < 1200 and "Traceback" not in err
+    code, out, err = interrupted_once_working(
+        ["evaluate", "--model", trained["model"], "-m", trained["manifest"], *slow],
+        lambda out, err: ": started" in err,  # its progress has begun
+    )
+    assert code == 130, err
+    assert out == "" and "Traceback" not in err

@@ -65,6 +65,43 @@ def test_content_decides_not_the_extension(corpus):
     assert not_an_image(corpus / "text_named.png") == "not an image by its content"
 
 
+@pytest.mark.parametrize("format_name", ["BMP", "TIFF", "AVIF"])
+def test_bmp_tiff_and_avif_are_recognised_by_content(tmp_path, format_name):
+    """Named as another format, or as no image at all: the bytes decide."""
+    picture = Image.new("RGB", (24, 16), (200, 30, 30))
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    names = [f"{format_name.lower()}_named.png", f"{format_name.lower()}_named.jpg",
+             f"{format_name.lower()}.dat"]  # fmt: skip
+    options = {"quality": 95} if format_name == "AVIF" else {}
+    for name in names:
+        picture.save(folder / name, format_name, **options)
+    (folder / "notes.dat").write_text("not an image")
+    found, missing = expand_inputs([folder])
+    assert sorted(p.name for p in found) == sorted(names) and missing == []
+    for name in names:
+        assert not_an_image(folder / name) is None, name
+        decoded = pixels(folder / name)
+        assert decoded.shape == (16, 24, 3)
+        assert np.abs(decoded[8, 12].astype(int) - [200, 30, 30]).max() <= 8, name
+
+
+def test_the_pixel_limit_defaults_to_89_478_485(trained, tmp_path):
+    """9460 × 9460 = 89,491,600 pixels is over the default of the library and of every
+    command (a one-bit PNG of about 11 KB, refused from its header)."""
+    from tests.helpers import invoke
+
+    big = tmp_path / "big.png"
+    Image.new("1", (9460, 9460)).save(big)
+    expected = "too many pixels (9460×9460 = 89,491,600 > the limit of 89,478,485)"
+    with pytest.raises(ImageReadError) as refused:
+        load_rgb(big)
+    assert str(refused.value) == expected
+    result = invoke("predict", "-M", trained["model"], big, "--json", "--device", "cpu")
+    assert result.exit_code == 1, result.output  # the one input failed
+    assert json.loads(result.stdout)["error"] == expected
+
+
 def test_pixel_limit_is_per_file(corpus):
     assert pixels(corpus / awkward.BIG).shape == (1000, 1000, 3)
     with pytest.raises(ImageReadError, match="too many pixels .*1,000,000 > the limit of 500,000"):

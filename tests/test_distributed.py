@@ -20,7 +20,6 @@ from dfx.errors import DfxError
 from tests.compare import assert_same_up_to_rounding, without_decimals
 from tests.helpers import assert_user_error, invoke
 
-SRC = Path(__file__).resolve().parents[1] / "src"
 TINY = ["--backbone", "tiny", "--weights", "none", "--image-size", "32"]
 CPU = ["--device", "cpu", "--workers", "0"]
 
@@ -295,11 +294,11 @@ def test_error_sentences_keep_square_brackets(capsys):
 
 
 def torchrun(*args, processes: int = 2) -> subprocess.CompletedProcess:
-    """Run ``dfx ARGS`` under torchrun (or plainly with ``processes=1``), from the source tree."""
+    """Run the installed ``dfx ARGS`` under torchrun (or plainly with ``processes=1``)."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     launcher += ["--nproc-per-node", str(processes), "-m", "dfx"]
     command = launcher if processes > 1 else [sys.executable, "-m", "dfx"]
-    env = os.environ | {"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    env = os.environ | {"OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     return subprocess.run(
         [*command, *map(str, args)], env=env, capture_output=True, text=True, timeout=300
     )
@@ -439,7 +438,7 @@ def test_the_python_api_predicts_every_image_once_under_torchrun(trained, odd_fo
         result = subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", *launcher, trained["model"], out,
              *images],
-            env=os.environ | {"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"},
+            env=os.environ | {"OMP_NUM_THREADS": "1"},
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         succeeded(result)

@@ -4,6 +4,7 @@ honest offline behaviour, and nothing past --quiet but results."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -20,7 +21,7 @@ from dfx.checkpoint import DETECTOR_FORMAT, load_model_file
 from dfx.classes import CLASSES
 from dfx.data.manifest import read_manifest
 from tests.helpers import TINY_RUN, assert_user_error, invoke
-from tests.test_cli_conventions import SRC, run_dfx, stderr_of
+from tests.test_cli_conventions import run_dfx, stderr_of
 
 CPU = ["--device", "cpu", "--workers", "0"]
 
@@ -212,7 +213,8 @@ def closed_port() -> int:
 
 
 def test_an_unreachable_hub_is_one_sentence_at_once_and_the_cache_serves(trained, tmp_path):
-    pytest.importorskip("huggingface_hub")
+    import huggingface_hub  # noqa: F401  (the hub extra, which the test extra brings)
+
     from tests.test_model_source import COMMIT, hub_cache
 
     model = Path(trained["model"]).read_bytes()
@@ -262,8 +264,8 @@ def test_compiling_on_a_cpu_says_nothing_of_cuda(tmp_path):
     toolkit = tmp_path / "cuda"
     toolkit.mkdir()  # a CUDA toolkit without a GPU: torch's warning case
     code = "from dfx.engine.device import resolve_placement; resolve_placement('cpu', 'auto', True)"
-    env = {"PYTHONPATH": str(SRC), "CUDA_HOME": str(toolkit), "CUDA_VISIBLE_DEVICES": "",
-           "PATH": "/usr/bin:/bin"}  # fmt: skip
+    env = os.environ | {"CUDA_HOME": str(toolkit), "CUDA_VISIBLE_DEVICES": "",
+                        "PATH": "/usr/bin:/bin"}  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -388,7 +390,7 @@ def test_quiet_leaves_results_alone_on_stdout_for_every_command(
 
 def test_the_docs_quote_the_figures_of_the_demo_run():
     """docs/demo-figures.json is ``benchmarks/demo_figures.py --json``; the docs quote it."""
-    root = SRC.parent
+    root = Path(__file__).resolve().parents[1]
     figures = json.loads((root / "docs" / "demo-figures.json").read_text())
     demo = (root / "docs" / "demo.md").read_text()
     usage = (root / "docs" / "usage.md").read_text()

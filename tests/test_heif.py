@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
+import pillow_heif
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -16,7 +16,6 @@ from dfx.cli import app
 from dfx.data.decoding import load_rgb
 from dfx.data.discovery import expand_inputs, not_an_image
 
-pillow_heif = pytest.importorskip("pillow_heif")
 runner = CliRunner()
 
 

@@ -1,6 +1,6 @@
 """Hostile inputs against a live ``dfx serve`` (docs/reliability.md, "The service under attack").
 
-One real server (``python -m dfx serve``) on 127.0.0.1, on a free port, with 256 file
+One real server (the installed ``dfx serve``) on 127.0.0.1, on the port it binds, with 256 file
 descriptors, runs the whole series. Each attack asserts its answer (a 4xx or an error
 record, or a bounded answer), a time bound, the memory of the server and its workers, and
 that /healthz keeps answering in under a second while it runs (polled from a thread). Every
@@ -12,25 +12,19 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
-import os
 import resource
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
+from PIL import Image, PngImagePlugin
 
-pytest.importorskip("fastapi", reason='needs the serve extra: pip install "deepfeaturex[serve]"')
-pytest.importorskip("uvicorn", reason='needs the serve extra: pip install "deepfeaturex[serve]"')
-
-import httpx  # noqa: E402
-from PIL import Image, PngImagePlugin  # noqa: E402
-
-from dfx.overlays import PANEL_SIDE  # noqa: E402
-from dfx.serve.app import OVERLAY_SIDE  # noqa: E402
+from dfx.overlays import PANEL_SIDE
+from dfx.serve.app import OVERLAY_SIDE
+from tests.helpers import LiveServer, live_server
 
 ANSWER_S = 10.0
 """Longest any hostile request may take to be answered."""
@@ -44,12 +38,6 @@ HEADER_TIMEOUT_S = 2.0
 DECODE_TIMEOUT_S = 6.0
 LEFT = "the client left"
 """What the server logs, once, for a client that leaves before its answer."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -67,63 +55,33 @@ def tree_rss_mb(pid: int) -> float:
     return total / 1024
 
 
-class Server:
-    def __init__(self, process: subprocess.Popen, url: str, log: Path) -> None:
-        self.process, self.url, self.log = process, url, log
-        self.start_rss = 0.0
-
-    def rss(self) -> float:
-        return tree_rss_mb(self.process.pid)
+def rss(server: LiveServer) -> float:
+    return tree_rss_mb(server.process.pid)
 
 
 @pytest.fixture(scope="module")
 def server(trained, tmp_path_factory):
     if not Path("/proc/self/status").exists():
         pytest.skip("measures memory through /proc (Linux)")
-    port = free_port()
     log = tmp_path_factory.mktemp("hostile") / "server.log"
-    command = [sys.executable, "-m", "dfx", "serve", "-M", str(trained["model"]),
-               "--device", "cpu", "--port", str(port), "--decode-workers", "2",
-               "--header-timeout", str(HEADER_TIMEOUT_S),
-               "--decode-timeout", str(DECODE_TIMEOUT_S)]  # fmt: skip
 
     def limit_files() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES))
 
-    environment = dict(os.environ)  # the installed dfx (an editable install in development)
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            command, env=environment, stdout=output, stderr=subprocess.STDOUT,
-            preexec_fn=limit_files,
-        )  # fmt: skip
-    running = Server(process, f"http://127.0.0.1:{port}", log)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the server did not start"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(running.url + "/readyz", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.2)
+    options = ["--decode-workers", "2", "--header-timeout", HEADER_TIMEOUT_S,
+               "--decode-timeout", DECODE_TIMEOUT_S]  # fmt: skip
+    with live_server(trained["model"], log, *options, preexec_fn=limit_files) as running:
         # One ordinary request first, so the start measures a server that has served.
         ordinary = httpx.post(running.url + "/v1/predict", files=[png_file("ok.png")], timeout=30)
         assert ordinary.status_code == 200
-        running.start_rss = running.rss()
+        running.start_rss = rss(running)
         yield running
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
 
 
 class Watch:
     """Polls /healthz and samples memory from a thread while an attack runs."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: LiveServer) -> None:
         self.server = server
         self.latencies: list[float] = []
         self.peak_rss = 0.0
@@ -144,11 +102,11 @@ class Watch:
                 latency = time.perf_counter() - started
                 self.latencies.append(latency if ok else float("inf"))
                 self._polled.set()
-                self.peak_rss = max(self.peak_rss, self.server.rss())
+                self.peak_rss = max(self.peak_rss, rss(self.server))
                 self._stop.wait(0.05)
 
     def __enter__(self) -> Watch:
-        self.before = self.server.rss()
+        self.before = rss(self.server)
         self._thread.start()
         # The attack starts once the poller runs (a fast attack would otherwise go unwatched).
         assert self._polled.wait(ANSWER_S), "/healthz did not answer before the attack"
@@ -157,7 +115,7 @@ class Watch:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(30)
-        self.peak_rss = max(self.peak_rss, self.server.rss())
+        self.peak_rss = max(self.peak_rss, rss(self.server))
         if exc[0] is not None:
             return
         assert self.latencies, "/healthz was never polled"
@@ -178,7 +136,7 @@ def png_file(name: str, data: bytes | None = None):
     return ("files", (name, data, "application/octet-stream"))
 
 
-def timed_post(server: Server, path: str, files, **params) -> httpx.Response:
+def timed_post(server: LiveServer, path: str, files, **params) -> httpx.Response:
     started = time.perf_counter()
     response = httpx.post(server.url + path, files=files, params=params, timeout=60)
     elapsed = time.perf_counter() - started
@@ -216,7 +174,6 @@ def test_thin_one_bit_images_in_one_request(server):
 
 def test_explain_of_a_large_zero_png_is_bounded(server):
     """An all-zero 9459 × 9459 RGB PNG (about 260 KB) to /v1/explain."""
-    pytest.importorskip("captum", reason='explanations need: pip install "deepfeaturex[explain]"')
     zeros = png_bytes(Image.new("RGB", (9459, 9459)))
     with Watch(server):
         response = timed_post(server, "/v1/explain", [png_file("zeros.png", zeros)])
@@ -243,7 +200,7 @@ def test_idle_sockets_are_closed_and_health_answers(server):
     with Watch(server), contextlib.ExitStack() as stack:
         sockets = []
         for index in range(100):
-            client = stack.enter_context(socket.create_connection(("127.0.0.1", port(server))))
+            client = stack.enter_context(socket.create_connection(("127.0.0.1", server.port)))
             if index % 2:
                 client.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
             sockets.append(client)
@@ -261,7 +218,7 @@ def test_connections_past_the_file_limit_get_503_and_no_log_flood(server):
     answers: dict[socket.socket, bytes] = {}
     with contextlib.ExitStack() as stack, selectors.DefaultSelector() as selector:
         for _ in range(OPEN_FILES + 50):
-            client = socket.create_connection(("127.0.0.1", port(server)), timeout=ANSWER_S)
+            client = socket.create_connection(("127.0.0.1", server.port), timeout=ANSWER_S)
             stack.callback(client.close)
             selector.register(client, selectors.EVENT_READ)
         # Those past the cap get a 503 and are closed at once; the others at the head timeout.
@@ -290,7 +247,7 @@ def test_a_client_leaving_mid_upload_or_before_its_answer_logs_one_line(server):
     with Watch(server):
         # predict: a third of the body, then gone; explain: all of it, then gone.
         for path, sent in (("/v1/predict", len(body) // 3), ("/v1/explain", len(body))):
-            with socket.create_connection(("127.0.0.1", port(server)), timeout=ANSWER_S) as client:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=ANSWER_S) as client:
                 client.sendall(
                     f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
                     f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n".encode()
@@ -323,12 +280,8 @@ def test_an_eps_upload_is_refused(server):
 def test_zz_memory_returns_after_the_series(server):
     """Runs last (file order): the server and its workers are back near their start."""
     deadline = time.monotonic() + 30
-    while server.rss() > 1.2 * server.start_rss and time.monotonic() < deadline:
+    while rss(server) > 1.2 * server.start_rss and time.monotonic() < deadline:
         time.sleep(0.5)
-    now = server.rss()
+    now = rss(server)
     assert now <= 1.2 * server.start_rss, f"{now:.0f} MiB after, {server.start_rss:.0f} before"
     assert "Traceback" not in server.log.read_text(errors="replace")
-
-
-def port(server: Server) -> int:
-    return int(server.url.rsplit(":", 1)[1])

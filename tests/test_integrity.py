@@ -14,13 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import dfx
 from dfx.atomic import atomic_write
 from dfx.data.manifest import make_manifest, read_manifest, write_manifest
 from dfx.errors import DfxError
 from dfx.fingerprint import file_digest
 from tests.helpers import TINY_RUN, assert_user_error, invoke, private_copy
-
-SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -53,8 +52,7 @@ def test_killed_process_leaves_the_old_file_and_its_litter_is_cleaned(tmp_path, 
             os._exit(9)  # dies like a SIGKILL: no cleanup code runs
         """
     )
-    env = os.environ | {"PYTHONPATH": str(SRC)}
-    done = subprocess.run([sys.executable, "-c", script], env=env, timeout=60)
+    done = subprocess.run([sys.executable, "-c", script], timeout=60)
     assert done.returncode == 9
     assert target.read_bytes() == b"old and complete"
     assert len(leftovers(tmp_path)) == 1  # the dead writer's temporary file
@@ -107,7 +105,7 @@ def test_atomic_write_follows_symlinks_and_streams_into_pipes(tmp_path):
 
 def test_every_writer_goes_through_atomic_write():
     # Writers of checkpoints, detector files, manifests, histories, reports and resume state.
-    sources = {p.name: p.read_text() for p in (SRC / "dfx").rglob("*.py")}
+    sources = {p.name: p.read_text() for p in Path(dfx.__file__).parent.rglob("*.py")}
     for name in ("checkpoint.py", "manifest.py", "loop.py", "report.py", "train_state.py"):
         assert "atomic_write(" in sources[name], name
     offenders = [

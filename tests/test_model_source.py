@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import ipaddress
+import ssl
 import sys
 import threading
 from pathlib import Path
@@ -231,7 +233,8 @@ def hub_cache(root: Path, repo: str, files: dict[str, bytes], ref: str = "main")
 
 
 def test_hub_reference_offline_from_the_cache(trained, offline_env, monkeypatch):
-    pytest.importorskip("huggingface_hub")
+    import huggingface_hub  # noqa: F401  (the hub extra, which the test extra brings)
+
     model = Path(trained["model"]).read_bytes()
     sha256 = hashlib.sha256(model).hexdigest()
     folder = hub_cache(offline_env / "hf", "lab/dfx-demo", {"model.pt": model})
@@ -256,3 +259,66 @@ def test_hub_reference_without_the_extra_names_it(trained, offline_env, monkeypa
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails as if absent
     result = predict(trained, "hf://lab/dfx-demo/model.pt")
     assert_user_error(result, 'pip install "deepfeaturex[hub]"')
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key (cryptography, which the c2pa extra
+    brings): the certificate file and the key file."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))  # fmt: skip
+    return cert_file, key_file
+
+
+def test_an_https_reference_needs_no_sha256_and_a_trusted_certificate(
+    trained, served, tmp_path, monkeypatch
+):
+    server, model, sha256 = served
+    cert_file, key_file = self_signed_certificate(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    server.httpd.socket = context.wrap_socket(server.httpd.socket, server_side=True)
+    url = server.url("/det/model.pt").replace("http://", "https://")
+    untrusted = predict(trained, url, "--json")  # the system's CAs do not know the certificate
+    assert_user_error(untrusted, f"cannot download {url}", "CERTIFICATE_VERIFY_FAILED")
+    assert cached_files() == []
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))  # now trusted, as a private CA would be
+    trusted = predict(trained, url, "--json")
+    assert trusted.exit_code == 0, trusted.output
+    assert f"downloaded {url} (sha256 {sha256})" in " ".join(trusted.stderr.split())
+    [kept] = cached_files()
+    assert kept.read_bytes() == model and server.requests.count("/det/model.pt") == 1
+
+
+def test_downloads_are_kept_under_the_home_cache_without_dfx_home(trained, served, tmp_path,
+                                                                  monkeypatch):  # fmt: skip
+    server, model, sha256 = served
+    monkeypatch.delenv("DFX_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    result = predict(trained, server.url("/det/model.pt"), "--sha256", sha256, "--json")
+    assert result.exit_code == 0, result.output
+    default = tmp_path / "home" / ".cache" / "dfx" / "models"  # ~/.cache/dfx/models
+    [kept] = (p for p in default.rglob("*") if p.is_file())
+    assert kept.read_bytes() == model

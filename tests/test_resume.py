@@ -20,8 +20,6 @@ from dfx.engine.batches import TensorBatches
 from dfx.errors import TrainingInterrupted
 from tests.helpers import TINY_RUN, assert_user_error, invoke
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-
 # Run in a child process: calls the CLI; if KILL_IN_EPOCH is set, the shuffle sampler of
 # that epoch sends KILL_SIGNAL (SIGKILL by default) to its own process after KILL_AFTER
 # indices (mid-epoch).
@@ -53,7 +51,6 @@ CHILD = textwrap.dedent(
 
 def run_child(args, kill_in_epoch: int = 0, signal: str = "SIGKILL"):
     env = os.environ | {
-        "PYTHONPATH": str(SRC),
         "OMP_NUM_THREADS": "1",
         "KILL_IN_EPOCH": str(kill_in_epoch),
         "KILL_AFTER": "10",  # mid-epoch: the 'real' base model trains on about 20 images

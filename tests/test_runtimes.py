@@ -7,6 +7,7 @@ import json
 import sys
 
 import numpy as np
+import onnxruntime  # noqa: F401  (the onnx extra: every test here needs it)
 import pytest
 import torch
 from PIL import Image
@@ -26,11 +27,10 @@ from dfx.models.backbones import get_spec
 from dfx.models.detector import build_detector_network
 from dfx.models.inference_settings import choose_backend, settings_for
 from dfx.threshold import Threshold
-from tests.helpers import assert_user_error, invoke
+from tests.helpers import SKIP_WITHOUT_OPENVINO, assert_user_error, invoke
 
-onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
-needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed")
+needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason=SKIP_WITHOUT_OPENVINO)
 
 
 @pytest.fixture(autouse=True)
@@ -304,7 +304,8 @@ def test_auto_runs_a_measured_family_through_onnxruntime_on_the_cpu(tmp_path, mo
 
 
 def test_an_onnx_detector_cannot_explain_and_says_why(exported):
-    pytest.importorskip("captum")
+    import captum  # noqa: F401  (the explain extra, which the test extra brings)
+
     detector = dfx.load_detector(exported[0], device="cpu")
     image = Image.fromarray(np.zeros((40, 48, 3), np.uint8))
     with pytest.raises(DfxError, match="explanations need gradients.*explain the .pt file"):

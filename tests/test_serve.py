@@ -11,7 +11,8 @@ import asyncio
 import base64
 import contextlib
 import io
-import os
+import json
+import re
 import shutil
 import signal
 import socket
@@ -23,28 +24,22 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
+import numpy as np
 import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
 
-pytest.importorskip(
-    "fastapi", reason='dfx serve needs the serve extra: pip install "deepfeaturex[serve]"'
-)
-pytest.importorskip("uvicorn", reason='dfx serve needs uvicorn: pip install "deepfeaturex[serve]"')
+from dfx.api import load_detector
+from dfx.fingerprint import file_sha256
+from dfx.serve import MicroBatcher, QueueFull, ServeConfig, create_app
+from dfx.serve.pool import TaskFailed, TaskTimeout, WorkerPool
+from dfx.serve.server import max_connections, uvicorn_config
+from dfx.serve.uploads import UploadError, read_uploads
+from tests import awkward
+from tests.compare import assert_same_up_to_rounding
+from tests.helpers import DFX, assert_user_error, invoke, live_server
 
-import httpx  # noqa: E402  (after the skip; the test extra brings it for the test client)
-from fastapi.testclient import TestClient  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from dfx.api import load_detector  # noqa: E402
-from dfx.fingerprint import file_sha256  # noqa: E402
-from dfx.serve import MicroBatcher, QueueFull, ServeConfig, create_app  # noqa: E402
-from dfx.serve.pool import TaskFailed, TaskTimeout, WorkerPool  # noqa: E402
-from dfx.serve.server import max_connections, uvicorn_config  # noqa: E402
-from dfx.serve.uploads import UploadError, read_uploads  # noqa: E402
-from tests import awkward  # noqa: E402
-from tests.compare import assert_same_up_to_rounding  # noqa: E402
-from tests.helpers import assert_user_error, invoke  # noqa: E402
-
-SRC = Path(__file__).resolve().parents[1] / "src"
 TIMEOUT = 30.0
 """Seconds any one request, start or stop may take before the test fails."""
 MAX_PIXELS = 500_000
@@ -163,7 +158,6 @@ def test_a_request_threshold_decides_that_request_only(client, good):
 
 
 def test_explain_gives_the_record_of_explain_and_its_pictures(client, detector, good):
-    pytest.importorskip("captum", reason='explanations need: pip install "deepfeaturex[explain]"')
     response = client.post("/v1/explain", files=form(good[2]))
     assert response.status_code == 200, response.text
     record = response.json()
@@ -180,7 +174,6 @@ def test_explain_gives_the_record_of_explain_and_its_pictures(client, detector, 
 
 
 def test_explain_takes_the_target_and_method_of_the_command(client, detector, good):
-    pytest.importorskip("captum", reason='explanations need: pip install "deepfeaturex[explain]"')
     query = {"target": "gan", "method": "gradcam-relative"}
     response = client.post("/v1/explain", params=query, files=form(good[0]))
     assert response.status_code == 200, response.text
@@ -284,6 +277,101 @@ def test_not_ready_until_loaded_and_warmed_up(detector, trained, good):
             loaded.set()
         wait_ready(starting.get)
         assert starting.post("/v1/predict", files=form(good[0])).status_code == 200
+
+
+class HeldDetector:
+    """The detector, whose predict waits for ``release`` while ``hold`` is set (and says
+    that it has been reached through ``entered``)."""
+
+    def __init__(self, detector) -> None:
+        self._detector = detector
+        self.hold, self.entered, self.release = (threading.Event() for _ in range(3))
+
+    def __getattr__(self, name):
+        return getattr(self._detector, name)
+
+    def predict(self, *args, **kwargs):
+        if self.hold.is_set():
+            self.entered.set()
+            self.release.wait(TIMEOUT)
+        return self._detector.predict(*args, **kwargs)
+
+
+def test_no_result_within_the_request_timeout_is_504(detector, trained, good):
+    held = HeldDetector(detector)
+    with TestClient(create_app(held, settings_for(trained, request_timeout_s=1))) as slow:
+        wait_ready(slow.get)
+        held.hold.set()
+        try:
+            started = time.monotonic()
+            body = assert_error(slow.post("/v1/predict", files=form(good[0])), 504, "timeout")
+            assert time.monotonic() - started < TIMEOUT and held.entered.is_set()
+            assert body["detail"] == "no result within 1 s."
+        finally:
+            held.hold.clear()
+            held.release.set()
+        assert slow.post("/v1/predict", files=form(good[0])).status_code == 200
+
+
+def test_requests_while_shutting_down_get_503_and_the_one_in_flight_finishes(
+    detector, trained, good, expected
+):
+    held = HeldDetector(detector)
+    answers = {}
+    with ThreadPoolExecutor(2) as pool:
+        with TestClient(create_app(held, settings_for(trained))) as stopping:
+            wait_ready(stopping.get)
+            held.hold.set()
+            in_flight = pool.submit(stopping.post, "/v1/predict", files=form(good[0]))
+            assert held.entered.wait(TIMEOUT)
+
+            def during_shutdown():
+                try:
+                    deadline = time.monotonic() + TIMEOUT
+                    while (ready := stopping.get("/readyz")).status_code == 200:
+                        assert time.monotonic() < deadline, "shutdown did not begin"
+                        time.sleep(0.02)
+                    answers["readyz"] = ready
+                    answers["predict"] = stopping.post("/v1/predict", files=form(good[1]))
+                finally:
+                    held.release.set()
+
+            late = pool.submit(during_shutdown)
+        # Leaving the block shut the application down, which waited for the held request.
+        late.result(TIMEOUT)
+        first = in_flight.result(TIMEOUT)
+    for name in ("readyz", "predict"):
+        assert_error(answers[name], 503, "shutting down")
+        assert int(answers[name].headers["Retry-After"]) >= 1
+    assert first.status_code == 200
+    assert_same_up_to_rounding(first.json(), [expected[good[0].name]])
+
+
+def test_explain_without_the_explain_extra_is_501(client, good, monkeypatch):
+    for module in ("captum", "captum.attr"):
+        monkeypatch.setitem(sys.modules, module, None)  # import captum.attr fails
+    body = assert_error(client.post("/v1/explain", files=form(good[0])), 501, "not installed")
+    assert 'pip install "deepfeaturex[explain]"' in body["detail"]
+    assert client.post("/v1/predict", files=form(good[0])).status_code == 200
+
+
+def test_a_decode_past_the_decode_timeout_is_an_error_record(detector, trained, good, tmp_path):
+    noise = np.random.default_rng(0).integers(0, 256, (2000, 2000, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "noise.png")  # about 12 MB, tens of ms to decode
+    settings = settings_for(trained, decode_timeout_s=0.005, max_pixels=None)
+    with TestClient(create_app(detector, settings)) as strict:
+        wait_ready(strict.get)
+        response = strict.post("/v1/predict", files=form(tmp_path / "noise.png", good[0]))
+        assert response.status_code == 200, response.text
+        slow, small = response.json()
+        assert slow["error"] == "decoding took longer than 0.005 s", slow
+        assert slow["path"] == "noise.png" and slow.get("label") is None
+        assert small["error"] is None or small["error"] == "decoding took longer than 0.005 s"
+    # The limit is the service's own: the default 10 s decodes the same upload.
+    with TestClient(create_app(detector, settings_for(trained, max_pixels=None))) as usual:
+        wait_ready(usual.get)
+        [record] = usual.post("/v1/predict", files=form(tmp_path / "noise.png")).json()
+        assert record["error"] is None and record["label"] in ("dm", "gan", "real")
 
 
 def test_a_full_queue_is_503_and_health_answers_while_the_model_works(detector, trained, good):
@@ -484,11 +572,25 @@ def test_a_task_past_its_timeout_is_killed_and_the_worker_replaced():
     assert run_pool(1, 1, jobs) == 1
 
 
-def test_an_abandoned_task_is_killed_and_the_next_runs():
+def touch_then_sleep(path: Path, seconds: float) -> str:
+    """Code for ``exec`` in a worker: it creates ``path`` (so the test sees it start), then
+    sleeps."""
+    return f"import pathlib, time; pathlib.Path({str(path)!r}).touch(); time.sleep({seconds})"
+
+
+async def until_exists(path: Path) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not path.exists():
+        assert time.monotonic() < deadline, f"no {path.name} within {TIMEOUT} s"
+        await asyncio.sleep(0.01)
+
+
+def test_an_abandoned_task_is_killed_and_the_next_runs(tmp_path):
     async def jobs(pool):
         [before] = pool.pids()
-        abandoned = asyncio.ensure_future(pool.run(object(), 30, time.sleep, 20))
-        await asyncio.sleep(0.3)  # let it start in the worker
+        code = touch_then_sleep(tmp_path / "started", 20)
+        abandoned = asyncio.ensure_future(pool.run(object(), 30, exec, code))
+        await until_exists(tmp_path / "started")  # it runs in the worker
         abandoned.cancel()
         started = time.monotonic()
         assert await pool.run(object(), 5, divmod, 9, 4) == (2, 1)
@@ -499,18 +601,19 @@ def test_an_abandoned_task_is_killed_and_the_next_runs():
     assert after and after != [before]
 
 
-def test_the_workers_are_shared_fairly_between_requests():
+def test_the_workers_are_shared_fairly_between_requests(tmp_path):
     """Round robin over the waiting requests: a request behind a big one is not last."""
     finished = []
 
     async def jobs(pool):
         async def one(owner, name):
-            await pool.run(owner, 10, time.sleep, 0.2)
+            await pool.run(owner, 10, exec, touch_then_sleep(tmp_path / name, 0.2))
             finished.append(name)
 
         big, small = object(), object()
         first = [asyncio.ensure_future(one(big, f"big{i}")) for i in range(4)]
-        await asyncio.sleep(0.05)
+        # The first runs in the worker, so all four have been handed to the pool.
+        await until_exists(tmp_path / "big0")
         await asyncio.gather(*first, one(small, "small"))
 
     run_pool(1, 1, jobs)
@@ -578,6 +681,25 @@ def test_a_connection_that_sends_no_request_is_closed(detector, trained):
         assert httpx.get(url + "/healthz", timeout=TIMEOUT).status_code == 200
 
 
+def test_a_body_that_does_not_arrive_in_time_is_408(detector, trained, good):
+    content_type, body = multipart(good[0])
+    with running(create_app(detector, settings_for(trained, request_timeout_s=1))) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as connection:
+            started = time.monotonic()
+            connection.sendall(
+                f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}"
+                f"\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body[: len(body) // 2]
+            )  # and the rest never
+            status, body = read_response(connection)
+            assert time.monotonic() - started < TIMEOUT
+        assert status == 408, body
+        assert json.loads(body) == {"error": "request timeout",
+                                    "detail": "the request did not arrive within 1 s."}  # fmt: skip
+        assert httpx.get(url + "/healthz", timeout=TIMEOUT).status_code == 200
+
+
 def test_concurrent_clients_get_exactly_their_records(server, good, bad, expected):
     clients, rounds = 12, 4
     plans = {  # one good image a request, and a bad one beside it in every third
@@ -634,7 +756,6 @@ def chromium_paths() -> tuple[str, str]:
 
 @contextlib.contextmanager
 def headless_chromium():
-    pytest.importorskip("selenium", reason="the browser test needs selenium (the test extra)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -724,6 +845,41 @@ def test_a_bad_token_file_is_one_line(trained, tmp_path):
     )
 
 
+def test_the_threshold_option_decides_every_request(trained, good, monkeypatch):
+    import uvicorn
+
+    apps = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: apps.append(self.config.app))
+    monkeypatch.setattr(uvicorn.Config, "configure_logging", lambda self: None)
+    for threshold in ("0", "1"):
+        result = invoke("serve", "-M", trained["model"], "--device", "cpu", "--threshold",
+                        threshold)  # fmt: skip
+        assert result.exit_code == 0, result.output
+    for app, threshold, fake in zip(apps, (0.0, 1.0), (True, False)):
+        with TestClient(app) as served:
+            wait_ready(served.get)
+            assert served.get("/v1/model").json()["model"]["threshold"]["value"] == threshold
+            records = served.post("/v1/predict", files=form(*good)).json()
+            assert [r["fake"] for r in records if r["p_fake"] < 1] == [fake] * len(records)
+            # A request's own threshold still overrides the service's.
+            other = served.post(f"/v1/predict?threshold={1 - threshold}", files=form(*good))
+            assert {r["fake"] for r in other.json() if r["p_fake"] < 1} == {not fake}
+
+
+def test_a_bad_model_fails_before_the_port_opens(tmp_path):
+    damaged = tmp_path / "model.pt"
+    damaged.write_bytes(b"not a model file at all")
+    for model in (damaged, tmp_path / "missing.pt"):
+        done = subprocess.run([*DFX, "serve", "-M", str(model), "--port", "0"],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.count("error:") == 1 and "Traceback" not in done.stderr
+        assert str(model.name) in done.stderr
+        # uvicorn logs these as it starts and binds; none was reached.
+        assert "Started server process" not in done.stderr + done.stdout
+        assert "Uvicorn running" not in done.stderr + done.stdout
+
+
 def test_other_interfaces_without_a_token_get_a_warning(trained, tmp_path, monkeypatch):
     import uvicorn
 
@@ -742,37 +898,49 @@ def test_other_interfaces_without_a_token_get_a_warning(trained, tmp_path, monke
     assert started == ["0.0.0.0", "0.0.0.0", "127.0.0.1"]
 
 
-def test_sigterm_lets_the_request_in_flight_finish(trained, good, expected):
-    """The real command: a request waiting in the batcher still gets its answer on SIGTERM."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "dfx", "serve", "-M", str(trained["model"]),
-               "--device", "cpu", "--port", str(port), "--max-wait-ms", "1500"]  # fmt: skip
-    environment = os.environ | {"PYTHONPATH": str(SRC)}
-    process = subprocess.Popen(
-        command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None and time.monotonic() < deadline, "did not start"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.2)
-        with ThreadPoolExecutor(1) as pool:
-            answer = pool.submit(httpx.post, url + "/v1/predict", files=form(good[0]), timeout=60)
-            time.sleep(0.5)  # the request now waits in the batcher for others to join
-            process.send_signal(signal.SIGTERM)
-            response = answer.result(timeout=60)
-        assert response.status_code == 200
-        assert_same_up_to_rounding(response.json(), [expected[good[0].name]])
+def multipart(path: Path, boundary: str = "dfxboundary") -> tuple[str, bytes]:
+    """The content type and body of a form upload of ``path`` in the field 'files'."""
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{path.name}"'
+        "\r\nContent-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    body = head + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    return f"multipart/form-data; boundary={boundary}", body
+
+
+def read_response(connection: socket.socket) -> tuple[int, bytes]:
+    """The status and the body of the next final HTTP response on ``connection`` (a
+    ``100 Continue`` before it is passed over); the body is read to its Content-Length."""
+    received = b""
+    while True:
+        received = received.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n")
+        head, found, body = received.partition(b"\r\n\r\n")
+        if found:
+            length = re.search(rb"(?im)^content-length: *(\d+)", head)
+            if length and len(body) >= int(length[1]):
+                return int(head.split(b" ", 2)[1]), body[: int(length[1])]
+        chunk = connection.recv(65536)
+        assert chunk, f"the connection closed before a whole response: {received[:300]!r}"
+        received += chunk
+
+
+def test_sigterm_lets_the_request_in_flight_finish(trained, good, expected, tmp_path):
+    """The real command: a request whose body the service has begun to read when SIGTERM
+    comes still gets its answer, and the process then ends."""
+    with live_server(trained["model"], tmp_path / "serve.log") as server:
+        content_type, body = multipart(good[0])
+        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as connection:
+            connection.sendall(
+                f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
+                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            )
+            # 100 Continue: the application has started to read this request's body.
+            assert connection.recv(25) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            server.process.send_signal(signal.SIGTERM)
+            connection.sendall(body)
+            status, answer = read_response(connection)
+        assert status == 200, answer
+        assert_same_up_to_rounding(json.loads(answer), [expected[good[0].name]])
         # uvicorn re-raises the signal after a clean shutdown, so it may end by SIGTERM.
-        assert process.wait(timeout=60) in (0, -signal.SIGTERM)
-        assert "Application shutdown complete" in process.stderr.read()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
+        assert server.process.wait(timeout=60) in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in server.output()

@@ -1,8 +1,9 @@
 """Apply each known fault of the method to a copy of the code and name the tests it fails.
 
-Not part of the suite: the faults that issue 18's probe found unnoticed, and those of the
+Not part of the suite: the faults that issue 18's probe found unnoticed, those of the
 training facts (JPEG quality, optimizer, epochs, kept weights, hold-out, normalisation),
-each a small, plausible mistake in a fixed fact of the method. For every fault the script copies the
+each a small, plausible mistake in a fixed fact of the method, and mistakes in the suite
+itself (a test that puts src/ on PYTHONPATH). For every fault the script copies the
 repository's files into a temporary folder, makes the change there (the working tree is
 never touched), runs the tests that should catch it against that copy, and prints the
 tests that failed; a fault no test catches is reported as MISSED and the exit status is 1.
@@ -161,6 +162,15 @@ FAULTS = (
         "src/dfx/data/transforms.py",
         "return TF.normalize(tensor, list(self.mean), list(self.std))",
         "return tensor",
+    ),
+    Fault(
+        "pythonpath-src",
+        "PYTHONPATH=src reintroduced in one test (it would test src/, not the installed dfx)",
+        "tests/test_integrity.py",
+        'subprocess.run([sys.executable, "-c", script], timeout=60)',
+        'subprocess.run([sys.executable, "-c", script], timeout=60,\n'
+        '                          env=os.environ | {"PYTHONPATH": "src"})',
+        ("tests/test_packaging.py::test_no_test_puts_src_on_pythonpath",),
     ),
 )
 

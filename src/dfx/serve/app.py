@@ -122,6 +122,8 @@ class Service:
         self.detector = None if callable(detector) else detector
         self._load = detector if callable(detector) else None
         self.ready = False
+        self.stopping = False
+        """Shutdown has begun: new requests get 503 while the ones in flight finish."""
         self.failure: str | None = None
         """Why the model could not be loaded or warmed up (then /readyz stays 503)."""
         self.batcher: MicroBatcher | None = None
@@ -182,6 +184,9 @@ class Service:
         )
 
     def check_ready(self) -> None:
+        if self.stopping:
+            detail = "the service is shutting down; send the request to another replica."
+            raise ApiError(503, "shutting down", detail, {"Retry-After": str(NOT_READY_RETRY_S)})
         if not self.ready:
             detail = self.failure or "the model is loading or warming up."
             raise ApiError(503, "not ready", detail, {"Retry-After": str(NOT_READY_RETRY_S)})
@@ -399,6 +404,7 @@ def create_app(detector, settings: ServeConfig | None = None) -> FastAPI:
         loop = asyncio.get_running_loop()
         starting = loop.run_in_executor(None, service.start)
         yield
+        service.stopping = True  # /readyz turns 503, so a load balancer sends no more
         await starting
         await loop.run_in_executor(None, service.stop, settings.request_timeout_s)
 
@@ -447,7 +453,7 @@ def create_app(detector, settings: ServeConfig | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["health"])
     async def readyz():
-        """The model is loaded and warmed up (503 before, with Retry-After)."""
+        """The model is loaded and warmed up (503 before, and while shutting down)."""
         service.check_ready()
         return json_response({"status": "ready", "queued": service.batcher.queued})
 
