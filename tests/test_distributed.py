@@ -175,7 +175,7 @@ def fit_tiny(model, batches, validation) -> list:
         optimizer=torch.optim.Adam(model.parameters(), lr=0.1),
         scheduler=None,
         loss_fn=torch.nn.CrossEntropyLoss(weight=CLASS_WEIGHTS),
-        runtime=Placement(torch.device("cpu"), None),
+        placement=Placement(torch.device("cpu"), None),
     )
     return [(r.train_loss, r.train_accuracy, r.val_loss, r.val_accuracy) for r in result.history]
 
