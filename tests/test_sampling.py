@@ -44,7 +44,7 @@ def test_sample_per_group_is_seeded():
     assert first != sample_per_group(ITEMS, label, 14, np.random.default_rng(2))
 
 
-def test_holdout_split_holds_out_the_fraction_of_every_group():
+def test_hold_out_keeps_back_the_fraction_of_every_group():
     train, held = hold_out(ITEMS, label, 0.2, np.random.default_rng(0))
     assert sorted(train + held) == sorted(ITEMS) and not set(train) & set(held)
     held_counts = {
@@ -57,7 +57,7 @@ def test_holdout_split_holds_out_the_fraction_of_every_group():
     assert hold_out(ITEMS, label, 0.2, np.random.default_rng(1)) != (train, held)
 
 
-def test_holdout_split_keeps_one_of_each_side_when_it_can():
+def test_hold_out_keeps_one_of_each_side_when_it_can():
     tiny = [("a", 0), ("a", 1), ("b", 0)]
     train, held = hold_out(tiny, label, 0.01, np.random.default_rng(0))
     assert len([i for i in held if i[0] == "a"]) == 1  # a positive fraction holds out ≥ 1
