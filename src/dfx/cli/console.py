@@ -250,7 +250,9 @@ def report_list(title: str, lines: list[str], shown: int = 5) -> None:
     console = stderr()
     console.print(f"[yellow]{title}[/yellow]")
     for line in lines[:shown]:
-        console.print(f"  {line}", markup=False)
+        # One item a line, never folded at the console's width: a path stays whole to copy
+        # or grep, however long.
+        console.print(f"  {line}", markup=False, soft_wrap=True)
     if len(lines) > shown:
         console.print(f"  ... and {len(lines) - shown} more", markup=False)
 
